@@ -1,0 +1,53 @@
+# trajforge: every target installs what it needs (through `setup`), so each works on a fresh clone.
+SHELL := /bin/bash
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+RUN ?= runs/demo
+CONFIG ?= configs/default.yaml
+TORCH_VERSION ?= 2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test test-slow lint bench synth filter sft publish clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip wheel
+	# CPU-only machines: take the CPU build of torch first so nothing pulls CUDA wheels.
+	if ! command -v nvidia-smi >/dev/null 2>&1; then $(BIN)/pip install --quiet "torch==$(TORCH_VERSION)"; fi
+	$(BIN)/pip install --quiet -e ".[train,dev]"
+	@command -v bwrap >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+		(apt-get update -qq && apt-get install -y -qq bubblewrap) >/dev/null 2>&1 || \
+		echo "note: bubblewrap not installed; the code sandbox falls back to namespaces + rlimits"; }
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q -n 2 --dist loadfile
+
+test-slow: $(STAMP)
+	$(BIN)/pytest -q -m slow
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: $(STAMP)
+	@for script in bench/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+synth: $(STAMP)
+	$(BIN)/trajforge synth --config $(CONFIG) --run $(RUN)
+
+filter: $(STAMP)
+	$(BIN)/trajforge filter --config $(CONFIG) --run $(RUN)
+
+sft: $(STAMP)
+	$(BIN)/trajforge sft --config $(CONFIG) --run $(RUN)
+
+publish: $(STAMP)
+	$(BIN)/trajforge publish --run $(RUN) --repo $(REPO) $(PUBLISH_ARGS)
+
+clean:
+	rm -rf $(VENV) runs worlds

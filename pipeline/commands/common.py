@@ -1,0 +1,55 @@
+"""Options and helpers every command shares: config loading, the run store, errors."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import typer
+
+from pipeline.config import Config, ConfigError, load_config, resolved_yaml
+from pipeline.store import RunStore, atomic_write_bytes
+
+ConfigOption = typer.Option(None, "--config", "-c", help="YAML config (default: configs/default.yaml).")
+SetOption = typer.Option(None, "--set", "-s", help="Override a config key: section.key=value (repeatable).")
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print an actionable error and return the exit to raise."""
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code)
+
+
+def load(config: Path | None, sets: list[str] | None, run: Path | None = None) -> Config:
+    """Config from file + overrides; `--run DIR` sets run.root and run.name from DIR."""
+    overrides = list(sets or [])
+    if run is not None:
+        overrides += [f"run.root={run.parent}", f"run.name={run.name}"]
+    try:
+        return load_config(config, overrides)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+
+
+def open_run(cfg: Config, *, save_config: bool = True) -> RunStore:
+    """The run folder, with the resolved config saved (variable names only, no secrets)."""
+    store = RunStore(cfg.run.dir)
+    store.root.mkdir(parents=True, exist_ok=True)
+    store.clear_temporaries()
+    if save_config:
+        atomic_write_bytes(store.root / "config.yaml", resolved_yaml(cfg).encode())
+    return store
+
+
+def stage_logger(store: RunStore, stage: str) -> logging.Logger:
+    """A logger that also writes `RUN/logs/<stage>.log`, where every dropped item is explained."""
+    logger = logging.getLogger(f"trajforge.{stage}")
+    log_dir = store.root / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    path = str(log_dir / f"{stage}.log")
+    if not any(getattr(h, "baseFilename", None) == str(Path(path).resolve()) for h in logger.handlers):
+        handler = logging.FileHandler(path)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    return logger

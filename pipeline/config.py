@@ -1,0 +1,232 @@
+"""Configuration: YAML files in `configs/` plus `key.path=value` overrides from the CLI.
+
+Secrets never live in a config: fields ending in `_env` name the environment variable that holds
+a key, and `secret(name)` reads it at the moment of use. The resolved config saved into a run
+therefore contains variable names only. Unknown keys are errors (a typo should not silently
+fall back to a default).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RunConfig(Section):
+    name: str = "demo"
+    root: str = "runs"  # runs/<name>/
+
+    @property
+    def dir(self) -> Path:
+        return Path(self.root) / self.name
+
+
+class WorldConfig(Section):
+    """The offline world: built if absent, served on loopback, used as teacher and web."""
+
+    enabled: bool = True
+    dir: str = "worlds/default"
+    seed: int = 0
+    entities: int = 300
+    tasks: int = 200
+    host: str = "127.0.0.1"
+    port: int = 0  # 0: pick a free port
+
+
+class SeedsConfig(Section):
+    """Where tasks come from: the world, a local HF dataset folder, parquet or JSONL."""
+
+    source: Literal["world", "hf", "parquet", "jsonl"] = "world"
+    path: str | None = None
+    preset: str | None = None  # column layout preset, e.g. "image-question-answer"
+    columns: dict[str, str] = Field(default_factory=dict)  # our name -> column in the source
+    min_resolution: int = 0  # R1V4 used 1024 for thinking-with-images seeds
+    limit: int | None = None
+    category: str | None = None
+    mode: Literal["deepresearch", "general"] = "deepresearch"
+
+
+class TeacherConfig(Section):
+    """Any OpenAI-compatible chat-completions endpoint (None base_url: the world's oracle)."""
+
+    base_url: str | None = None
+    model: str = "oracle"
+    api_key_env: str | None = None
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_tokens: int = 2048
+    concurrency: int = 64
+    requests_per_s: float | None = None
+    tokens_per_min: int | None = None
+    timeout_s: float = 120.0
+    max_retries: int = 6
+    image_max_pixels: int = 1_048_576  # pixel budget for images sent to the teacher
+    cache: bool = True
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+
+
+class CodeToolConfig(Section):
+    isolation: Literal["auto", "bwrap", "namespaces", "unsafe-local"] = "auto"
+    workers: int = 2
+    session: bool = False  # keep variables across calls within one trajectory
+    cpu_s: float = 10.0
+    wall_s: float = 20.0
+    memory_mb: int = 1024
+    max_processes: int = 8
+    max_output_bytes: int = 65_536
+    max_images: int = 8
+    max_image_pixels: int = 16_777_216
+
+
+class SearchToolConfig(Section):
+    text_backend: Literal["local", "ddgs", "serper"] = "local"
+    image_backend: Literal["local", "serper"] = "local"
+    serper_key_env: str = "SERPER_API_KEY"
+    index_dir: str | None = None  # local indexes (default: inside the world folder)
+    top_k: int = 5
+    cache: bool = True
+    public_image_base_url: str | None = None  # where local crops are reachable for Lens
+
+
+class VisitToolConfig(Section):
+    timeout_s: float = 15.0
+    max_bytes: int = 2_000_000
+    allow_hosts: list[str] = Field(default_factory=list)  # SSRF exceptions (the world server)
+    max_chars: int = 6000
+    summarizer_base_url: str | None = None
+    summarizer_model: str | None = None
+    summarizer_key_env: str | None = None
+    cache: bool = True
+
+
+class ToolsConfig(Section):
+    code: CodeToolConfig = Field(default_factory=CodeToolConfig)
+    search: SearchToolConfig = Field(default_factory=SearchToolConfig)
+    visit: VisitToolConfig = Field(default_factory=VisitToolConfig)
+
+
+class SynthConfig(Section):
+    rollouts: int = 4
+    max_turns: int = 12
+    max_tokens: int = 32_768
+    plan: bool = True
+    plan_retries: int = 2
+    prompt_version: str = "r1v4-v1"
+    in_flight: int = 64  # trajectories in flight per worker
+    workers: int = 1
+    ray_address: str | None = None
+    shard_size: int = 64
+
+
+class FilterConfig(Section):
+    judge: Literal["none", "teacher", "custom"] = "none"
+    judge_base_url: str | None = None
+    judge_model: str | None = None
+    judge_key_env: str | None = None
+    drop_sandbox_errors: bool = True
+    checks: list[str] = Field(default_factory=list)  # empty: every check
+    cap: int = 30_000
+    quotas: dict[str, float] = Field(default_factory=dict)  # category -> share of the cap
+    best_per_task: int = 1
+    plan_samples: bool = True
+
+
+class SFTConfig(Section):
+    config: str = "configs/sft/tiny.yaml"
+    nproc: int = 2
+
+
+class PublishConfig(Section):
+    repo: str | None = None
+    token_env: str = "HF_TOKEN"
+    private: bool = False
+    max_shard_mb: int = 300
+    license: str = "apache-2.0"
+
+
+class Config(Section):
+    run: RunConfig = Field(default_factory=RunConfig)
+    world: WorldConfig = Field(default_factory=WorldConfig)
+    seeds: SeedsConfig = Field(default_factory=SeedsConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    tools: ToolsConfig = Field(default_factory=ToolsConfig)
+    synth: SynthConfig = Field(default_factory=SynthConfig)
+    filter: FilterConfig = Field(default_factory=FilterConfig)
+    sft: SFTConfig = Field(default_factory=SFTConfig)
+    publish: PublishConfig = Field(default_factory=PublishConfig)
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message says which key and how to fix it."""
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {dotted!r}: {key!r} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`teacher.model=gpt-4o` -> ("teacher.model", "gpt-4o"); values are parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.safe_load(raw) if raw.strip() else None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (default: configs/default.yaml) and apply dotted overrides."""
+    path = Path(path) if path else DEFAULT_CONFIG
+    tree: dict[str, Any] = {}
+    if path.exists():
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of sections")
+        tree = loaded
+    elif path != DEFAULT_CONFIG:
+        raise ConfigError(f"config file {path} not found; pass an existing YAML file (see configs/)")
+    for item in overrides or []:
+        key, value = parse_override(item)
+        _set_path(tree, key, value)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
+        raise ConfigError(f"invalid config {path}:\n" + "\n".join(lines)) from None
+
+
+def resolved_yaml(config: Config) -> str:
+    """The config as it ran: every default filled in; holds variable names, never secrets."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def secret(env_name: str | None, *, purpose: str) -> str | None:
+    """Read a secret from the environment at the moment of use; never stored or logged."""
+    if not env_name:
+        return None
+    value = os.environ.get(env_name)
+    if value is None:
+        raise ConfigError(f"{purpose} needs the environment variable {env_name}; export it or change the config")
+    return value
+
+
+def config_hash(config: Config) -> str:
+    from pipeline.schema import stable_hash
+
+    return stable_hash(config.model_dump(mode="json"), length=12)

@@ -1,0 +1,121 @@
+"""The R1V4 planner format: a JSON array of 2 to 10 `{description, tool_name, parameters}` steps.
+
+One validator and one renderer. A step that depends on an earlier one says so with a
+placeholder such as `[Person identified in Step 1]` or `[Result from Step 2]`; a placeholder
+must point to an earlier step. Validation never raises on model output: it returns the steps
+it could read and a list of errors (shown back to the teacher on retry).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from pipeline.schema import PLAN_TOOLS, PlanStep
+
+MIN_STEPS, MAX_STEPS = 2, 10
+#: Parameter names each planner tool takes (R1V4: singular forms in plans).
+PLAN_PARAMETERS: dict[str, set[str]] = {
+    "image_search": {"image_path"},
+    "text_search": {"query"},
+    "web_visit": {"url"},
+    "code": {"operation"},
+    "none": set(),
+}
+_PLACEHOLDER_RE = re.compile(r"\[([^\[\]]*?\bstep\s*(\d+)\b[^\[\]]*?)\]", re.IGNORECASE)
+_FENCE_RE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
+
+
+def placeholders(text: str) -> list[tuple[str, int]]:
+    """`[... Step N ...]` placeholders in a text, as (placeholder, N)."""
+    return [(m.group(0), int(m.group(2))) for m in _PLACEHOLDER_RE.finditer(text)]
+
+
+def _strings(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def extract_plan_json(text: str) -> Any:
+    """The JSON array in a planner reply: bare, fenced, or the outermost [...] in prose."""
+    candidates = [text.strip(), *(m.strip() for m in _FENCE_RE.findall(text))]
+    start, end = text.find("["), text.rfind("]")
+    if 0 <= start < end:
+        candidates.append(text[start : end + 1])
+    last_error: ValueError | None = None
+    for candidate in candidates:
+        try:
+            return json.loads(candidate)
+        except ValueError as exc:
+            last_error = exc
+    raise ValueError(f"no JSON array found ({last_error})")
+
+
+def validate_plan(
+    data: Any,
+    *,
+    tools: Iterable[str] = PLAN_TOOLS,
+    require_final_none: bool = True,
+) -> tuple[list[PlanStep], list[str]]:
+    """Check a parsed plan; returns the readable steps and every error found."""
+    allowed = set(tools)
+    errors: list[str] = []
+    if not isinstance(data, list):
+        return [], ["plan must be a JSON array of steps"]
+    if not MIN_STEPS <= len(data) <= MAX_STEPS:
+        errors.append(f"plan has {len(data)} steps; it must have {MIN_STEPS} to {MAX_STEPS}")
+    steps: list[PlanStep] = []
+    for number, item in enumerate(data, start=1):
+        where = f"step {number}"
+        if not isinstance(item, dict):
+            errors.append(f"{where}: must be an object with description, tool_name, parameters")
+            continue
+        missing = {"description", "tool_name", "parameters"} - set(item)
+        if missing:
+            errors.append(f"{where}: missing {sorted(missing)}")
+        extra = set(item) - {"description", "tool_name", "parameters"}
+        if extra:
+            errors.append(f"{where}: unexpected keys {sorted(extra)}")
+        description, tool, params = item.get("description"), item.get("tool_name"), item.get("parameters", {})
+        if not isinstance(description, str) or not description.strip():
+            errors.append(f"{where}: description must be a non-empty string")
+            description = str(description or "")
+        if tool not in allowed:
+            errors.append(f"{where}: tool_name {tool!r} is not one of {sorted(allowed)}")
+        if not isinstance(params, dict):
+            errors.append(f"{where}: parameters must be an object")
+            params = {}
+        elif tool in PLAN_PARAMETERS and tool != "code":
+            expected = PLAN_PARAMETERS[tool]
+            if set(params) != expected:
+                errors.append(f"{where}: {tool} takes parameters {sorted(expected) or '{}'}, got {sorted(params)}")
+        for text in [description, *_strings(params)]:
+            for placeholder, target in placeholders(text):
+                if not 1 <= target < number:
+                    errors.append(f"{where}: placeholder {placeholder} must point to an earlier step (1..{number - 1})")
+        steps.append(PlanStep(description=description, tool_name=str(tool), parameters=params))
+    if require_final_none and steps and steps[-1].tool_name != "none":
+        errors.append("the last step must be a 'none' reasoning or verification step")
+    return steps, errors
+
+
+def parse_plan(text: str, **kwargs: Any) -> tuple[list[PlanStep], list[str]]:
+    """Extract and validate a plan from a planner reply."""
+    try:
+        data = extract_plan_json(text)
+    except ValueError as exc:
+        return [], [f"plan is not valid JSON: {exc}"]
+    return validate_plan(data, **kwargs)
+
+
+def render_plan(steps: Iterable[PlanStep]) -> str:
+    """The canonical JSON text of a plan (what a plan-mode sample's answer contains)."""
+    return json.dumps([s.model_dump() for s in steps], ensure_ascii=False, indent=2)

@@ -1,0 +1,370 @@
+"""Typed records that flow between stages, each with one versioned Arrow schema.
+
+Every record is a pydantic model (validation at the boundary) and has an explicit Arrow schema
+(what lands in parquet). JSON-shaped payloads (tool arguments, plan parameters, metadata) are
+stored as JSON text so the Arrow schema never depends on what a teacher wrote.
+
+Image fields hold image *references* (sha256 hex of the bytes, see `pipeline.store.ImageStore`),
+never bytes; exported shards embed bytes later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal, TypeVar
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+
+TASK_SCHEMA_VERSION = 1
+PLAN_SCHEMA_VERSION = 1
+TRAJECTORY_SCHEMA_VERSION = 1
+VERDICT_SCHEMA_VERSION = 1
+
+Category = Literal["perception", "search", "interleaved", "multihop", "general", "plan", "other"]
+Mode = Literal["deepresearch", "general", "plan"]
+TrajectoryStatus = Literal["answered", "failed", "turn_limit", "token_limit", "imported"]
+
+#: Tool names of the R1V4 executor (DeepResearch mode has all four; General mode has `code`).
+EXECUTOR_TOOLS = ("code", "image_search", "text_search", "web_visit")
+#: Tool names a plan step may use: R1V4's planner tools plus `code` (thinking-with-images steps).
+PLAN_TOOLS = ("image_search", "text_search", "web_visit", "code", "none")
+
+
+def canonical_json(value: Any) -> str:
+    """One JSON spelling for hashing and storage: sorted keys, no ASCII escaping."""
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def stable_hash(*parts: Any, length: int = 16) -> str:
+    """Short, stable content hash used for ids (sha256 over canonical JSON)."""
+    return hashlib.sha256(canonical_json(list(parts)).encode("utf-8")).hexdigest()[:length]
+
+
+class Record(BaseModel):
+    """Base for stored records: strict about unknown fields, cheap to copy."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+
+
+# --------------------------------------------------------------------------------------- Task
+
+
+class Task(Record):
+    """A question about one or more images, with an optional gold answer and gold solution."""
+
+    task_id: str = ""
+    source: str = "unknown"
+    source_id: str = ""
+    category: Category = "other"
+    mode: Mode = "deepresearch"
+    question: str
+    images: list[str] = Field(default_factory=list)
+    gold_answer: str | None = None
+    answer_aliases: list[str] = Field(default_factory=list)
+    gold_plan: str | None = None  # JSON text in the planner format
+    gold_path: str | None = None  # JSON text: the world's gold steps (tool, arguments, expect)
+    gold_region: list[float] | None = None  # [x0, y0, x1, y1] in pixels of images[0]
+    meta: str = "{}"  # JSON text
+    schema_version: int = TASK_SCHEMA_VERSION
+
+    def model_post_init(self, _context: Any) -> None:
+        if not self.task_id:
+            self.task_id = task_id_for(self.question, self.images, self.gold_answer, self.source)
+
+
+def task_id_for(question: str, images: Sequence[str], gold_answer: str | None, source: str) -> str:
+    """A task id hashes its content, so the same seed always gets the same id."""
+    return "t-" + stable_hash(source, question.strip(), list(images), gold_answer)
+
+
+TASK_ARROW = pa.schema(
+    [
+        ("task_id", pa.string()),
+        ("source", pa.string()),
+        ("source_id", pa.string()),
+        ("category", pa.string()),
+        ("mode", pa.string()),
+        ("question", pa.string()),
+        ("images", pa.list_(pa.string())),
+        ("gold_answer", pa.string()),
+        ("answer_aliases", pa.list_(pa.string())),
+        ("gold_plan", pa.string()),
+        ("gold_path", pa.string()),
+        ("gold_region", pa.list_(pa.float64())),
+        ("meta", pa.string()),
+        ("schema_version", pa.int32()),
+    ],
+    metadata={"trajforge.record": "Task", "trajforge.version": str(TASK_SCHEMA_VERSION)},
+)
+
+# --------------------------------------------------------------------------------------- Plan
+
+
+class PlanStep(Record):
+    """One planner step: R1V4's `{description, tool_name, parameters}`."""
+
+    description: str
+    tool_name: str
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class Plan(Record):
+    """The teacher's plan for a task, valid or not (invalid plans are recorded with errors)."""
+
+    task_id: str
+    steps: list[PlanStep] = Field(default_factory=list)
+    raw_text: str = ""
+    valid: bool = False
+    errors: list[str] = Field(default_factory=list)
+    attempts: int = 0
+    teacher: str = ""
+    prompt_version: str = ""
+    schema_version: int = PLAN_SCHEMA_VERSION
+
+
+PLAN_STEP_ARROW = pa.struct(
+    [("description", pa.string()), ("tool_name", pa.string()), ("parameters", pa.string())]
+)
+PLAN_ARROW = pa.schema(
+    [
+        ("task_id", pa.string()),
+        ("steps", pa.list_(PLAN_STEP_ARROW)),
+        ("raw_text", pa.string()),
+        ("valid", pa.bool_()),
+        ("errors", pa.list_(pa.string())),
+        ("attempts", pa.int32()),
+        ("teacher", pa.string()),
+        ("prompt_version", pa.string()),
+        ("schema_version", pa.int32()),
+    ],
+    metadata={"trajforge.record": "Plan", "trajforge.version": str(PLAN_SCHEMA_VERSION)},
+)
+
+# ------------------------------------------------------------------------- Observation / Step
+
+
+class Observation(Record):
+    """What a tool returned. A failure is an observation with `error` set, never an exception."""
+
+    text: str = ""
+    images: list[str] = Field(default_factory=list)
+    error: str | None = None
+    latency_s: float = 0.0
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+class Step(Record):
+    """One assistant turn and, for a tool call, what the tool returned.
+
+    `arguments` is JSON text. `raw` is the exact assistant text of the turn (the R1V4 format,
+    produced or parsed by `pipeline.format`), kept so filters and SFT see what the teacher wrote.
+    """
+
+    index: int
+    think: str = ""
+    action: Literal["tool_call", "answer", "invalid"] = "invalid"
+    tool_name: str | None = None
+    arguments: str | None = None
+    answer: str | None = None
+    raw: str = ""
+    format_errors: list[str] = Field(default_factory=list)
+    observation_text: str | None = None
+    observation_images: list[str] = Field(default_factory=list)
+    error: str | None = None  # tool error of the observation
+    tool_latency_s: float = 0.0
+    plan_step: int | None = None  # 1-based plan step this turn serves
+    teacher_latency_s: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def arguments_dict(self) -> dict[str, Any]:
+        """Arguments parsed from JSON text; {} when absent or unreadable."""
+        if not self.arguments:
+            return {}
+        try:
+            value = json.loads(self.arguments)
+        except ValueError:
+            return {}
+        return value if isinstance(value, dict) else {}
+
+
+STEP_ARROW = pa.struct(
+    [
+        ("index", pa.int32()),
+        ("think", pa.string()),
+        ("action", pa.string()),
+        ("tool_name", pa.string()),
+        ("arguments", pa.string()),
+        ("answer", pa.string()),
+        ("raw", pa.string()),
+        ("format_errors", pa.list_(pa.string())),
+        ("observation_text", pa.string()),
+        ("observation_images", pa.list_(pa.string())),
+        ("error", pa.string()),
+        ("tool_latency_s", pa.float64()),
+        ("plan_step", pa.int32()),
+        ("teacher_latency_s", pa.float64()),
+        ("prompt_tokens", pa.int64()),
+        ("completion_tokens", pa.int64()),
+    ]
+)
+
+# --------------------------------------------------------------------------------- Trajectory
+
+
+class Trajectory(Record):
+    """One rollout of one task: the plan it followed, every step, and how it ended."""
+
+    trajectory_id: str = ""
+    task_id: str
+    rollout: int = 0
+    teacher: str = ""
+    prompt_version: str = ""
+    source: str = ""
+    source_id: str = ""
+    category: Category = "other"
+    mode: Mode = "deepresearch"
+    question: str
+    images: list[str] = Field(default_factory=list)
+    gold_answer: str | None = None
+    answer_aliases: list[str] = Field(default_factory=list)
+    gold_region: list[float] | None = None
+    plan: str | None = None  # JSON text of the plan steps the executor saw
+    plan_valid: bool | None = None
+    steps: list[Step] = Field(default_factory=list)
+    final_answer: str | None = None
+    status: TrajectoryStatus = "answered"
+    failure_reason: str | None = None
+    format_errors: list[str] = Field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    teacher_calls: int = 0
+    wall_s: float = 0.0
+    injected_defects: list[str] = Field(default_factory=list)  # ground truth from the world
+    meta: str = "{}"
+    schema_version: int = TRAJECTORY_SCHEMA_VERSION
+
+    def model_post_init(self, _context: Any) -> None:
+        if not self.trajectory_id:
+            self.trajectory_id = trajectory_id_for(
+                self.task_id, self.rollout, self.teacher, self.prompt_version
+            )
+
+    @property
+    def tool_calls(self) -> list[Step]:
+        return [s for s in self.steps if s.action == "tool_call"]
+
+
+def trajectory_id_for(task_id: str, rollout: int, teacher: str, prompt_version: str) -> str:
+    """Task id + rollout index + teacher + prompt version: reruns land on the same id."""
+    return f"{task_id}-r{rollout}-" + stable_hash(teacher, prompt_version, length=8)
+
+
+TRAJECTORY_ARROW = pa.schema(
+    [
+        ("trajectory_id", pa.string()),
+        ("task_id", pa.string()),
+        ("rollout", pa.int32()),
+        ("teacher", pa.string()),
+        ("prompt_version", pa.string()),
+        ("source", pa.string()),
+        ("source_id", pa.string()),
+        ("category", pa.string()),
+        ("mode", pa.string()),
+        ("question", pa.string()),
+        ("images", pa.list_(pa.string())),
+        ("gold_answer", pa.string()),
+        ("answer_aliases", pa.list_(pa.string())),
+        ("gold_region", pa.list_(pa.float64())),
+        ("plan", pa.string()),
+        ("plan_valid", pa.bool_()),
+        ("steps", pa.list_(STEP_ARROW)),
+        ("final_answer", pa.string()),
+        ("status", pa.string()),
+        ("failure_reason", pa.string()),
+        ("format_errors", pa.list_(pa.string())),
+        ("prompt_tokens", pa.int64()),
+        ("completion_tokens", pa.int64()),
+        ("teacher_calls", pa.int32()),
+        ("wall_s", pa.float64()),
+        ("injected_defects", pa.list_(pa.string())),
+        ("meta", pa.string()),
+        ("schema_version", pa.int32()),
+    ],
+    metadata={"trajforge.record": "Trajectory", "trajforge.version": str(TRAJECTORY_SCHEMA_VERSION)},
+)
+
+# ------------------------------------------------------------------------------------ Verdict
+
+
+class StepVerdict(Record):
+    """A check's opinion of one step (index into `Trajectory.steps`; -1 for the whole)."""
+
+    step: int
+    ok: bool
+    reason: str = ""
+
+
+class Verdict(Record):
+    """One check's result for one trajectory: keep or drop, with a reason on every drop."""
+
+    trajectory_id: str
+    check: str
+    keep: bool
+    score: float = 1.0
+    reason: str = ""
+    steps: list[StepVerdict] = Field(default_factory=list)
+    schema_version: int = VERDICT_SCHEMA_VERSION
+
+
+STEP_VERDICT_ARROW = pa.struct([("step", pa.int32()), ("ok", pa.bool_()), ("reason", pa.string())])
+VERDICT_ARROW = pa.schema(
+    [
+        ("trajectory_id", pa.string()),
+        ("check", pa.string()),
+        ("keep", pa.bool_()),
+        ("score", pa.float64()),
+        ("reason", pa.string()),
+        ("steps", pa.list_(STEP_VERDICT_ARROW)),
+        ("schema_version", pa.int32()),
+    ],
+    metadata={"trajforge.record": "Verdict", "trajforge.version": str(VERDICT_SCHEMA_VERSION)},
+)
+
+# ------------------------------------------------------------------------ Arrow conversions
+
+R = TypeVar("R", bound=Record)
+
+ARROW_SCHEMAS: dict[type[Record], pa.Schema] = {
+    Task: TASK_ARROW,
+    Plan: PLAN_ARROW,
+    Trajectory: TRAJECTORY_ARROW,
+    Verdict: VERDICT_ARROW,
+}
+
+
+def _to_row(record: Record) -> dict[str, Any]:
+    row = record.model_dump()
+    if isinstance(record, Plan):
+        row["steps"] = [{**s, "parameters": canonical_json(s["parameters"])} for s in row["steps"]]
+    return row
+
+
+def _from_row(model: type[R], row: dict[str, Any]) -> R:
+    if model is Plan:
+        row = {**row, "steps": [{**s, "parameters": json.loads(s["parameters"] or "{}")} for s in row["steps"]]}
+    return model.model_validate(row)
+
+
+def to_table(records: Iterable[Record], model: type[Record]) -> pa.Table:
+    """Records of one type -> an Arrow table with that type's versioned schema."""
+    return pa.Table.from_pylist([_to_row(r) for r in records], schema=ARROW_SCHEMAS[model])
+
+
+def from_table(table: pa.Table, model: type[R]) -> list[R]:
+    """Arrow table (or the columns of it this version knows) -> records."""
+    known = [name for name in ARROW_SCHEMAS[model].names if name in table.column_names]
+    return [_from_row(model, row) for row in table.select(known).to_pylist()]

@@ -1,0 +1,66 @@
+"""The one tool interface: a name, a JSON schema for arguments, and an async run.
+
+A tool never raises into the agent loop: every failure (bad arguments, timeout, sandbox kill,
+HTTP error) comes back as an `Observation` with `error` set, so one failing tool costs one step,
+never the trajectory. At this layer `Observation.images` holds *file paths* of images the tool
+produced; the executor moves them into the run's content-addressed image store and records refs.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.schema import Observation
+
+
+@dataclass
+class ToolContext:
+    """Per-trajectory state the tools share.
+
+    `images` maps the names the model may use (in code, in image_search) to files: the task's
+    input images first, then every image a tool produced earlier in the trajectory.
+    """
+
+    trajectory_id: str
+    workdir: Path
+    images: dict[str, Path] = field(default_factory=dict)
+    question: str = ""
+    goal: str = ""  # what the trajectory is after (for goal-directed page summaries)
+
+    def register_image(self, path: Path, name: str | None = None) -> str:
+        """Make a produced image addressable by later calls; returns its name."""
+        name = name or f"image_{len(self.images)}{path.suffix or '.png'}"
+        self.images[name] = path
+        return name
+
+
+class Tool(ABC):
+    """Base class: subclasses set `name`, `description`, `parameters` and implement `_run`."""
+
+    name: str = ""
+    description: str = ""
+    parameters: dict[str, Any] = {}
+
+    def schema(self) -> dict[str, Any]:
+        """OpenAI-style function schema (also what the system prompt lists)."""
+        return {"name": self.name, "description": self.description, "parameters": self.parameters}
+
+    async def run(self, arguments: dict[str, Any], ctx: ToolContext) -> Observation:
+        """Run the tool; any exception becomes an error observation with the latency measured."""
+        start = time.perf_counter()
+        try:
+            observation = await self._run(arguments, ctx)
+        except Exception as exc:  # a tool failure is an observation, never a crash
+            observation = Observation(error=f"{self.name} failed: {type(exc).__name__}: {exc}")
+        observation.latency_s = time.perf_counter() - start
+        return observation
+
+    @abstractmethod
+    async def _run(self, arguments: dict[str, Any], ctx: ToolContext) -> Observation: ...
+
+    async def aclose(self) -> None:
+        """Release pools, clients and caches."""
