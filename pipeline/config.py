@@ -93,7 +93,8 @@ class SearchToolConfig(Section):
     text_backend: Literal["local", "ddgs", "serper"] = "local"
     image_backend: Literal["local", "serper"] = "local"
     serper_key_env: str = "SERPER_API_KEY"
-    index_dir: str | None = None  # local indexes (default: inside the world folder)
+    corpus_dir: str | None = None  # pages.jsonl + images.jsonl (default: <world.dir>/corpus)
+    index_dir: str | None = None  # persistent local indexes (default: <corpus_dir>/index)
     top_k: int = 5
     cache: bool = True
     public_image_base_url: str | None = None  # where local crops are reachable for Lens
@@ -103,6 +104,8 @@ class VisitToolConfig(Section):
     timeout_s: float = 15.0
     max_bytes: int = 2_000_000
     allow_hosts: list[str] = Field(default_factory=list)  # SSRF exceptions (the world server)
+    # like curl --resolve: "world.trajforge.local" -> "127.0.0.1:8123" (the world's live port)
+    host_overrides: dict[str, str] = Field(default_factory=dict)
     max_chars: int = 6000
     summarizer_base_url: str | None = None
     summarizer_model: str | None = None

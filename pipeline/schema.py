@@ -29,6 +29,16 @@ TrajectoryStatus = Literal["answered", "failed", "turn_limit", "token_limit", "i
 
 #: Tool names of the R1V4 executor (DeepResearch mode has all four; General mode has `code`).
 EXECUTOR_TOOLS = ("code", "image_search", "text_search", "web_visit")
+#: Defects the offline world can inject (ground truth for scoring the filters).
+DEFECTS = (
+    "off_target_crop",
+    "unsupported_claim",
+    "skipped_plan_step",
+    "wrong_answer",
+    "format_error",
+    "sandbox_error",
+    "recrop_loop",
+)
 #: Tool names a plan step may use: R1V4's planner tools plus `code` (thinking-with-images steps).
 PLAN_TOOLS = ("image_search", "text_search", "web_visit", "code", "none")
 
