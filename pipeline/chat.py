@@ -72,7 +72,10 @@ def _merge_text(content: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def prompt_messages(system_prompt: str, question: str, images: list[str]) -> list[Message]:
     """System + first user turn (task images, then the question)."""
     user = [{"type": "image", "image": ref} for ref in images] + [{"type": "text", "text": question}]
-    return [{"role": "system", "content": [{"type": "text", "text": system_prompt}]}, {"role": "user", "content": user}]
+    return [
+        {"role": "system", "content": [{"type": "text", "text": system_prompt}]},
+        {"role": "user", "content": user},
+    ]
 
 
 def trajectory_messages(

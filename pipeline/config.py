@@ -225,7 +225,9 @@ def secret(env_name: str | None, *, purpose: str) -> str | None:
         return None
     value = os.environ.get(env_name)
     if value is None:
-        raise ConfigError(f"{purpose} needs the environment variable {env_name}; export it or change the config")
+        raise ConfigError(
+            f"{purpose} needs the environment variable {env_name}; export it or change the config"
+        )
     return value
 
 

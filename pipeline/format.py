@@ -42,7 +42,7 @@ class Turn:
 
     @property
     def action(self) -> str:
-        """"tool_call", "answer" or "invalid" (no readable action)."""
+        """ "tool_call", "answer" or "invalid" (no readable action)."""
         if self.tool_name is not None and self.answer is None:
             return "tool_call"
         if self.answer is not None and self.tool_name is None:
@@ -109,7 +109,9 @@ def render_trajectory(turns: list[Turn]) -> str:
     parts: list[str] = []
     for turn in turns:
         parts.append(
-            render_turn(turn.think or "", tool_name=turn.tool_name, arguments=turn.arguments, answer=turn.answer)
+            render_turn(
+                turn.think or "", tool_name=turn.tool_name, arguments=turn.arguments, answer=turn.answer
+            )
         )
         if turn.observation is not None:
             parts.append(render_observation(turn.observation))

@@ -28,10 +28,14 @@ class ImageError(ValueError):
     """An image that cannot be used; the message names the item and what to do."""
 
 
-def decode_image(data: bytes, *, name: str = "image", max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_BYTES) -> Image.Image:
+def decode_image(
+    data: bytes, *, name: str = "image", max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_BYTES
+) -> Image.Image:
     """Decode bytes into a fully loaded PIL image, or raise ImageError with a clear reason."""
     if len(data) > max_bytes:
-        raise ImageError(f"{name}: {len(data)} bytes exceeds the {max_bytes}-byte limit; downscale or re-encode it")
+        raise ImageError(
+            f"{name}: {len(data)} bytes exceeds the {max_bytes}-byte limit; downscale or re-encode it"
+        )
     if not data:
         raise ImageError(f"{name}: empty file; re-export the image")
     try:
@@ -50,7 +54,9 @@ def decode_image(data: bytes, *, name: str = "image", max_pixels: int = MAX_PIXE
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"{name}: refused as a decompression bomb ({exc}); downscale it") from exc
     except UnidentifiedImageError as exc:
-        raise ImageError(f"{name}: not a readable image (unknown format); check the file is a PNG/JPEG/WebP") from exc
+        raise ImageError(
+            f"{name}: not a readable image (unknown format); check the file is a PNG/JPEG/WebP"
+        ) from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{name}: corrupt or truncated image ({exc}); re-download or re-export it") from exc
     return image
@@ -65,7 +71,9 @@ def read_image(path: str | Path, **limits: int) -> Image.Image:
         raise ImageError(f"{path}: cannot read ({exc.strerror}); check the path") from exc
     max_bytes = limits.get("max_bytes", MAX_BYTES)
     if size > max_bytes:
-        raise ImageError(f"{path}: {size} bytes exceeds the {max_bytes}-byte limit; downscale or re-encode it")
+        raise ImageError(
+            f"{path}: {size} bytes exceeds the {max_bytes}-byte limit; downscale or re-encode it"
+        )
     return decode_image(path.read_bytes(), name=str(path), **limits)
 
 

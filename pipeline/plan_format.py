@@ -96,11 +96,15 @@ def validate_plan(
         elif tool in PLAN_PARAMETERS and tool != "code":
             expected = PLAN_PARAMETERS[tool]
             if set(params) != expected:
-                errors.append(f"{where}: {tool} takes parameters {sorted(expected) or '{}'}, got {sorted(params)}")
+                errors.append(
+                    f"{where}: {tool} takes parameters {sorted(expected) or '{}'}, got {sorted(params)}"
+                )
         for text in [description, *_strings(params)]:
             for placeholder, target in placeholders(text):
                 if not 1 <= target < number:
-                    errors.append(f"{where}: placeholder {placeholder} must point to an earlier step (1..{number - 1})")
+                    errors.append(
+                        f"{where}: placeholder {placeholder} must point to an earlier step (1..{number - 1})"
+                    )
         steps.append(PlanStep(description=description, tool_name=str(tool), parameters=params))
     if require_final_none and steps and steps[-1].tool_name != "none":
         errors.append("the last step must be a 'none' reasoning or verification step")

@@ -365,7 +365,10 @@ def _to_row(record: Record) -> dict[str, Any]:
 
 def _from_row(model: type[R], row: dict[str, Any]) -> R:
     if model is Plan:
-        row = {**row, "steps": [{**s, "parameters": json.loads(s["parameters"] or "{}")} for s in row["steps"]]}
+        row = {
+            **row,
+            "steps": [{**s, "parameters": json.loads(s["parameters"] or "{}")} for s in row["steps"]],
+        }
     return model.model_validate(row)
 
 

@@ -134,7 +134,9 @@ class RunStore:
         _fsync_dir(folder)
         return final
 
-    def write_records(self, stage: str, records: Iterable[Record], model: type[Record], **kw: Any) -> Path | None:
+    def write_records(
+        self, stage: str, records: Iterable[Record], model: type[Record], **kw: Any
+    ) -> Path | None:
         records = list(records)
         if not records:
             return None
@@ -185,7 +187,9 @@ class RunStore:
         """Merge one stage's summary into report.json (atomic rewrite)."""
         report = self.read_report()
         report[section] = values
-        atomic_write_bytes(self.report_path, json.dumps(report, indent=2, sort_keys=True, default=str).encode())
+        atomic_write_bytes(
+            self.report_path, json.dumps(report, indent=2, sort_keys=True, default=str).encode()
+        )
 
     def read_report(self) -> dict[str, Any]:
         if not self.report_path.exists():

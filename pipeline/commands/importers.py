@@ -14,7 +14,9 @@ import_app = typer.Typer(help="Import trajectories made elsewhere.", no_args_is_
 
 @import_app.command("r1v4")
 def import_r1v4_command(
-    file: Path = typer.Argument(..., help="JSONL of R1V4 API outputs (id, image, question, answer, response)."),
+    file: Path = typer.Argument(
+        ..., help="JSONL of R1V4 API outputs (id, image, question, answer, response)."
+    ),
     run: Path = typer.Option(..., "--run", help="Run folder to write DIR/raw/*.parquet into."),
     config: Path | None = ConfigOption,
     sets: list[str] | None = SetOption,

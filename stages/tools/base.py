@@ -62,5 +62,5 @@ class Tool(ABC):
     @abstractmethod
     async def _run(self, arguments: dict[str, Any], ctx: ToolContext) -> Observation: ...
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, most tools hold nothing
         """Release pools, clients and caches."""
