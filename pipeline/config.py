@@ -55,6 +55,8 @@ class SeedsConfig(Section):
     limit: int | None = None
     category: str | None = None
     mode: Literal["deepresearch", "general"] = "deepresearch"
+    dedupe: bool = True  # drop rows whose question + images repeat an earlier row
+    max_image_pixels: int = 64_000_000  # decoding guard for seed images
 
 
 class TeacherConfig(Section):
@@ -74,6 +76,7 @@ class TeacherConfig(Section):
     image_max_pixels: int = 1_048_576  # pixel budget for images sent to the teacher
     cache: bool = True
     extra_body: dict[str, Any] = Field(default_factory=dict)
+    retry_truncated: bool = True  # retry replies cut at max_tokens (finish_reason=length)
 
 
 class CodeToolConfig(Section):
@@ -87,6 +90,11 @@ class CodeToolConfig(Section):
     max_output_bytes: int = 65_536
     max_images: int = 8
     max_image_pixels: int = 16_777_216
+    max_file_mb: int = 64  # per file written by the code (RLIMIT_FSIZE); /output holds max_images of them
+    tmp_mb: int = 64  # size of the sandbox's private /tmp
+    max_sessions: int = 32  # live session namespaces per worker (oldest evicted)
+    session_cpu_calls: int = 10  # a session's CPU budget is cpu_s times this (RLIMIT_CPU is cumulative)
+    work_dir: str | None = None  # host staging folders (default: a private temporary folder)
 
 
 class SearchToolConfig(Section):
@@ -130,6 +138,10 @@ class SynthConfig(Section):
     workers: int = 1
     ray_address: str | None = None
     shard_size: int = 64
+    flush_s: float = 30.0  # write a partial shard at least this often
+    observation_role: Literal["user", "tool"] = "user"  # how tool results reach the teacher
+    send_rollout_as: Literal["seed", "user", "none"] = "seed"  # makes rollouts differ
+    tasks_in_flight: int = 0  # tasks submitted per worker at once (0: in_flight / rollouts + 2)
 
 
 class FilterConfig(Section):

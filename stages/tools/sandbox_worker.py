@@ -1,0 +1,462 @@
+"""The warm zygote that runs *inside* the sandbox (standalone: stdlib + numpy/PIL/cv2 only).
+
+Started once per pool worker, it imports PIL, numpy and cv2, then serves requests framed as
+4-byte big-endian length + JSON on its stdin/stdout. Each stateless call forks a fresh child
+(copy-on-write of the warm interpreter, a few ms) that drops to an unprivileged uid, applies
+rlimits and runs the code; the zygote enforces wall time and output size, kills every straggler
+in the PID namespace, and copies what the code saved under the output folder to the transfer
+folder the host reads. The child never sees the protocol pipes, cannot signal the zygote (other
+uid, no capabilities) and has no network (the launcher unshares it).
+
+Session mode keeps one long-lived child per session key that executes successive cells in one
+namespace (variables persist; files under /output and /tmp do not).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import resource
+import select
+import shutil
+import signal
+import stat
+import struct
+import sys
+import time
+import traceback
+
+IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00", b"MM\x00*", b"RIFF")
+
+
+# ------------------------------------------------------------------------------ framing
+
+
+def read_exact(fd: int, size: int) -> bytes | None:
+    data = bytearray()
+    while len(data) < size:
+        chunk = os.read(fd, size - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return bytes(data)
+
+
+def recv(fd: int) -> dict | None:
+    head = read_exact(fd, 4)
+    if head is None:
+        return None
+    body = read_exact(fd, struct.unpack(">I", head)[0])
+    return None if body is None else json.loads(body)
+
+
+def send(fd: int, message: dict) -> None:
+    body = json.dumps(message).encode()
+    os.write(fd, struct.pack(">I", len(body)) + body) if len(body) < 65536 else _write_all(fd, body)
+
+
+def _write_all(fd: int, body: bytes) -> None:
+    view = memoryview(struct.pack(">I", len(body)) + body)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+# ------------------------------------------------------------------------------ the child
+
+
+def _vm_size() -> int:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def confine(limits: dict, uid: int | None, base_vm: int) -> None:
+    """rlimits, then drop to the unprivileged uid (after which no capability is left)."""
+    cpu = max(1, int(limits["cpu_s"] + 0.999))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    memory = base_vm + int(limits["memory_mb"]) * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limits["max_file_bytes"], limits["max_file_bytes"]))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+    if uid is not None:
+        # RLIMIT_NPROC is not enforced for root, hence the uid drop; the uid is private to this worker.
+        resource.setrlimit(resource.RLIMIT_NPROC, (limits["max_processes"], limits["max_processes"]))
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+
+
+def namespace_for(request: dict, paths: dict) -> dict:
+    return {
+        "__name__": "__main__",
+        "__builtins__": __builtins__,
+        "image_paths": [os.path.join(paths["input"], name) for name in request["images"]],
+        "INPUT_DIR": paths["input"],
+        "OUTPUT_DIR": paths["output"],
+    }
+
+
+def run_cell(code: str, namespace: dict) -> int:
+    """Execute one cell; print the user's traceback (without our frames) to stderr."""
+    try:
+        exec(compile(code, "<code>", "exec"), namespace)
+    except SystemExit as exc:
+        return 0 if exc.code in (None, 0) else 1
+    except BaseException as exc:
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_frame.f_code.co_filename != "<code>":
+            tb = tb.tb_next
+        sys.stdout.flush()
+        sys.stderr.write("".join(traceback.format_exception(type(exc), exc, tb)))
+        return 1
+    return 0
+
+
+def stateless_child(request: dict, out_w: int, cfg: dict, base_vm: int) -> None:
+    """Runs in the forked child: never returns."""
+    code = 1
+    try:
+        os.setsid()
+        os.dup2(out_w, 1)
+        os.dup2(out_w, 2)
+        os.closerange(3, 65536)
+        confine(request["limits"], cfg["uid"], base_vm)
+        os.chdir(cfg["paths"]["output"])
+        code = run_cell(request["code"], namespace_for(request, cfg["paths"]))
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+def session_child(ctrl_r: int, status_w: int, out_w: int, cfg: dict, base_vm: int, limits: dict) -> None:
+    """A long-lived child running successive cells in one namespace (session mode)."""
+    try:
+        os.setsid()
+        os.dup2(out_w, 1)
+        os.dup2(out_w, 2)
+        for fd in range(3, 65536):
+            if fd not in (ctrl_r, status_w):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        session_limits = dict(limits, cpu_s=limits["cpu_s"] * limits.get("session_cpu_calls", 10))
+        confine(session_limits, cfg["uid"], base_vm)
+        os.chdir(cfg["paths"]["output"])
+        namespace: dict = {}
+        while True:
+            request = recv(ctrl_r)
+            if request is None:
+                break
+            fresh = namespace_for(request, cfg["paths"])
+            namespace.update({k: fresh[k] for k in ("image_paths", "INPUT_DIR", "OUTPUT_DIR")})
+            namespace.setdefault("__name__", "__main__")
+            namespace.setdefault("__builtins__", __builtins__)
+            code = run_cell(request["code"], namespace)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            send(status_w, {"code": code})
+    finally:
+        os._exit(0)
+
+
+# ------------------------------------------------------------------------------ the zygote
+
+
+class Zygote:
+    def __init__(self, cfg: dict) -> None:
+        self.cfg = cfg
+        self.paths = cfg["paths"]
+        self.base_vm = _vm_size()
+        self.sessions: dict[str, dict] = {}
+
+    # -- housekeeping
+    def kill_stragglers(self) -> None:
+        """SIGKILL everything in the PID namespace except init, us and live sessions."""
+        keep = {1, os.getpid()} | {s["pid"] for s in self.sessions.values()}
+        for _ in range(100):
+            victims = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in keep]
+            victims = [p for p in victims if self._is_ours(p)]
+            if not victims:
+                break
+            for pid in victims:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            self.reap()
+            time.sleep(0.001)
+        self.reap()
+
+    def _is_ours(self, pid: int) -> bool:
+        """In namespaces mode the PID namespace also holds the launcher; only sandbox uids die."""
+        if self.cfg["uid"] is None:
+            return True
+        try:
+            return os.stat(f"/proc/{pid}").st_uid == self.cfg["uid"]
+        except OSError:
+            return False
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+
+    def clear_dir(self, path: str) -> None:
+        for entry in os.scandir(path):
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    os.unlink(entry.path)
+            except OSError:
+                pass
+
+    # -- output collection
+    def collect(self, limits: dict, call_id: str) -> tuple[list[dict], str | None]:
+        entries = []
+        for entry in os.scandir(self.paths["output"]):
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if not stat.S_ISREG(info.st_mode):
+                continue
+            with open(entry.path, "rb") as handle:
+                head = handle.read(8)
+            if head.startswith(IMAGE_MAGIC):
+                entries.append((info.st_mtime_ns, entry.name, entry.path))
+        entries.sort()
+        if len(entries) > limits["max_images"]:
+            return (
+                [],
+                f"the code saved {len(entries)} images; at most {limits['max_images']} are allowed per call",
+            )
+        files = []
+        for index, (_, name, path) in enumerate(entries):
+            target = os.path.join(self.paths["xfer"], f"{call_id}_{index}_{os.path.basename(name)}")
+            shutil.copyfile(path, target)
+            files.append({"name": name, "path": target})
+        return files, None
+
+    # -- a stateless call
+    def run_stateless(self, request: dict) -> dict:
+        limits = request["limits"]
+        out_r, out_w = os.pipe()
+        started = time.perf_counter()
+        pid = os.fork()
+        if pid == 0:
+            os.close(out_r)
+            stateless_child(request, out_w, self.cfg, self.base_vm)
+        os.close(out_w)
+        output, reason = self.pump(out_r, pid, None, started + limits["wall_s"], limits["max_output_bytes"])
+        if reason != "exited":
+            os.kill(pid, signal.SIGKILL)
+        status = self._status(pid)  # before the straggler sweep, which reaps whatever it finds
+        self.kill_stragglers()
+        output += self.drain(out_r, limits["max_output_bytes"] - len(output))
+        os.close(out_r)
+        exec_s = time.perf_counter() - started
+        exit_code = os.waitstatus_to_exitcode(status) if status is not None else None
+        return self.finish(request, output, reason, exit_code, exec_s)
+
+    def _status(self, pid: int) -> int | None:
+        try:
+            _, status = os.waitpid(pid, 0)
+            return status
+        except ChildProcessError:
+            return None
+
+    def pump(
+        self, out_r: int, pid: int, status_r: int | None, deadline: float, cap: int
+    ) -> tuple[bytes, str | None]:
+        """Read output until the child exits (or a session cell ends), the deadline, or the cap."""
+        output = bytearray()
+        pidfd = os.pidfd_open(pid)
+        watch = [out_r, pidfd] + ([status_r] if status_r is not None else [])
+        reason = None
+        try:
+            while True:
+                timeout = deadline - time.perf_counter()
+                if timeout <= 0:
+                    reason = "wall"
+                    break
+                ready, _, _ = select.select(watch, [], [], timeout)
+                if not ready:
+                    reason = "wall"
+                    break
+                if out_r in ready:
+                    chunk = os.read(out_r, 65536)
+                    if chunk:
+                        output += chunk
+                        if len(output) > cap:
+                            reason = "output"
+                            break
+                    else:
+                        watch.remove(out_r)
+                if pidfd in ready:
+                    reason = "exited"
+                    break
+                if status_r is not None and status_r in ready:
+                    reason = "done"
+                    break
+        finally:
+            os.close(pidfd)
+        return bytes(output), reason
+
+    def drain(self, fd: int, budget: int) -> bytes:
+        """What is left in the pipe once every writer is dead (bounded)."""
+        os.set_blocking(fd, False)
+        data = bytearray()
+        while budget > 0:
+            try:
+                chunk = os.read(fd, min(65536, budget + 1))
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            data += chunk
+            budget -= len(chunk)
+        return bytes(data)
+
+    def finish(
+        self, request: dict, output: bytes, reason: str | None, exit_code: int | None, exec_s: float
+    ) -> dict:
+        limits = request["limits"]
+        error = None
+        if reason == "wall":
+            error = f"wall time limit exceeded ({limits['wall_s']:g} s); the code was killed"
+        elif reason == "output":
+            error = f"output limit exceeded (more than {limits['max_output_bytes']} bytes printed); the code was killed"
+        elif exit_code is not None and exit_code < 0:
+            sig = -exit_code
+            if sig == signal.SIGXCPU or (sig == signal.SIGKILL and exec_s >= limits["cpu_s"]):
+                error = f"CPU time limit exceeded ({limits['cpu_s']:g} s); the code was killed"
+            elif sig == signal.SIGXFSZ:
+                error = f"file size limit exceeded ({limits['max_file_bytes']} bytes per file)"
+            else:
+                error = f"the code crashed with signal {signal.Signals(sig).name} (memory limit {limits['memory_mb']} MB?)"
+        elif exit_code:
+            error = _last_line(output) or f"the code exited with status {exit_code}"
+        files: list[dict] = []
+        if error is None or reason != "output":
+            files, image_error = self.collect(limits, request["id"])
+            error = error or image_error
+        self.clear_dir(self.paths["output"])
+        self.clear_dir(self.paths["tmp"])
+        text = output[: limits["max_output_bytes"]].decode("utf-8", "replace")
+        return {"id": request["id"], "stdout": text, "error": error, "files": files, "exec_s": exec_s}
+
+    # -- session calls
+    def run_session(self, request: dict) -> dict:
+        limits = request["limits"]
+        key = request["session"]
+        session = self.sessions.get(key) or self.open_session(key, limits)
+        started = time.perf_counter()
+        send(session["ctrl_w"], {"code": request["code"], "images": request["images"]})
+        output, reason = self.pump(
+            session["out_r"],
+            session["pid"],
+            session["status_r"],
+            started + limits["wall_s"],
+            limits["max_output_bytes"],
+        )
+        exit_code = None
+        if reason == "done":
+            status = recv(session["status_r"])
+            exit_code = status["code"] if status else 1
+            output += self.drain(session["out_r"], limits["max_output_bytes"] - len(output))
+            self.kill_stragglers()
+        else:
+            self.close_session(key)  # killed, timed out or flooded: the state is gone
+            exit_code = None
+            if reason == "exited":
+                reason = None
+                exit_code = -signal.SIGKILL
+        response = self.finish(request, output, reason, exit_code, time.perf_counter() - started)
+        if key not in self.sessions and response["error"]:
+            response["error"] += " (session state was reset)"
+        return response
+
+    def open_session(self, key: str, limits: dict) -> dict:
+        ctrl_r, ctrl_w = os.pipe()
+        status_r, status_w = os.pipe()
+        out_r, out_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            session_child(ctrl_r, status_w, out_w, self.cfg, self.base_vm, limits)
+        for fd in (ctrl_r, status_w, out_w):
+            os.close(fd)
+        session = {"pid": pid, "ctrl_w": ctrl_w, "status_r": status_r, "out_r": out_r}
+        self.sessions[key] = session
+        return session
+
+    def close_session(self, key: str) -> None:
+        session = self.sessions.pop(key, None)
+        if session is None:
+            return
+        with contextlib.suppress(OSError):
+            os.kill(session["pid"], signal.SIGKILL)
+        for fd in (session["ctrl_w"], session["status_r"], session["out_r"]):
+            os.close(fd)
+        self.kill_stragglers()
+
+    def handle(self, request: dict) -> dict:
+        op = request.get("op", "run")
+        if op == "close":
+            self.close_session(request["session"])
+            return {"id": request["id"], "closed": True}
+        if request.get("session"):
+            while len(self.sessions) >= self.cfg["max_sessions"] and request["session"] not in self.sessions:
+                self.close_session(next(iter(self.sessions)))
+            return self.run_session(request)
+        return self.run_stateless(request)
+
+
+def _last_line(output: bytes) -> str:
+    lines = [line for line in output.decode("utf-8", "replace").splitlines() if line.strip()]
+    return lines[-1].strip()[:500] if lines else ""
+
+
+def main() -> None:
+    cfg = json.loads(sys.argv[1])
+    proto_in, proto_out = os.dup(0), os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    import cv2
+    import numpy
+    import PIL.Image
+    import PIL.ImageEnhance
+    import PIL.ImageFilter
+    import PIL.ImageOps
+
+    cv2.setNumThreads(1)
+    del numpy, PIL
+    zygote = Zygote(cfg)
+    send(proto_out, {"ready": True, "pid": os.getpid()})
+    while True:
+        request = recv(proto_in)
+        if request is None:
+            break
+        try:
+            response = zygote.handle(request)
+        except Exception as exc:  # a zygote bug must not kill the worker silently
+            response = {
+                "id": request.get("id"),
+                "stdout": "",
+                "files": [],
+                "error": f"sandbox internal error: {exc!r}",
+            }
+        send(proto_out, response)
+
+
+if __name__ == "__main__":
+    main()

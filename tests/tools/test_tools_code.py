@@ -1,0 +1,187 @@
+"""Code sandbox: image operations give the expected pixels; hostile code ends in an error."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageEnhance
+
+from pipeline.config import CodeToolConfig
+from pipeline.format import IMAGE_MARKER
+from stages.tools.base import ToolContext
+from stages.tools.code import CodeTool
+from stages.tools.isolation import bwrap_works
+
+pytestmark = pytest.mark.skipif(not bwrap_works(), reason="bubblewrap cannot create namespaces here")
+
+
+@pytest.fixture(scope="module")
+def loop():
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+@pytest.fixture(scope="module")
+def tool(loop, tmp_path_factory):
+    cfg = CodeToolConfig(workers=2, wall_s=4, cpu_s=2, memory_mb=512, max_output_bytes=20_000, session=False)
+    tool = CodeTool(cfg)
+    loop.run_until_complete(tool.pool.start())
+    yield tool
+    loop.run_until_complete(tool.aclose())
+
+
+def scene() -> np.ndarray:
+    rng = np.random.default_rng(7)
+    return rng.integers(0, 256, size=(120, 160, 3), dtype=np.uint8)
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> ToolContext:
+    path = tmp_path / "in.png"
+    Image.fromarray(scene()).save(path)
+    return ToolContext(trajectory_id="t1", workdir=tmp_path, images={"image_0.png": path})
+
+
+def run(loop, tool, code, ctx):
+    return loop.run_until_complete(tool.run({"code": code}, ctx))
+
+
+def test_crop_rotate_contrast_produce_expected_images(loop, tool, ctx):
+    code = (
+        "from PIL import Image, ImageEnhance\n"
+        "im = Image.open(image_paths[0])\n"
+        "im.crop((10, 20, 90, 70)).save(OUTPUT_DIR + '/crop.png')\n"
+        "im.rotate(90, expand=True).save('/output/rot.png')\n"
+        "ImageEnhance.Contrast(im).enhance(1.8).save('contrast.png')\n"
+        "print('size', im.size)\n"
+    )
+    obs = run(loop, tool, code, ctx)
+    assert obs.error is None, obs.text
+    assert obs.text.splitlines()[0] == "size (160, 120)"
+    assert obs.text.splitlines()[1:] == [f"Saved image_{k}.png: {IMAGE_MARKER}" for k in (1, 2, 3)]
+    source = Image.fromarray(scene())
+    expected = [
+        np.asarray(source.crop((10, 20, 90, 70))),
+        np.asarray(source.rotate(90, expand=True)),
+        np.asarray(ImageEnhance.Contrast(source).enhance(1.8)),
+    ]
+    assert len(obs.images) == 3
+    for path, want in zip(obs.images, expected, strict=True):
+        assert Path(path).is_absolute()
+        np.testing.assert_array_equal(np.asarray(Image.open(path)), want)
+    assert list(ctx.images) == ["image_0.png", "image_1.png", "image_2.png", "image_3.png"]
+
+
+def test_later_call_sees_produced_images(loop, tool, ctx):
+    run(
+        loop,
+        tool,
+        "from PIL import Image\nImage.open(image_paths[0]).crop((0,0,30,30)).save('/output/a.png')",
+        ctx,
+    )
+    obs = run(loop, tool, "from PIL import Image\nprint([Image.open(p).size for p in image_paths])", ctx)
+    assert obs.error is None
+    assert obs.text.strip() == "[(160, 120), (30, 30)]"
+
+
+def test_cv2_and_numpy_available(loop, tool, ctx):
+    obs = run(
+        loop,
+        tool,
+        "import cv2, numpy as np\nimg = cv2.imread(image_paths[0])\nprint(img.shape, int(np.mean(img) > 0))",
+        ctx,
+    )
+    assert obs.text.strip() == "(120, 160, 3) 1", obs.text
+
+
+HOSTILE = {
+    "socket": "import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=2)",
+    "loopback socket": "import socket\nsocket.create_connection(('127.0.0.1', 22), timeout=2)",
+    "read outside input": "print(open('/etc/hostname').read())",
+    "read repo secrets": f"print(open({str(Path(__file__).resolve())!r}).read()[:20])",
+    "write into input": "open(image_paths[0], 'wb').write(b'x')",
+    "write outside output": "open('/usr/evil.txt', 'w').write('x')",
+    "fork bomb": "import os\nwhile True:\n    os.fork()",
+    "memory bomb": "x = bytearray(4 * 1024**3)",
+    "numpy memory bomb": "import numpy as np\nx = np.ones((50000, 50000))",
+    "infinite loop": "while True:\n    pass",
+    "sleeping loop": "import time\ntime.sleep(60)",
+    "stdout flood": "while True:\n    print('A' * 1000)",
+    "signal parent": "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)",
+    "signal init": "import os, signal\nos.kill(1, signal.SIGKILL)",
+    "kill everything": "import os, signal\nos.kill(-1, signal.SIGKILL)\nraise SystemExit(3)",
+    "image count": "from PIL import Image\nfor i in range(20):\n    Image.new('L', (4, 4)).save(f'/output/{i}.png')",
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_hostile_snippet_is_contained(loop, tool, ctx, name, tmp_path):
+    before = (tmp_path / "in.png").read_bytes()
+    obs = run(loop, tool, HOSTILE[name], ctx)
+    assert obs.error, f"{name}: expected an error, got {obs.text[:200]!r}"
+    assert obs.images == []
+    assert (tmp_path / "in.png").read_bytes() == before
+    assert not Path("/usr/evil.txt").exists()
+    assert len(obs.text) < 25_000
+    # the pool keeps serving, and with the same worker count
+    follow = run(loop, tool, "print(6 * 7)", ctx)
+    assert follow.error is None and follow.text.strip() == "42"
+
+
+def test_limits_name_the_cause(loop, tool, ctx):
+    assert "CPU time" in run(loop, tool, "while True: pass", ctx).error
+    assert "wall time" in run(loop, tool, "import time; time.sleep(30)", ctx).error
+    assert "output limit" in run(loop, tool, "print('B' * 10**6)", ctx).error
+    assert "MemoryError" in run(loop, tool, "x = bytearray(4 * 1024**3)", ctx).error
+
+
+def test_background_process_does_not_survive(loop, tool, ctx):
+    code = "import os, time\nif os.fork() == 0:\n    time.sleep(0.3)\n    open('/output/late.png', 'wb').write(b'\\x89PNG')\n    os._exit(0)\nprint('parent done')"
+    assert run(loop, tool, code, ctx).text.strip() == "parent done"
+    asyncio.run(asyncio.sleep(0.5))
+    obs = run(loop, tool, "import os\nprint(sorted(os.listdir('/output')))", ctx)
+    assert obs.text.strip() == "[]"
+
+
+def test_traceback_is_shown_without_sandbox_frames(loop, tool, ctx):
+    obs = run(loop, tool, "x = 1\ny = x / 0", ctx)
+    assert obs.error == "ZeroDivisionError: division by zero"
+    assert 'File "<code>", line 2' in obs.text
+    assert "sandbox_worker" not in obs.text
+
+
+@pytest.mark.parametrize("arguments", [{}, {"code": ""}, {"code": 3}, {"source": "print(1)"}])
+def test_bad_arguments_give_error_observation(loop, tool, ctx, arguments):
+    obs = loop.run_until_complete(tool.run(arguments, ctx))
+    assert obs.error and '"code"' in obs.error
+
+
+def test_session_mode_keeps_variables(loop, tmp_path, ctx):
+    cfg = CodeToolConfig(workers=1, wall_s=3, cpu_s=2, session=True)
+    session_tool = CodeTool(cfg)
+    try:
+        first = run(
+            loop, session_tool, "counter = 41\nfrom PIL import Image\nim = Image.open(image_paths[0])", ctx
+        )
+        assert first.error is None
+        second = run(loop, session_tool, "counter += 1\nprint(counter, im.size)", ctx)
+        assert second.text.strip() == "42 (160, 120)"
+        other = ToolContext(trajectory_id="t2", workdir=tmp_path / "o", images=dict(ctx.images))
+        assert "NameError" in run(loop, session_tool, "print(counter)", other).error
+        assert "wall time" in run(loop, session_tool, "import time; time.sleep(10)", ctx).error
+        assert "NameError" in run(loop, session_tool, "print(counter)", ctx).error  # reset after the kill
+        loop.run_until_complete(session_tool.end_session("t2"))
+    finally:
+        loop.run_until_complete(session_tool.aclose())
+
+
+def test_timings_are_reported(loop, tool, ctx):
+    obs = run(loop, tool, "pass", ctx)
+    timings = obs.meta["timings"]
+    assert set(timings) >= {"exec_s", "total_s"}
+    assert json.dumps(timings)
