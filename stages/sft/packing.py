@@ -1,0 +1,135 @@
+"""Packing: several samples per sequence, each keeping its own multimodal positions.
+
+`pack_lengths` assigns samples to sequences (best-fit decreasing, deterministic). `collate`
+concatenates the samples of one sequence: ids, shifted targets, pixel values and grids in order,
+and position ids of shape (4, 1, L): row 0 restarts at 0 for each sample (transformers reads
+sample boundaries from it and masks attention block-diagonally: no attention across samples),
+rows 1..3 are the sample's own 3-D M-RoPE positions from the model's `get_rope_index`.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+IGNORE = -100
+
+
+def pack_lengths(lengths: Sequence[int], max_len: int) -> list[list[int]]:
+    """Indices grouped into bins of total length <= max_len (best fit, longest first)."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    bins: list[list[int]] = []
+    free: list[tuple[int, int]] = []  # sorted (remaining capacity, bin index)
+    for i in order:
+        size = lengths[i]
+        if size > max_len:
+            raise ValueError(f"sample {i} has {size} tokens > max_len {max_len}; the formatter drops these")
+        pos = bisect.bisect_left(free, (size, -1))
+        if pos < len(free):
+            remaining, b = free.pop(pos)
+        else:
+            remaining, b = max_len, len(bins)
+            bins.append([])
+        bins[b].append(i)
+        bisect.insort(free, (remaining - size, b))
+    for b in bins:
+        b.sort()
+    bins.sort(key=lambda b: b[0])
+    return bins
+
+
+def packing_efficiency(lengths: Sequence[int], bins: Sequence[Sequence[int]], max_len: int) -> float:
+    """Real tokens / slots (sequences x max_len)."""
+    return sum(lengths) / (len(bins) * max_len) if bins else 0.0
+
+
+@dataclass
+class PackedBatch:
+    """One packed sequence, ready for the model (batch dimension 1)."""
+
+    input_ids: torch.Tensor  # (1, L)
+    targets: torch.Tensor  # (1, L): the next token's label, IGNORE where not trained
+    position_ids: torch.Tensor  # (4, 1, L)
+    mm_token_type_ids: torch.Tensor  # (1, L)
+    pixel_values: torch.Tensor | None
+    image_grid_thw: torch.Tensor | None
+    num_samples: int
+
+    @property
+    def num_tokens(self) -> int:
+        return self.input_ids.shape[1]
+
+    @property
+    def num_targets(self) -> int:
+        return int((self.targets != IGNORE).sum())
+
+    def model_inputs(self) -> dict[str, Any]:
+        return {
+            "input_ids": self.input_ids,
+            "position_ids": self.position_ids,
+            "mm_token_type_ids": self.mm_token_type_ids,
+            "pixel_values": self.pixel_values,
+            "image_grid_thw": self.image_grid_thw,
+            "use_cache": False,  # with a cache, transformers ignores the packed boundaries
+        }
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> PackedBatch:
+        pv = self.pixel_values
+        if pv is not None:
+            pv = pv.to(device, dtype=dtype or pv.dtype)
+        grid = self.image_grid_thw.to(device) if self.image_grid_thw is not None else None
+        return PackedBatch(
+            self.input_ids.to(device),
+            self.targets.to(device),
+            self.position_ids.to(device),
+            self.mm_token_type_ids.to(device),
+            pv,
+            grid,
+            self.num_samples,
+        )
+
+
+@dataclass
+class Segment:
+    """One sample's tensors (pixel values already computed for its images)."""
+
+    input_ids: list[int]
+    labels: list[int]
+    pixel_values: torch.Tensor | None = None  # (patches, C*T*P*P)
+    image_grid_thw: torch.Tensor | None = None  # (images, 3)
+
+
+RopeIndex = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+
+
+def collate(segments: Sequence[Segment], rope_index: RopeIndex, image_token_id: int) -> PackedBatch:
+    """Concatenate segments into one sequence with per-sample positions."""
+    ids, targets, mm, text_pos, rope_pos, pixels, grids = [], [], [], [], [], [], []
+    for seg in segments:
+        seg_ids = torch.tensor(seg.input_ids, dtype=torch.long).unsqueeze(0)
+        seg_mm = (seg_ids == image_token_id).int()
+        grid = seg.image_grid_thw
+        positions, _ = rope_index(seg_ids, mm_token_type_ids=seg_mm, image_grid_thw=grid)
+        rope_pos.append(positions)
+        text_pos.append(torch.arange(seg_ids.shape[1]).view(1, 1, -1))
+        ids.append(seg_ids)
+        mm.append(seg_mm)
+        labels = torch.tensor(seg.labels, dtype=torch.long)
+        targets.append(torch.cat([labels[1:], torch.tensor([IGNORE])]).unsqueeze(0))
+        if seg.pixel_values is not None and grid is not None and len(grid):
+            pixels.append(seg.pixel_values)
+            grids.append(grid)
+    position_ids = torch.cat([torch.cat(text_pos, dim=2), torch.cat(rope_pos, dim=2)], dim=0)
+    return PackedBatch(
+        input_ids=torch.cat(ids, dim=1),
+        targets=torch.cat(targets, dim=1),
+        position_ids=position_ids,
+        mm_token_type_ids=torch.cat(mm, dim=1),
+        pixel_values=torch.cat(pixels) if pixels else None,
+        image_grid_thw=torch.cat(grids) if grids else None,
+        num_samples=len(segments),
+    )

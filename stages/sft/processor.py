@@ -1,0 +1,196 @@
+"""The student's processor: the real one from a model folder, or a tiny one built offline.
+
+Everything downstream (formatter, trainer, export) only talks to a Qwen3-VL processor: its chat
+template renders the conversation, its tokenizer makes the ids, its image processor decides the
+image token counts. The tiny processor (tests, the `tiny` config) has a byte-level BPE trained on
+a fixed corpus, the Qwen special tokens, the PIL Qwen image processor (no torchvision needed) and
+a chat template of our own that renders the same format as the official Qwen3-VL template (a
+conformance test checks that against the official file when it is available).
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: Qwen control tokens (special: never split, never merged) and the added text tokens.
+SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+ADDED_TOKENS = ("<tool_call>", "</tool_call>", "<think>", "</think>", "<tool_response>", "</tool_response>")
+
+#: Our own template for the tiny processor: system, user/tool content with images as
+#: `<|vision_start|><|image_pad|><|vision_end|>`, assistant text, consecutive tool messages in one
+#: user turn. Same rendering as the official Qwen3-VL template for tool-less conversations.
+TINY_CHAT_TEMPLATE = """
+{%- macro content_text(content) -%}
+{%- if content is string -%}{{ content }}{%- else -%}
+{%- for item in content -%}
+{%- if item.type == 'image' or 'image' in item or 'image_url' in item -%}<|vision_start|><|image_pad|><|vision_end|>
+{%- elif item.type == 'video' or 'video' in item -%}<|vision_start|><|video_pad|><|vision_end|>
+{%- elif 'text' in item -%}{{ item.text }}{%- endif -%}
+{%- endfor -%}{%- endif -%}
+{%- endmacro -%}
+{%- for message in messages -%}
+{%- if message.role == 'system' -%}
+{%- if loop.first -%}<|im_start|>system
+{% if message.content is string %}{{ message.content }}{% else %}{% for item in message.content %}{% if 'text' in item %}{{ item.text }}{% endif %}{% endfor %}{% endif %}<|im_end|>
+{% endif -%}
+{%- elif message.role == 'tool' -%}
+{%- if loop.first or messages[loop.index0 - 1].role != 'tool' -%}{{ '<|im_start|>user' }}{%- endif -%}
+{{ '\n<tool_response>\n' }}{{ content_text(message.content) }}{{ '\n</tool_response>' }}
+{%- if loop.last or messages[loop.index0 + 1].role != 'tool' -%}{{ '<|im_end|>\n' }}{%- endif -%}
+{%- else -%}
+<|im_start|>{{ message.role }}
+{{ content_text(message.content) }}<|im_end|>
+{% endif -%}
+{%- endfor -%}
+{%- if add_generation_prompt -%}<|im_start|>assistant
+{% endif -%}
+""".strip()
+
+_TINY_CORPUS = (
+    "<observation> </observation> <answer> </answer> system user assistant "
+    '{"name": "code", "arguments": {"code": "from PIL import Image"}} '
+    '{"name": "text_search", "arguments": {"queries": ["who"]}} image_search web_visit '
+    "The image shows a red square in the top left corner. Let me crop the region and look closer. "
+    "I should search for the entity in the picture, then read the page to verify the answer. "
+    "Step plan description tool_name parameters none query url image_path 0123456789 .,:;!?()[]{}"
+)
+
+
+def build_tiny_tokenizer(vocab_size: int = 512) -> Any:
+    """A deterministic byte-level BPE with the Qwen special and added tokens (no download)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    core.train_from_iterator([_TINY_CORPUS], trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        extra_special_tokens=list(SPECIAL_TOKENS[1:]),
+    )
+    tokenizer.add_tokens(list(ADDED_TOKENS))
+    return tokenizer
+
+
+@cache
+def _image_only_processor_class() -> type:
+    """Qwen3VLProcessor without the video processor (which needs torchvision)."""
+    from transformers import Qwen3VLProcessor
+    from transformers.processing_utils import ProcessorMixin
+
+    class Qwen3VLImageProcessorOnly(Qwen3VLProcessor):
+        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+            self.image_token, self.video_token = "<|image_pad|>", "<|video_pad|>"
+            self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+            self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
+            ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+            self.vision_start_token, self.vision_end_token = "<|vision_start|>", "<|vision_end|>"
+            self.vision_start_token_id = tokenizer.convert_tokens_to_ids(self.vision_start_token)
+            self.vision_end_token_id = tokenizer.convert_tokens_to_ids(self.vision_end_token)
+
+    return Qwen3VLImageProcessorOnly
+
+
+def image_processor(*, min_pixels: int, max_pixels: int, patch_size: int = 16) -> Any:
+    """The PIL-backend Qwen image processor (works without torchvision)."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    return Qwen2VLImageProcessorPil(
+        patch_size=patch_size,
+        merge_size=2,
+        temporal_patch_size=2,
+        size={"shortest_edge": min_pixels, "longest_edge": max_pixels},
+    )
+
+
+def build_tiny_processor(
+    *, min_pixels: int = 1024, max_pixels: int = 65_536, chat_template: str | None = None
+) -> Any:
+    """The offline processor used by tests and the `tiny` config."""
+    cls = _image_only_processor_class()
+    return cls(
+        image_processor=image_processor(min_pixels=min_pixels, max_pixels=max_pixels),
+        tokenizer=build_tiny_tokenizer(),
+        chat_template=chat_template or TINY_CHAT_TEMPLATE,
+    )
+
+
+def load_processor(path: str | Path, *, min_pixels: int, max_pixels: int) -> Any:
+    """The student's own processor from a local folder; image-only fallback without torchvision."""
+    from transformers import AutoProcessor, AutoTokenizer
+
+    try:
+        processor = AutoProcessor.from_pretrained(str(path))
+    except (ImportError, AttributeError, ValueError) as exc:  # no torchvision: no video processor
+        log.warning("AutoProcessor failed (%s); using the image-only Qwen3-VL processor", exc)
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        template = getattr(tokenizer, "chat_template", None)
+        template_file = Path(path) / "chat_template.jinja"
+        if template_file.exists():
+            template = template_file.read_text()
+        processor = _image_only_processor_class()(
+            image_processor=image_processor(min_pixels=min_pixels, max_pixels=max_pixels),
+            tokenizer=tokenizer,
+            chat_template=template,
+        )
+    set_pixel_budget(processor, min_pixels=min_pixels, max_pixels=max_pixels)
+    return processor
+
+
+def set_pixel_budget(processor: Any, *, min_pixels: int, max_pixels: int) -> None:
+    """Per-image pixel budget: the processor resizes every image into [min, max] pixels."""
+    processor.image_processor.size = {"shortest_edge": min_pixels, "longest_edge": max_pixels}
+    for attr, value in (("min_pixels", min_pixels), ("max_pixels", max_pixels)):
+        if hasattr(processor.image_processor, attr):
+            setattr(processor.image_processor, attr, value)
+
+
+def make_processor(model_path: str | None, *, min_pixels: int, max_pixels: int) -> Any:
+    """The real processor when a model path is configured, else the tiny offline one."""
+    if model_path:
+        return load_processor(model_path, min_pixels=min_pixels, max_pixels=max_pixels)
+    return build_tiny_processor(min_pixels=min_pixels, max_pixels=max_pixels)
+
+
+def reload_processor(folder: str | Path) -> Any:
+    """A processor saved by `save_pretrained` (the run's copy, so every rank uses the same one)."""
+    from transformers import AutoTokenizer
+
+    folder = Path(folder)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    import json
+
+    cfg = json.loads((folder / "processor_config.json").read_text())
+    size = cfg.get("image_processor", {}).get("size", {})
+    proc = _image_only_processor_class()(
+        image_processor=image_processor(
+            min_pixels=size.get("shortest_edge", 1024),
+            max_pixels=size.get("longest_edge", 1_048_576),
+            patch_size=cfg.get("image_processor", {}).get("patch_size", 16),
+        ),
+        tokenizer=tokenizer,
+        chat_template=(folder / "chat_template.jinja").read_text(),
+    )
+    return proc
