@@ -155,6 +155,29 @@ class FilterConfig(Section):
     quotas: dict[str, float] = Field(default_factory=dict)  # category -> share of the cap
     best_per_task: int = 1
     plan_samples: bool = True
+    # -- rule thresholds (verdict scores are stored, so re-filtering never re-synthesises)
+    drop_tool_errors: bool = False  # errors of search/visit tools (sandbox errors: drop_sandbox_errors)
+    max_recrops: int = 1  # overlapping corrections of one crop allowed before it is a re-cropping loop
+    recrop_iou: float = 0.3  # IoU with the previous crop of the same image that makes a correction
+    max_repeated_calls: int = 0  # identical repeated tool calls allowed
+    plan_max_skipped: int = 0
+    plan_min_score: float = 0.0
+    min_crop_side: int = 8  # px; smaller produced images are degenerate
+    uniform_std: float = 4.0  # grayscale std below which a produced image is near-uniform
+    uniform_share: float = 0.97  # share of one grey level above which it is near-uniform
+    min_inside: float = 0.5  # share of a crop box that must lie inside its source image
+    gold_coverage: float = 0.5  # share of the task's gold region a crop of the input must cover
+    number_tolerance: float = 0.01  # relative tolerance for numeric answers
+    require_gold: bool = False  # drop trajectories whose task has no gold answer
+    strict_entities: bool = False  # proper names in thoughts must have appeared (closed worlds)
+    # -- judges
+    judge_all: bool = False  # also judge trajectories the rules already dropped
+    judge_images_per_step: int = 1
+    # -- dedup and selection
+    dedup_question_similarity: float = 0.8  # MinHash Jaccard of question shingles; 0 disables
+    dedup_image_distance: int = 4  # perceptual-hash Hamming distance of the first image; -1 disables
+    dedup_require_both: bool = True  # duplicate = same question AND same image (else either)
+    shard_rows: int = 5000
 
 
 class SFTConfig(Section):
@@ -168,6 +191,8 @@ class PublishConfig(Section):
     private: bool = False
     max_shard_mb: int = 300
     license: str = "apache-2.0"
+    endpoint: str | None = None  # Hub endpoint (None: HF_ENDPOINT or huggingface.co); a mirror
+    revision: str = "main"  # branch the push commits to
 
 
 class Config(Section):

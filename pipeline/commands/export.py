@@ -1,9 +1,41 @@
-"""`trajforge export` commands (wired by pipeline.cli)."""
+"""`trajforge export llamafactory|ms-swift --run DIR --out DIR`: the kept set for other trainers."""
 
 from __future__ import annotations
 
+import json
+import time
+from pathlib import Path
+
 import typer
+
+from pipeline.commands.common import fail
+
+
+def export_command(
+    fmt: str = typer.Argument(..., metavar="FORMAT", help="llamafactory or ms-swift."),
+    run: Path = typer.Option(..., "--run", help="Run folder whose kept/ set is exported."),
+    out: Path = typer.Option(..., "--out", help="Folder to write the files and images into."),
+) -> None:
+    """Write the kept set as LLaMA-Factory ShareGPT (+ dataset_info.json) or ms-swift agent JSONL."""
+    from pipeline.exports import FORMATS, export_run
+    from pipeline.store import RunStore
+
+    started = time.monotonic()
+    if fmt not in FORMATS:
+        raise fail(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    store = RunStore(run)
+    if not store.shard_paths("kept"):
+        raise fail(f"{run}/kept has no shards; run `trajforge filter --run {run}` first")
+    report = export_run(store, out, fmt)  # type: ignore[arg-type]
+    for line in report.skipped:
+        typer.echo(f"  left out {line}", err=True)
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(report.counts.items())) or "nothing"
+    typer.echo(
+        f"export {fmt}: {report.total} conversations ({counts}), {report.images} images copied, "
+        f"{len(report.skipped)} left out -> {report.out} in {time.monotonic() - started:.1f}s"
+    )
+    typer.echo(json.dumps({"format": fmt, "rows": report.total, "skipped": len(report.skipped)}))
 
 
 def register(app: typer.Typer) -> None:
-    """Not built yet: see the open issue for this stage."""
+    app.command("export")(export_command)

@@ -1,9 +1,104 @@
-"""`trajforge publish` commands (wired by pipeline.cli)."""
+"""`trajforge publish --run DIR --repo USER/NAME [--dry-run --out DIR]`: the kept set on the Hub."""
 
 from __future__ import annotations
 
+import json
+import time
+from pathlib import Path
+
 import typer
+
+from pipeline.commands.common import ConfigOption, SetOption, fail, load
+
+
+def _run_config(config: Path | None, run: Path) -> Path | None:
+    """An explicit --config wins; otherwise the run's own resolved config, when it has one."""
+    if config is not None:
+        return config
+    saved = run / "config.yaml"
+    return saved if saved.exists() else None
+
+
+def publish_command(
+    run: Path = typer.Option(..., "--run", help="Run folder whose kept/ set is published."),
+    repo: str | None = typer.Option(None, "--repo", help="Dataset repo USER/NAME (default: publish.repo)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Write the exact folder instead of pushing."),
+    out: Path | None = typer.Option(None, "--out", help="Folder for --dry-run (default: RUN/hub)."),
+    config: Path | None = ConfigOption,
+    sets: list[str] | None = SetOption,
+) -> None:
+    """Build parquet shards + dataset card from RUN/kept and push them (resumable) or write them."""
+    from pipeline.config import ConfigError, secret
+    from pipeline.hub import build_folder, clear_folder, push_folder
+    from pipeline.store import RunStore
+
+    started = time.monotonic()
+    cfg = load(_run_config(config, run), sets, run)
+    repo = repo or cfg.publish.repo
+    if not repo or repo.count("/") != 1:
+        raise fail("pass --repo USER/NAME (or set publish.repo) naming the dataset repository")
+    store = RunStore(run)
+    if not store.shard_paths("kept"):
+        raise fail(f"{run}/kept has no shards; run `trajforge filter --run {run}` first")
+    token = None
+    if not dry_run:
+        try:
+            token = secret(cfg.publish.token_env, purpose="trajforge publish (a Hub write token)")
+        except ConfigError as exc:
+            raise fail(f"{exc}; or use --dry-run --out DIR to write the folder without pushing") from None
+
+    folder = out if dry_run and out else (run / "hub" if dry_run else run / "cache" / "publish-staging")
+    if not dry_run:
+        clear_folder(folder)
+    built = build_folder(
+        store, folder, repo=repo, max_shard_mb=cfg.publish.max_shard_mb, license=cfg.publish.license
+    )
+    for line in built.skipped:
+        typer.echo(f"  left out {line}", err=True)
+    counts = {subset: len(b.records) for subset, b in built.subsets.items()}
+    size = sum(b.download_bytes for b in built.subsets.values())
+    summary = {
+        "rows": built.rows,
+        "subsets": counts,
+        "shards": len(built.files),
+        "skipped": len(built.skipped),
+    }
+    if dry_run:
+        typer.echo(
+            f"publish --dry-run: {built.rows} rows in {len(built.files)} shards ({size / 1e6:.1f} MB), "
+            f"{len(built.skipped)} left out -> {folder} in {time.monotonic() - started:.1f}s"
+        )
+        typer.echo(json.dumps({**summary, "folder": str(folder)}))
+        return
+
+    pushed = push_folder(
+        folder,
+        repo,
+        token=token,
+        endpoint=cfg.publish.endpoint,
+        private=cfg.publish.private,
+        revision=cfg.publish.revision,
+        message=f"trajforge publish of {run.name}",
+    )
+    clear_folder(folder)
+    store.update_report(
+        "publish",
+        {
+            **summary,
+            "repo": repo,
+            "uploaded": len(pushed.uploaded),
+            "unchanged": len(pushed.unchanged),
+            "deleted": len(pushed.deleted),
+            "commits": pushed.commits,
+        },
+    )
+    typer.echo(
+        f"publish: {built.rows} rows in {len(built.files)} shards ({size / 1e6:.1f} MB) -> {repo}: "
+        f"{len(pushed.uploaded)} files uploaded, {len(pushed.unchanged)} unchanged, {len(pushed.deleted)} deleted, "
+        f"{len(pushed.commits)} commits in {time.monotonic() - started:.1f}s"
+    )
+    typer.echo(json.dumps({**summary, "uploaded": len(pushed.uploaded), "unchanged": len(pushed.unchanged)}))
 
 
 def register(app: typer.Typer) -> None:
-    """Not built yet: see the open issue for this stage."""
+    app.command("publish")(publish_command)
