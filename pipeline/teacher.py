@@ -1,0 +1,564 @@
+"""The teacher client: THE one place trajforge talks to a teacher or judge model.
+
+Any OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, SGLang, OpenRouter, the offline
+world's oracle) through `openai.AsyncOpenAI`. Around each call:
+
+- a replay cache keyed by the full request (sqlite under `RUN/cache/teacher`), so a rerun with
+  the same config makes zero calls and returns the same replies;
+- an adaptive concurrency limit (AIMD: halve on push-back, creep back up on success) and an
+  adaptive request pacer that learns the endpoint's admitted rate from 429s, under the
+  configured request/token rate ceilings;
+- retries with jittered exponential backoff (tenacity) on 429 (honouring Retry-After), 5xx,
+  timeouts, connection errors and malformed or truncated replies;
+- token and latency accounting (`stats()`).
+
+Images go to the teacher as `image_url` data URIs, downscaled to `image_max_pixels` and encoded
+once per trajectory (`ImageEncoder`), while tools keep working on the original files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import email.utils
+import json
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import openai
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from pipeline.chat import Message
+from pipeline.config import TeacherConfig, secret
+from pipeline.images import encode_png, fit_pixels, read_image, to_data_uri
+from pipeline.schema import canonical_json
+from pipeline.store import ImageStore
+
+#: Key used when the config names no key variable (the oracle and local servers ignore it).
+PLACEHOLDER_KEY = "trajforge-no-key"
+#: Keys of a chat-completions response that are standard; everything else lands in `extra`.
+_STANDARD_KEYS = {
+    "id",
+    "object",
+    "created",
+    "model",
+    "choices",
+    "usage",
+    "system_fingerprint",
+    "service_tier",
+}
+
+
+@dataclass
+class TeacherReply:
+    """One teacher answer and what it cost."""
+
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    cached: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)  # non-standard response keys ("trajforge")
+    finish_reason: str | None = None
+
+
+class TeacherError(RuntimeError):
+    """A call that failed for good (after retries); the message is the reason to record."""
+
+
+class MalformedReply(Exception):
+    """A 2xx response that carries no usable message (retried like a transient error)."""
+
+
+class TruncatedReply(Exception):
+    """The reply hit max_tokens (finish_reason=length); retried, then returned as it is."""
+
+    def __init__(self, reply: TeacherReply):
+        super().__init__("reply truncated at max_tokens (finish_reason=length)")
+        self.reply = reply
+
+
+# ------------------------------------------------------------------------------ replay cache
+
+
+class ReplayCache:
+    """sqlite map from a request's hash to its reply; safe across threads and processes (WAL)."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, reply TEXT NOT NULL)")
+
+    def get(self, key: str) -> TeacherReply | None:
+        with self._lock:
+            row = self._db.execute("SELECT reply FROM replies WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        return TeacherReply(**{**json.loads(row[0]), "cached": True})
+
+    def put(self, key: str, reply: TeacherReply) -> None:
+        data = json.dumps({k: v for k, v in asdict(reply).items() if k != "cached"}, ensure_ascii=False)
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO replies (key, reply) VALUES (?, ?)", (key, data))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def request_key(request: dict[str, Any]) -> str:
+    """The cache key: sha256 over the canonical JSON of everything sent except transport details."""
+    import hashlib
+
+    return hashlib.sha256(canonical_json(request).encode("utf-8")).hexdigest()
+
+
+# ---------------------------------------------------------------------- flow control pieces
+
+
+class AdaptiveLimiter:
+    """Concurrency limit with AIMD: halve on push-back (at most once per cooldown), +1 per window."""
+
+    def __init__(self, maximum: int, *, minimum: int = 1, cooldown_s: float = 1.0):
+        self.maximum, self.minimum, self.cooldown_s = maximum, minimum, cooldown_s
+        self.limit = float(maximum)
+        self.in_use = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._last_cut = 0.0
+
+    async def acquire(self) -> None:
+        if self.in_use < int(self.limit) and not self._waiters:
+            self.in_use += 1
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self._release_slot()  # we were granted a slot but will not use it
+            else:
+                self._waiters.remove(future)
+            raise
+
+    def release(self) -> None:
+        self._release_slot()
+
+    def _release_slot(self) -> None:
+        self.in_use -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self.in_use < int(self.limit):
+            future = self._waiters.popleft()
+            if not future.done():
+                self.in_use += 1
+                future.set_result(None)
+
+    def on_success(self) -> None:
+        if self.limit < self.maximum:
+            self.limit = min(self.maximum, self.limit + 1.0 / self.limit)
+            self._wake()
+
+    def on_pushback(self) -> None:
+        now = time.monotonic()
+        if now - self._last_cut >= self.cooldown_s:
+            self._last_cut = now
+            self.limit = max(float(self.minimum), self.limit / 2)
+
+
+class AdaptivePacer:
+    """Spaces request starts evenly at `rate` per second; learns the rate an endpoint admits.
+
+    Unlimited until the first 429 (or the configured ceiling). On a 429 the rate drops just below
+    the rate of recently admitted requests; it then creeps up by a small fraction per second, so
+    the client probes the limit rarely and stays under it almost always.
+    """
+
+    def __init__(
+        self, ceiling: float | None, *, window_s: float = 2.0, backoff: float = 0.97, probe: float = 0.005
+    ):
+        self.ceiling, self.window_s, self.backoff, self.probe = ceiling, window_s, backoff, probe
+        self.rate: float | None = ceiling
+        self._next = 0.0
+        self._admitted: collections.deque[float] = collections.deque()
+        self._last_cut = 0.0
+        self._last_grow = time.monotonic()
+
+    async def acquire(self) -> None:
+        if self.rate is None:
+            return
+        now = time.monotonic()
+        self._grow(now)
+        slot = max(now, self._next)
+        self._next = slot + 1.0 / self.rate
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+    def _grow(self, now: float) -> None:
+        if self.rate is not None and (self.ceiling is None or self.rate < self.ceiling):
+            elapsed = now - self._last_grow
+            self.rate *= (1.0 + self.probe) ** elapsed
+            if self.ceiling is not None:
+                self.rate = min(self.rate, self.ceiling)
+        self._last_grow = now
+
+    def on_admitted(self) -> None:
+        now = time.monotonic()
+        self._admitted.append(now)
+        while self._admitted and self._admitted[0] < now - self.window_s:
+            self._admitted.popleft()
+
+    def on_rejected(self) -> None:
+        now = time.monotonic()
+        if now - self._last_cut < self.window_s / 2:
+            return
+        self._last_cut = now
+        while self._admitted and self._admitted[0] < now - self.window_s:
+            self._admitted.popleft()
+        observed = len(self._admitted) / self.window_s
+        current = self.rate if self.rate is not None else float("inf")
+        target = min(current, observed) * self.backoff if observed > 0 else current * 0.5
+        if target == float("inf"):
+            target = 1.0
+        self.rate = max(0.1, target)
+        self._next = now + 1.0 / self.rate
+
+
+class TokenBudget:
+    """Tokens per minute: a sliding 60 s window of consumed tokens; callers wait while it is full."""
+
+    def __init__(self, per_minute: int | None):
+        self.per_minute = per_minute
+        self._used: collections.deque[tuple[float, int]] = collections.deque()
+        self._total = 0
+
+    async def wait(self) -> None:
+        if not self.per_minute:
+            return
+        while True:
+            now = time.monotonic()
+            while self._used and self._used[0][0] < now - 60.0:
+                self._total -= self._used.popleft()[1]
+            if self._total < self.per_minute or not self._used:
+                return
+            await asyncio.sleep(max(0.05, self._used[0][0] + 60.0 - now))
+
+    def consume(self, tokens: int) -> None:
+        if self.per_minute and tokens:
+            self._used.append((time.monotonic(), tokens))
+            self._total += tokens
+
+
+# ------------------------------------------------------------------------------- retry policy
+
+_RETRYABLE = (
+    openai.RateLimitError,
+    openai.InternalServerError,
+    openai.APITimeoutError,
+    openai.APIConnectionError,
+    openai.APIResponseValidationError,
+    MalformedReply,
+    TruncatedReply,
+    ValueError,  # a body that is not JSON (json.JSONDecodeError)
+)
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code in (408, 409, 425, 429) or exc.status_code >= 500
+    return isinstance(exc, _RETRYABLE)
+
+
+def retry_after_s(exc: BaseException) -> float | None:
+    """Seconds a 429/503 asks us to wait (Retry-After in seconds or as a date, or retry-after-ms)."""
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if not headers:
+        return None
+    if (ms := headers.get("retry-after-ms")) is not None:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, openai.APIStatusError):
+        return f"HTTP {exc.status_code}: {str(exc)[:200]}"
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
+# ------------------------------------------------------------------------------------ client
+
+
+class TeacherClient:
+    """Async teacher client with cache, flow control, retries and accounting (see module doc)."""
+
+    def __init__(self, cfg: TeacherConfig, *, cache_dir: Path | None = None, base_url: str | None = None):
+        self.cfg = cfg
+        self.base_url = base_url or cfg.base_url
+        if not self.base_url:
+            raise TeacherError(
+                "no teacher endpoint: set teacher.base_url (any OpenAI-compatible /v1 URL) "
+                "or run with the offline world enabled, which serves the oracle teacher"
+            )
+        api_key = secret(cfg.api_key_env, purpose="the teacher") if cfg.api_key_env else PLACEHOLDER_KEY
+        self._client = openai.AsyncOpenAI(
+            api_key=api_key, base_url=self.base_url, max_retries=0, timeout=cfg.timeout_s
+        )
+        self.cache = ReplayCache(Path(cache_dir) / "replies.sqlite") if cache_dir and cfg.cache else None
+        self.limiter = AdaptiveLimiter(max(1, cfg.concurrency))
+        self.pacer = AdaptivePacer(cfg.requests_per_s)
+        self.tokens = TokenBudget(cfg.tokens_per_min)
+        self._stats: collections.Counter[str] = collections.Counter()
+        self._latency_total = 0.0
+
+    # -- public API ---------------------------------------------------------------------
+    async def chat(self, messages: list[dict[str, Any]], **overrides: Any) -> TeacherReply:
+        """One chat completion; `overrides` are request fields (temperature, seed, user, ...).
+
+        Raises TeacherError (with the reason) once retries are exhausted or the request is refused.
+        """
+        request = self._request(messages, overrides)
+        key = request_key(request)
+        self._stats["requests"] += 1
+        if self.cache is not None and (hit := self.cache.get(key)) is not None:
+            self._stats["cache_hits"] += 1
+            self._account(hit)
+            return hit
+        reply = await self._call_with_retries(request)
+        if self.cache is not None:
+            self.cache.put(key, reply)
+        self._account(reply)
+        return reply
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for the summary: requests, calls, cache hits, retries, errors, tokens, latency."""
+        out: dict[str, Any] = dict(self._stats)
+        calls = out.get("calls", 0)
+        out["mean_latency_s"] = round(self._latency_total / calls, 4) if calls else 0.0
+        out["concurrency_limit"] = int(self.limiter.limit)
+        out["paced_rate_per_s"] = round(self.pacer.rate, 2) if self.pacer.rate else None
+        return out
+
+    async def aclose(self) -> None:
+        await self._client.close()
+        if self.cache is not None:
+            self.cache.close()
+
+    # -- internals ----------------------------------------------------------------------
+    def _request(self, messages: list[dict[str, Any]], overrides: dict[str, Any]) -> dict[str, Any]:
+        request: dict[str, Any] = {
+            "model": self.cfg.model,
+            "messages": messages,
+            "temperature": self.cfg.temperature,
+            "top_p": self.cfg.top_p,
+            "max_tokens": self.cfg.max_tokens,
+        }
+        request.update(overrides)
+        extra = {**self.cfg.extra_body, **request.pop("extra_body", {})}
+        if extra:
+            request["extra_body"] = extra
+        return request
+
+    def _account(self, reply: TeacherReply) -> None:
+        self._stats["prompt_tokens"] += reply.prompt_tokens
+        self._stats["completion_tokens"] += reply.completion_tokens
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        backoff = wait_exponential_jitter(multiplier=0.25, max=20.0, jitter=0.5)(state)
+        hinted = retry_after_s(exc) if exc is not None else None
+        if hinted is not None:
+            return hinted + random.uniform(0.0, 0.1 * hinted + 0.05)
+        return backoff
+
+    def _before_sleep(self, state: RetryCallState) -> None:
+        self._stats["retries"] += 1
+
+    async def _call_with_retries(self, request: dict[str, Any]) -> TeacherReply:
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.cfg.max_retries + 1),
+            wait=self._wait,
+            retry=retry_if_exception(_is_retryable),
+            before_sleep=self._before_sleep,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._call_once(request)
+        except TruncatedReply as exc:
+            self._stats["truncated"] += 1
+            return exc.reply  # still truncated after every retry: let the caller judge the text
+        except Exception as exc:
+            self._stats["failed"] += 1
+            raise TeacherError(f"teacher call failed after retries: {_describe(exc)}") from exc
+        raise TeacherError("teacher call failed: no attempt was made")  # pragma: no cover
+
+    async def _call_once(self, request: dict[str, Any]) -> TeacherReply:
+        await self.tokens.wait()
+        await self.limiter.acquire()
+        try:
+            await self.pacer.acquire()
+            start = time.perf_counter()
+            self._stats["calls"] += 1
+            try:
+                completion = await self._client.chat.completions.create(**request)
+            except Exception as exc:
+                self._on_error(exc)
+                raise
+            latency = time.perf_counter() - start
+        finally:
+            self.limiter.release()
+        self.pacer.on_admitted()
+        self.limiter.on_success()
+        self._latency_total += latency
+        reply = _reply_from(completion, latency)
+        self.tokens.consume(reply.prompt_tokens + reply.completion_tokens)
+        if reply.finish_reason == "length" and self.cfg.retry_truncated:
+            self._stats["errors.truncated"] += 1
+            raise TruncatedReply(reply)
+        return reply
+
+    def _on_error(self, exc: BaseException) -> None:
+        kind = f"HTTP {exc.status_code}" if isinstance(exc, openai.APIStatusError) else type(exc).__name__
+        self._stats[f"errors.{kind}"] += 1
+        if isinstance(exc, openai.RateLimitError):
+            self._stats["rejected_429"] += 1
+            self.pacer.on_rejected()
+            self.limiter.on_pushback()
+        elif isinstance(exc, openai.APIStatusError) and exc.status_code == 503:
+            self.limiter.on_pushback()  # explicit overload; timeouts may be hangs, not load
+
+
+def _reply_from(completion: Any, latency: float) -> TeacherReply:
+    """A TeacherReply from an openai ChatCompletion; MalformedReply when it has no message."""
+    choices = getattr(completion, "choices", None)
+    if not choices:
+        raise MalformedReply("response has no choices")
+    choice = choices[0]
+    message = getattr(choice, "message", None)
+    text = getattr(message, "content", None)
+    if not isinstance(text, str) or not text:
+        raise MalformedReply("response message has no text content")
+    usage = getattr(completion, "usage", None)
+    extra = dict(getattr(completion, "model_extra", None) or {})
+    for key in _STANDARD_KEYS:
+        extra.pop(key, None)
+    return TeacherReply(
+        text=text,
+        prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+        completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+        latency_s=latency,
+        extra=extra,
+        finish_reason=getattr(choice, "finish_reason", None),
+    )
+
+
+# ---------------------------------------------------------------------- messages and images
+
+
+class ImageEncoder:
+    """Image ref -> `data:` URI for the teacher: downscaled to the pixel budget, encoded once.
+
+    One encoder per trajectory memoises every image it encoded, so a long trajectory re-sends
+    the same string instead of re-encoding. RGB images go as JPEG (quality 90), others as PNG.
+    Refs are run image-store refs (sha256 hex) or file paths.
+    """
+
+    def __init__(self, store: ImageStore | None, max_pixels: int, *, jpeg_quality: int = 90):
+        self.store, self.max_pixels, self.jpeg_quality = store, max_pixels, jpeg_quality
+        self._memo: dict[str, str] = {}
+        self.encoded = 0
+        self.cpu_s = 0.0
+
+    def _open(self, ref: str):
+        path = Path(ref)
+        if self.store is not None and not path.is_absolute() and not path.exists():
+            return self.store.open(ref)
+        return read_image(path)
+
+    def data_uri(self, ref: str) -> str:
+        """The (memoised) data URI of one image; CPU work, call it off the event loop."""
+        if (uri := self._memo.get(ref)) is not None:
+            return uri
+        start = time.thread_time()
+        image = fit_pixels(self._open(ref), self.max_pixels)
+        if image.mode in ("RGB", "L"):
+            import io
+
+            buffer = io.BytesIO()
+            image.save(buffer, format="JPEG", quality=self.jpeg_quality)
+            uri = to_data_uri(buffer.getvalue(), "image/jpeg")
+        else:
+            uri = to_data_uri(encode_png(image), "image/png")
+        self._memo[ref] = uri
+        self.encoded += 1
+        self.cpu_s += time.thread_time() - start
+        return uri
+
+    async def prepare(self, messages: list[Message]) -> None:
+        """Encode (in a worker thread) every image of `messages` not encoded yet."""
+        todo = [ref for ref in image_refs(messages) if ref not in self._memo]
+        if todo:
+            await asyncio.to_thread(lambda: [self.data_uri(ref) for ref in todo])
+
+
+def image_refs(messages: list[Message]) -> list[str]:
+    """Every image ref in `pipeline.chat` messages, in order."""
+    refs: list[str] = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list):
+            refs.extend(item["image"] for item in content if item.get("type") == "image")
+    return refs
+
+
+def to_openai_messages(messages: list[Message], encode: Callable[[str], str]) -> list[dict[str, Any]]:
+    """`pipeline.chat` messages -> OpenAI chat messages (images as `image_url` data URIs).
+
+    Text-only content collapses to a plain string, the most widely accepted form.
+    """
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str):
+            out.append({"role": message["role"], "content": content})
+            continue
+        parts: list[dict[str, Any]] = []
+        for item in content or []:
+            if item.get("type") == "image":
+                parts.append({"type": "image_url", "image_url": {"url": encode(item["image"])}})
+            elif item.get("type") == "text":
+                parts.append({"type": "text", "text": item["text"]})
+        if all(part["type"] == "text" for part in parts):
+            out.append({"role": message["role"], "content": "".join(part["text"] for part in parts)})
+        else:
+            out.append({"role": message["role"], "content": parts})
+    return out

@@ -1,0 +1,214 @@
+"""Teacher client: cache replay, retries (429 + Retry-After, 5xx, hangs, malformed), images."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import itertools
+import time
+
+import pytest
+from PIL import Image
+
+from pipeline.config import TeacherConfig
+from pipeline.store import ImageStore
+from pipeline.teacher import (
+    AdaptiveLimiter,
+    AdaptivePacer,
+    ImageEncoder,
+    TeacherClient,
+    TeacherError,
+    to_openai_messages,
+)
+from tests.synth.conftest import Fault, completion
+
+MSG = [{"role": "user", "content": "hello"}]
+
+
+def _cfg(**kw) -> TeacherConfig:
+    return TeacherConfig(**{"model": "fake", "timeout_s": 2.0, "max_retries": 4, **kw})
+
+
+def _run(coro):
+    return asyncio.run(coro)
+
+
+def test_reply_fields_extra_keys_and_replay_cache(fake_teacher, tmp_path):
+    server = fake_teacher(
+        lambda body: completion("answer", extra={"trajforge": {"defects": ["wrong_answer"]}})
+    )
+
+    async def go():
+        client = TeacherClient(_cfg(), cache_dir=tmp_path, base_url=server.base_url)
+        first = await client.chat(MSG, seed=1)
+        again = await client.chat(MSG, seed=1)
+        other = await client.chat(MSG, seed=2)
+        await client.aclose()
+        return first, again, other, client.stats()
+
+    first, again, other, stats = _run(go())
+    assert first.text == "answer" and not first.cached
+    assert first.extra == {"trajforge": {"defects": ["wrong_answer"]}}
+    assert first.prompt_tokens == 10 and first.completion_tokens == 1
+    assert again.cached and again.text == first.text and again.extra == first.extra
+    assert not other.cached  # the seed is part of the request, so rollouts differ
+    assert len(server.requests) == 2 and stats["cache_hits"] == 1
+    assert server.requests[1]["seed"] == 2
+
+    # a fresh client (a rerun) on the same cache makes zero calls
+    async def rerun():
+        client = TeacherClient(_cfg(), cache_dir=tmp_path, base_url=server.base_url)
+        replies = [await client.chat(MSG, seed=s) for s in (1, 2)]
+        await client.aclose()
+        return replies
+
+    replies = _run(rerun())
+    assert all(r.cached for r in replies) and len(server.requests) == 2
+
+
+def test_retries_every_transient_fault_then_succeeds(fake_teacher):
+    faults = iter(
+        [
+            Fault(429, {"Retry-After": "0.2"}),
+            Fault(500),
+            Fault(200, body="{not json"),
+            Fault(
+                200,
+                body='{"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": []}',
+            ),
+            Fault(hang_s=5.0),
+        ]
+    )
+    server = fake_teacher(lambda body: next(faults, None) or "done")
+
+    async def go():
+        client = TeacherClient(_cfg(timeout_s=0.5, max_retries=6), base_url=server.base_url)
+        start = time.monotonic()
+        reply = await client.chat(MSG)
+        elapsed = time.monotonic() - start
+        await client.aclose()
+        return reply, elapsed, client.stats()
+
+    reply, elapsed, stats = _run(go())
+    assert reply.text == "done"
+    assert stats["retries"] == 5 and stats["calls"] == 6 and stats["rejected_429"] == 1
+    assert elapsed >= 0.2 + 0.5  # honoured Retry-After and waited out the hang's timeout
+
+
+def test_gives_up_with_reason_and_does_not_retry_client_errors(fake_teacher):
+    server = fake_teacher(lambda body: Fault(500))
+    bad = fake_teacher(lambda body: Fault(400, body='{"error": {"message": "bad model"}}'))
+
+    async def go(url, retries):
+        client = TeacherClient(_cfg(max_retries=retries), base_url=url)
+        try:
+            with pytest.raises(TeacherError) as info:
+                await client.chat(MSG)
+            return str(info.value), client.stats()
+        finally:
+            await client.aclose()
+
+    reason, stats = _run(go(server.base_url, 2))
+    assert "HTTP 500" in reason and stats["calls"] == 3
+    reason, stats = _run(go(bad.base_url, 5))
+    assert "HTTP 400" in reason and stats["calls"] == 1  # a 400 is our bug, not transient
+
+
+def test_truncated_reply_retried_then_returned(fake_teacher):
+    server = fake_teacher(lambda body: completion("cut", finish="length"))
+
+    async def go():
+        client = TeacherClient(_cfg(max_retries=2), base_url=server.base_url)
+        reply = await client.chat(MSG)
+        await client.aclose()
+        return reply
+
+    reply = _run(go())
+    assert reply.finish_reason == "length" and reply.text == "cut" and len(server.requests) == 3
+
+
+def test_concurrency_never_exceeds_limit_and_backs_off(fake_teacher):
+    active, peak = [0], [0]
+    counter = itertools.count()
+
+    def handler(body):
+        return "ok"
+
+    server = fake_teacher(handler, latency_s=0.05)
+
+    async def go():
+        client = TeacherClient(_cfg(concurrency=4, cache=False), base_url=server.base_url)
+        orig = client._client.chat.completions.create
+
+        async def spy(**kw):
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+            try:
+                return await orig(**kw)
+            finally:
+                active[0] -= 1
+
+        client._client.chat.completions.create = spy
+        await asyncio.gather(*(client.chat(MSG, seed=next(counter)) for _ in range(20)))
+        await client.aclose()
+
+    _run(go())
+    assert peak[0] == 4
+
+    limiter = AdaptiveLimiter(16, cooldown_s=0.0)
+    limiter.on_pushback()
+    limiter.on_pushback()
+    assert int(limiter.limit) == 4
+    for _ in range(100):
+        limiter.on_success()
+    assert 4 < limiter.limit <= 16
+
+
+def test_pacer_learns_the_admitted_rate():
+    pacer = AdaptivePacer(None, window_s=1.0)
+    now = time.monotonic()
+    pacer._admitted.extend(now - i * 0.02 for i in range(50))  # 50 admitted in the last second
+    pacer.on_rejected()
+    assert pacer.rate is not None and 45 <= pacer.rate <= 50
+
+    async def spaced():
+        start = time.monotonic()
+        for _ in range(10):
+            await pacer.acquire()
+        return time.monotonic() - start
+
+    elapsed = _run(spaced())
+    assert elapsed >= 9 / 50 * 0.9  # evenly spaced starts, not a burst
+
+
+def _png(w: int, h: int, color=(200, 10, 10)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (w, h), color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_images_resized_encoded_once_and_converted(tmp_path):
+    store = ImageStore(tmp_path / "images")
+    ref = store.put_bytes(_png(2000, 1000))
+    encoder = ImageEncoder(store, max_pixels=200_000)
+    messages = [
+        {"role": "system", "content": [{"type": "text", "text": "sys"}]},
+        {"role": "user", "content": [{"type": "image", "image": ref}, {"type": "text", "text": "q?"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "<think>a</think>"}]},
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "<observation>"}, {"type": "image", "image": ref}],
+        },
+    ]
+    _run(encoder.prepare(messages))
+    out = to_openai_messages(messages, encoder.data_uri)
+    assert encoder.encoded == 1  # the same image twice: encoded once
+    assert out[0] == {"role": "system", "content": "sys"}
+    assert out[2] == {"role": "assistant", "content": "<think>a</think>"}
+    url = out[1]["content"][0]["image_url"]["url"]
+    assert url == out[3]["content"][1]["image_url"]["url"]
+    data = base64.b64decode(url.split(",", 1)[1])
+    image = Image.open(io.BytesIO(data))
+    assert image.width * image.height <= 200_000 and abs(image.width / image.height - 2.0) < 0.02
+    assert store.open(ref).size == (2000, 1000)  # the original is untouched for the tools
