@@ -36,6 +36,8 @@ log = logging.getLogger("trajforge.publish")
 SPLIT = "train"
 ROWS_PER_GROUP = 64  # row groups of a few dozen image rows keep the dataset viewer fast
 COMMIT_MAX_FILES = 50  # shards per commit: a crash mid-push loses at most one commit of work
+#: Parquet footer + schema metadata of one shard, on top of the row bytes the bound applies to.
+SHARD_OVERHEAD_BYTES = 16 * 1024
 
 
 def features():

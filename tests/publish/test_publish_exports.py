@@ -1,0 +1,130 @@
+"""LLaMA-Factory and ms-swift exports: each follows its format's rules and round-trips."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from publish_helpers import deepresearch, make_run
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from pipeline.exports import (
+    conversation,
+    export_run,
+    flat_messages,
+    read_llamafactory,
+    read_ms_swift,
+    unflat_messages,
+)
+from pipeline.schema import Trajectory
+from pipeline.store import RunStore
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> RunStore:
+    return make_run(tmp_path / "run")
+
+
+def _kept(store: RunStore) -> dict[str, Trajectory]:
+    return {t.trajectory_id: t for t in store.read_records("kept", Trajectory)}
+
+
+def _check_images(sample, store: RunStore) -> None:
+    for ref, data in sample.images.items():
+        assert data == store.images.read_bytes(ref)
+
+
+def test_llamafactory_follows_sharegpt_rules_and_round_trips(store: RunStore, tmp_path: Path) -> None:
+    import datasets
+
+    out = tmp_path / "lf"
+    result = CliRunner().invoke(app, ["export", "llamafactory", "--run", str(store.root), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "10 conversations" in result.output
+
+    info = json.loads((out / "dataset_info.json").read_text())
+    assert set(info) == {"trajforge_deepresearch", "trajforge_general", "trajforge_plan"}
+    for entry in info.values():
+        # LLaMA-Factory's sharegpt rules: system first (optional), then user/assistant alternating,
+        # ending on assistant; as many <image> placeholders as images; paths relative to dataset_dir.
+        tags = entry["tags"]
+        rows = datasets.load_dataset("json", data_files=str(out / entry["file_name"]), split="train")
+        for row in rows:
+            turns = row[entry["columns"]["messages"]]
+            assert turns[0][tags["role_tag"]] == tags["system_tag"]
+            rest = [t[tags["role_tag"]] for t in turns[1:]]
+            assert len(rest) % 2 == 0
+            assert rest == [tags["user_tag"], tags["assistant_tag"]] * (len(rest) // 2)
+            images = row[entry["columns"]["images"]]
+            assert sum(t[tags["content_tag"]].count("<image>") for t in turns) == len(images)
+            assert all(not Path(p).is_absolute() and (out / p).is_file() for p in images)
+
+    kept = _kept(store)
+    read = read_llamafactory(out)
+    assert sum(len(v) for v in read.values()) == len(kept)
+    for samples in read.values():
+        for sample in samples:
+            original = conversation(kept[sample.trajectory_id], observation_role="user")
+            assert sample.messages == original  # same turns, same images in the same places
+            _check_images(sample, store)
+
+
+def test_ms_swift_agent_layout_round_trips(store: RunStore, tmp_path: Path) -> None:
+    out = tmp_path / "swift"
+    result = CliRunner().invoke(app, ["export", "ms-swift", "--run", str(store.root), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    kept = _kept(store)
+
+    for subset in ("deepresearch", "general", "plan"):
+        for line in (out / f"{subset}.jsonl").read_text().splitlines():
+            row = json.loads(line)
+            roles = [m["role"] for m in row["messages"]]
+            assert roles[:2] == ["system", "user"] and roles[-1] == "assistant"
+            assert set(roles) <= {"system", "user", "assistant", "tool_call", "tool_response"}
+            trajectory = kept[row["trajectory_id"]]
+            calls = [json.loads(m["content"]) for m in row["messages"] if m["role"] == "tool_call"]
+            assert [c["name"] for c in calls] == [s.tool_name for s in trajectory.tool_calls]
+            assert [c["arguments"] for c in calls] == [s.arguments_dict() for s in trajectory.tool_calls]
+            for index, role in enumerate(roles):
+                if role == "tool_call":
+                    assert roles[index - 1] == "assistant" and roles[index + 1] == "tool_response"
+                    assert "<tool_call>" not in row["messages"][index - 1]["content"]
+            placeholders = sum(m["content"].count("<image>") for m in row["messages"])
+            assert placeholders == len(row["images"])
+            assert all(Path(p).is_absolute() and Path(p).is_file() for p in row["images"])
+
+    read = read_ms_swift(out)
+    assert sum(len(v) for v in read.values()) == len(kept)
+    for samples in read.values():
+        for sample in samples:
+            original = conversation(kept[sample.trajectory_id], observation_role="tool")
+            assert sample.messages == original
+            _check_images(sample, store)
+
+
+def test_literal_image_marker_in_text_is_neutralised(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "run")
+    trajectory = deepresearch(store, 1)
+    trajectory.question = "Is <image> a tag? Look at the picture."
+    flat, refs = flat_messages(conversation(trajectory))
+    assert sum(m["content"].count("<image>") for m in flat) == len(refs)
+    assert "&lt;image&gt; a tag" in flat[1]["content"]
+    assert unflat_messages(flat, refs)[2:] == conversation(trajectory)[2:]
+
+
+def test_missing_image_skips_that_conversation_with_a_reason(tmp_path: Path) -> None:
+    store = make_run(tmp_path / "run", deep=2, gen=1, plans=0)
+    victim = next(t for t in store.read_records("kept", Trajectory) if t.mode == "general")
+    store.images.path(victim.images[0]).unlink()
+    report = export_run(store, tmp_path / "out", "llamafactory")
+    assert report.total == 2 and len(report.skipped) == 1
+    assert victim.trajectory_id in report.skipped[0] and "missing" in report.skipped[0]
+
+
+def test_unknown_format_is_refused(store: RunStore, tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["export", "alpaca", "--run", str(store.root), "--out", str(tmp_path / "x")]
+    )
+    assert result.exit_code == 2 and "llamafactory" in result.output
