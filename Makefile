@@ -47,7 +47,7 @@ sft: $(STAMP)
 	$(BIN)/trajforge sft --config $(CONFIG) --run $(RUN)
 
 publish: $(STAMP)
-	$(BIN)/trajforge publish --run $(RUN) --repo $(REPO) $(PUBLISH_ARGS)
+	$(BIN)/trajforge publish --run $(RUN) $(if $(REPO),--repo $(REPO)) $(PUBLISH_ARGS)
 
 clean:
 	rm -rf $(VENV) runs worlds
