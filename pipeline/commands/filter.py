@@ -1,9 +1,99 @@
-"""`trajforge filter` commands (wired by pipeline.cli)."""
+"""`trajforge filter --run DIR`: raw trajectories -> verdicts, kept set (with plan samples), report."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import typer
+
+from pipeline.commands.common import ConfigOption, SetOption, fail, load, open_run, stage_logger
+
+
+def _judge(mode: str, cfg: Any, store: Any) -> Any:
+    """The judge for `--judge teacher|custom` (None for `none`): no network call otherwise."""
+    if mode == "none":
+        return None
+    from filters.judges import build_judge
+
+    if mode == "teacher" and not cfg.teacher.base_url:
+        raise fail(
+            "--judge teacher uses the run's teacher, and teacher.base_url is unset (the offline world's oracle): "
+            "start it with `trajforge world serve --world DIR` and pass --set teacher.base_url=http://127.0.0.1:PORT/v1, "
+            "or use --judge custom with --set filter.judge_base_url=URL"
+        )
+    try:
+        return build_judge(
+            mode, cfg.teacher, cfg.filter, cache_dir=store.root / "cache" / "judge", store=store
+        )
+    except Exception as exc:  # a missing key variable, a bad URL: say what to set
+        raise fail(f"cannot build the {mode} judge: {exc}") from None
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """The printed summary: counts, pass rate per check (per category and teacher), histogram, drops."""
+    lines = [
+        f"filter: {report['raw']} raw, {report['passed_checks']} passed checks "
+        f"({report['pass_rate_all']:.1%}), {report['dropped_best_per_task']} lower-ranked rollouts, "
+        f"{report['dropped_duplicates']} duplicates, {report['dropped_cap']} over cap/quota -> "
+        f"{report['kept']} kept ({report['plan_samples_derived']} plan samples derived) in {report['wall_s']:.1f}s",
+        "  pass rate per check (all | by category | by teacher):",
+    ]
+    for check, rates in report["pass_rate"].items():
+        cats = " ".join(f"{k}={v:.0%}" for k, v in rates["by_category"].items())
+        teachers = " ".join(f"{k}={v:.0%}" for k, v in rates["by_teacher"].items())
+        lines.append(f"    {check:<10} {rates['all']:>6.1%} | {cats} | {teachers}")
+    hist = " ".join(f"{k}:{v}" for k, v in report["tool_calls_histogram"].items())
+    lines.append(f"  tool calls per trajectory (calls:count): {hist}")
+    lines.append(f"  kept by category: {report['kept_by_category']}")
+    for check, examples in report["example_drops"].items():
+        lines.append(f"  e.g. {check}: {examples[0][:160]}")
+    detection = report.get("defect_detection")
+    if detection:
+        lines.append(
+            f"  injected defects: precision {detection['precision']:.3f}, recall {detection['recall']:.3f} "
+            f"({detection['defective']} defective, {detection['clean']} clean)"
+        )
+    return lines
+
+
+def filter_command(
+    run: Path = typer.Option(..., "--run", help="Run folder with raw/*.parquet (from synth or import)."),
+    config: Path | None = ConfigOption,
+    sets: list[str] | None = SetOption,
+    judge: str | None = typer.Option(
+        None,
+        "--judge",
+        help="none (rules only, no network) | teacher (the run's teacher) | custom (filter.judge_*).",
+    ),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Stepwise consistency filtering, dedup, capped selection and plan-mode samples."""
+    from filters.runner import run_filter
+
+    overrides = list(sets or []) + ([f"filter.judge={judge}"] if judge else [])
+    cfg = load(config, overrides, run)
+    store = open_run(cfg)
+    if not store.shard_paths("raw"):
+        raise fail(
+            f"{store.root / 'raw'} has no shards; run `trajforge synth` or `trajforge import r1v4` first"
+        )
+    log = stage_logger(store, "filter")
+    try:
+        outcome = run_filter(
+            store, cfg.filter, judge=_judge(cfg.filter.judge, cfg, store), log=log, progress=progress
+        )
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    store.update_report("filter", outcome.report)
+    for line in summary_lines(outcome.report):
+        typer.echo(line)
+    typer.echo(
+        f"  drops explained in {store.root / 'logs' / 'filter.log'}; verdicts in {store.root / 'verdicts'}"
+    )
+    typer.echo(json.dumps({"raw": outcome.report["raw"], "kept": outcome.report["kept"]}))
 
 
 def register(app: typer.Typer) -> None:
-    """Not built yet: see the open issue for this stage."""
+    app.command("filter")(filter_command)

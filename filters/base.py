@@ -1,0 +1,153 @@
+"""The tiny base every check shares: read one trajectory, return one Verdict with per-step reasons.
+
+A check is a small class with a `name` and a synchronous `run` (rules, cheap, no I/O beyond
+guarded image reads). Checks that can ask a judge override `arun`, which the runner awaits only
+when a judge is configured; without one, `arun` is `run`. Per-step verdicts use the step's index
+in `Trajectory.steps`, or -1 for the trajectory as a whole.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pipeline.config import FilterConfig
+from pipeline.images import ImageError
+from pipeline.schema import StepVerdict, Trajectory, Verdict
+
+if TYPE_CHECKING:
+    from filters.judges import Judge
+    from pipeline.store import RunStore
+
+WHOLE = -1  # StepVerdict.step for the trajectory as a whole
+
+
+@dataclass(frozen=True)
+class ImageStats:
+    """What the image checks need from one image, computed once per content reference."""
+
+    width: int
+    height: int
+    std: float  # grayscale standard deviation on a small thumbnail (0: perfectly uniform)
+    dominant: float  # share of the most common grayscale bin (1.0: one flat colour)
+
+
+@dataclass
+class CheckContext:
+    """Everything a check may consult besides the trajectory itself."""
+
+    config: FilterConfig = field(default_factory=FilterConfig)
+    store: RunStore | None = None
+    judge: Judge | None = None
+    _stats: dict[str, ImageStats | None] = field(default_factory=dict)
+
+    def image_stats(self, ref: str) -> ImageStats | None:
+        """Size and flatness of a stored image (None when absent or unreadable); cached by ref."""
+        if ref in self._stats:
+            return self._stats[ref]
+        stats = None
+        if self.store is not None and self.store.images.has(ref):
+            try:
+                stats = compute_stats(self.store.images.open(ref))
+            except (ImageError, OSError):
+                stats = None
+        self._stats[ref] = stats
+        return stats
+
+
+def compute_stats(image: Any) -> ImageStats:
+    """Flatness on a 64-px thumbnail: cheap, and blank crops are blank at any scale."""
+    width, height = image.size
+    thumb = image.convert("L")
+    thumb.thumbnail((64, 64))
+    pixels = np.asarray(thumb, dtype=np.float32)
+    if pixels.size == 0:
+        return ImageStats(width, height, 0.0, 1.0)
+    hist = np.bincount((pixels // 8).astype(np.int64).ravel(), minlength=32)
+    return ImageStats(width, height, float(pixels.std()), float(hist.max() / pixels.size))
+
+
+class Check(ABC):
+    """One consistency check. Subclasses set `name` and implement `run`."""
+
+    name: str = ""
+    #: whether `arun` can add a judge's opinion to the rules
+    judged: bool = False
+
+    @abstractmethod
+    def run(self, trajectory: Trajectory, ctx: CheckContext) -> Verdict:
+        """Rules only: fast, deterministic, no network."""
+
+    async def arun(self, trajectory: Trajectory, ctx: CheckContext) -> Verdict:
+        """Rules, then (in judged checks, when `ctx.judge` is set) a judge. Default: rules."""
+        return self.run(trajectory, ctx)
+
+    def verdict(
+        self,
+        trajectory: Trajectory,
+        steps: Iterable[StepVerdict],
+        *,
+        score: float | None = None,
+        keep: bool | None = None,
+        note: str = "",
+    ) -> Verdict:
+        """Fold per-step verdicts into one: keep when every step is ok (unless told otherwise)."""
+        steps = sorted(steps, key=lambda s: (s.step, s.ok, s.reason))
+        failed = [s for s in steps if not s.ok]
+        if keep is None:
+            keep = not failed
+        if score is None:
+            score = 1.0 - len(failed) / max(len(steps), 1) if steps else 1.0
+        reason = "; ".join(_describe(s) for s in failed[:3])
+        if len(failed) > 3:
+            reason += f"; +{len(failed) - 3} more"
+        if note:
+            reason = f"{reason}; {note}" if reason else note
+        return Verdict(
+            trajectory_id=trajectory.trajectory_id,
+            check=self.name,
+            keep=keep,
+            score=float(score),
+            reason=reason,
+            steps=steps,
+        )
+
+
+def _describe(step: StepVerdict) -> str:
+    return step.reason if step.step == WHOLE else f"step {step.step}: {step.reason}"
+
+
+def ok(step: int, reason: str = "") -> StepVerdict:
+    return StepVerdict(step=step, ok=True, reason=reason)
+
+
+def bad(step: int, reason: str) -> StepVerdict:
+    return StepVerdict(step=step, ok=False, reason=reason)
+
+
+@lru_cache(maxsize=4096)
+def lowered(text: str) -> str:
+    """Casefolded text with whitespace collapsed: what containment rules compare."""
+    return " ".join(text.casefold().split())
+
+
+_SETBACK = re.compile(
+    r"\b(?:miss(?:ed|es)?|not (?:visible|shown|there|clear|readable|legible|found|helpful|useful|in (?:the|this) "
+    r"(?:crop|image|region))|(?:does|did|do)(?:n't| not) (?:show|contain|help|work|find|include|capture|match)|"
+    r"can(?:'t|not) (?:see|read|find|tell|make out|determine)|unable to|blank|empty|uniform|no (?:text|label|results?|"
+    r"useful|relevant|match(?:es)?)|nothing|fail(?:ed|s)?|error|wrong (?:region|area|place|crop|part)|"
+    r"off[- ]target|outside|try (?:again|another|a different)|crop again|re-?crop|instead|unclear|unreadable|"
+    r"illegible|too (?:small|blurry|dark))\b",
+    re.IGNORECASE,
+)
+
+
+def acknowledges_setback(thought: str) -> bool:
+    """Whether a thought says the previous step did not deliver (then it claims no success)."""
+    return bool(_SETBACK.search(thought))

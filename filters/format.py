@@ -1,0 +1,81 @@
+"""Format: every turn is think + one tool call or think + answer, with a known tool and valid
+arguments, and the trajectory ends with a non-empty answer.
+
+The text itself was parsed once by `pipeline.format` (at import or synthesis); this check reads
+the errors recorded there and validates what the parser cannot know: tool names per mode and
+each tool's argument shape.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from filters.base import WHOLE, Check, CheckContext, bad, ok
+from pipeline.schema import EXECUTOR_TOOLS, StepVerdict, Trajectory, Verdict
+
+#: tool -> (required list/str argument, element type); R1V4's executor arguments are lists.
+_ARGUMENTS: dict[str, tuple[str, type]] = {
+    "code": ("code", str),
+    "image_search": ("image_paths", list),
+    "text_search": ("queries", list),
+    "web_visit": ("urls", list),
+}
+_MODE_TOOLS = {"general": ("code",), "deepresearch": EXECUTOR_TOOLS}
+
+
+def argument_errors(tool: str, arguments: dict[str, Any]) -> list[str]:
+    """What is wrong with a call's arguments (empty when valid)."""
+    key, kind = _ARGUMENTS[tool]
+    value = arguments.get(key)
+    errors = []
+    extra = sorted(set(arguments) - {key})
+    if extra:
+        errors.append(f"{tool}: unexpected arguments {extra}")
+    if kind is str:
+        if not isinstance(value, str) or not value.strip():
+            errors.append(f"{tool}: '{key}' must be a non-empty string")
+    elif not isinstance(value, list) or not value or not all(isinstance(v, str) and v.strip() for v in value):
+        errors.append(f"{tool}: '{key}' must be a non-empty list of strings")
+    return errors
+
+
+class FormatCheck(Check):
+    name = "format"
+
+    def run(self, trajectory: Trajectory, ctx: CheckContext) -> Verdict:
+        allowed = _MODE_TOOLS.get(trajectory.mode, EXECUTOR_TOOLS)
+        verdicts: list[StepVerdict] = []
+        last = len(trajectory.steps) - 1
+        for step in trajectory.steps:
+            problems = list(step.format_errors)
+            if not step.think.strip():
+                problems.append("empty <think>")
+            if step.action == "invalid":
+                problems.append("no readable tool_call or answer")
+            elif step.action == "tool_call":
+                if step.tool_name not in allowed:
+                    problems.append(f"unknown tool {step.tool_name!r} for {trajectory.mode} mode")
+                elif step.arguments is None or (not step.arguments_dict() and step.arguments.strip() != "{}"):
+                    problems.append("arguments are not a JSON object")
+                else:
+                    problems.extend(argument_errors(step.tool_name, step.arguments_dict()))
+                if step.index == last:
+                    problems.append("ends with a tool call, not an answer")
+            elif step.index != last:
+                problems.append("<answer> before the end of the trajectory")
+            elif not (step.answer or "").strip():
+                problems.append("empty <answer>")
+            verdicts.append(
+                bad(step.index, "; ".join(dict.fromkeys(problems))) if problems else ok(step.index)
+            )
+        step_errors = {e for s in trajectory.steps for e in s.format_errors}
+        whole = [e for e in trajectory.format_errors if e not in step_errors]
+        if not trajectory.steps:
+            whole.append("no steps")
+        elif trajectory.steps[-1].action != "answer" and not any(
+            "does not end with an <answer>" in e for e in whole
+        ):
+            whole.append(f"no final answer (status {trajectory.status})")
+        if whole:
+            verdicts.append(bad(WHOLE, "; ".join(dict.fromkeys(whole))))
+        return self.verdict(trajectory, verdicts)

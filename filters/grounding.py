@@ -1,0 +1,111 @@
+"""Reasoning vs tool output: the thought after an observation must agree with it.
+
+Rules, where a claim can be checked mechanically against what the trajectory has seen so far
+(question, plan, every earlier observation and call): a cited URL must have appeared; a quoted
+title, name or label the thought says it read must appear; a failed or empty call must not be
+followed by a thought that reads as success. With `filter.strict_entities`, multi-word proper
+names must also have appeared (good for closed worlds, noisy for open-web data). A step judge
+(optional) checks the rest, one call per tool step, only for steps the rules passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+from filters.base import Check, CheckContext, acknowledges_setback, bad, lowered, ok
+from filters.judges import clip
+from pipeline.schema import Step, StepVerdict, Trajectory, Verdict
+
+_URL = re.compile(r"https?://[^\s\"'<>\])}]+")
+_QUOTED = re.compile(
+    r"\b(?:titled|title(?:d| is| reads)?|named|called|reads|says|shows|labell?ed|label(?: is| reads)?|text(?: is| reads)?)"
+    r"\s*:?\s*[\"“‘]([^\"”’\n]{3,100})[\"”’]",
+    re.IGNORECASE,
+)
+_PROPER = re.compile(r"\b[A-Z][a-z]+(?:\s+(?:of|de|von|van|the)?\s*[A-Z][a-z]+)+\b")
+
+
+def _seen_text(trajectory: Trajectory, upto: int) -> str:
+    """Everything the agent could have read before the thought of step `upto`."""
+    parts = [trajectory.question, trajectory.plan or ""]
+    for step in trajectory.steps[:upto]:
+        parts += [step.arguments or "", step.observation_text or "", step.error or "", step.think]
+    return lowered("\n".join(parts))
+
+
+def _failed(step: Step) -> bool:
+    return bool(step.error) or (not (step.observation_text or "").strip() and not step.observation_images)
+
+
+def rule_problems(trajectory: Trajectory, index: int, strict_entities: bool) -> list[str]:
+    """Unsupported claims in the thought of step `index + 1` about the observation of step `index`."""
+    step, following = trajectory.steps[index], trajectory.steps[index + 1]
+    thought = following.think
+    if not thought.strip():
+        return []
+    problems: list[str] = []
+    if _failed(step) and not acknowledges_setback(thought):
+        problems.append(f"thought reads as success after a failed or empty {step.tool_name} call")
+    seen = None
+    for url in _URL.findall(thought):
+        seen = seen or _seen_text(trajectory, index + 1)
+        if lowered(url.rstrip(".,;:")) not in seen:
+            problems.append(f"cites a URL no observation showed: {url[:80]}")
+    for quote in _QUOTED.findall(thought):
+        seen = seen or _seen_text(trajectory, index + 1)
+        if lowered(quote.strip(" .,")) not in seen:
+            problems.append(f"claims to read {quote[:60]!r}, which no observation contains")
+    if strict_entities:
+        for name in dict.fromkeys(_PROPER.findall(thought)):
+            seen = seen or _seen_text(trajectory, index + 1)
+            if lowered(name) not in seen:
+                problems.append(f"names {name!r}, which no observation contains")
+    return problems
+
+
+class GroundingCheck(Check):
+    name = "grounding"
+    judged = True
+
+    def _pairs(self, trajectory: Trajectory) -> list[int]:
+        steps = trajectory.steps
+        return [i for i, s in enumerate(steps[:-1]) if s.action == "tool_call"]
+
+    def run(self, trajectory: Trajectory, ctx: CheckContext) -> Verdict:
+        verdicts: list[StepVerdict] = []
+        for i in self._pairs(trajectory):
+            problems = rule_problems(trajectory, i, ctx.config.strict_entities)
+            index = trajectory.steps[i + 1].index
+            verdicts.append(bad(index, "; ".join(problems)) if problems else ok(index))
+        return self.verdict(trajectory, verdicts)
+
+    async def arun(self, trajectory: Trajectory, ctx: CheckContext) -> Verdict:
+        verdict = self.run(trajectory, ctx)
+        if ctx.judge is None or not verdict.keep:
+            return verdict
+        judge = ctx.judge
+        pairs = [i for i in self._pairs(trajectory) if trajectory.steps[i + 1].think.strip()]
+
+        async def ask(i: int) -> StepVerdict:
+            step, following = trajectory.steps[i], trajectory.steps[i + 1]
+            observation = step.observation_text or ""
+            if step.error:
+                observation = f"{observation}\nError: {step.error}".strip()
+            payload = {
+                "question": trajectory.question,
+                "tool_name": step.tool_name,
+                "arguments": step.arguments_dict(),
+                "observation_text": clip(observation),
+                "next_thought": following.think,
+            }
+            result = await judge.ask("step", payload)
+            if result.passed:
+                return ok(following.index)
+            return bad(
+                following.index,
+                f"thought not supported by the {step.tool_name} output (judge: {result.reason})",
+            )
+
+        judged = {v.step: v for v in await asyncio.gather(*(ask(i) for i in pairs))}
+        return self.verdict(trajectory, [judged.get(v.step, v) for v in verdict.steps])

@@ -1,0 +1,62 @@
+"""Re-cropping loops and identical repeated tool calls.
+
+R1V4 removed trajectories that fixed an offset crop over many rounds: they teach error-fixing
+loops. A *correction* is a crop of the same image whose box overlaps the previous crop of that
+image (IoU at least `filter.recrop_iou`); a chain of more than `filter.max_recrops` corrections
+is a loop. Navigating to a different region (little or no overlap) or zooming into a small part
+of an earlier crop is not a correction. Separately, a call identical to an earlier one (same tool,
+same arguments; code compared without blank lines and indentation noise) is redundant.
+"""
+
+from __future__ import annotations
+
+from filters.base import Check, CheckContext, bad, ok
+from filters.crops import Box, crops_in_code
+from pipeline.schema import Step, StepVerdict, Trajectory, Verdict, canonical_json
+
+
+def call_key(step: Step) -> str:
+    """What makes two calls the same call."""
+    args = step.arguments_dict()
+    if step.tool_name == "code" and isinstance(args.get("code"), str):
+        lines = (line.strip() for line in args["code"].splitlines())
+        args = {**args, "code": "\n".join(line for line in lines if line and not line.startswith("#"))}
+    return f"{step.tool_name}\x00{canonical_json(args)}"
+
+
+class RedundancyCheck(Check):
+    name = "redundancy"
+
+    def run(self, trajectory: Trajectory, ctx: CheckContext) -> Verdict:
+        cfg = ctx.config
+        first_seen: dict[str, int] = {}
+        last_box: dict[int | None, Box] = {}
+        chain: dict[int | None, int] = {}
+        repeats = loops = 0
+        verdicts: list[StepVerdict] = []
+        for step in trajectory.tool_calls:
+            problems: list[str] = []
+            key = call_key(step)
+            if key in first_seen:
+                repeats += 1
+                if repeats > cfg.max_repeated_calls:
+                    problems.append(f"repeats the {step.tool_name} call of step {first_seen[key]}")
+            else:
+                first_seen[key] = step.index
+            if step.tool_name == "code":
+                code = step.arguments_dict().get("code")
+                for crop in crops_in_code(code) if isinstance(code, str) else ():
+                    previous = last_box.get(crop.source)
+                    overlap = previous.iou(crop.box) if previous is not None else 0.0
+                    chain[crop.source] = chain.get(crop.source, 0) + 1 if overlap >= cfg.recrop_iou else 0
+                    last_box[crop.source] = crop.box
+                    if chain[crop.source] > cfg.max_recrops:
+                        loops += 1
+                        where = "the image" if crop.source is None else f"image_{crop.source}"
+                        problems.append(
+                            f"re-cropping: correction {chain[crop.source]} of the crop of {where} (IoU {overlap:.2f})"
+                        )
+            verdicts.append(bad(step.index, "; ".join(problems)) if problems else ok(step.index))
+        calls = max(len(trajectory.tool_calls), 1)
+        score = 1.0 - min(1.0, (repeats + loops) / calls)
+        return self.verdict(trajectory, verdicts, score=score)
