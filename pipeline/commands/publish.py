@@ -23,7 +23,11 @@ def publish_command(
     run: Path = typer.Option(..., "--run", help="Run folder whose kept/ set is published."),
     repo: str | None = typer.Option(None, "--repo", help="Dataset repo USER/NAME (default: publish.repo)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Write the exact folder instead of pushing."),
-    out: Path | None = typer.Option(None, "--out", help="Folder for --dry-run (default: RUN/hub)."),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        help="Where the folder is built (default: RUN/hub for --dry-run, a temporary staging folder otherwise; kept when given).",
+    ),
     config: Path | None = ConfigOption,
     sets: list[str] | None = SetOption,
 ) -> None:
@@ -47,8 +51,9 @@ def publish_command(
         except ConfigError as exc:
             raise fail(f"{exc}; or use --dry-run --out DIR to write the folder without pushing") from None
 
-    folder = out if dry_run and out else (run / "hub" if dry_run else run / "cache" / "publish-staging")
-    if not dry_run:
+    staging = out is None and not dry_run
+    folder = out or (run / "hub" if dry_run else run / "cache" / "publish-staging")
+    if staging:
         clear_folder(folder)
     built = build_folder(
         store, folder, repo=repo, max_shard_mb=cfg.publish.max_shard_mb, license=cfg.publish.license
@@ -80,7 +85,8 @@ def publish_command(
         revision=cfg.publish.revision,
         message=f"trajforge publish of {run.name}",
     )
-    clear_folder(folder)
+    if staging:
+        clear_folder(folder)
     store.update_report(
         "publish",
         {
