@@ -77,6 +77,7 @@ def answers_match(
 class AnswerCheck(Check):
     name = "answer"
     judged = True
+    rescuable = True
 
     def _answer_step(self, trajectory: Trajectory) -> int:
         return trajectory.steps[-1].index if trajectory.steps else WHOLE

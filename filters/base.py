@@ -79,6 +79,8 @@ class Check(ABC):
     name: str = ""
     #: whether `arun` can add a judge's opinion to the rules
     judged: bool = False
+    #: whether that judge may overturn a rule *drop* (an answer the rules could not match)
+    rescuable: bool = False
 
     @abstractmethod
     def run(self, trajectory: Trajectory, ctx: CheckContext) -> Verdict:

@@ -53,6 +53,7 @@ ALL_CHECKS: tuple[type[Check], ...] = (
     AnswerCheck,
 )
 CHECK_NAMES = tuple(c.name for c in ALL_CHECKS)
+_CHECKS_BY_NAME = {c.name: c for c in ALL_CHECKS}
 _CHECK_STRUCT = pa.struct(
     [
         ("keep", pa.bool_()),
@@ -121,13 +122,22 @@ def rule_verdicts(trajectory: Trajectory, checks: list[Check], ctx: CheckContext
 
 
 async def judged_verdicts(trajectory: Trajectory, checks: list[Check], ctx: CheckContext) -> list[Verdict]:
-    """Rules first; judges only where the rules kept the trajectory (or `judge_all`)."""
-    rules = rule_verdicts(trajectory, checks, ctx)
-    if not ctx.config.judge_all and not all(v.keep for v in rules):
-        return rules
-    judged = await asyncio.gather(*(c.arun(trajectory, ctx) for c in checks if c.judged))
-    by_name = {v.check: v for v in judged}
-    return [by_name.get(v.check, v) for v in rules]
+    """Rules first. Judges that may overturn a rule drop (an answer the rules could not match)
+    go next; the other judges run only if nothing else dropped the trajectory (or `judge_all`)."""
+    by_name = {v.check: v for v in rule_verdicts(trajectory, checks, ctx)}
+    order = list(by_name)
+    blocking = [n for n, v in by_name.items() if not v.keep and not _CHECKS_BY_NAME[n].rescuable]
+    if blocking and not ctx.config.judge_all:
+        return list(by_name.values())
+    rescuers = [c for c in checks if c.judged and c.rescuable]
+    others = [c for c in checks if c.judged and not c.rescuable]
+    for verdict in await asyncio.gather(*(c.arun(trajectory, ctx) for c in rescuers)):
+        by_name[verdict.check] = verdict
+    if any(not v.keep for v in by_name.values()) and not ctx.config.judge_all:
+        return [by_name[n] for n in order]
+    for verdict in await asyncio.gather(*(c.arun(trajectory, ctx) for c in others)):
+        by_name[verdict.check] = verdict
+    return [by_name[n] for n in order]
 
 
 async def _judge_batch(
