@@ -204,12 +204,13 @@ class SandboxPool:
         t0 = time.perf_counter()
         worker = await self._acquire(self.sessions.get(session) if session else None)
         try:
-            t1 = time.perf_counter()
+            t_start = time.perf_counter()
             if not worker.alive:
                 if worker.proc is not None:
                     self.restarts += 1
                 await worker.start()
                 self._forget_sessions(worker)
+            t1 = time.perf_counter()
             if session:
                 self.sessions[session] = worker
             worker.stage(images)
@@ -241,7 +242,8 @@ class SandboxPool:
                 shutil.move(source, target)
                 files.append(target)
             timings = {
-                "queue_s": t1 - t0,
+                "queue_s": t_start - t0,
+                "start_s": t1 - t_start,
                 "stage_s": t2 - t1,
                 "exec_s": float(reply.get("exec_s", 0.0)),
                 "roundtrip_s": t3 - t2,
