@@ -183,6 +183,13 @@ class FilterConfig(Section):
 class SFTConfig(Section):
     config: str = "configs/sft/tiny.yaml"
     nproc: int = 2
+    # torchrun rendezvous for multi-node runs (same command on every node); 1 node: standalone
+    nnodes: int = 1
+    node_rank: int | None = None
+    rdzv_endpoint: str | None = None  # host:port of the rendezvous (node 0)
+    rdzv_id: str = "trajforge-sft"
+    max_steps: int | None = None  # stop (and checkpoint) early; the schedule keeps its length
+    overrides: list[str] = Field(default_factory=list)  # `section.key=value` for the SFT YAML
 
 
 class PublishConfig(Section):
