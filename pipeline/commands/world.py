@@ -1,9 +1,97 @@
-"""`trajforge world` commands (wired by pipeline.cli)."""
+"""`trajforge world build` and `trajforge world serve`: the offline world (wired by pipeline.cli)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import typer
+
+from pipeline.commands.common import fail
+
+world_app = typer.Typer(
+    help="The offline world: a procedural encyclopedia, scenes, tasks and an oracle teacher.",
+    no_args_is_help=True,
+)
+
+
+def _pairs(values: list[str] | None, what: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for value in values or []:
+        name, sep, rate = value.partition("=")
+        try:
+            out[name.strip()] = float(rate)
+        except ValueError:
+            raise fail(f"--{what} {value!r}: expected NAME=RATE, e.g. --{what} 500=0.05") from None
+        if not sep:
+            raise fail(f"--{what} {value!r}: expected NAME=RATE")
+    return out
+
+
+@world_app.command("build")
+def build(
+    out: Path = typer.Option(..., "--out", help="Folder to write the world into (replaced if present)."),
+    seed: int = typer.Option(0, "--seed", help="Same seed, same bytes."),
+    entities: int = typer.Option(300, "--entities", help="Knowledge-graph size."),
+    tasks: int = typer.Option(
+        200, "--tasks", help="Number of tasks (perception, search, interleaved, multihop)."
+    ),
+) -> None:
+    """Build a world deterministically."""
+    from pipeline.world import build_world, manifest
+
+    try:
+        build_world(out, seed=seed, entities=entities, tasks=tasks)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    info = manifest(out)
+    typer.echo(json.dumps({k: info[k] for k in ("seed", "entities", "tasks", "categories", "content_hash")}))
+
+
+@world_app.command("serve")
+def serve(
+    world: Path = typer.Option(..., "--world", help="A built world folder."),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8123, "--port", help="0 picks a free port."),
+    latency: str = typer.Option(
+        "0", "--latency", help="Added latency: S, const:S, uniform:A,B, exp:MEAN, lognormal:MED,SIGMA."
+    ),
+    rate_limit: float | None = typer.Option(
+        None, "--rate-limit", help="Admit R requests/s; 429 with Retry-After beyond."
+    ),
+    error: list[str] | None = typer.Option(
+        None, "--error", help="Inject errors: KIND=RATE, KIND in 429,500,hang,malformed,truncated."
+    ),
+    defect: list[str] | None = typer.Option(
+        None, "--defect", help="Inject defects: NAME=RATE (a pipeline.schema DEFECTS name, or all)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the error and latency draws."),
+    log: Path | None = typer.Option(
+        None, "--log", help="Defect log (JSONL); default WORLD/logs/oracle.jsonl."
+    ),
+) -> None:
+    """Serve pages, images and the oracle teacher on loopback until Ctrl-C."""
+    from pipeline.world import Knobs, WorldServer, is_built
+
+    if not is_built(world):
+        raise fail(f"{world} is not a built world; run `trajforge world build --out {world}` first")
+    try:
+        knobs = Knobs(
+            latency=latency,
+            rate_limit=rate_limit,
+            errors=_pairs(error, "error"),
+            defects=_pairs(defect, "defect"),
+            seed=seed,
+            log_path=str(log) if log else None,
+        )
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    server = WorldServer(world, host=host, port=port, knobs=knobs)
+    server.start()
+    typer.echo(f"world server on {server.url} (OpenAI base URL {server.openai_base_url}); Ctrl-C to stop")
+    server.serve_forever()
+    typer.echo(f"world server stopped: {server.app.stats}")
 
 
 def register(app: typer.Typer) -> None:
-    """Not built yet: see the open issue for this stage."""
+    app.add_typer(world_app, name="world")

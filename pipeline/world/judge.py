@@ -1,0 +1,145 @@
+"""The oracle's judges: answer, step, image and final-answer checks with the world's knowledge.
+
+Each judge request carries a JSON object in a ```json fence in its last user message; the reply
+is `{"verdict": "pass"|"fail", "reason": "..."}`. Kinds (from the prompt name `judge_<kind>`, or
+from the object's keys when the prompt is unknown):
+- answer {question, gold_answer, aliases, predicted}: normalised match against gold and aliases;
+- step {question, tool_name, arguments, observation_text, next_thought}: every world fact the
+  thought asserts (entity names, numbers, codes) must appear in the observation or question;
+- image {question, next_thought} + image: if the thought claims to see the target, the image
+  must really show the task's gold region (and, for plates, readable text);
+- final {question, last_thought, answer}: the answer must be what the last thought concluded.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import string
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipeline.world.knowledge import Knowledge
+    from pipeline.world.oracle import Message
+
+_FENCE_RE = re.compile(r"```json\s*(.*?)```", re.DOTALL)
+_FACT_RE = re.compile(r"\b(?:[A-Z]{2}-\d{4}|\d{3,})\b")
+_CLAIM_WORDS = ("shows", "see", "visible", "reads", "read", "clearly", "legible", "code")
+
+
+def normalise(text: str) -> str:
+    text = text.casefold().strip()
+    text = text.translate(str.maketrans("", "", string.punctuation.replace("-", "")))
+    text = re.sub(r"\b(the|a|an)\b", " ", text)
+    return " ".join(text.replace("-", " ").split())
+
+
+def answer_matches(predicted: str, gold: str, aliases: list[str]) -> bool:
+    p = normalise(predicted)
+    if not p:
+        return False
+    for candidate in [gold, *aliases]:
+        c = normalise(candidate)
+        if c and (p == c or re.search(rf"(^| ){re.escape(c)}( |$)", p)):
+            return True
+    return False
+
+
+def _verdict(ok: bool, reason: str) -> str:
+    return json.dumps({"verdict": "pass" if ok else "fail", "reason": reason})
+
+
+def _payload(messages: list[Message]) -> tuple[dict[str, Any], list[str]]:
+    last = next((m for m in reversed(messages) if m.role == "user"), None)
+    if last is None:
+        return {}, []
+    match = _FENCE_RE.search(last.text)
+    try:
+        data = json.loads(match.group(1) if match else last.text)
+    except ValueError:
+        data = {}
+    return (data if isinstance(data, dict) else {}), last.images
+
+
+def _kind(name: str, data: dict[str, Any]) -> str:
+    if name.startswith("judge_"):
+        return name[len("judge_") :]
+    keys = set(data)
+    if "predicted" in keys:
+        return "answer"
+    if "observation_text" in keys:
+        return "step"
+    if "last_thought" in keys:
+        return "final"
+    return "image"
+
+
+def judge_reply(kb: Knowledge, name: str, messages: list[Message]) -> str:
+    data, images = _payload(messages)
+    if not data:
+        return _verdict(False, "no JSON object found in the judge request")
+    kind = _kind(name, data)
+    question = str(data.get("question", ""))
+    task = kb.find_task(question) if question else None
+    if kind == "answer":
+        gold = str(data.get("gold_answer") or (task.gold_answer if task else "") or "")
+        aliases = list(data.get("aliases") or (task.answer_aliases if task else []))
+        ok = answer_matches(str(data.get("predicted", "")), gold, aliases)
+        return _verdict(ok, "matches the gold answer" if ok else f"expected {gold!r}")
+    if kind == "final":
+        answer, thought = str(data.get("answer", "")), str(data.get("last_thought", ""))
+        ok = bool(normalise(answer)) and normalise(answer) in normalise(thought)
+        return _verdict(
+            ok,
+            "the answer is what the last thought concluded"
+            if ok
+            else "the answer does not appear in the last thought",
+        )
+    if kind == "step":
+        return _judge_step(data)
+    return _judge_image(kb, task, str(data.get("next_thought", "")), images)
+
+
+def _judge_step(data: dict[str, Any]) -> str:
+    observation = str(data.get("observation_text") or "")
+    thought = str(data.get("next_thought") or "")
+    if re.search(r"traceback|error", observation, re.IGNORECASE) and re.search(
+        r"\b(shows|found|clearly|confirms)\b", thought, re.IGNORECASE
+    ):
+        return _verdict(False, "the tool failed but the thought claims a result")
+    visual = data.get("tool_name") == "code" and re.search(r"saved image_\d+", observation, re.IGNORECASE)
+    context = normalise(
+        observation + " " + str(data.get("question", "")) + " " + json.dumps(data.get("arguments", ""))
+    )
+    facts = [] if visual else _FACT_RE.findall(thought)
+    unsupported = [f for f in facts if normalise(f) not in context]
+    if unsupported:
+        return _verdict(False, f"the thought asserts {unsupported} which the observation does not show")
+    return _verdict(True, "the thought is supported by the observation")
+
+
+def _judge_image(kb: Knowledge, task: Any, thought: str, images: list[str]) -> str:
+    if task is None or task.gold_region is None:
+        return _verdict(True, "no gold region to check for this question")
+    if not images:
+        return _verdict(False, "no image was attached")
+    claims = any(w in thought.casefold() for w in _CLAIM_WORDS)
+    kind = "label" if task.category == "perception" else "region"
+    result = kb.check_image(task, images[-1], kind)
+    shows = bool(result.get("found"))
+    reads = kind == "label" and bool(_FACT_RE.search(thought))  # the thought quotes a code it read
+    missed = re.search(r"\b(missed|did not|does not|not show|try again)\b", thought, re.IGNORECASE)
+    if missed:
+        return _verdict(
+            not shows,
+            "the thought correctly says the image misses the target"
+            if not shows
+            else "the thought says the image misses the target, but it shows it",
+        )
+    if reads and not result.get("legible"):
+        return _verdict(False, f"the thought quotes text the image does not show legibly ({result})")
+    if claims and not shows:
+        return _verdict(
+            False, f"the thought claims to see the target but the image does not show it ({result})"
+        )
+    return _verdict(True, f"the image supports the thought ({result})")

@@ -1,0 +1,133 @@
+"""Knobs of the world server for tests and benchmarks: latency, rate limit, errors, defects.
+
+Latency is a distribution spec: `"0"`, `"5"` / `"const:5"` (seconds), `"uniform:1,3"`,
+`"exp:2"` (mean), `"lognormal:1,0.5"` (median, sigma). Error rates are per request (random);
+defect rates are per trajectory (deterministic: a hash of the question and the rollout salt).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import time
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from pipeline.schema import DEFECTS
+
+ERRORS = ("429", "500", "hang", "malformed", "truncated")
+
+
+def parse_latency(spec: str) -> tuple[str, tuple[float, ...]]:
+    """`"uniform:1,3"` -> ("uniform", (1.0, 3.0)); a bare number is a constant."""
+    text = str(spec).strip() or "0"
+    kind, _, args = text.partition(":") if ":" in text else ("const", "", text)
+    try:
+        values = tuple(float(v) for v in args.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(
+            f"latency {spec!r}: numbers expected, e.g. 'const:5', 'uniform:1,3', 'exp:2', 'lognormal:1,0.5'"
+        ) from None
+    need = {"const": 1, "uniform": 2, "exp": 1, "lognormal": 2}
+    if kind not in need or len(values) != need[kind]:
+        raise ValueError(
+            f"latency {spec!r}: use const:S, uniform:A,B, exp:MEAN or lognormal:MEDIAN,SIGMA (seconds)"
+        )
+    return kind, values
+
+
+class Knobs(BaseModel):
+    """Everything tests and benchmarks can turn; also settable live at POST /admin/knobs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    latency: str = "0"  # distribution of added latency per chat request (seconds)
+    rate_limit: float | None = None  # admit R requests/s (token bucket, burst R); 429 beyond
+    errors: dict[str, float] = Field(
+        default_factory=dict
+    )  # "429"|"500"|"hang"|"malformed"|"truncated" -> rate
+    defects: dict[str, float] = Field(default_factory=dict)  # pipeline.schema.DEFECTS name -> rate
+    hang_s: float = 600.0  # how long a 'hang' holds the request
+    retry_after_s: float = 1.0  # Retry-After for injected 429s
+    stream: bool = True  # advertise and serve stream=True
+    seed: int = 0  # seeds the per-request error draws and the latency samples
+    log_path: str | None = None  # defect log (JSONL); default <world>/logs/oracle.jsonl
+
+    @field_validator("latency")
+    @classmethod
+    def _latency(cls, value: str) -> str:
+        parse_latency(value)
+        return value
+
+    @field_validator("errors")
+    @classmethod
+    def _errors(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = set(value) - set(ERRORS)
+        if unknown:
+            raise ValueError(f"unknown error kinds {sorted(unknown)}; known: {list(ERRORS)}")
+        return value
+
+    @field_validator("defects")
+    @classmethod
+    def _defects(cls, value: dict[str, float]) -> dict[str, float]:
+        if "all" in value:
+            rate = value.pop("all")
+            value = {name: rate for name in DEFECTS} | value
+        unknown = set(value) - set(DEFECTS)
+        if unknown:
+            raise ValueError(f"unknown defects {sorted(unknown)}; known: {list(DEFECTS)}")
+        return value
+
+
+def sample_latency(spec: str, rng: random.Random) -> float:
+    kind, v = parse_latency(spec)
+    if kind == "const":
+        return max(0.0, v[0])
+    if kind == "uniform":
+        return max(0.0, rng.uniform(v[0], v[1]))
+    if kind == "exp":
+        return rng.expovariate(1.0 / v[0]) if v[0] > 0 else 0.0
+    return max(0.0, v[0] * math.exp(rng.gauss(0.0, v[1])))
+
+
+def draw_error(knobs: Knobs, rng: random.Random) -> str | None:
+    """At most one injected error for this request, by the configured rates."""
+    roll = rng.random()
+    for kind in ERRORS:
+        rate = knobs.errors.get(kind, 0.0)
+        if roll < rate:
+            return kind
+        roll -= rate
+    return None
+
+
+def trajectory_defects(knobs: Knobs, question: str, salt: str) -> list[str]:
+    """Defects of one trajectory: a stable hash per (question, salt, defect) against each rate."""
+    chosen = []
+    for name in DEFECTS:
+        rate = knobs.defects.get(name, 0.0)
+        if rate <= 0:
+            continue
+        digest = hashlib.sha256(f"{name}\0{salt}\0{question}".encode()).digest()
+        if int.from_bytes(digest[:8], "big") / 2**64 < rate:
+            chosen.append(name)
+    return chosen
+
+
+class RateLimiter:
+    """Token bucket: admits `rate` requests per second with a burst of max(1, rate)."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate, self.capacity = rate, max(1.0, rate)
+        self.tokens, self.stamp = self.capacity, time.monotonic()
+
+    def admit(self) -> float:
+        """0.0 if admitted, else seconds until a token is free (the Retry-After)."""
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return 0.0
+        return (1.0 - self.tokens) / self.rate

@@ -1,0 +1,104 @@
+"""What the oracle knows: the world's tasks, entities and scenes, loaded once, looked up fast.
+
+Also the image checks the oracle and its judges share (does an observed image show a task's
+gold region? is its plate's text readable?), cached by image bytes so a conversation that
+resends every image on every turn pays for each image once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections import OrderedDict
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from pipeline.images import ImageError, data_uri_bytes, decode_image, read_image
+from pipeline.schema import Task
+from pipeline.world import vision
+from pipeline.world.build import is_built, load_entities
+from pipeline.world.kg import Entity
+
+
+class Knowledge:
+    """Tasks by question, entities by slug, scenes and region templates on demand."""
+
+    def __init__(self, world_dir: Path) -> None:
+        self.dir = Path(world_dir).resolve()
+        if not is_built(self.dir):
+            raise FileNotFoundError(
+                f"{self.dir} is not a built world; run `trajforge world build --out {self.dir}`"
+            )
+        lines = (self.dir / "tasks.jsonl").read_text(encoding="utf-8").splitlines()
+        self.tasks = [Task.model_validate_json(line) for line in lines if line.strip()]
+        self.by_question = {t.question.strip(): t for t in self.tasks}
+        self.by_id = {t.task_id: t for t in self.tasks}
+        self._lock = threading.Lock()
+        self._templates: dict[str, vision.RegionTemplate] = {}
+        self._checks: OrderedDict[tuple[str, str, str], dict[str, Any]] = OrderedDict()
+
+    @cached_property
+    def entities(self) -> dict[str, Entity]:
+        return load_entities(self.dir)
+
+    def find_task(self, text: str) -> Task | None:
+        """The task whose question appears verbatim in `text` (the longest, if several do)."""
+        exact = self.by_question.get(text.strip())
+        if exact is not None:
+            return exact
+        hits = [t for q, t in self.by_question.items() if q in text]
+        return max(hits, key=lambda t: len(t.question)) if hits else None
+
+    @staticmethod
+    def path(task: Task) -> list[dict[str, Any]]:
+        return json.loads(task.gold_path or "[]")
+
+    @staticmethod
+    def meta(task: Task) -> dict[str, Any]:
+        return json.loads(task.meta or "{}")
+
+    def template(self, task: Task) -> vision.RegionTemplate | None:
+        if task.gold_region is None or not task.images:
+            return None
+        with self._lock:
+            if task.task_id not in self._templates:
+                scene = read_image(self.dir / task.images[0])
+                colour = task.category == "interleaved"
+                self._templates[task.task_id] = vision.region_template(scene, task.gold_region, colour=colour)
+            return self._templates[task.task_id]
+
+    def check_image(self, task: Task, image_ref: str | bytes, kind: str) -> dict[str, Any]:
+        """`kind` "region": does the image show the gold region; "label": is the plate readable.
+
+        `image_ref` is a data URI or raw bytes; results are cached by content.
+        """
+        data = data_uri_bytes(image_ref) if isinstance(image_ref, str) else image_ref
+        key = (task.task_id, kind, hashlib.sha1(data).hexdigest())
+        with self._lock:
+            if key in self._checks:
+                self._checks.move_to_end(key)
+                return self._checks[key]
+        result = self._check(task, data, kind)
+        with self._lock:
+            self._checks[key] = result
+            while len(self._checks) > 4096:
+                self._checks.popitem(last=False)
+        return result
+
+    def _check(self, task: Task, data: bytes, kind: str) -> dict[str, Any]:
+        template = self.template(task)
+        if template is None:
+            return {"found": False, "reason": "task has no gold region"}
+        try:
+            image: Image.Image = decode_image(data, name="observation image")
+        except ImageError as exc:
+            return {"found": False, "reason": str(exc)}
+        if kind == "label":
+            turns = int(self.meta(task).get("quarter_turns", 0))
+            return vision.read_label(image, template, turns)
+        match = vision.locate(image, template)
+        return {"found": match.found, "score": round(match.score, 3)}
