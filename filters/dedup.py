@@ -76,8 +76,14 @@ def _root(parent: list[int], x: int) -> int:
 
 
 def question_pairs(items: Sequence[DedupItem], threshold: float) -> set[tuple[int, int]]:
+    """Pairs whose estimated Jaccard similarity reaches `threshold`.
+
+    Within an LSH bucket each member is compared with the bucket's first member only (vectorised),
+    so templated questions that all share buckets cost O(n), not O(n^2); pairs the first member
+    misses are still joined through the other buckets they share.
+    """
     hasher = MinHasher()
-    signatures = [hasher.signature(item.question) for item in items]
+    signatures = np.stack([hasher.signature(item.question) for item in items])
     rows = NUM_PERM // BANDS
     buckets: dict[tuple[int, bytes], list[int]] = defaultdict(list)
     for index, sig in enumerate(signatures):
@@ -85,10 +91,11 @@ def question_pairs(items: Sequence[DedupItem], threshold: float) -> set[tuple[in
             buckets[(band, sig[band * rows : (band + 1) * rows].tobytes())].append(index)
     pairs: set[tuple[int, int]] = set()
     for members in buckets.values():
-        for a_pos, i in enumerate(members):
-            for j in members[a_pos + 1 :]:
-                if (i, j) not in pairs and float(np.mean(signatures[i] == signatures[j])) >= threshold:
-                    pairs.add((i, j))
+        if len(members) < 2:
+            continue
+        head, rest = members[0], np.asarray(members[1:])
+        similar = (signatures[rest] == signatures[head]).mean(axis=1) >= threshold
+        pairs.update((head, int(j)) for j in rest[similar])
     return pairs
 
 
