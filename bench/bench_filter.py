@@ -8,7 +8,7 @@
     recall of the filter at catching defective trajectories, rules alone and with the world's
     oracle as judge (goal >= 0.95 both). Needs the world server and synth; says so if absent.
 
-    python bench/bench_filter.py [--n 10000] [--skip-world] [--world-tasks 60]
+    python bench/bench_filter.py [--n 10000] [--skip-world] [--world-tasks 60] [--rollouts 2]
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from filters.runner import iter_raw, run_filter
 from pipeline.config import FilterConfig
 from pipeline.format import render_turn
-from pipeline.schema import Step, Trajectory
+from pipeline.schema import DEFECTS, Step, Trajectory
 from pipeline.store import RunStore
 
 CATEGORIES = ("perception", "search", "interleaved", "multihop")
@@ -197,54 +197,50 @@ def bench_rescoring(n: int) -> dict:
     }
 
 
-def bench_world(tasks: int) -> dict:
+def bench_world(tasks: int, entities: int, rollouts: int) -> dict:
     """Synth on the offline world with injected defects, then filter rules-only and with the oracle."""
-    try:
-        from pipeline.world import Knobs, WorldServer, build_world, is_built  # type: ignore[attr-defined]
-    except ImportError as exc:
-        return {"skipped": f"the offline world server is not available yet ({exc})"}
+    import logging
+
+    from filters.judges import build_judge
     from pipeline.config import load_config
     from pipeline.runner import run_synth
+    from pipeline.world import Knobs, WorldServer, build_world
+    from pipeline.world.pages import HOST
+    from stages.tasks import prepare_tasks
 
-    rates = {
-        "off_target_crop": 0.05,
-        "unsupported_claim": 0.05,
-        "skipped_plan_step": 0.05,
-        "wrong_answer": 0.05,
-        "format_error": 0.05,
-        "sandbox_error": 0.05,
-        "recrop_loop": 0.05,
-    }
+    rates = {name: 0.06 for name in DEFECTS}
     with tempfile.TemporaryDirectory() as tmp:
         world = Path(tmp) / "world"
-        cfg = load_config(
-            None,
-            [
+        build_world(world, seed=0, entities=entities, tasks=tasks, progress=False)
+        with WorldServer(world, knobs=Knobs(defects=rates)) as server:
+            overrides = [
                 f"run.root={tmp}",
                 "run.name=bench",
                 f"world.dir={world}",
-                f"world.tasks={tasks}",
-                "world.entities=120",
-                "synth.rollouts=2",
-            ],
-        )
-        if not is_built(world):
-            build_world(world, seed=0, entities=cfg.world.entities, tasks=tasks)
-        store = RunStore(cfg.run.dir)
-        with WorldServer(world, knobs=Knobs(defects=rates)) as server:
-            run_synth(cfg, store, teacher_base_url=server.base_url, use_ray=False, progress=False)
-            results = {"rules": run_filter(store, cfg.filter, progress=False).report["defect_detection"]}
-            from filters.judges import build_judge
-
-            teacher = cfg.teacher.model_copy(update={"base_url": server.base_url})
+                f"synth.rollouts={rollouts}",
+                f"tools.visit.allow_hosts=[{HOST}]",
+                f"tools.visit.host_overrides={{{HOST}: '{server.url[7:]}'}}",
+            ]
+            cfg = load_config(None, overrides)
+            store = RunStore(cfg.run.dir)
+            prepare_tasks(cfg, store, logging.getLogger("bench"))
+            start = time.perf_counter()
+            run_synth(cfg, store, teacher_base_url=server.openai_base_url, use_ray=False, progress=False)
+            synth_s = time.perf_counter() - start
+            rules = run_filter(store, cfg.filter, progress=False).report
+            teacher = cfg.teacher.model_copy(update={"base_url": server.openai_base_url})
             judge = build_judge(
                 "teacher", teacher, cfg.filter, cache_dir=store.root / "cache" / "judge", store=store
             )
-            results["oracle_judge"] = run_filter(store, cfg.filter, judge=judge, progress=False).report[
-                "defect_detection"
-            ]
-    results["injected_rates"] = rates
-    return results
+            judged = run_filter(store, cfg.filter, judge=judge, progress=False).report
+    return {
+        "injected_rate_per_defect": rates,
+        "trajectories": rules["raw"],
+        "synth_s": round(synth_s, 1),
+        "rules": rules["defect_detection"],
+        "oracle_judge": judged["defect_detection"],
+        "judge_calls": judged.get("judge_stats"),
+    }
 
 
 def main() -> None:
@@ -252,6 +248,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--skip-world", action="store_true")
     parser.add_argument("--world-tasks", type=int, default=60)
+    parser.add_argument("--world-entities", type=int, default=80)
+    parser.add_argument("--rollouts", type=int, default=2)
     args = parser.parse_args()
     a = bench_rescoring(args.n)
     print(
@@ -263,7 +261,7 @@ def main() -> None:
     print(f"    synthetic defects, rules alone: precision {det['precision']:.3f} recall {det['recall']:.3f}")
     print(json.dumps({"rescoring": a}, indent=1))
     if not args.skip_world:
-        b = bench_world(args.world_tasks)
+        b = bench_world(args.world_tasks, args.world_entities, args.rollouts)
         print("(b) offline world with injected defects:", json.dumps(b, indent=1))
 
 

@@ -1,18 +1,25 @@
 """Re-cropping loops and identical repeated tool calls.
 
 R1V4 removed trajectories that fixed an offset crop over many rounds: they teach error-fixing
-loops. A *correction* is a crop of the same image whose box overlaps the previous crop of that
-image (IoU at least `filter.recrop_iou`); a chain of more than `filter.max_recrops` corrections
-is a loop. Navigating to a different region (little or no overlap) or zooming into a small part
-of an earlier crop is not a correction. Separately, a call identical to an earlier one (same tool,
-same arguments; code compared without blank lines and indentation noise) is redundant.
+loops. A *correction* is a crop of the same image that overlaps the previous crop of that image
+(IoU at least `filter.recrop_iou`), or has the same box size while the thought says the previous
+crop missed ("shift the box and crop again"); a chain of more than `filter.max_recrops`
+corrections is a loop. Navigating to a different region without a miss, or zooming into a small
+part of an earlier crop, is not. Separately, a call identical to an earlier one (same tool, same
+arguments; code compared without blank lines and comments) is redundant.
 """
 
 from __future__ import annotations
 
-from filters.base import Check, CheckContext, bad, ok
+from filters.base import Check, CheckContext, acknowledges_setback, bad, ok
 from filters.crops import Box, crops_in_code
 from pipeline.schema import Step, StepVerdict, Trajectory, Verdict, canonical_json
+
+
+def _same_size(a: Box, b: Box, tolerance: float = 0.1) -> bool:
+    return abs(a.width - b.width) <= tolerance * max(a.width, 1.0) and abs(
+        a.height - b.height
+    ) <= tolerance * max(a.height, 1.0)
 
 
 def call_key(step: Step) -> str:
@@ -48,7 +55,13 @@ class RedundancyCheck(Check):
                 for crop in crops_in_code(code) if isinstance(code, str) else ():
                     previous = last_box.get(crop.source)
                     overlap = previous.iou(crop.box) if previous is not None else 0.0
-                    chain[crop.source] = chain.get(crop.source, 0) + 1 if overlap >= cfg.recrop_iou else 0
+                    retry = (
+                        previous is not None
+                        and _same_size(previous, crop.box)
+                        and acknowledges_setback(step.think)
+                    )
+                    fixing = overlap >= cfg.recrop_iou or retry
+                    chain[crop.source] = chain.get(crop.source, 0) + 1 if fixing else 0
                     last_box[crop.source] = crop.box
                     if chain[crop.source] > cfg.max_recrops:
                         loops += 1

@@ -163,7 +163,7 @@ class FilterConfig(Section):
     plan_max_skipped: int = 0
     plan_min_score: float = 0.0
     min_crop_side: int = 8  # px; smaller produced images are degenerate
-    uniform_std: float = 4.0  # grayscale std below which a produced image is near-uniform
+    uniform_std: float = 2.0  # grayscale std below which a produced image is near-uniform
     uniform_share: float = 0.97  # share of one grey level above which it is near-uniform
     min_inside: float = 0.5  # share of a crop box that must lie inside its source image
     gold_coverage: float = 0.5  # share of the task's gold region a crop of the input must cover

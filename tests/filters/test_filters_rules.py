@@ -271,3 +271,26 @@ def test_grounding_rules() -> None:
     assert "Arlo Quen Labs" in check.run(made_up, ctx).reason
     assert "other.org" in check.run(bad_url, ctx).reason
     assert "failed or empty web_visit" in check.run(after_error, ctx).reason
+
+
+def test_shifted_same_size_retries_after_a_miss_are_a_recrop_loop() -> None:
+    from filters.redundancy import RedundancyCheck
+
+    boxes = [(491, 260, 651, 420), (581, 460, 741, 620), (671, 260, 831, 420)]
+    retry = "The crop missed the target; I will shift the box and crop again."
+    loop = traj(
+        [
+            call(i, "code", {"code": CROP.format(*b)}, think=retry if i else "Crop the emblem.")
+            for i, b in enumerate(boxes)
+        ]
+        + [answer(3, "A")]
+    )
+    tour = traj(
+        [
+            call(i, "code", {"code": CROP.format(*b)}, think=f"Now look at region {i}.")
+            for i, b in enumerate(boxes)
+        ]
+        + [answer(3, "A")]
+    )
+    assert "re-cropping" in RedundancyCheck().run(loop, CheckContext()).reason
+    assert RedundancyCheck().run(tour, CheckContext()).keep
