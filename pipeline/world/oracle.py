@@ -115,6 +115,7 @@ class Progress:
     bad_format_turns: int = 0
     injected: set[str] = field(default_factory=set)
     label_read: bool = False  # a produced image showed the plate text readable
+    skipped_now: bool = False  # the turn about to be produced is the one that skips a plan step
 
 
 class Oracle:
@@ -219,7 +220,7 @@ class Oracle:
             else:
                 p.attempts += 1
                 p.last_failure = why
-        self._skip_if_planned(path, p, defects)
+        p.skipped_now = self._skip_if_planned(path, p, defects)
         return p
 
     def _was_injected(self, p: Progress, gold: dict[str, Any], defects: list[str]) -> str | None:
@@ -229,10 +230,12 @@ class Oracle:
             p.injected.add(name)
         return name
 
-    def _skip_if_planned(self, path: list[dict[str, Any]], p: Progress, defects: list[str]) -> None:
+    def _skip_if_planned(self, path: list[dict[str, Any]], p: Progress, defects: list[str]) -> bool:
         if "skipped_plan_step" in defects and p.step == _skip_index(path):
             p.step += 1
             p.injected.add("skipped_plan_step")
+            return True
+        return False
 
     @staticmethod
     def _produced_names(text: str, images: list[str], p: Progress) -> list[str]:
@@ -281,7 +284,7 @@ class Oracle:
     def _next_turn(
         self, task: Task, path: list[dict[str, Any]], p: Progress, defects: list[str]
     ) -> tuple[str, list[str]]:
-        injected: list[str] = []
+        injected: list[str] = ["skipped_plan_step"] if p.skipped_now else []
         answer_step = path[-1]
         limit = MAX_ATTEMPTS + (3 if "recrop_loop" in defects and p.step == 0 else 0)
         if p.step >= len(path) - 1 or p.attempts >= limit:
