@@ -97,7 +97,12 @@ def judge_reply(kb: Knowledge, name: str, messages: list[Message]) -> str:
         )
     if kind == "step":
         return _judge_step(data)
-    return _judge_image(kb, task, str(data.get("next_thought", "")), images)
+    # the image judge sees a crop, not the task image: try every task with this question
+    verdicts = [
+        _judge_image(kb, t, str(data.get("next_thought", "")), images) for t in kb.candidates(question)
+    ]
+    passing = [v for v in verdicts if json.loads(v)["verdict"] == "pass"]
+    return (passing or verdicts or [_judge_image(kb, None, "", images)])[0]
 
 
 def _judge_step(data: dict[str, Any]) -> str:

@@ -15,6 +15,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from pipeline.images import ImageError, data_uri_bytes, decode_image, read_image
@@ -36,6 +37,10 @@ class Knowledge:
         lines = (self.dir / "tasks.jsonl").read_text(encoding="utf-8").splitlines()
         self.tasks = [Task.model_validate_json(line) for line in lines if line.strip()]
         self.by_question = {t.question.strip(): t for t in self.tasks}
+        self.by_text: dict[str, list[Task]] = {}
+        for task in self.tasks:
+            self.by_text.setdefault(task.question.strip(), []).append(task)
+        self._signatures: dict[str, np.ndarray] = {}
         self.by_id = {t.task_id: t for t in self.tasks}
         self._lock = threading.Lock()
         self._templates: dict[str, vision.RegionTemplate] = {}
@@ -45,13 +50,56 @@ class Knowledge:
     def entities(self) -> dict[str, Entity]:
         return load_entities(self.dir)
 
-    def find_task(self, text: str) -> Task | None:
-        """The task whose question appears verbatim in `text` (the longest, if several do)."""
+    def find_task(self, text: str, images: list[str] | None = None) -> Task | None:
+        """The task whose question appears verbatim in `text` (the longest, if several do).
+
+        Many tasks share a question ("In what year was the organisation it represents founded?")
+        and differ by image, so ties are broken by the first image (a data URI) when given.
+        """
         exact = self.by_question.get(text.strip())
-        if exact is not None:
-            return exact
-        hits = [t for q, t in self.by_question.items() if q in text]
-        return max(hits, key=lambda t: len(t.question)) if hits else None
+        question = exact.question if exact is not None else None
+        if question is None:
+            hits = [q for q in self.by_question if q in text]
+            question = max(hits, key=len) if hits else None
+        if question is None:
+            return None
+        candidates = self.by_text[question.strip()]
+        if len(candidates) == 1 or not images:
+            return candidates[0]
+        try:
+            signature = self._signature_of_uri(images[0])
+        except ImageError:
+            return candidates[0]
+        return min(
+            candidates,
+            key=lambda t: (
+                float(np.abs(self._signature_of_file(t.images[0]) - signature).mean()) if t.images else 1e9
+            ),
+        )
+
+    def candidates(self, question: str) -> list[Task]:
+        return self.by_text.get(question.strip(), [])
+
+    def _signature_of_uri(self, uri: str) -> np.ndarray:
+        key = hashlib.sha1(uri.encode()).hexdigest()
+        with self._lock:
+            if key in self._signatures:
+                return self._signatures[key]
+        value = _signature(decode_image(data_uri_bytes(uri), name="task image"))
+        with self._lock:
+            self._signatures[key] = value
+            if len(self._signatures) > 4096:
+                self._signatures.pop(next(iter(self._signatures)))
+        return value
+
+    def _signature_of_file(self, rel: str) -> np.ndarray:
+        with self._lock:
+            if rel in self._signatures:
+                return self._signatures[rel]
+        value = _signature(read_image(self.dir / rel))
+        with self._lock:
+            self._signatures[rel] = value
+        return value
 
     @staticmethod
     def path(task: Task) -> list[dict[str, Any]]:
@@ -102,3 +150,8 @@ class Knowledge:
             return vision.read_label(image, template, turns)
         match = vision.locate(image, template)
         return {"found": match.found, "score": round(match.score, 3)}
+
+
+def _signature(image: Image.Image) -> np.ndarray:
+    """A 32x32 grey thumbnail: tells the world's task images apart at any resolution."""
+    return np.asarray(image.convert("L").resize((32, 32), Image.Resampling.BOX), dtype=np.float32)

@@ -134,7 +134,7 @@ class Oracle:
         if name.startswith("judge") or (not name and _looks_like_judge(messages)):
             return Reply(judge_reply(self.kb, name, messages), role="judge")
         first_user = next((m for m in messages if m.role == "user"), Message("user", ""))
-        task = self.kb.find_task(first_user.text)
+        task = self.kb.find_task(first_user.text, first_user.images)
         if name == "planner":
             return self._plan(task)
         return self._execute(task, messages, salt_of(body))

@@ -62,3 +62,35 @@ def test_every_gold_path_reaches_the_gold_answer(small_world: Path, tmp_path: Pa
     assert all(r["turns"] == steps for _, r, steps in results), [
         (t.category, r["turns"], s) for t, r, s in results
     ]
+
+
+@pytest.mark.slow
+def test_default_world_gold_paths_all_reach_the_answer(tmp_path: Path) -> None:
+    """The full default world (300 entities, 200 tasks): search ranking and image matching at scale."""
+    from pipeline.world import build_world
+
+    world = build_world(tmp_path / "w", seed=0, progress=False)
+    tasks = load_tasks(world)
+
+    async def main() -> list[tuple]:
+        with WorldServer(world) as server:
+            tools = build_tools(
+                _tools_config(server.port),
+                "deepresearch",
+                corpus_dir=world / "corpus",
+                cache_dir=tmp_path / "cache",
+            )
+            client = openai.AsyncOpenAI(base_url=server.openai_base_url, api_key="unused", max_retries=0)
+            try:
+                return [(t, await run_task(client, tools, t, tmp_path / t.task_id)) for t in tasks]
+            finally:
+                await client.close()
+                await close_tools(tools)
+
+    results = asyncio.run(main())
+    failures = [
+        (t.category, t.question, t.gold_answer, r["answer"])
+        for t, r in results
+        if not answer_matches(r["answer"] or "", t.gold_answer, t.answer_aliases)
+    ]
+    assert not failures, failures
