@@ -227,19 +227,48 @@ def bench_world(tasks: int, entities: int, rollouts: int) -> dict:
             start = time.perf_counter()
             run_synth(cfg, store, teacher_base_url=server.openai_base_url, use_ray=False, progress=False)
             synth_s = time.perf_counter() - start
-            rules = run_filter(store, cfg.filter, progress=False).report
+            rules = run_filter(store, cfg.filter, progress=False)
             teacher = cfg.teacher.model_copy(update={"base_url": server.openai_base_url})
-            judge = build_judge(
-                "teacher", teacher, cfg.filter, cache_dir=store.root / "cache" / "judge", store=store
-            )
-            judged = run_filter(store, cfg.filter, judge=judge, progress=False).report
+            cache = store.root / "cache" / "judge"
+            judge = build_judge("teacher", teacher, cfg.filter, cache_dir=cache, store=store)
+            judged = run_filter(store, cfg.filter, judge=judge, progress=False)
+            organic = organic_failures(store)
     return {
         "injected_rate_per_defect": rates,
-        "trajectories": rules["raw"],
+        "trajectories": rules.report["raw"],
+        "organic_wrong_answers": len(organic),
         "synth_s": round(synth_s, 1),
-        "rules": rules["defect_detection"],
-        "oracle_judge": judged["defect_detection"],
-        "judge_calls": judged.get("judge_stats"),
+        "rules": rules.report["defect_detection"],
+        "oracle_judge": judged.report["defect_detection"],
+        "rules_counting_organic": precision_recall(rules.rows, organic),
+        "oracle_judge_counting_organic": precision_recall(judged.rows, organic),
+        "judge_calls": judged.report.get("judge_stats"),
+    }
+
+
+def organic_failures(store: RunStore) -> set[str]:
+    """Trajectories the world's own answer matcher marks wrong although no defect was injected
+    (the teacher failed by itself): defective too, by the world's gold, not by our rules."""
+    from pipeline.world.judge import answer_matches
+
+    return {
+        t.trajectory_id
+        for t in store.iter_records("raw", Trajectory)
+        if not t.injected_defects
+        and t.gold_answer is not None
+        and not answer_matches(t.final_answer or "", t.gold_answer, t.answer_aliases)
+    }
+
+
+def precision_recall(rows: list[dict], organic: set[str]) -> dict:
+    truth = {r["trajectory_id"]: bool(r["injected_defects"]) or r["trajectory_id"] in organic for r in rows}
+    tp = sum(1 for r in rows if truth[r["trajectory_id"]] and not r["passed"])
+    fp = sum(1 for r in rows if not truth[r["trajectory_id"]] and not r["passed"])
+    fn = sum(1 for r in rows if truth[r["trajectory_id"]] and r["passed"])
+    return {
+        "precision": round(tp / (tp + fp), 4) if tp + fp else 1.0,
+        "recall": round(tp / (tp + fn), 4) if tp + fn else 1.0,
+        "defective": tp + fn,
     }
 
 
