@@ -186,19 +186,29 @@ class AdaptiveLimiter:
 class AdaptivePacer:
     """Spaces request starts evenly at `rate` per second; learns the rate an endpoint admits.
 
-    Unlimited until the first 429 (or the configured ceiling). On a 429 the rate drops just below
-    the rate of recently admitted requests; it then creeps up by a small fraction per second, so
-    the client probes the limit rarely and stays under it almost always.
+    Unlimited until 429s arrive under load (or capped at the configured ceiling). On a 429 with
+    enough recent traffic to measure, the rate drops just below the rate of recently admitted
+    requests (never below half the peak admitted rate of the last minute, so random 429s cannot
+    spiral it down). It then creeps up slowly near the last cut, faster once 429s stop, so the
+    client probes the limit rarely and stays under it almost always.
     """
 
     def __init__(
-        self, ceiling: float | None, *, window_s: float = 2.0, backoff: float = 0.97, probe: float = 0.005
+        self,
+        ceiling: float | None,
+        *,
+        window_s: float = 2.0,
+        backoff: float = 0.97,
+        probe: float = 0.005,
+        min_samples: int = 20,
     ):
         self.ceiling, self.window_s, self.backoff, self.probe = ceiling, window_s, backoff, probe
+        self.min_samples = min_samples
         self.rate: float | None = ceiling
         self._next = 0.0
         self._admitted: collections.deque[float] = collections.deque()
-        self._last_cut = 0.0
+        self._peaks: collections.deque[tuple[float, float]] = collections.deque()  # (time, admitted rate)
+        self._last_cut = -1e9
         self._last_grow = time.monotonic()
 
     async def acquire(self) -> None:
@@ -212,32 +222,38 @@ class AdaptivePacer:
             await asyncio.sleep(slot - now)
 
     def _grow(self, now: float) -> None:
-        if self.rate is not None and (self.ceiling is None or self.rate < self.ceiling):
-            elapsed = now - self._last_grow
-            self.rate *= (1.0 + self.probe) ** elapsed
-            if self.ceiling is not None:
-                self.rate = min(self.rate, self.ceiling)
-        self._last_grow = now
+        elapsed, self._last_grow = now - self._last_grow, now
+        if self.rate is None or (self.ceiling is not None and self.rate >= self.ceiling):
+            return
+        speed = self.probe if now - self._last_cut < 10.0 else self.probe * 10
+        self.rate *= (1.0 + speed) ** elapsed
+        if self.ceiling is not None:
+            self.rate = min(self.rate, self.ceiling)
+        elif now - self._last_cut > 120.0:
+            self.rate = None  # two quiet minutes: the limit is gone or far away
+
+    def _trim(self, now: float) -> float:
+        while self._admitted and self._admitted[0] < now - self.window_s:
+            self._admitted.popleft()
+        return len(self._admitted) / self.window_s
 
     def on_admitted(self) -> None:
         now = time.monotonic()
         self._admitted.append(now)
-        while self._admitted and self._admitted[0] < now - self.window_s:
-            self._admitted.popleft()
+        if len(self._admitted) % 16 == 0:
+            self._peaks.append((now, self._trim(now)))
+            while self._peaks and self._peaks[0][0] < now - 60.0:
+                self._peaks.popleft()
 
     def on_rejected(self) -> None:
         now = time.monotonic()
-        if now - self._last_cut < self.window_s / 2:
-            return
+        observed = self._trim(now)
+        if now - self._last_cut < self.window_s / 2 or len(self._admitted) < self.min_samples:
+            return  # too soon after the last cut, or too little traffic to say what the limit is
         self._last_cut = now
-        while self._admitted and self._admitted[0] < now - self.window_s:
-            self._admitted.popleft()
-        observed = len(self._admitted) / self.window_s
+        floor = 0.5 * max((rate for _, rate in self._peaks), default=observed)
         current = self.rate if self.rate is not None else float("inf")
-        target = min(current, observed) * self.backoff if observed > 0 else current * 0.5
-        if target == float("inf"):
-            target = 1.0
-        self.rate = max(0.1, target)
+        self.rate = max(floor, min(current, observed) * self.backoff, 0.1)
         self._next = now + 1.0 / self.rate
 
 

@@ -1,0 +1,339 @@
+"""Seeds -> tasks: read seed rows, normalise them into `Task` records, write `RUN/tasks/`.
+
+Sources: the offline world (`seeds.source: world`), a local Hugging Face dataset folder
+(`datasets.save_to_disk` output, or a folder of parquet files), a parquet file, or a JSONL file
+whose image columns name files next to it. A column mapping (our field -> source column) comes
+from `seeds.columns`, on top of an optional preset for common layouts.
+
+Every image is copied into the run's content-addressed image store (tasks hold refs, tools and
+the teacher read the store). Rows are streamed (bounded memory); a broken row is skipped with a
+reason in the log and the summary, never fatal. Rows whose images are smaller than
+`seeds.min_resolution` on either side are dropped (R1V4 kept >= 1024x1024 for thinking with
+images), and repeats of a question + images are dropped.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+from PIL import Image
+
+from pipeline.config import Config, config_hash
+from pipeline.images import ImageError, data_uri_bytes, is_data_uri
+from pipeline.schema import Task, stable_hash
+from pipeline.store import RunStore
+
+#: Column layouts of common seed datasets: our field -> source column.
+PRESETS: dict[str, dict[str, str]] = {
+    "image-question-answer": {"image": "image", "question": "question", "answer": "answer"},
+    "images-question-answer": {"images": "images", "question": "question", "answer": "answer"},
+    "vqa": {"image": "image", "question": "question", "answer": "answers", "id": "question_id"},
+    "problem-solution": {"image": "image", "question": "problem", "answer": "solution"},
+}
+#: Fields a mapping may name.
+FIELDS = ("id", "image", "images", "question", "answer", "aliases", "category", "mode")
+_CATEGORIES = {"perception", "search", "interleaved", "multihop", "general", "plan", "other"}
+
+
+class SeedError(ValueError):
+    """One seed row that cannot become a task; the message says which and why."""
+
+
+@dataclass
+class TaskStats:
+    rows: int = 0
+    written: int = 0
+    already: int = 0
+    dropped: collections.Counter[str] = field(default_factory=collections.Counter)
+    errors: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "written": self.written,
+            "already_written": self.already,
+            "errors": self.errors,
+            "dropped": dict(self.dropped),
+        }
+
+
+# --------------------------------------------------------------------------- reading sources
+
+
+def column_map(cfg: Config) -> dict[str, str]:
+    """Preset + explicit columns, checked against the known fields."""
+    seeds = cfg.seeds
+    mapping: dict[str, str] = {}
+    if seeds.preset:
+        if seeds.preset not in PRESETS:
+            raise SeedError(f"unknown seeds.preset {seeds.preset!r}; choose one of {sorted(PRESETS)}")
+        mapping.update(PRESETS[seeds.preset])
+    mapping.update(seeds.columns)
+    unknown = set(mapping) - set(FIELDS)
+    if unknown:
+        raise SeedError(f"seeds.columns has unknown fields {sorted(unknown)}; known fields: {list(FIELDS)}")
+    if seeds.source != "world" and "question" not in mapping:
+        mapping.setdefault("question", "question")
+    if seeds.source != "world" and "image" not in mapping and "images" not in mapping:
+        mapping["image"] = "image"
+    return mapping
+
+
+def iter_rows(cfg: Config) -> Iterator[tuple[str, dict[str, Any], Path]]:
+    """(row id, row, folder relative paths resolve against), streamed from the source."""
+    seeds = cfg.seeds
+    if not seeds.path:
+        raise SeedError(f"seeds.source={seeds.source} needs seeds.path (a folder or file of seeds)")
+    path = Path(seeds.path)
+    if not path.exists():
+        raise SeedError(f"seeds.path {path} does not exist; point it at your seed dataset")
+    if seeds.source == "jsonl":
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except ValueError as exc:
+                    yield f"line {number}", {"__error__": f"not valid JSON ({exc})"}, path.parent
+                    continue
+                yield (
+                    f"line {number}",
+                    row if isinstance(row, dict) else {"__error__": "not an object"},
+                    path.parent,
+                )
+        return
+    if seeds.source == "hf" and (path / "dataset_info.json").exists():
+        import datasets
+
+        dataset = datasets.load_from_disk(str(path))
+        if isinstance(dataset, datasets.DatasetDict):
+            dataset = dataset[next(iter(dataset))]
+        for column, feature in dataset.features.items():
+            if isinstance(feature, datasets.Image):
+                dataset = dataset.cast_column(column, datasets.Image(decode=False))
+        for number, row in enumerate(dataset):
+            yield f"row {number}", row, path
+        return
+    files = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
+    if not files:
+        raise SeedError(f"{path}: no parquet files found (expected a dataset folder or .parquet file)")
+    for file in files:
+        parquet = pq.ParquetFile(file)
+        number = 0
+        for batch in parquet.iter_batches(batch_size=64):
+            for row in batch.to_pylist():
+                yield f"{file.name} row {number}", row, file.parent
+                number += 1
+
+
+def _image_bytes(value: Any, base: Path) -> bytes:
+    """Bytes of one image cell: HF {bytes, path}, raw bytes, a data URI, a path or a PIL image."""
+    if isinstance(value, dict):
+        if value.get("bytes"):
+            return bytes(value["bytes"])
+        if value.get("path"):
+            return _image_bytes(value["path"], base)
+        raise SeedError("image cell has neither bytes nor path")
+    if isinstance(value, bytes | bytearray):
+        return bytes(value)
+    if isinstance(value, Image.Image):
+        buffer = io.BytesIO()
+        value.save(buffer, format="PNG")
+        return buffer.getvalue()
+    if isinstance(value, str):
+        if is_data_uri(value):
+            return data_uri_bytes(value)
+        file = Path(value) if Path(value).is_absolute() else base / value
+        try:
+            return file.read_bytes()
+        except OSError as exc:
+            raise SeedError(f"image file {file} cannot be read ({exc.strerror})") from None
+    raise SeedError(f"image cell of type {type(value).__name__} is not an image")
+
+
+def _answers(value: Any) -> tuple[str | None, list[str]]:
+    if value is None:
+        return None, []
+    if isinstance(value, list | tuple):
+        texts = [str(v) for v in value if v is not None and str(v).strip()]
+        counts = collections.Counter(texts)
+        ordered = [t for t, _ in counts.most_common()]
+        return (ordered[0], ordered[1:]) if ordered else (None, [])
+    return str(value), []
+
+
+# ------------------------------------------------------------------------------ normalising
+
+
+class TaskBuilder:
+    """Turns seed rows into tasks: images into the store, filters, dedupe."""
+
+    def __init__(self, cfg: Config, store: RunStore):
+        self.cfg, self.store = cfg, store
+        self.mapping = column_map(cfg)
+        self._seen: set[str] = set()
+
+    def _store_image(self, data: bytes, where: str) -> str:
+        minimum = self.cfg.seeds.min_resolution
+        try:
+            with Image.open(io.BytesIO(data)) as header:
+                width, height = header.size
+        except Exception as exc:
+            raise SeedError(f"{where}: not a readable image ({exc})") from None
+        if minimum and min(width, height) < minimum:
+            raise _Dropped("below_min_resolution")
+        try:
+            return self.store.images.put_bytes(data)
+        except ImageError as exc:
+            raise SeedError(f"{where}: {exc}") from None
+
+    def build(self, row_id: str, row: dict[str, Any], base: Path) -> Task:
+        """A task from one row; SeedError (broken) or _Dropped (filtered) otherwise."""
+        if "__error__" in row:
+            raise SeedError(f"{row_id}: {row['__error__']}")
+        m = self.mapping
+
+        def get(name: str) -> Any:
+            column = m.get(name)
+            if column is None:
+                return None
+            if column not in row:
+                raise SeedError(
+                    f"{row_id}: column {column!r} (for {name}) missing; columns: {sorted(row)[:12]}"
+                )
+            return row[column]
+
+        question = get("question")
+        if not isinstance(question, str) or not question.strip():
+            raise SeedError(f"{row_id}: empty or non-text question")
+        cells = get("images") if "images" in m else [get("image")]
+        if cells is None or (isinstance(cells, list) and any(c is None for c in cells)):
+            raise SeedError(f"{row_id}: no image")
+        if not isinstance(cells, list):
+            cells = [cells]
+        refs = [self._store_image(_image_bytes(c, base), f"{row_id} image {i}") for i, c in enumerate(cells)]
+        answer, aliases = _answers(get("answer"))
+        if "aliases" in m and isinstance(get("aliases"), list):
+            aliases += [str(a) for a in get("aliases") if str(a) not in aliases]
+        category = get("category") or self.cfg.seeds.category or "other"
+        mode = get("mode") or self.cfg.seeds.mode
+        if category not in _CATEGORIES:
+            raise SeedError(f"{row_id}: category {category!r} is not one of {sorted(_CATEGORIES)}")
+        if mode not in ("deepresearch", "general"):
+            raise SeedError(f"{row_id}: mode {mode!r} must be deepresearch or general")
+        source_id = str(get("id")) if "id" in m else row_id
+        return Task(
+            source=f"{self.cfg.seeds.source}:{Path(self.cfg.seeds.path or '').name}",
+            source_id=source_id,
+            category=category,
+            mode=mode,
+            question=question.strip(),
+            images=refs,
+            gold_answer=answer,
+            answer_aliases=aliases,
+        )
+
+    def is_duplicate(self, task: Task) -> bool:
+        key = stable_hash(" ".join(task.question.lower().split()), task.images)
+        if key in self._seen:
+            return True
+        self._seen.add(key)
+        return False
+
+
+class _Dropped(Exception):
+    """A row filtered out on purpose (not an error); the argument is the reason."""
+
+
+def _world_tasks(cfg: Config, store: RunStore) -> Iterator[tuple[str, Task | Exception]]:
+    from pipeline.world import load_tasks  # the offline world owns its task files
+
+    for task in load_tasks(Path(cfg.world.dir)):
+        try:
+            refs = [store.images.put_file(path) for path in task.images]
+        except (ImageError, OSError) as exc:
+            yield task.task_id, SeedError(f"world task {task.task_id}: {exc}")
+            continue
+        if cfg.seeds.category and task.category != cfg.seeds.category:
+            yield task.task_id, _Dropped("category")
+            continue
+        # keep the world's id (its gold files refer to it); images become store refs
+        yield task.task_id, task.model_copy(update={"images": refs})
+
+
+def _seed_tasks(cfg: Config, store: RunStore) -> Iterator[tuple[str, Task | Exception]]:
+    builder = TaskBuilder(cfg, store)
+    for row_id, row, base in iter_rows(cfg):
+        try:
+            task = builder.build(row_id, row, base)
+        except (SeedError, _Dropped) as exc:
+            yield row_id, exc
+            continue
+        except Exception as exc:  # an unexpected row shape is still one row's problem
+            yield row_id, SeedError(f"{row_id}: {type(exc).__name__}: {exc}")
+            continue
+        if cfg.seeds.dedupe and builder.is_duplicate(task):
+            yield row_id, _Dropped("duplicate")
+            continue
+        yield row_id, task
+
+
+def seeds_fingerprint(cfg: Config) -> str:
+    """What the tasks stage depends on: a rerun with the same seeds config skips the stage."""
+    return stable_hash(cfg.seeds.model_dump(mode="json"), cfg.world.model_dump(mode="json"), length=12)
+
+
+def prepare_tasks(cfg: Config, store: RunStore, log: logging.Logger, *, batch: int = 256) -> TaskStats:
+    """Write `RUN/tasks/` from the configured seeds (resumable; complete runs are skipped)."""
+    stats = TaskStats()
+    report = store.read_report().get("tasks", {})
+    if report.get("complete") and report.get("fingerprint") == seeds_fingerprint(cfg):
+        stats.already = int(report.get("written", 0)) + int(report.get("already_written", 0))
+        return stats
+    written = store.written_ids("tasks", "task_id")
+    source = _world_tasks(cfg, store) if cfg.seeds.source == "world" else _seed_tasks(cfg, store)
+    pending: list[Task] = []
+    kept = 0
+    for row_id, item in source:
+        if cfg.seeds.limit is not None and kept >= cfg.seeds.limit:
+            break
+        stats.rows += 1
+        if isinstance(item, _Dropped):
+            stats.dropped[str(item.args[0])] += 1
+            continue
+        if isinstance(item, Exception):
+            stats.errors += 1
+            log.warning("seed %s skipped: %s", row_id, item)
+            continue
+        kept += 1
+        if item.task_id in written:
+            stats.already += 1
+            continue
+        written.add(item.task_id)
+        pending.append(item)
+        if len(pending) >= batch:
+            store.write_records("tasks", pending, Task, prefix="tasks")
+            stats.written += len(pending)
+            pending = []
+    if pending:
+        store.write_records("tasks", pending, Task, prefix="tasks")
+        stats.written += len(pending)
+    store.update_report(
+        "tasks",
+        {
+            **stats.summary(),
+            "complete": True,
+            "fingerprint": seeds_fingerprint(cfg),
+            "config": config_hash(cfg),
+        },
+    )
+    return stats

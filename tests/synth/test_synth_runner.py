@@ -1,0 +1,200 @@
+"""Runner + executor + planner, in process, against the loopback fake teacher and fake tools."""
+
+from __future__ import annotations
+
+import collections
+import io
+import json
+import random
+
+import pytest
+from PIL import Image
+
+from pipeline.config import load_config
+from pipeline.runner import run_synth
+from pipeline.schema import Plan, Task, Trajectory
+from pipeline.store import RunStore
+from tests.synth.conftest import PLAN, Fault, completion, fake_tools, scripted_agent
+
+
+def _png(seed: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (seed * 40 % 256, 90, 200)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def make_run(tmp_path, n_tasks: int = 3, **overrides):
+    sets = [
+        f"run.root={tmp_path}",
+        "run.name=r",
+        "teacher.timeout_s=1.0",
+        "teacher.max_retries=6",
+        "synth.flush_s=0.2",
+        *[f"{k}={v}" for k, v in overrides.items()],
+    ]
+    cfg = load_config(None, sets)
+    store = RunStore(cfg.run.dir)
+    tasks = [
+        Task(
+            question=f"What is shown in picture {i}?",
+            images=[store.images.put_bytes(_png(i))],
+            gold_answer="x",
+        )
+        for i in range(n_tasks)
+    ]
+    store.write_records("tasks", tasks, Task)
+    return cfg, store, tasks
+
+
+def test_plan_execute_and_rerun_makes_zero_teacher_calls(fake_teacher, tmp_path):
+    server = fake_teacher(scripted_agent)
+    cfg, store, tasks = make_run(tmp_path, n_tasks=3)
+    summary = run_synth(
+        cfg, store, teacher_base_url=server.base_url, use_ray=False, tools_factory=fake_tools, progress=False
+    )
+    trajectories = store.read_records("raw", Trajectory)
+    assert len(trajectories) == 3 * 4 and summary["trajectories"] == 12
+    assert {(t.task_id, t.rollout) for t in trajectories} == {(t.task_id, r) for t in tasks for r in range(4)}
+    traj = next(t for t in trajectories if t.rollout == 1)
+    assert traj.status == "answered" and traj.final_answer == "answer-1"
+    assert traj.injected_defects == ["wrong_answer"]
+    assert [s.action for s in traj.steps] == ["tool_call", "tool_call", "answer"]
+    assert [s.plan_step for s in traj.steps] == [1, 2, 3]  # each step records the plan step it serves
+    assert traj.plan_valid and json.loads(traj.plan)[0]["tool_name"] == "code"
+    crop = traj.steps[0]
+    assert crop.observation_images and store.images.open(crop.observation_images[0]).size == (32, 48)
+    assert traj.steps[1].observation_text == "1. Result for x"
+    assert traj.teacher_calls == 3 and traj.prompt_tokens == 30
+    assert all(s.teacher_latency_s > 0 for s in traj.steps)
+    plans = store.read_records("plans", Plan)
+    assert len(plans) == 3 and all(p.valid for p in plans)
+
+    # the executor context: question verbatim, image names, the plan; rollout sent as seed
+    first = next(r for r in server.requests if r["messages"][0]["content"].startswith("You are a multimodal"))
+    user = first["messages"][1]["content"]
+    text = next(part["text"] for part in user if part["type"] == "text")
+    assert tasks[0].question in text or any(t.question in text for t in tasks)
+    assert "image_0.png" in text and "Plan:" in text
+    assert user[0]["type"] == "image_url" and user[0]["image_url"]["url"].startswith("data:image/")
+    assert "seed" in first
+
+    calls = len(server.requests)
+    assert calls == 3 + 12 * 3
+    # rerun: nothing pending; and after deleting the shards, everything comes from the replay cache
+    again = run_synth(
+        cfg, store, teacher_base_url=server.base_url, use_ray=False, tools_factory=fake_tools, progress=False
+    )
+    assert again["trajectories"] == 0 and len(server.requests) == calls
+    for path in store.shard_paths("raw") + store.shard_paths("plans"):
+        path.unlink()
+    redo = run_synth(
+        cfg, store, teacher_base_url=server.base_url, use_ray=False, tools_factory=fake_tools, progress=False
+    )
+    assert redo["trajectories"] == 12 and len(server.requests) == calls  # zero teacher calls
+    assert redo["teacher"]["cache_hits"] == 3 + 12 * 3
+    assert sorted(t.final_answer or "" for t in store.read_records("raw", Trajectory)) == sorted(
+        t.final_answer or "" for t in trajectories
+    )
+
+
+def test_invalid_plan_retried_with_errors_then_recorded_failed(fake_teacher, tmp_path):
+    def handler(body):
+        system = body["messages"][0]["content"]
+        if system.startswith("You are a planning agent"):
+            return '[{"description": "only one", "tool_name": "fly", "parameters": {}}]'
+        return "<think>ok</think><answer>a</answer>"
+
+    server = fake_teacher(handler)
+    cfg, store, _ = make_run(tmp_path, n_tasks=1, **{"synth.rollouts": 1, "synth.plan_retries": 2})
+    run_synth(
+        cfg, store, teacher_base_url=server.base_url, use_ray=False, tools_factory=fake_tools, progress=False
+    )
+    (plan,) = store.read_records("plans", Plan)
+    assert not plan.valid and plan.attempts == 3
+    assert any("fly" in e for e in plan.errors) and any("2 to 10" in e for e in plan.errors)
+    retry = [
+        r for r in server.requests if r["messages"][0]["content"].startswith("You are a planning agent")
+    ][-1]
+    assert "The plan is invalid" in retry["messages"][-1]["content"]  # the errors were shown
+    (traj,) = store.read_records("raw", Trajectory)
+    assert traj.status == "answered" and traj.plan is None and traj.plan_valid is False
+
+
+def test_limits_unknown_tools_and_unreadable_turns(fake_teacher, tmp_path):
+    def handler(body):
+        seed = body.get("seed", 0)
+        if seed == 0:  # loops forever on a tool that does not exist
+            return '<think>hm</think><tool_call>{"name": "teleport", "arguments": {}}</tool_call>'
+        if seed == 1:  # unreadable turns
+            return "I think the answer is 4"
+        return completion('<think>long</think><tool_call>{"name": "code", "arguments": {}}</tool_call>') | {
+            "usage": {"prompt_tokens": 40_000, "completion_tokens": 5, "total_tokens": 40_005}
+        }
+
+    server = fake_teacher(handler)
+    cfg, store, _ = make_run(
+        tmp_path, n_tasks=1, **{"synth.rollouts": 3, "synth.plan": False, "synth.max_turns": 3}
+    )
+    run_synth(
+        cfg, store, teacher_base_url=server.base_url, use_ray=False, tools_factory=fake_tools, progress=False
+    )
+    by_rollout = {t.rollout: t for t in store.read_records("raw", Trajectory)}
+    assert by_rollout[0].status == "turn_limit" and len(by_rollout[0].steps) == 3
+    assert "unknown tool 'teleport'" in by_rollout[0].steps[0].error
+    assert by_rollout[1].status == "turn_limit" and by_rollout[1].steps[0].action == "invalid"
+    assert by_rollout[1].format_errors and "unreadable turn" in by_rollout[1].steps[0].error
+    assert by_rollout[2].status == "token_limit" and len(by_rollout[2].steps) == 1
+    assert all(t.failure_reason for t in by_rollout.values())
+
+
+def test_twenty_percent_faults_every_task_ends_with_a_reason(fake_teacher, tmp_path):
+    rng = random.Random(7)
+    faults = [
+        Fault(429, {"Retry-After": "0.05"}),
+        Fault(500),
+        Fault(hang_s=3.0),
+        Fault(200, body="{malformed"),
+        Fault(503),
+    ]
+
+    def handler(body):
+        if rng.random() < 0.2:
+            return rng.choice(faults)
+        return scripted_agent(body)
+
+    server = fake_teacher(handler)
+    cfg, store, tasks = make_run(
+        tmp_path, n_tasks=4, **{"teacher.timeout_s": 0.4, "teacher.max_retries": 3, "synth.rollouts": 3}
+    )
+    summary = run_synth(
+        cfg, store, teacher_base_url=server.base_url, use_ray=False, tools_factory=fake_tools, progress=False
+    )
+    trajectories = store.read_records("raw", Trajectory)
+    pairs = collections.Counter((t.task_id, t.rollout) for t in trajectories)
+    assert set(pairs) == {(t.task_id, r) for t in tasks for r in range(3)} and set(pairs.values()) == {1}
+    for traj in trajectories:
+        assert traj.status in ("answered", "failed"), traj.status
+        if traj.status == "failed":
+            assert traj.failure_reason and traj.failure_reason.startswith("teacher:")
+    assert summary["teacher"]["retries"] > 0
+    log = (store.root / "logs" / "synth.log").read_text() if summary["errors"] else ""
+    assert summary["errors"] == 0 or "failed" in log
+
+
+@pytest.mark.parametrize("role", ["user", "tool"])
+def test_observation_role_reaches_the_teacher(fake_teacher, tmp_path, role):
+    server = fake_teacher(scripted_agent)
+    cfg, store, _ = make_run(
+        tmp_path, n_tasks=1, **{"synth.rollouts": 1, "synth.plan": False, "synth.observation_role": role}
+    )
+    run_synth(
+        cfg, store, teacher_base_url=server.base_url, use_ray=False, tools_factory=fake_tools, progress=False
+    )
+    last = server.requests[-1]["messages"]
+    observation = last[3]
+    assert observation["role"] == role
+    parts = observation["content"]
+    assert any(p["type"] == "image_url" for p in parts)  # the crop goes back to the teacher
+    if role == "user":
+        assert parts[0]["text"].startswith("<observation>")
+    assert PLAN  # the plan fixture stays importable for other tests
