@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from pipeline.world.oracle import Message
 
 _FENCE_RE = re.compile(r"```json\s*(.*?)```", re.DOTALL)
-_FACT_RE = re.compile(r"\b(?:[A-Z]{2}-\d{4}|\d{3,})\b")
+# a code or number the thought asserts; not a rotation angle or a pixel size it mentions
+_FACT_RE = re.compile(r"\b(?:[A-Z]{2}-\d{4}\b|\d{3,}\b(?!\s*(?:degrees?|°|px|pixels?)))")
 _CLAIM_WORDS = ("shows", "see", "visible", "reads", "read", "clearly", "legible", "code")
 
 
