@@ -143,8 +143,6 @@ class SynthWorker:
         self._teacher = TeacherClient(
             self.cfg.teacher, cache_dir=self.store.root / "cache" / "teacher", base_url=self.teacher_base_url
         )
-        modes = {"deepresearch", "general"}
-        self._tools = {mode: self.tools_factory(self.cfg, mode, self.store.root) for mode in modes}
         work_root = self.store.root / "cache" / "work" / f"w{self.worker_id}-{os.getpid()}"
         self._executor = Executor(
             teacher=self._teacher,
@@ -163,6 +161,8 @@ class SynthWorker:
         await self.start()
         assert self._executor is not None and self._teacher is not None and self._slots is not None
         task, plan = item.task, item.plan
+        if task.mode not in self._tools:  # built on first use: each mode's sandbox pool costs processes
+            self._tools[task.mode] = self.tools_factory(self.cfg, task.mode, self.store.root)
         if plan is None and self.cfg.synth.plan:
             encoder = ImageEncoder(self.store.images, self.cfg.teacher.image_max_pixels)
             plan = await make_plan(task, self._teacher, encoder, retries=self.cfg.synth.plan_retries)
@@ -455,13 +455,19 @@ def run_synth(
 
 
 def _sum_dicts(dicts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Counters add up across workers; rates, means and limits are averaged."""
     out: dict[str, Any] = {}
+    averaged: dict[str, list[float]] = collections.defaultdict(list)
     for d in dicts:
         for key, value in d.items():
             if isinstance(value, bool) or not isinstance(value, int | float):
                 out.setdefault(key, value)
+            elif "rate" in key or "mean" in key or "limit" in key:
+                averaged[key].append(value)
             else:
                 out[key] = round(out.get(key, 0) + value, 4)
+    for key, values in averaged.items():
+        out[key] = round(sum(values) / len(values), 4)
     return out
 
 

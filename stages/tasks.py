@@ -254,10 +254,23 @@ class _Dropped(Exception):
     """A row filtered out on purpose (not an error); the argument is the reason."""
 
 
+def _round_robin(tasks: list[Task]) -> list[Task]:
+    """Interleave categories (stable), so `seeds.limit` takes a mix rather than the first kind."""
+    by_category: dict[str, list[Task]] = collections.defaultdict(list)
+    for task in tasks:
+        by_category[task.category].append(task)
+    queues = [collections.deque(group) for group in by_category.values()]
+    out: list[Task] = []
+    while queues:
+        out.extend(queue.popleft() for queue in queues)
+        queues = [queue for queue in queues if queue]
+    return out
+
+
 def _world_tasks(cfg: Config, store: RunStore) -> Iterator[tuple[str, Task | Exception]]:
     from pipeline.world import load_tasks  # the offline world owns its task files
 
-    for task in load_tasks(Path(cfg.world.dir)):
+    for task in _round_robin(load_tasks(Path(cfg.world.dir))):
         try:
             refs = [store.images.put_file(path) for path in task.images]
         except (ImageError, OSError) as exc:
