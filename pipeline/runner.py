@@ -428,6 +428,7 @@ def run_synth(
 ) -> dict[str, Any]:
     """Run every pending (task, rollout); returns the summary (also saved in report.json)."""
     with RunLock(store.root), _Stop() as stop:
+        store.clear_temporaries()  # half-written shards of a killed run (never complete ones)
         items, todo, done = pending_work(cfg, store)
         meter = Progress(todo, done, enabled=progress)
         try:
