@@ -40,6 +40,8 @@ PRESETS: dict[str, dict[str, str]] = {
 }
 #: Fields a mapping may name.
 FIELDS = ("id", "image", "images", "question", "answer", "aliases", "category", "mode")
+#: Optional fields read from same-named columns when no mapping names them.
+_OPTIONAL_DEFAULTS = ("answer", "aliases", "category", "mode")
 _CATEGORIES = {"perception", "search", "interleaved", "multihop", "general", "plan", "other"}
 
 
@@ -84,6 +86,8 @@ def column_map(cfg: Config) -> dict[str, str]:
         mapping.setdefault("question", "question")
     if seeds.source != "world" and "image" not in mapping and "images" not in mapping:
         mapping["image"] = "image"
+    for name in _OPTIONAL_DEFAULTS:
+        mapping.setdefault(name, "?" + name)  # "?": used only when the row has that column
     return mapping
 
 
@@ -206,6 +210,8 @@ class TaskBuilder:
             column = m.get(name)
             if column is None:
                 return None
+            if column.startswith("?"):
+                return row.get(column[1:])
             if column not in row:
                 raise SeedError(
                     f"{row_id}: column {column!r} (for {name}) missing; columns: {sorted(row)[:12]}"
@@ -222,7 +228,7 @@ class TaskBuilder:
             cells = [cells]
         refs = [self._store_image(_image_bytes(c, base), f"{row_id} image {i}") for i, c in enumerate(cells)]
         answer, aliases = _answers(get("answer"))
-        if "aliases" in m and isinstance(get("aliases"), list):
+        if isinstance(get("aliases"), list):
             aliases += [str(a) for a in get("aliases") if str(a) not in aliases]
         category = get("category") or self.cfg.seeds.category or "other"
         mode = get("mode") or self.cfg.seeds.mode
