@@ -132,6 +132,7 @@ class SynthWorker:
         self._teacher: TeacherClient | None = None
         self._tools: dict[str, dict[str, Any]] = {}
         self._written = 0
+        self.write_cpu_s = 0.0
         self._worker_lock = _WorkerLock(self.store.root)
         self.log = _file_logger(self.store.root)
 
@@ -197,16 +198,18 @@ class SynthWorker:
         async with self._write_lock:
             plans, self._plans = self._plans, []
             batch, self._buffer = self._buffer, []
-            if plans:
-                await asyncio.to_thread(
-                    self.store.write_records, "plans", plans, Plan, prefix=f"w{self.worker_id}"
-                )
-            if batch:
-                await asyncio.to_thread(
-                    self.store.write_records, "raw", batch, Trajectory, prefix=f"w{self.worker_id}"
-                )
+            self.write_cpu_s += await asyncio.to_thread(self._write, plans, batch)
             self._written += len(batch)
             return len(batch)
+
+    def _write(self, plans: list[Plan], batch: list[Trajectory]) -> float:
+        """Write shards (in a worker thread); returns the CPU seconds it took."""
+        start = time.thread_time()
+        if plans:
+            self.store.write_records("plans", plans, Plan, prefix=f"w{self.worker_id}")
+        if batch:
+            self.store.write_records("raw", batch, Trajectory, prefix=f"w{self.worker_id}")
+        return time.thread_time() - start
 
     async def _flush_periodically(self) -> None:
         while True:
@@ -229,7 +232,9 @@ class SynthWorker:
                 "tool_errors": ex.stats.tool_errors,
                 "tool_s": round(ex.stats.tool_s, 3),
                 "encode_cpu_s": round(ex.encode_cpu_s, 3),
-                "store_cpu_s": round(ex.stats.store_cpu_s, 3),
+                "store_cpu_s": round(ex.stats.store_cpu_s + self.write_cpu_s, 3),
+                "images_encoded": ex.stats.images_encoded,
+                "images_sent": ex.stats.images_sent,
             }
         tools: dict[str, Any] = {}
         for by_name in self._tools.values():

@@ -25,7 +25,7 @@ from pipeline.format import parse_turn
 from pipeline.plan_format import render_plan
 from pipeline.schema import Plan, Step, Task, Trajectory, canonical_json
 from pipeline.store import RunStore
-from pipeline.teacher import ImageEncoder, TeacherClient, TeacherError, to_openai_messages
+from pipeline.teacher import ImageEncoder, TeacherClient, TeacherError, image_refs, to_openai_messages
 from prompts import Prompt, load_prompt
 from stages.tools.base import Tool, ToolContext
 
@@ -92,6 +92,8 @@ class ExecStats:
     tool_errors: int = 0
     tool_s: float = 0.0
     store_cpu_s: float = 0.0
+    images_encoded: int = 0  # data URIs built (once per image per trajectory)
+    images_sent: int = 0  # image parts sent over all teacher calls
     statuses: dict[str, int] = field(default_factory=dict)
 
 
@@ -180,6 +182,7 @@ class Executor:
             finally:
                 self.encode_cpu_s += encoder.cpu_s
                 encoder.cpu_s = 0.0
+                self.stats.images_sent += len(image_refs(messages))
             traj.teacher_calls += 1
             self.stats.turns += 1
             defects.update(_defects(reply.extra))
@@ -204,6 +207,7 @@ class Executor:
                     f"context reached {reply.prompt_tokens + reply.completion_tokens} tokens"
                 )
                 break
+        self.stats.images_encoded += encoder.encoded
         if traj.status == "turn_limit":
             traj.failure_reason = f"no answer within {self.synth.max_turns} turns"
         traj.injected_defects = sorted(defects)
