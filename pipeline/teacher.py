@@ -186,11 +186,11 @@ class AdaptiveLimiter:
 class AdaptivePacer:
     """Spaces request starts evenly at `rate` per second; learns the rate an endpoint admits.
 
-    Unlimited until 429s arrive under load (or capped at the configured ceiling). On a 429 with
-    enough recent traffic to measure, the rate drops just below the rate of recently admitted
-    requests (never below half the peak admitted rate of the last minute, so random 429s cannot
-    spiral it down). It then creeps up slowly near the last cut, faster once 429s stop, so the
-    client probes the limit rarely and stays under it almost always.
+    Unlimited until 429s arrive under load (or capped at the configured ceiling). A 429 for a
+    request sent after the last cut lowers the rate by 5%, or to just below the recently admitted
+    rate if that is lower (never below half the peak admitted rate of the last minute, so random
+    429s cannot spiral it down); 429s for requests sent before the last cut are stale and ignored. It then creeps up by 1% a second, so the client probes the limit rarely and
+    stays under it almost always; after two quiet minutes without a ceiling it stops pacing.
     """
 
     def __init__(
@@ -199,7 +199,7 @@ class AdaptivePacer:
         *,
         window_s: float = 2.0,
         backoff: float = 0.97,
-        probe: float = 0.005,
+        probe: float = 0.01,
         min_samples: int = 20,
     ):
         self.ceiling, self.window_s, self.backoff, self.probe = ceiling, window_s, backoff, probe
@@ -210,51 +210,61 @@ class AdaptivePacer:
         self._peaks: collections.deque[tuple[float, float]] = collections.deque()  # (time, admitted rate)
         self._last_cut = -1e9
         self._last_grow = time.monotonic()
+        self._first: float | None = None
 
-    async def acquire(self) -> None:
-        if self.rate is None:
-            return
+    async def acquire(self) -> float:
+        """Wait for this request's slot; returns when the slot was assigned (for on_rejected)."""
         now = time.monotonic()
+        if self.rate is None:
+            return now
         self._grow(now)
         slot = max(now, self._next)
         self._next = slot + 1.0 / self.rate
         if slot > now:
             await asyncio.sleep(slot - now)
+        return now
 
     def _grow(self, now: float) -> None:
         elapsed, self._last_grow = now - self._last_grow, now
         if self.rate is None or (self.ceiling is not None and self.rate >= self.ceiling):
             return
-        speed = self.probe if now - self._last_cut < 10.0 else self.probe * 10
-        self.rate *= (1.0 + speed) ** elapsed
+        self.rate *= (1.0 + self.probe) ** elapsed
         if self.ceiling is not None:
             self.rate = min(self.rate, self.ceiling)
         elif now - self._last_cut > 120.0:
             self.rate = None  # two quiet minutes: the limit is gone or far away
 
     def _trim(self, now: float) -> float:
+        """Admitted requests per second over the window (or since the first, if more recent)."""
         while self._admitted and self._admitted[0] < now - self.window_s:
             self._admitted.popleft()
-        return len(self._admitted) / self.window_s
+        span = min(self.window_s, max(0.5, now - self._first)) if self._first is not None else self.window_s
+        return len(self._admitted) / span
 
     def on_admitted(self) -> None:
         now = time.monotonic()
+        if self._first is None:
+            self._first = now
         self._admitted.append(now)
         if len(self._admitted) % 16 == 0:
-            self._peaks.append((now, self._trim(now)))
+            self._trim(now)
+            self._peaks.append((now, len(self._admitted) / self.window_s))  # a full window: no burst spikes
             while self._peaks and self._peaks[0][0] < now - 60.0:
                 self._peaks.popleft()
 
-    def on_rejected(self) -> None:
+    def on_rejected(self, sent_at: float) -> None:
+        """A 429 for a request scheduled at `sent_at` (monotonic): slow down unless it is stale."""
         now = time.monotonic()
+        if sent_at < self._last_cut:
+            return  # scheduled at the old rate, before the last cut: no news
         observed = self._trim(now)
-        if now - self._last_cut < self.window_s / 2 or len(self._admitted) < self.min_samples:
-            return  # too soon after the last cut, or too little traffic to say what the limit is
+        if self.rate is None and len(self._admitted) < self.min_samples:
+            return  # too little traffic yet to say what the limit is
         self._last_cut = now
         floor = 0.5 * max((rate for _, rate in self._peaks), default=observed)
-        current = self.rate if self.rate is not None else float("inf")
-        self.rate = max(floor, min(current, observed) * self.backoff, 0.1)
-        self._next = now + 1.0 / self.rate
+        current = self.rate if self.rate is not None else observed
+        self.rate = max(floor, min(current * 0.95, observed * self.backoff), 0.1)
+        self._next = max(self._next, now + 1.0 / self.rate)  # never start a second, parallel schedule
 
 
 class TokenBudget:
@@ -441,13 +451,13 @@ class TeacherClient:
         await self.tokens.wait()
         await self.limiter.acquire()
         try:
-            await self.pacer.acquire()
+            sent_at = await self.pacer.acquire()  # scheduled at: a 429 for an older slot is stale
             start = time.perf_counter()
             self._stats["calls"] += 1
             try:
                 completion = await self._client.chat.completions.create(**request)
             except Exception as exc:
-                self._on_error(exc)
+                self._on_error(exc, sent_at)
                 raise
             latency = time.perf_counter() - start
         finally:
@@ -462,12 +472,12 @@ class TeacherClient:
             raise TruncatedReply(reply)
         return reply
 
-    def _on_error(self, exc: BaseException) -> None:
+    def _on_error(self, exc: BaseException, sent_at: float) -> None:
         kind = f"HTTP {exc.status_code}" if isinstance(exc, openai.APIStatusError) else type(exc).__name__
         self._stats[f"errors.{kind}"] += 1
         if isinstance(exc, openai.RateLimitError):
             self._stats["rejected_429"] += 1
-            self.pacer.on_rejected()
+            self.pacer.on_rejected(sent_at)
             self.limiter.on_pushback()
         elif isinstance(exc, openai.APIStatusError) and exc.status_code == 503:
             self.limiter.on_pushback()  # explicit overload; timeouts may be hangs, not load

@@ -169,8 +169,11 @@ def test_pacer_learns_the_admitted_rate():
     pacer = AdaptivePacer(None, window_s=1.0)
     now = time.monotonic()
     pacer._admitted.extend(now - i * 0.02 for i in range(50))  # 50 admitted in the last second
-    pacer.on_rejected()
+    pacer.on_rejected(time.monotonic())
     assert pacer.rate is not None and 45 <= pacer.rate <= 50
+    cut = pacer.rate
+    pacer.on_rejected(now - 1.0)  # sent before the cut: stale, ignored
+    assert pacer.rate == cut
 
     async def spaced():
         start = time.monotonic()

@@ -1,0 +1,426 @@
+"""Synth benchmarks against the offline world's oracle on loopback; every figure a ratio measured
+side by side in this one run.
+
+1. latency hiding: trajforge (real tools) vs a bare asyncio + openai loop making the same number
+   of calls per trajectory at the same concurrency (no tools), and vs the ideal
+   in_flight / (calls per trajectory x latency);
+2. rate limits: the server admits R requests/s (429 + Retry-After beyond); sustained admitted
+   rate / R and the share of requests rejected;
+3. cost per trajectory: CPU ms per trajectory, split (by stack sampling, scaled to the measured
+   process CPU) into teacher client, tools, image encoding, storage, agent loop and runtime;
+   images encoded per trajectory vs images sent;
+4. memory: peak RSS of a synth process at N and 10N tasks.
+
+The world server runs in its own process (`trajforge world serve`), so its CPU is never counted
+as ours. Run: `python bench/bench_synth.py [--quick]` (--quick: smaller sizes, same shapes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from pipeline.config import load_config  # noqa: E402
+from pipeline.store import RunStore  # noqa: E402
+
+WORLD = REPO / "worlds" / "default"
+
+
+# ------------------------------------------------------------------------------ world server
+
+
+class World:
+    """`trajforge world serve` in a subprocess; knobs changed live via /admin/knobs."""
+
+    def __init__(self) -> None:
+        from pipeline.world import build_world, is_built
+
+        if not is_built(WORLD):
+            build_world(WORLD, seed=0)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pipeline.cli",
+                "world",
+                "serve",
+                "--world",
+                str(WORLD),
+                "--port",
+                str(self.port),
+            ],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(200):
+            try:
+                httpx.get(self.url + "/admin/knobs", timeout=1)
+                return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError("world server did not start")
+
+    def knobs(self, **knobs) -> dict:
+        return httpx.post(self.url + "/admin/knobs", json=knobs, timeout=5).json()
+
+    def stats(self) -> dict:
+        return httpx.get(self.url + "/admin/knobs", timeout=5).json()["stats"]
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def config(tmp: Path, name: str, world: World, **sets):
+    base = {
+        "run.root": str(tmp),
+        "run.name": name,
+        "tools.search.corpus_dir": str(WORLD / "corpus"),
+        "tools.visit.allow_hosts": json.dumps(["world.trajforge.local"]),
+        "tools.visit.host_overrides": json.dumps({"world.trajforge.local": f"127.0.0.1:{world.port}"}),
+        "teacher.cache": "false",
+    }
+    base.update({k: str(v) for k, v in sets.items()})
+    return load_config(None, [f"{k}={v}" for k, v in base.items()])
+
+
+def prepare(cfg) -> RunStore:
+    import logging
+
+    from stages.tasks import prepare_tasks
+
+    store = RunStore(cfg.run.dir)
+    prepare_tasks(cfg, store, logging.getLogger("bench"))
+    return store
+
+
+def synth(cfg, store, world: World, *, use_ray: bool) -> dict:
+    from pipeline.runner import run_synth
+
+    return run_synth(
+        cfg,
+        store,
+        teacher_base_url=world.url + "/v1",
+        use_ray=use_ray,
+        progress=False,
+        ray_init={"num_cpus": 2},
+    )
+
+
+# ------------------------------------------------------------------------------ 1. latency
+
+
+async def bare_loop(base_url: str, calls: list[int], in_flight: int) -> float:
+    """The baseline: a plain asyncio + openai loop, same calls per trajectory, no tools."""
+    import openai
+
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="x", max_retries=0, timeout=120)
+    slots = asyncio.Semaphore(in_flight)
+    messages = [{"role": "user", "content": "A question the oracle does not know, answered at once."}]
+
+    async def trajectory(n: int) -> None:
+        async with slots:
+            for _ in range(n):
+                await client.chat.completions.create(model="oracle", messages=messages, max_tokens=64)
+
+    start = time.monotonic()
+    await asyncio.gather(*(trajectory(n) for n in calls))
+    elapsed = time.monotonic() - start
+    await client.close()
+    return elapsed
+
+
+def bench_latency(tmp: Path, world: World, tasks: int, latency: float, in_flight: int) -> dict:
+    import ray
+
+    from pipeline.schema import Trajectory
+
+    world.knobs(latency=str(latency), rate_limit=None, errors={}, defects={})
+    cfg = config(
+        tmp,
+        "latency",
+        world,
+        **{
+            "seeds.limit": tasks,
+            "synth.plan": "false",
+            "synth.in_flight": in_flight,
+            "teacher.concurrency": in_flight,
+            "teacher.timeout_s": latency * 6 + 30,
+        },
+    )
+    store = prepare(cfg)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # started outside the timing
+    start = time.monotonic()
+    summary = synth(cfg, store, world, use_ray=True)
+    ours = time.monotonic() - start
+    ray.shutdown()
+    calls = [t.teacher_calls for t in store.read_records("raw", Trajectory)]
+    bare = asyncio.run(bare_loop(world.url + "/v1", calls, in_flight))
+    per_traj = sum(calls) / len(calls)
+    ideal_rate = in_flight / (per_traj * latency)
+    ours_rate, bare_rate = len(calls) / ours, len(calls) / bare
+    return {
+        "trajectories": len(calls),
+        "calls_per_trajectory": round(per_traj, 2),
+        "latency_s": latency,
+        "in_flight": in_flight,
+        "tool_calls": summary["tool_calls"],
+        "trajforge_traj_per_s": round(ours_rate, 2),
+        "bare_loop_traj_per_s": round(bare_rate, 2),
+        "ideal_traj_per_s": round(ideal_rate, 2),
+        "ratio_vs_bare": round(ours_rate / bare_rate, 3),
+        "ratio_vs_ideal": round(ours_rate / ideal_rate, 3),
+        "bare_ratio_vs_ideal": round(bare_rate / ideal_rate, 3),
+        "statuses": summary["statuses"],
+    }
+
+
+# --------------------------------------------------------------------------- 2. rate limits
+
+
+def bench_rate_limit(world: World, rate: float, seconds: float, in_flight: int) -> dict:
+    from pipeline.config import TeacherConfig
+    from pipeline.teacher import TeacherClient
+
+    world.knobs(latency="0.05", rate_limit=rate, errors={}, defects={}, retry_after_s=1.0)
+    before = world.stats()
+    admitted: list[float] = []
+
+    async def run() -> dict:
+        cfg = TeacherConfig(model="oracle", concurrency=in_flight, cache=False, max_retries=50, timeout_s=30)
+        client = TeacherClient(cfg, base_url=world.url + "/v1")
+        messages = [{"role": "user", "content": "Rate-limit probe: a question the oracle does not know."}]
+        deadline = time.monotonic() + seconds
+
+        async def worker(index: int) -> None:
+            n = 0
+            while time.monotonic() < deadline:
+                await client.chat(messages, seed=index * 1_000_000 + n)
+                admitted.append(time.monotonic())
+                n += 1
+
+        start = time.monotonic()
+        await asyncio.gather(*(worker(i) for i in range(in_flight)))
+        stats = client.stats()
+        await client.aclose()
+        stats["start"] = start
+        return stats
+
+    stats = run_stats = asyncio.run(run())
+    after = world.stats()
+    warm = 3.0  # skip the token bucket's initial burst
+    window = [t for t in admitted if t >= run_stats["start"] + warm and t <= run_stats["start"] + seconds]
+    sustained = len(window) / (seconds - warm)
+    server_requests = after["requests"] - before["requests"]
+    rejected = after["rejected"] - before["rejected"]
+    return {
+        "R": rate,
+        "seconds": seconds,
+        "in_flight": in_flight,
+        "sustained_per_s": round(sustained, 2),
+        "ratio_sustained_vs_R": round(sustained / rate, 3),
+        "requests": server_requests,
+        "rejected_429": rejected,
+        "rejected_share": round(rejected / max(1, server_requests), 4),
+        "learned_rate_per_s": stats.get("paced_rate_per_s"),
+    }
+
+
+# ----------------------------------------------------------------------------- 3. CPU split
+
+_CATEGORIES = (  # (module prefix, category), matched from the innermost frame outwards
+    ("pipeline.teacher:data_uri", "image encoding"),
+    ("pipeline.teacher:prepare", "image encoding"),
+    ("pipeline.store", "storage"),
+    ("pyarrow", "storage"),
+    ("pipeline.runner:_write", "storage"),
+    ("stages.tools", "tools"),
+    ("bm25s", "tools"),
+    ("trafilatura", "tools"),
+    ("imagehash", "tools"),
+    ("lxml", "tools"),
+    ("openai", "teacher client"),
+    ("httpx", "teacher client"),
+    ("httpcore", "teacher client"),
+    ("h11", "teacher client"),
+    ("anyio", "teacher client"),
+    ("pipeline.teacher", "teacher client"),
+    ("tenacity", "teacher client"),
+    ("stages.execute", "agent loop"),
+    ("stages.plan", "agent loop"),
+    ("pipeline.format", "agent loop"),
+    ("pipeline.chat", "agent loop"),
+    ("pipeline.schema", "agent loop"),
+    ("pipeline.runner", "agent loop"),
+)
+_IDLE = {
+    "select",
+    "poll",
+    "epoll",
+    "wait",
+    "sleep",
+    "acquire",
+    "get",
+    "_worker",
+    "accept",
+    "recv",
+    "readline",
+}
+
+
+class Sampler(threading.Thread):
+    """Samples every thread's stack each millisecond and files busy samples under a category."""
+
+    def __init__(self, interval: float = 0.002):
+        super().__init__(daemon=True)
+        self.interval = interval
+        self.counts: collections.Counter[str] = collections.Counter()
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        me = threading.get_ident()
+        while not self._stop_event.wait(self.interval):
+            for ident, frame in sys._current_frames().items():
+                if ident == me or frame.f_code.co_name in _IDLE:
+                    continue
+                self.counts[self._classify(frame)] += 1
+
+    @staticmethod
+    def _classify(frame) -> str:
+        while frame is not None:
+            module = frame.f_globals.get("__name__", "")
+            qualified = f"{module}:{frame.f_code.co_name}"
+            for prefix, category in _CATEGORIES:
+                if (":" in prefix and qualified.startswith(prefix)) or (
+                    ":" not in prefix and module.startswith(prefix)
+                ):
+                    return category
+            frame = frame.f_back
+        return "runtime (asyncio, other)"
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+
+
+def bench_cpu(tmp: Path, world: World, tasks: int) -> dict:
+    world.knobs(latency="0.2", rate_limit=None, errors={}, defects={})
+    cfg = config(tmp, "cpu", world, **{"seeds.limit": tasks, "synth.in_flight": 32})
+    store = prepare(cfg)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    sampler = Sampler()
+    sampler.start()
+    summary = synth(cfg, store, world, use_ray=False)  # in process: the sampler sees everything
+    sampler.stop()
+    after, after_children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    cpu_self = (after.ru_utime + after.ru_stime) - (usage.ru_utime + usage.ru_stime)
+    sandbox = (after_children.ru_utime + after_children.ru_stime) - (children.ru_utime + children.ru_stime)
+    n = max(1, summary["trajectories"])
+    total = sum(sampler.counts.values()) or 1
+    split = {k: round(cpu_self * v / total / n * 1000, 1) for k, v in sampler.counts.most_common()}
+    split["tools"] = round(split.get("tools", 0.0) + sandbox / n * 1000, 1)  # sandbox processes
+    ex = summary["executor"]
+    return {
+        "trajectories": n,
+        "teacher_calls_per_trajectory": round(summary["teacher"].get("calls", 0) / n, 2),
+        "cpu_ms_per_trajectory": round((cpu_self + sandbox) / n * 1000, 1),
+        "split_ms_per_trajectory": split,
+        "measured_encode_ms_per_trajectory": round(ex.get("encode_cpu_s", 0) / n * 1000, 1),
+        "measured_storage_ms_per_trajectory": round(ex.get("store_cpu_s", 0) / n * 1000, 1),
+        "images_encoded_per_trajectory": round(ex.get("images_encoded", 0) / n, 2),
+        "images_sent_per_trajectory": round(ex.get("images_sent", 0) / n, 2),
+    }
+
+
+# -------------------------------------------------------------------------------- 4. memory
+
+MEMORY_CHILD = """
+import json, resource, sys
+sys.path.insert(0, {repo!r})
+from bench.bench_synth import World, config, prepare, synth
+from pathlib import Path
+world = World.__new__(World); world.port = {port}; world.url = "http://127.0.0.1:{port}"
+cfg = config(Path({tmp!r}), {name!r}, world, **{sets!r})
+store = prepare(cfg)
+summary = synth(cfg, store, world, use_ray=False)
+print(json.dumps({{"trajectories": summary["trajectories"],
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+"""
+
+
+def bench_memory(tmp: Path, world: World, small: int) -> dict:
+    world.knobs(latency="0.02", rate_limit=None, errors={}, defects={})
+    out = {}
+    for label, tasks in (("N", small), ("10N", small * 10)):
+        sets = {"seeds.limit": tasks, "synth.rollouts": 1, "synth.plan": "false", "synth.in_flight": 16}
+        code = MEMORY_CHILD.format(
+            repo=str(REPO), port=world.port, tmp=str(tmp), name=f"mem{tasks}", sets=sets
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+        )
+        out[label] = json.loads(result.stdout.strip().splitlines()[-1])
+    out["ratio_peak_10N_vs_N"] = round(out["10N"]["peak_rss_mb"] / out["N"]["peak_rss_mb"], 3)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (same shapes)")
+    parser.add_argument("--only", choices=["latency", "rate", "cpu", "memory"], action="append")
+    args = parser.parse_args()
+    only = set(args.only or ["latency", "rate", "cpu", "memory"])
+    world = World()
+    results: dict = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-synth-") as folder:
+            tmp = Path(folder)
+            if "latency" in only:
+                tasks = 64 if args.quick else 192
+                results["latency_hiding"] = bench_latency(tmp, world, tasks, latency=5.0, in_flight=256)
+                print(json.dumps({"latency_hiding": results["latency_hiding"]}), flush=True)
+            if "rate" in only:
+                results["rate_limit"] = bench_rate_limit(
+                    world, rate=40.0, seconds=15 if args.quick else 30, in_flight=64
+                )
+                print(json.dumps({"rate_limit": results["rate_limit"]}), flush=True)
+            if "cpu" in only:
+                results["cpu_per_trajectory"] = bench_cpu(tmp, world, tasks=16 if args.quick else 40)
+                print(json.dumps({"cpu_per_trajectory": results["cpu_per_trajectory"]}), flush=True)
+            if "memory" in only:
+                results["memory"] = bench_memory(tmp, world, small=10 if args.quick else 20)
+                print(json.dumps({"memory": results["memory"]}), flush=True)
+    finally:
+        world.close()
+    print("== bench_synth summary")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
