@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import Config
+from pipeline.logs import item_logger
 from pipeline.schema import Plan, Task, Trajectory, trajectory_id_for
 from pipeline.store import RunStore
 from pipeline.teacher import ImageEncoder, TeacherClient
@@ -134,7 +135,7 @@ class SynthWorker:
         self._written = 0
         self.write_cpu_s = 0.0
         self._worker_lock = _WorkerLock(self.store.root)
-        self.log = _file_logger(self.store.root)
+        self.log = item_logger(self.store.root, "synth")
 
     async def start(self) -> None:
         """Open the teacher and tools (inside the loop that will use them)."""
@@ -324,20 +325,6 @@ class RunLock:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-
-
-def _file_logger(run_dir: Path) -> logging.Logger:
-    """`RUN/logs/synth.log`: every failed plan or trajectory with its reason."""
-    logger = logging.getLogger("trajforge.synth.items")
-    path = (Path(run_dir) / "logs" / "synth.log").resolve()
-    if not any(getattr(h, "baseFilename", None) == str(path) for h in logger.handlers):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(path)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    return logger
 
 
 # ---------------------------------------------------------------------------------- driver

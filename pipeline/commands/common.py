@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from pipeline.config import Config, ConfigError, load_config, resolved_yaml
+from pipeline.logs import item_logger
 from pipeline.store import RunStore, atomic_write_bytes
 
 ConfigOption = typer.Option(None, "--config", "-c", help="YAML config (default: configs/default.yaml).")
@@ -42,14 +43,5 @@ def open_run(cfg: Config, *, save_config: bool = True) -> RunStore:
 
 
 def stage_logger(store: RunStore, stage: str) -> logging.Logger:
-    """A logger that also writes `RUN/logs/<stage>.log`, where every dropped item is explained."""
-    logger = logging.getLogger(f"trajforge.{stage}")
-    log_dir = store.root / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    path = str(log_dir / f"{stage}.log")
-    if not any(getattr(h, "baseFilename", None) == str(Path(path).resolve()) for h in logger.handlers):
-        handler = logging.FileHandler(path)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    return logger
+    """`RUN/logs/<stage>.log`, where every dropped item is explained (file only, not the console)."""
+    return item_logger(store.root, stage)
