@@ -1,0 +1,63 @@
+"""The stages fit together: world -> synth -> filter -> sft samples -> Hub folder, through the CLI.
+
+Each stage has its own tests; this one checks the contracts between them on a tiny world with
+defect injection, so a change in one stage's output that another stage cannot read fails here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from pipeline.schema import Trajectory
+from pipeline.store import RunStore
+
+
+def invoke(*args: str) -> str:
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, f"{args[0]} failed:\n{result.output}\n{result.exception!r}"
+    return result.output
+
+
+def test_offline_pipeline_end_to_end(tmp_path: Path) -> None:
+    run, world = tmp_path / "run", tmp_path / "world"
+    sets = [
+        "--set", f"world.dir={world}", "--set", "world.entities=24", "--set", "world.tasks=8",
+        "--set", "seeds.limit=8", "--set", "synth.rollouts=2",
+        "--set", "world.knobs={defects: {wrong_answer: 0.25, sandbox_error: 0.25}}",
+    ]  # fmt: skip
+    invoke("synth", "--run", str(run), "--no-ray", *sets)
+    store = RunStore(run)
+    raw = store.read_records("raw", Trajectory)
+    assert len(raw) == 16 and all(
+        t.status in {"answered", "failed", "turn_limit", "token_limit"} for t in raw
+    )
+    assert {t.category for t in raw} >= {"perception", "search"}
+    assert all(t.steps and t.steps[-1].action == "answer" for t in raw if t.status == "answered")
+
+    invoke("filter", "--run", str(run), "--judge", "none", *sets)
+    verdicts = pq.read_table(run / "verdicts").to_pylist()
+    assert len(verdicts) == len(raw)
+    defective = {t.trajectory_id for t in raw if t.injected_defects}
+    assert defective, "the world should have injected defects at these rates"
+    dropped = {v["trajectory_id"] for v in verdicts if not v["passed"]}
+    assert defective <= dropped, "every injected wrong answer / sandbox error is caught by rules"
+    kept = store.read_records("kept", Trajectory)
+    assert kept and not {t.trajectory_id for t in kept} & defective
+    assert any(t.mode == "plan" for t in kept)
+
+    invoke("sft", "--run", str(run), "--format-only", *sets)
+    samples = pq.read_table(run / "sft" / "samples")
+    assert samples.num_rows > 0
+    fmt = json.loads((run / "sft" / "format.json").read_text())
+    assert fmt
+
+    out = tmp_path / "hub"
+    invoke("publish", "--run", str(run), "--repo", "me/demo", "--dry-run", "--out", str(out))
+    card = (out / "README.md").read_text()
+    assert card.startswith("---") and "config_name: plan" in card
+    assert sorted(p.parent.name for p in out.glob("data/*/*.parquet"))
