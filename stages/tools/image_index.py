@@ -1,15 +1,21 @@
 """Local reverse image search: multi-window perceptual hashes, robust to crops and rescales.
 
 A global perceptual hash survives rescaling but not cropping. So both sides hash *windows*:
-- the index stores, per corpus image, the DCT hash (pHash, 64 bit) of the whole image and of
+- the index stores, per corpus image, the pHash (stages.tools.phash) of the whole image and of
   overlapping tiles (2x2 at 60 % and 3x3 at 40 % of each side): a query that is a crop *of* an
   entity image matches one of its tiles;
 - a query is hashed over a pyramid of sliding windows (scales 100 % down to 30 % of its size, at
   the aspect ratios present in the index), so a crop of a larger scene that contains the entity
   at small scale has a window that lines up with the entity's whole-image hash.
 A match is the smallest Hamming distance over all (window, hash) pairs, accepted under
-`MAX_DISTANCE` bits; the brute-force popcount is vectorised with numpy and takes a few
-milliseconds for a world-size corpus (tens of thousands of hashes).
+`MAX_DISTANCE` bits. Window hashes are computed per window size in one pass (a resize and two
+matrix products), and the pairs within `MAX_DISTANCE` are found by multi-index hashing
+(stages.tools.hamming), so a query costs a few tens of milliseconds and grows slowly with the
+corpus.
+
+On disk (`<index>/image-v2-<corpus hash>/`): `hashes.npy` (uint64, packed pHashes),
+`owners.npy` (int32, the corpus image of each hash), `kinds.npy` (uint8, 0 whole image, 1 tile),
+`aspects.npy` (float32, width / height per image) and `records.json` (path, page_url, title).
 """
 
 from __future__ import annotations
@@ -17,14 +23,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from pipeline.images import ImageError, read_image
 from stages.tools.corpus import ensure_index, iter_jsonl
+from stages.tools.hamming import NO_MATCH, HammingTable, min_distances
+from stages.tools.phash import box_hashes, phash, resize_area, sliding_hashes
 from stages.tools.results import SearchHit
 
-HASH_SIDE = 32
+INDEX_KIND = "image-v2"  # bump when the hash definition changes: old indexes are rebuilt
 MAX_DISTANCE = 10  # of 64 bits
 TILE_LAYOUTS = (
     (1, 1.0),
@@ -33,55 +40,10 @@ TILE_LAYOUTS = (
     (3, 0.4),
 )  # (grid, window side fraction); 1-grid tiles are centred
 QUERY_SCALES = tuple(float(s) for s in np.geomspace(1.0, 0.3, 16))
-QUERY_STRIDE = 0.06  # of the window side
-WORK_SIDE = 512  # queries are downscaled so the longer side is at most this
-
-
-def _dct_matrix() -> np.ndarray:
-    """The 8 lowest rows of the orthonormal DCT-II basis on HASH_SIDE points (as cv2.dct uses)."""
-    n = np.arange(HASH_SIDE)
-    rows = np.cos(np.pi * (2 * n[None, :] + 1) * np.arange(8)[:, None] / (2 * HASH_SIDE))
-    rows *= np.sqrt(2.0 / HASH_SIDE)
-    rows[0] /= np.sqrt(2.0)
-    return rows
-
-
-DCT = _dct_matrix()
-BIT_WEIGHTS = (1 << np.arange(63, -1, -1, dtype=np.uint64)).astype(np.uint64)
-
-
-def _window_means(integral: np.ndarray, xs: np.ndarray, ys: np.ndarray, win_w: int, win_h: int) -> np.ndarray:
-    """Mean grey level of a HASH_SIDE x HASH_SIDE grid of cells in every window (vectorised)."""
-    k = np.arange(HASH_SIDE + 1)
-    x_edges = xs[:, None] + np.round(k * win_w / HASH_SIDE).astype(int)[None, :]  # (nx, 33)
-    y_edges = ys[:, None] + np.round(k * win_h / HASH_SIDE).astype(int)[None, :]  # (ny, 33)
-    corners = integral[y_edges[:, None, :, None], x_edges[None, :, None, :]]  # (ny, nx, 33, 33)
-    sums = corners[:, :, 1:, 1:] - corners[:, :, :-1, 1:] - corners[:, :, 1:, :-1] + corners[:, :, :-1, :-1]
-    area = np.diff(y_edges, axis=1)[:, None, :, None] * np.diff(x_edges, axis=1)[None, :, None, :]
-    return (sums / np.maximum(area, 1)).reshape(-1, HASH_SIDE, HASH_SIDE)
-
-
-def hash_cells(cells: np.ndarray) -> np.ndarray:
-    """pHash bits from (n, 32, 32) cell means: 8x8 low DCT coefficients above their median."""
-    low = (DCT @ cells @ DCT.T).reshape(len(cells), 64)
-    bits = low > np.median(low[:, 1:], axis=1, keepdims=True)
-    return (bits.astype(np.uint64) * BIT_WEIGHTS).sum(axis=1, dtype=np.uint64)
-
-
-def integral_image(gray: np.ndarray) -> np.ndarray:
-    return cv2.integral(gray.astype(np.float64))
-
-
-def box_hashes(gray: np.ndarray, boxes: list[tuple[int, int, int, int]]) -> np.ndarray:
-    """pHashes of (x, y, w, h) boxes of a grayscale image."""
-    integral = integral_image(gray)
-    cells = [_window_means(integral, np.array([x]), np.array([y]), w, h) for x, y, w, h in boxes]
-    return hash_cells(np.concatenate(cells))
-
-
-def phash(gray: np.ndarray) -> int:
-    """64-bit DCT hash (pHash) of a whole grayscale array."""
-    return int(box_hashes(gray, [(0, 0, gray.shape[1], gray.shape[0])])[0])
+QUERY_STRIDE = 1 / 32  # of the window side: one pixel of the 32 px hash grid
+WORK_SIDE = 256  # queries are downscaled so the longer side is at most this (the smallest
+# window, 30 % of it, still averages > 2 px per hash cell; every window size is one resize of it)
+MIN_WINDOW = 12  # px of the work image
 
 
 def to_gray(path: Path) -> np.ndarray:
@@ -89,9 +51,8 @@ def to_gray(path: Path) -> np.ndarray:
     return np.asarray(image)
 
 
-def tile_hashes(gray: np.ndarray) -> list[int]:
-    """Whole image first, then the tiles of TILE_LAYOUTS."""
-    height, width = gray.shape
+def tile_boxes(width: int, height: int) -> list[tuple[int, int, int, int]]:
+    """Whole image first, then the tiles of TILE_LAYOUTS, as (x, y, w, h)."""
     boxes = []
     for grid, frac in TILE_LAYOUTS:
         win_w, win_h = max(8, int(width * frac)), max(8, int(height * frac))
@@ -100,27 +61,27 @@ def tile_hashes(gray: np.ndarray) -> list[int]:
                 x = (width - win_w) // 2 if grid == 1 else int((width - win_w) * gx / (grid - 1))
                 y = (height - win_h) // 2 if grid == 1 else int((height - win_h) * gy / (grid - 1))
                 boxes.append((x, y, win_w, win_h))
-    return [int(h) for h in box_hashes(gray, boxes)]
+    return boxes
+
+
+def tile_hashes(gray: np.ndarray) -> np.ndarray:
+    return box_hashes(gray, tile_boxes(gray.shape[1], gray.shape[0]))
 
 
 def window_hashes(gray: np.ndarray, aspects: list[float]) -> np.ndarray:
-    """pHashes of sliding windows over the query at several scales and aspect ratios."""
+    """Unique pHashes of the whole query and of sliding windows at QUERY_SCALES x `aspects`."""
     height, width = gray.shape
     factor = min(1.0, WORK_SIDE / max(height, width))
-    if factor < 1.0:
-        gray = cv2.resize(gray, (int(width * factor), int(height * factor)), interpolation=cv2.INTER_AREA)
-        height, width = gray.shape
-    integral = integral_image(gray)
-    parts = [hash_cells(_window_means(integral, np.array([0]), np.array([0]), width, height))]
+    gray = resize_area(gray, max(1, int(width * factor)), max(1, int(height * factor)))
+    height, width = gray.shape
+    parts = [np.asarray([phash(gray)], dtype=np.uint64)]
     for aspect in aspects:  # aspect = width / height of corpus images
         for scale in QUERY_SCALES:
             win_h = int(min(height, width / aspect) * scale)
             win_w = int(win_h * aspect)
-            if win_h < 12 or win_w < 12:
+            if win_h < MIN_WINDOW or win_w < MIN_WINDOW:
                 continue
-            xs = np.arange(0, width - win_w + 1, max(1, int(win_w * QUERY_STRIDE)))
-            ys = np.arange(0, height - win_h + 1, max(1, int(win_h * QUERY_STRIDE)))
-            parts.append(hash_cells(_window_means(integral, xs, ys, win_w, win_h)))
+            parts.append(sliding_hashes(gray, win_w, win_h, QUERY_STRIDE))
     return np.unique(np.concatenate(parts))
 
 
@@ -132,18 +93,21 @@ def build_image_index(corpus_dir: Path, out: Path) -> None:
             gray = to_gray(path)
         except (ImageError, OSError):
             continue
-        index = len(records)
+        values = tile_hashes(gray)
+        owners.append(np.full(len(values), len(records), dtype=np.int32))
+        kinds.append((np.arange(len(values)) > 0).astype(np.uint8))
+        hashes.append(values)
+        aspects.append(gray.shape[1] / gray.shape[0])
         records.append(
             {"path": record["path"], "page_url": record.get("page_url", ""), "title": record.get("title", "")}
         )
-        for number, value in enumerate(tile_hashes(gray)):
-            hashes.append(value)
-            owners.append(index)
-            kinds.append(0 if number == 0 else 1)
-        aspects.append(gray.shape[1] / gray.shape[0])
-    np.save(out / "hashes.npy", np.asarray(hashes, dtype=np.uint64))
-    np.save(out / "owners.npy", np.asarray(owners, dtype=np.int32))
-    np.save(out / "kinds.npy", np.asarray(kinds, dtype=np.uint8))
+
+    def joined(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+        return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype=dtype)
+
+    np.save(out / "hashes.npy", joined(hashes, np.uint64))
+    np.save(out / "owners.npy", joined(owners, np.int32))
+    np.save(out / "kinds.npy", joined(kinds, np.uint8))
     np.save(out / "aspects.npy", np.asarray(aspects, dtype=np.float32))
     (out / "records.json").write_text(json.dumps(records))
 
@@ -170,39 +134,35 @@ class LocalImageIndex:
                 f"local image search needs {source}; build the world (`trajforge world build`)"
             )
         path = ensure_index(
-            self.index_root, "image", source, lambda out: build_image_index(self.corpus_dir, out)
+            self.index_root, INDEX_KIND, source, lambda out: build_image_index(self.corpus_dir, out)
         )
-        self.hashes = np.load(path / "hashes.npy")
-        self.owners = np.load(path / "owners.npy")
-        self.kinds = np.load(path / "kinds.npy")
+        hashes = np.load(path / "hashes.npy")
+        owners = np.load(path / "owners.npy")
+        kinds = np.load(path / "kinds.npy")
         self.records = json.loads((path / "records.json").read_text())
         self.aspects = common_aspects(np.load(path / "aspects.npy"))
+        whole = kinds == 0
+        self.whole_owners, self.tile_owners = owners[whole], owners[~whole]
+        self.whole = HammingTable(hashes[whole], MAX_DISTANCE)  # vs the query's windows
+        self.tiles = HammingTable(hashes[~whole], MAX_DISTANCE)  # vs the whole query
         self._loaded = True
 
-    def _distances(self, queries: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """Per index hash: the smallest Hamming distance to any query hash (65 where masked out)."""
-        distances = np.full(len(self.hashes), 65, dtype=np.uint8)
-        selected = np.flatnonzero(mask)
-        block = max(1, 4_000_000 // max(1, len(queries)))  # bounds the (queries x hashes) matrix
-        for start in range(0, len(selected), block):
-            rows = selected[start : start + block]
-            distances[rows] = np.bitwise_count(queries[:, None] ^ self.hashes[rows][None, :]).min(axis=0)
-        return distances
-
-    def search(self, path: Path, k: int = 5) -> list[SearchHit]:
+    def distances(self, gray: np.ndarray) -> np.ndarray:
+        """Per corpus image: the best Hamming distance to the query (NO_MATCH beyond MAX_DISTANCE)."""
         if not self._loaded:
             self._load()
-        if len(self.hashes) == 0:
-            return []
-        gray = to_gray(path)
-        windows = window_hashes(gray, self.aspects)  # the query *contains* the entity: vs whole images
-        whole = self._distances(windows, self.kinds == 0)
-        tiles = self._distances(np.asarray([phash(gray)], dtype=np.uint64), self.kinds == 1)  # a crop *of* it
-        best = np.full(len(self.records), 65, dtype=np.int64)
-        np.minimum.at(best, self.owners, np.minimum(whole, tiles).astype(np.int64))
-        order = np.argsort(best, kind="stable")
+        best = np.full(len(self.records), NO_MATCH, dtype=np.uint8)
+        # the query *contains* the entity: its windows vs whole images
+        np.minimum.at(best, self.whole_owners, min_distances(self.whole, window_hashes(gray, self.aspects)))
+        # the query is a crop *of* the entity: the whole query vs tiles
+        query = np.asarray([phash(gray)], dtype=np.uint64)
+        np.minimum.at(best, self.tile_owners, min_distances(self.tiles, query))
+        return best
+
+    def search(self, path: Path, k: int = 5) -> list[SearchHit]:
+        best = self.distances(to_gray(path)).astype(np.int64)
         hits = []
-        for index in order[:k]:
+        for index in np.argsort(best, kind="stable")[:k]:
             if best[index] > MAX_DISTANCE:
                 break
             record = self.records[int(index)]
