@@ -8,7 +8,12 @@
     recall of the filter at catching defective trajectories, rules alone and with the world's
     oracle as judge (goal >= 0.95 both). Needs the world server and synth; says so if absent.
 
-    python bench/bench_filter.py [--n 10000] [--skip-world] [--world-tasks 60] [--rollouts 2]
+    Runs one world per seed (rates cycled over the seeds) and prints, per defect, how many were
+    injected and caught (rules alone and with the oracle judge), which checks caught them, and
+    every false drop and miss.
+
+    python bench/bench_filter.py [--n 10000] [--skip-rescoring] [--skip-world] [--world-tasks 60]
+        [--rollouts 2] [--seeds 0 1] [--rates 0.06 0.1] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -197,9 +202,13 @@ def bench_rescoring(n: int) -> dict:
     }
 
 
-def bench_world(tasks: int, entities: int, rollouts: int) -> dict:
-    """Synth on the offline world with injected defects, then filter rules-only and with the oracle."""
+def bench_world(
+    tasks: int, entities: int, rollouts: int, seed: int, rate: float, keep: Path | None = None
+) -> dict:
+    """Synth on the offline world (built with `seed`) with every defect injected at `rate`, then
+    filter rules-only and with the oracle as judge. `keep`: also copy the run there for study."""
     import logging
+    import shutil
 
     from filters.judges import build_judge
     from pipeline.config import load_config
@@ -208,10 +217,10 @@ def bench_world(tasks: int, entities: int, rollouts: int) -> dict:
     from pipeline.world.pages import HOST
     from stages.tasks import prepare_tasks
 
-    rates = {name: 0.06 for name in DEFECTS}
+    rates = {name: rate for name in DEFECTS}
     with tempfile.TemporaryDirectory() as tmp:
         world = Path(tmp) / "world"
-        build_world(world, seed=0, entities=entities, tasks=tasks, progress=False)
+        build_world(world, seed=seed, entities=entities, tasks=tasks, progress=False)
         with WorldServer(world, knobs=Knobs(defects=rates)) as server:
             overrides = [
                 f"run.root={tmp}",
@@ -233,8 +242,13 @@ def bench_world(tasks: int, entities: int, rollouts: int) -> dict:
             judge = build_judge("teacher", teacher, cfg.filter, cache_dir=cache, store=store)
             judged = run_filter(store, cfg.filter, judge=judge, progress=False)
             organic = organic_failures(store)
+        if keep is not None:
+            shutil.rmtree(keep, ignore_errors=True)
+            shutil.copytree(store.root, keep)
+            shutil.copytree(world, keep / "world")
     return {
-        "injected_rate_per_defect": rates,
+        "seed": seed,
+        "rate_per_defect": rate,
         "trajectories": rules.report["raw"],
         "organic_wrong_answers": len(organic),
         "synth_s": round(synth_s, 1),
@@ -243,6 +257,8 @@ def bench_world(tasks: int, entities: int, rollouts: int) -> dict:
         "rules_counting_organic": precision_recall(rules.rows, organic),
         "oracle_judge_counting_organic": precision_recall(judged.rows, organic),
         "judge_calls": judged.report.get("judge_stats"),
+        "confusion": {"rules": confusion(rules.rows), "oracle_judge": confusion(judged.rows)},
+        "errors": {"rules": mistakes(rules.rows), "oracle_judge": mistakes(judged.rows)},
     }
 
 
@@ -272,26 +288,101 @@ def precision_recall(rows: list[dict], organic: set[str]) -> dict:
     }
 
 
+def _failed_checks(row: dict) -> list[str]:
+    return [r.split(":", 1)[0] for r in row["reasons"]] if not row["passed"] else []
+
+
+def confusion(rows: list[dict]) -> dict[str, dict]:
+    """Per injected defect (and for clean trajectories): how many, how many dropped, and by which
+    checks. A trajectory with two defects counts under both."""
+    table: dict[str, dict] = {}
+    for row in rows:
+        for label in row["injected_defects"] or ["(clean)"]:
+            cell = table.setdefault(label, {"n": 0, "dropped": 0, "by_check": {}})
+            cell["n"] += 1
+            cell["dropped"] += not row["passed"]
+            for check in _failed_checks(row):
+                cell["by_check"][check] = cell["by_check"].get(check, 0) + 1
+    return dict(sorted(table.items()))
+
+
+def mistakes(rows: list[dict], limit: int = 12) -> dict[str, list[str]]:
+    """The false drops (clean trajectory dropped) and misses (defective one kept), with reasons."""
+    fp = [
+        f"{r['trajectory_id']}: {' | '.join(r['reasons'])[:240]}"
+        for r in rows
+        if not r["injected_defects"] and not r["passed"]
+    ]
+    fn = [
+        f"{r['trajectory_id']} {r['injected_defects']}" for r in rows if r["injected_defects"] and r["passed"]
+    ]
+    return {"false_drops": fp[:limit], "misses": fn[:limit]}
+
+
+def print_confusion(result: dict) -> None:
+    rules, judged = result["confusion"]["rules"], result["confusion"]["oracle_judge"]
+    print(f"    {'defect':<18} {'n':>4}  {'rules':>11}  {'oracle judge':>12}  caught by (oracle judge)")
+    for label in rules:
+        r, j = rules[label], judged[label]
+        kind = "dropped" if label == "(clean)" else "caught"
+        checks = ", ".join(f"{k} {v}" for k, v in sorted(j["by_check"].items()))
+        print(
+            f"    {label:<18} {r['n']:>4}  {r['dropped']:>4} {kind:<6}  {j['dropped']:>5} {kind:<6}  {checks}"
+        )
+    labels = {"false_drops": "false drop", "misses": "miss"}
+    for mode in ("rules", "oracle_judge"):
+        for kind, items in result["errors"][mode].items():
+            for item in items:
+                print(f"    [{mode}] {labels[kind]}: {item}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10_000)
+    parser.add_argument("--skip-rescoring", action="store_true")
     parser.add_argument("--skip-world", action="store_true")
     parser.add_argument("--world-tasks", type=int, default=60)
     parser.add_argument("--world-entities", type=int, default=80)
     parser.add_argument("--rollouts", type=int, default=2)
-    args = parser.parse_args()
-    a = bench_rescoring(args.n)
-    print(
-        f"(a) rescoring {a['trajectories']} trajectories rules-only: {a['filter_s']:.1f}s "
-        f"({a['traj_per_s']:.0f}/s; {a['goal_ratio']:.2f} of the 60 s goal; {a['filter_over_read']:.1f}x the "
-        f"{a['read_only_s']:.1f}s of only reading raw); re-filter with other thresholds {a['refilter_other_thresholds_s']:.1f}s"
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="world seeds (one run each)")
+    parser.add_argument(
+        "--rates", type=float, nargs="+", default=[0.06, 0.1], help="defect rate per run (cycled over seeds)"
     )
-    det = a["rules_precision_recall"]
-    print(f"    synthetic defects, rules alone: precision {det['precision']:.3f} recall {det['recall']:.3f}")
-    print(json.dumps({"rescoring": a}, indent=1))
-    if not args.skip_world:
-        b = bench_world(args.world_tasks, args.world_entities, args.rollouts)
-        print("(b) offline world with injected defects:", json.dumps(b, indent=1))
+    parser.add_argument("--keep", type=Path, help="copy each world run to KEEP/seed<S> for study")
+    args = parser.parse_args()
+    if not args.skip_rescoring:
+        a = bench_rescoring(args.n)
+        print(
+            f"(a) rescoring {a['trajectories']} trajectories rules-only: {a['filter_s']:.1f}s "
+            f"({a['traj_per_s']:.0f}/s; {a['goal_ratio']:.2f} of the 60 s goal; {a['filter_over_read']:.1f}x the "
+            f"{a['read_only_s']:.1f}s of only reading raw); re-filter with other thresholds {a['refilter_other_thresholds_s']:.1f}s"
+        )
+        det = a["rules_precision_recall"]
+        print(
+            f"    synthetic defects, rules alone: precision {det['precision']:.3f} recall {det['recall']:.3f}"
+        )
+        print(json.dumps({"rescoring": a}, indent=1))
+    if args.skip_world:
+        return
+    results = []
+    for i, seed in enumerate(args.seeds):
+        rate = args.rates[i % len(args.rates)]
+        keep = args.keep / f"seed{seed}" if args.keep else None
+        b = bench_world(args.world_tasks, args.world_entities, args.rollouts, seed, rate, keep)
+        results.append(b)
+        print(f"(b) offline world seed {seed}, every defect at {rate:.0%}:")
+        print(json.dumps({k: v for k, v in b.items() if k not in ("confusion", "errors")}, indent=1))
+        print_confusion(b)
+    print(
+        "(b) summary (precision / recall at catching injected defects; goal >= 0.95 with the oracle judge):"
+    )
+    for b in results:
+        r, j = b["rules"], b["oracle_judge"]
+        print(
+            f"    seed {b['seed']} rate {b['rate_per_defect']:.2f}: {b['trajectories']} trajectories, "
+            f"{r['defective']} defective; rules alone P {r['precision']:.3f} R {r['recall']:.3f}; "
+            f"oracle judge P {j['precision']:.3f} R {j['recall']:.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,9 @@
 """Answer vs gold: normalised exact match, numbers with a tolerance, aliases; a judge optionally.
 
+The tolerance (`filter.number_tolerance`, relative) applies to numbers with a fraction
+(measurements: 3.14 vs 3.1416); whole numbers (years, counts, populations, ids) must be equal,
+since 1% of a year is two decades and 1% of a population is thousands of people.
+
 The rule decides whenever it can say "match"; a judge (when configured) is asked only about
 rule mismatches, so a paraphrase of the gold ("NYC" vs "New York City") is not lost while
 clear matches cost nothing. Without a gold answer the check keeps the trajectory (unverifiable)
@@ -68,10 +72,20 @@ def answers_match(
         if pred == want:
             return True
         p, g = as_number(pred), as_number(want)
-        same_unit = p is not None and g is not None and (not p[1] or not g[1] or p[1] == g[1])
-        if same_unit and abs(p[0] - g[0]) <= max(tolerance * abs(g[0]), 1e-9):  # type: ignore[index]
+        if p is None or g is None or (p[1] and g[1] and p[1] != g[1]):
+            continue
+        if _whole(pred) and _whole(want):  # a year, a count, an id: 1% of 1900 is 19 years
+            if p[0] == g[0]:
+                return True
+        elif abs(p[0] - g[0]) <= max(tolerance * abs(g[0]), 1e-9):
             return True
     return False
+
+
+def _whole(text: str) -> bool:
+    """Whether a normalised numeric answer is written without a fraction (tolerance is for
+    measurements; whole numbers are years, counts and ids, which match exactly)."""
+    return "." not in text
 
 
 class AnswerCheck(Check):

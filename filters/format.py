@@ -8,6 +8,7 @@ each tool's argument shape.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from filters.base import WHOLE, Check, CheckContext, bad, ok
@@ -20,6 +21,7 @@ _ARGUMENTS: dict[str, tuple[str, type]] = {
     "text_search": ("queries", list),
     "web_visit": ("urls", list),
 }
+_TURN = re.compile(r"^turn \d+: ")  # the parser's position prefix; the step index says it already
 _MODE_TOOLS = {"general": ("code",), "deepresearch": EXECUTOR_TOOLS}
 
 
@@ -47,7 +49,7 @@ class FormatCheck(Check):
         verdicts: list[StepVerdict] = []
         last = len(trajectory.steps) - 1
         for step in trajectory.steps:
-            problems = list(step.format_errors)
+            problems = [_TURN.sub("", e, count=1) for e in step.format_errors]
             if not step.think.strip():
                 problems.append("empty <think>")
             if step.action == "invalid":
@@ -68,7 +70,10 @@ class FormatCheck(Check):
             verdicts.append(
                 bad(step.index, "; ".join(dict.fromkeys(problems))) if problems else ok(step.index)
             )
+        # the synth stage also lists each step's errors on the trajectory as "step N: <error>",
+        # and the importer as the bare error: report those once, under their step
         step_errors = {e for s in trajectory.steps for e in s.format_errors}
+        step_errors |= {f"step {s.index}: {e}" for s in trajectory.steps for e in s.format_errors}
         whole = [e for e in trajectory.format_errors if e not in step_errors]
         if not trajectory.steps:
             whole.append("no steps")

@@ -2,8 +2,10 @@
 
 Rules, where a claim can be checked mechanically against what the trajectory has seen so far
 (question, plan, every earlier observation and call): a cited URL must have appeared; a quoted
-title, name or label the thought says it read must appear; a failed or empty call must not be
-followed by a thought that reads as success. With `filter.strict_entities`, multi-word proper
+title, name or label the thought says it read must appear (unless read off an image the step
+just produced: rules cannot see pixels); a number of three or more digits the thought says an
+observation, page or result shows must appear; a failed or empty call must not be followed by a
+thought that reads as success. With `filter.strict_entities`, multi-word proper
 names must also have appeared (good for closed worlds, noisy for open-web data). A step judge
 (optional) checks the rest, one call per tool step, only for steps the rules passed.
 """
@@ -23,6 +25,16 @@ _QUOTED = re.compile(
     r"\s*:?\s*[\"“‘]([^\"”’\n]{3,100})[\"”’]",
     re.IGNORECASE,
 )
+# "the observation/page/results ... confirms/shows/states ... <claim>": a claim the thought
+# attributes to a text the agent read (not to an image, whose content rules cannot see)
+_ATTRIBUTED = re.compile(
+    r"\b(?:observation|result|output|page|article|entry|table|snippet|listing|infobox|search)s?\b"
+    r"[^.;!?\n]{0,40}?\b(?:confirm|show|say|state|list|mention|report|give|indicate|note|record)s?\b"
+    r"(?P<claim>(?:[^.;!?\n]|(?<=\d)\.(?=\d))*)",
+    re.IGNORECASE,
+)
+# a number worth checking: three or more digits (years, counts, populations), or 1,234 style
+_FIGURE = re.compile(r"(?<![\w.,])(?:\d{1,3}(?:,\d{3})+|\d{3,})(?:\.\d+)?(?![\w]|,\d)")
 _PROPER = re.compile(r"\b[A-Z][a-z]+(?:\s+(?:of|de|von|van|the)?\s*[A-Z][a-z]+)+\b")
 
 
@@ -32,6 +44,22 @@ def _seen_text(trajectory: Trajectory, upto: int) -> str:
     for step in trajectory.steps[:upto]:
         parts += [step.arguments or "", step.observation_text or "", step.error or "", step.think]
     return lowered("\n".join(parts))
+
+
+def _digits(text: str) -> str:
+    """Text with digit-group commas dropped, so 2,362 and 2362 compare equal."""
+    return re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)
+
+
+def unseen_figures(thought: str, seen: str) -> list[str]:
+    """Numbers a thought says a text observation showed, which nothing seen contains."""
+    out = []
+    plain = _digits(seen)
+    for match in _ATTRIBUTED.finditer(thought):
+        for figure in _FIGURE.findall(match.group("claim")):
+            if not re.search(rf"(?<![\d.]){re.escape(_digits(figure))}(?!\d)", plain):
+                out.append(figure)
+    return list(dict.fromkeys(out))
 
 
 def _failed(step: Step) -> bool:
@@ -52,10 +80,15 @@ def rule_problems(trajectory: Trajectory, index: int, strict_entities: bool) -> 
         seen = seen or _seen_text(trajectory, index + 1)
         if lowered(url.rstrip(".,;:")) not in seen:
             problems.append(f"cites a URL no observation showed: {url[:80]}")
-    for quote in _QUOTED.findall(thought):
+    # text read off an image produced just before is the image checks' business, not the rules'
+    for quote in () if step.observation_images else _QUOTED.findall(thought):
         seen = seen or _seen_text(trajectory, index + 1)
         if lowered(quote.strip(" .,")) not in seen:
             problems.append(f"claims to read {quote[:60]!r}, which no observation contains")
+    if _ATTRIBUTED.search(thought):
+        seen = seen or _seen_text(trajectory, index + 1)
+        for figure in unseen_figures(thought, seen):
+            problems.append(f"says an observation shows {figure}, which none contains")
     if strict_entities:
         for name in dict.fromkeys(_PROPER.findall(thought)):
             seen = seen or _seen_text(trajectory, index + 1)

@@ -5,9 +5,12 @@ is `{"verdict": "pass"|"fail", "reason": "..."}`. Kinds (from the prompt name `j
 from the object's keys when the prompt is unknown):
 - answer {question, gold_answer, aliases, predicted}: normalised match against gold and aliases;
 - step {question, tool_name, arguments, observation_text, next_thought}: every world fact the
-  thought asserts (entity names, numbers, codes) must appear in the observation or question;
+  thought asserts (numbers, codes) must appear in the observation, question or call; after a
+  code step that produced an image, also allowed: text the world knows that image can show (the
+  task's plate code), whose legibility the image judge checks;
 - image {question, next_thought} + image: if the thought claims to see the target, the image
-  must really show the task's gold region (and, for plates, readable text);
+  must really show the task's gold region (and, for plates, readable text); a code or number
+  the thought quotes from a plate must be the plate's text;
 - final {question, last_thought, answer}: the answer must be what the last thought concluded.
 """
 
@@ -25,6 +28,8 @@ if TYPE_CHECKING:
 _FENCE_RE = re.compile(r"```json\s*(.*?)```", re.DOTALL)
 # a code or number the thought asserts; not a rotation angle or a pixel size it mentions
 _FACT_RE = re.compile(r"\b(?:[A-Z]{2}-\d{4}\b|\d{3,}\b(?!\s*(?:degrees?|°|px|pixels?)))")
+# text in quotes ('EXPORT 1907', "Main St"); an apostrophe inside a word opens no quote
+_QUOTE_RE = re.compile(r"""(?<!\w)['"“‘]([^'"”’\n]{2,80})['"”’](?!\w)""")
 _CLAIM_WORDS = ("shows", "see", "visible", "reads", "read", "clearly", "legible", "code")
 
 
@@ -97,7 +102,7 @@ def judge_reply(kb: Knowledge, name: str, messages: list[Message]) -> str:
             else "the answer does not appear in the last thought",
         )
     if kind == "step":
-        return _judge_step(data)
+        return _judge_step(data, _plate_texts(kb, question))
     # the image judge sees a crop, not the task image: try every task with this question
     verdicts = [
         _judge_image(kb, t, str(data.get("next_thought", "")), images) for t in kb.candidates(question)
@@ -106,7 +111,22 @@ def judge_reply(kb: Knowledge, name: str, messages: list[Message]) -> str:
     return (passing or verdicts or [_judge_image(kb, None, "", images)])[0]
 
 
-def _judge_step(data: dict[str, Any]) -> str:
+def _plate_texts(kb: Knowledge, question: str) -> list[str]:
+    """What the plates of this question's images say (a perception task's code is its gold)."""
+    return [
+        text
+        for t in kb.candidates(question)
+        if t.category == "perception" and t.gold_answer
+        for text in (t.gold_answer, *t.answer_aliases)
+    ]
+
+
+def _quoted_facts(thought: str) -> list[str]:
+    """Codes, numbers and quoted text a thought asserts."""
+    return list(dict.fromkeys([*_FACT_RE.findall(thought), *_QUOTE_RE.findall(thought)]))
+
+
+def _judge_step(data: dict[str, Any], plate_texts: list[str] = ()) -> str:
     observation = str(data.get("observation_text") or "")
     thought = str(data.get("next_thought") or "")
     if re.search(r"traceback|error", observation, re.IGNORECASE) and re.search(
@@ -114,11 +134,11 @@ def _judge_step(data: dict[str, Any]) -> str:
     ):
         return _verdict(False, "the tool failed but the thought claims a result")
     visual = data.get("tool_name") == "code" and re.search(r"saved image_\d+", observation, re.IGNORECASE)
-    context = normalise(
-        observation + " " + str(data.get("question", "")) + " " + json.dumps(data.get("arguments", ""))
-    )
-    facts = [] if visual else _FACT_RE.findall(thought)
-    unsupported = [f for f in facts if normalise(f) not in context]
+    seen = [observation, str(data.get("question", "")), json.dumps(data.get("arguments", ""))]
+    if visual:  # the produced image may show a plate: the image judge checks it is legible
+        seen += plate_texts
+    context = normalise(" ".join(seen))
+    unsupported = [f for f in _FACT_RE.findall(thought) if normalise(f) not in context]
     if unsupported:
         return _verdict(False, f"the thought asserts {unsupported} which the observation does not show")
     return _verdict(True, "the thought is supported by the observation")
@@ -144,6 +164,11 @@ def _judge_image(kb: Knowledge, task: Any, thought: str, images: list[str]) -> s
         )
     if reads and not result.get("legible"):
         return _verdict(False, f"the thought quotes text the image does not show legibly ({result})")
+    if kind == "label":
+        plate = normalise(" ".join([task.gold_answer or "", *task.answer_aliases]))
+        foreign = [f for f in _quoted_facts(thought) if normalise(f) not in plate]
+        if foreign:
+            return _verdict(False, f"the thought quotes {foreign}, which the plate in the image does not say")
     if claims and not shows:
         return _verdict(
             False, f"the thought claims to see the target but the image does not show it ({result})"

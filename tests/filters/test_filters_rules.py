@@ -86,6 +86,11 @@ def test_crop_boxes_ignore_unknown_values() -> None:
         ("1,234", "1234", [], True),
         ("12.05 cm", "12", [], True),
         ("13", "12", [], False),
+        ("1100", "1097", [], False),  # whole numbers (years, counts) match exactly
+        ("570", "566", [], False),
+        ("1,756", "1756", [], True),
+        ("3.14", "3.1416", [], True),  # measurements match within the tolerance
+        ("3.5", "3.1416", [], False),
         ("three", "3", [], True),
         ("-5", "5", [], False),
         ("NYC", "New York City", ["NYC"], True),
@@ -294,3 +299,44 @@ def test_shifted_same_size_retries_after_a_miss_are_a_recrop_loop() -> None:
     )
     assert "re-cropping" in RedundancyCheck().run(loop, CheckContext()).reason
     assert RedundancyCheck().run(tour, CheckContext()).keep
+
+
+def test_a_figure_the_thought_attributes_to_an_observation_must_have_appeared() -> None:
+    obs = "| Founded | 1786 |\n| Employees | 2,362 |"
+    visit = call(0, "web_visit", {"urls": ["u"]}, obs=obs)
+
+    def verdict(think: str):
+        return GroundingCheck().run(traj([visit, answer(1, "A", think=think)]), CheckContext())
+
+    assert verdict("The page states the employees: 2362, founded 1786.").keep
+    made_up = verdict("The observation also confirms that this entry was last revised in 1979.")
+    assert not made_up.keep and "1979" in made_up.reason
+    assert verdict("So it was founded 1979 years ago, I guess.").keep  # not attributed to a text
+
+
+def test_text_read_off_a_produced_image_is_left_to_the_image_checks(tmp_path: Path) -> None:
+    store, _, good, _ = _store_with_scene(tmp_path)
+    think = 'The crop shows the sign; it reads "Main Street".'
+    after_crop = traj(
+        [
+            call(0, "code", {"code": CROP.format(100, 100, 200, 200)}, images=[good]),
+            answer(1, "A", think=think),
+        ]
+    )
+    after_search = traj(
+        [call(0, "text_search", {"queries": ["q"]}, obs="1. Elm Road"), answer(1, "A", think=think)]
+    )
+    ctx = CheckContext(store=store)
+    assert GroundingCheck().run(after_crop, ctx).keep
+    assert "Main Street" in GroundingCheck().run(after_search, ctx).reason
+
+
+def test_a_format_error_is_reported_once_under_its_step() -> None:
+    from filters.format import FormatCheck
+
+    error = "turn 0: bad tool_call JSON (Expecting property name at char 75)"
+    broken = Step(index=0, think="Crop it.", action="invalid", format_errors=[error])
+    t = traj([broken, answer(1, "A")], format_errors=[f"step 0: {error}"])
+    reason = FormatCheck().run(t, CheckContext()).reason
+    assert reason.count("bad tool_call JSON") == 1
+    assert reason.startswith("step 0: bad tool_call JSON") and "turn 0" not in reason
