@@ -1,11 +1,16 @@
-"""Tools benchmark: code-sandbox per-call overhead vs cold interpreters, and search cache hit rates.
+"""Tools benchmark: code-sandbox per-call overhead vs cold interpreters, search cache hit rates,
+and local image-search latency (current index vs the frozen v1 baseline, bench/image_search_v1.py).
 
 Overhead = host-observed time of a call whose user code is `pass` (so it is all sandbox cost:
 staging, fork, limits, output collection, IPC). Measured side by side in one run against
 cold `python -c pass` and cold `python -c "import numpy, cv2, PIL.Image"` per call (what a
 sandbox without a warm pool would pay at least, before any isolation), and a cold bwrap start.
 
-    python bench/bench_tools.py [--calls 200] [--cold 20]
+Image search: corpora of world-style emblems (300 = the default world, and 2,000), queries that
+are crops of a cluttered scene holding an emblem at 50-130 px and rescaled, tinted copies; each
+query is run through both indexes back to back, so the ratio is measured under the same load.
+
+    python bench/bench_tools.py [--calls 200] [--cold 20] [--image-queries 20] [--only image]
 """
 
 from __future__ import annotations
@@ -102,17 +107,118 @@ def search_hit_rates(work: Path) -> dict:
     return {"text": text.stats(), "image": image.stats(), "calls": 400, "elapsed_s": elapsed}
 
 
+def image_corpus(root: Path, size: int) -> None:
+    from pipeline.world.images import draw_emblem
+
+    (root / "img").mkdir(parents=True)
+    with (root / "images.jsonl").open("w") as records:
+        for seed in range(size):
+            draw_emblem(seed, 128).save(root / "img" / f"{seed}.png", compress_level=1)
+            url = f"http://world.trajforge.local/wiki/e{seed}"
+            records.write(
+                json.dumps({"path": f"img/{seed}.png", "page_url": url, "title": f"E{seed}"}) + "\n"
+            )
+
+
+def image_queries(work: Path, size: int, count: int) -> list[tuple[Path, str]]:
+    """Half crops of a cluttered scene holding an emblem at 50-130 px, half rescaled tinted copies."""
+    from PIL import ImageFilter
+
+    from pipeline.world.images import draw_emblem
+
+    rng = np.random.default_rng(size)
+    queries = []
+    for number in range(count):
+        seed = int(rng.integers(0, size))
+        emblem = draw_emblem(seed, 256)
+        if number % 2 == 0:
+            noise = rng.integers(0, 256, (700, 900, 3), dtype=np.uint8)
+            scene = Image.fromarray(noise).filter(ImageFilter.GaussianBlur(3))
+            side = int(rng.integers(50, 130))
+            x, y = (int(v) for v in rng.integers(150, 450, 2))
+            scene.paste(emblem.resize((side, side)), (x, y))
+            m = rng.integers(0, side // 2 + 1, 4)
+            image = scene.crop((x - m[0], y - m[1], x + side + m[2], y + side + m[3]))
+        else:
+            side = int(rng.integers(90, 700))
+            tint = Image.new("RGB", (side, side), tuple(int(v) for v in rng.integers(0, 256, 3)))
+            image = Image.blend(emblem.resize((side, side)), tint, 0.1)
+        path = work / f"q{size}-{number}.png"
+        image.save(path)
+        queries.append((path, f"/e{seed}"))
+    return queries
+
+
+def image_search_latency(work: Path, sizes: list[int], count: int) -> list[dict]:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import image_search_v1
+
+    from stages.tools.image_index import LocalImageIndex
+
+    rows = []
+    for size in sizes:
+        corpus = work / f"images{size}"
+        image_corpus(corpus, size)
+        indexes = {
+            "v1": image_search_v1.LocalImageIndex(corpus, work / f"idx1-{size}"),
+            "now": LocalImageIndex(corpus, work / f"idx2-{size}"),
+        }
+        queries = image_queries(work, size, count)
+        timings = {name: [] for name in indexes}
+        correct = dict.fromkeys(indexes, 0)
+        for name, index in indexes.items():  # build (timed apart) and warm up
+            start = time.perf_counter()
+            index.search(queries[0][0])
+            timings[name + "_build"] = time.perf_counter() - start
+        for path, link in queries:
+            for name, index in indexes.items():
+                start = time.perf_counter()
+                hits = index.search(path, k=5)
+                timings[name].append(time.perf_counter() - start)
+                correct[name] += bool(hits) and hits[0].link.endswith(link)
+        rows.append({"size": size, "queries": len(queries), "timings": timings, "correct": correct})
+    return rows
+
+
+def print_image_rows(rows: list[dict]) -> None:
+    ms = 1000
+    for row in rows:
+        t, c, n = row["timings"], row["correct"], row["queries"]
+        v1, now = statistics.median(t["v1"]), statistics.median(t["now"])
+        print(
+            f"image_search {row['size']} images, {n} queries: v1 median {v1 * ms:.0f} ms p95 "
+            f"{pct(t['v1'], 95) * ms:.0f} ms top-1 {c['v1']}/{n} | now median {now * ms:.1f} ms p95 "
+            f"{pct(t['now'], 95) * ms:.1f} ms top-1 {c['now']}/{n} | speed-up median {v1 / now:.1f}x, "
+            f"p95 {pct(t['v1'], 95) / pct(t['now'], 95):.1f}x (index build + first query: v1 "
+            f"{t['v1_build']:.1f} s, now {t['now_build']:.1f} s)"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--cold", type=int, default=20)
+    parser.add_argument("--image-queries", type=int, default=20)
+    parser.add_argument("--image-sizes", default="300,2000")
+    parser.add_argument("--only", choices=["image"], default=None)
     args = parser.parse_args()
+    sizes = [int(v) for v in args.image_sizes.split(",")]
+    if args.only == "image":
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            rows = image_search_latency(Path(tmp), sizes, args.image_queries)
+        print_image_rows(rows)
+        print(
+            f"summary: {sum(r['queries'] for r in rows) * 2} image searches in {time.perf_counter() - start:.1f} s"
+        )
+        return
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         overhead, crop = asyncio.run(warm_calls(args.calls, work))
         cold_pass = cold([sys.executable, "-c", "pass"], args.cold)
         cold_imports = cold([sys.executable, "-c", "import numpy, cv2, PIL.Image"], args.cold)
         rates = search_hit_rates(work)
+        image_rows = image_search_latency(work, sizes, args.image_queries)
     ms = 1000
     print(
         f"code tool, warm pool, `pass` ({len(overhead)} calls): median {statistics.median(overhead) * ms:.1f} ms, "
@@ -145,8 +251,10 @@ def main() -> None:
         f"image_search cache: {i['hits']} hits / {i['hits'] + i['misses']} lookups = {i['hit_rate']:.0%} "
         f"({i['api_calls']} backend calls)"
     )
+    print_image_rows(image_rows)
     print(
-        f"summary: {len(overhead) + len(crop)} sandbox calls, {rates['calls']} search calls in {rates['elapsed_s']:.1f} s"
+        f"summary: {len(overhead) + len(crop)} sandbox calls, {rates['calls']} search calls in {rates['elapsed_s']:.1f} s, "
+        f"{sum(r['queries'] for r in image_rows) * 2} image searches (v1 and now)"
     )
 
 

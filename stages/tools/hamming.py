@@ -91,31 +91,49 @@ def build_cost(size: int) -> float:
     return CHUNKS * (8.0 * size + (1 << CHUNK_BITS))  # argsort + bincount/cumsum per chunk
 
 
-def min_distances(stored: HammingTable, queries: np.ndarray) -> np.ndarray:
-    """Per stored hash: the smallest Hamming distance to any query hash, NO_MATCH beyond the
-    table's radius. The smaller side probes the larger one's table (see the module docstring)."""
+def radius_matches(stored: HammingTable, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per stored hash: the smallest Hamming distance to any query hash (NO_MATCH beyond the
+    table's radius) and the support, how many distinct query hashes lie within the radius.
+    The smaller side probes the larger one's table (see the module docstring)."""
     best = np.full(len(stored), NO_MATCH, dtype=np.uint8)
+    support = np.zeros(len(stored), dtype=np.int64)
     queries = np.unique(np.asarray(queries, dtype=np.uint64))
     if len(queries) == 0 or len(stored) == 0:
-        return best
+        return best, support
     radius = stored.radius
     probe_stored = search_cost(len(stored), len(queries), radius)
     probe_queries = search_cost(len(queries), len(stored), radius) + build_cost(len(queries))
     if probe_stored <= probe_queries:
-        _, rows, distances = stored.pairs(queries)
+        query_rows, rows, distances = stored.pairs(queries)
     else:
-        rows, _, distances = HammingTable(queries, radius).pairs(stored.hashes)
+        rows, query_rows, distances = HammingTable(queries, radius).pairs(stored.hashes)
     np.minimum.at(best, rows, distances)
-    return best
+    unique_pairs = np.unique(rows * len(queries) + query_rows)  # a pair found via two chunks counts once
+    support += np.bincount(unique_pairs // len(queries), minlength=len(stored))
+    return best, support
+
+
+def min_distances(stored: HammingTable, queries: np.ndarray) -> np.ndarray:
+    return radius_matches(stored, queries)[0]
+
+
+def brute_radius_matches(
+    hashes: np.ndarray, queries: np.ndarray, radius: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reference all-pairs version of `radius_matches` (tests, benchmarks)."""
+    best = np.full(len(hashes), NO_MATCH, dtype=np.uint8)
+    support = np.zeros(len(hashes), dtype=np.int64)
+    queries = np.unique(np.asarray(queries, dtype=np.uint64))
+    if len(queries) == 0 or len(hashes) == 0:
+        return best, support
+    block = max(1, 4_000_000 // len(queries))
+    for start in range(0, len(hashes), block):
+        part = popcount(queries[:, None] ^ hashes[None, start : start + block])
+        lowest = part.min(axis=0)
+        best[start : start + block] = np.where(lowest <= radius, lowest, NO_MATCH)
+        support[start : start + block] = (part <= radius).sum(axis=0)
+    return best, support
 
 
 def brute_min_distances(hashes: np.ndarray, queries: np.ndarray, radius: int) -> np.ndarray:
-    """Reference all-pairs version of `min_distances` (tests, benchmarks)."""
-    best = np.full(len(hashes), NO_MATCH, dtype=np.uint8)
-    if len(queries) == 0 or len(hashes) == 0:
-        return best
-    block = max(1, 4_000_000 // len(queries))
-    for start in range(0, len(hashes), block):
-        part = popcount(queries[:, None] ^ hashes[None, start : start + block]).min(axis=0)
-        best[start : start + block] = np.where(part <= radius, part, NO_MATCH)
-    return best
+    return brute_radius_matches(hashes, queries, radius)[0]

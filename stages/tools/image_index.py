@@ -27,7 +27,7 @@ import numpy as np
 
 from pipeline.images import ImageError, read_image
 from stages.tools.corpus import ensure_index, iter_jsonl
-from stages.tools.hamming import NO_MATCH, HammingTable, min_distances
+from stages.tools.hamming import NO_MATCH, HammingTable, radius_matches
 from stages.tools.phash import box_hashes, phash, resize_area, sliding_hashes
 from stages.tools.results import SearchHit
 
@@ -147,22 +147,34 @@ class LocalImageIndex:
         self.tiles = HammingTable(hashes[~whole], MAX_DISTANCE)  # vs the whole query
         self._loaded = True
 
-    def distances(self, gray: np.ndarray) -> np.ndarray:
-        """Per corpus image: the best Hamming distance to the query (NO_MATCH beyond MAX_DISTANCE)."""
+    def matches(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per corpus image: the best Hamming distance to the query (NO_MATCH beyond
+        MAX_DISTANCE) and the support, how many (query window, image hash) pairs lie within
+        MAX_DISTANCE. A true match lines up with a cluster of neighbouring windows (shifts and
+        scales), a look-alike with a few isolated ones, so support breaks distance ties."""
         if not self._loaded:
             self._load()
         best = np.full(len(self.records), NO_MATCH, dtype=np.uint8)
-        # the query *contains* the entity: its windows vs whole images
-        np.minimum.at(best, self.whole_owners, min_distances(self.whole, window_hashes(gray, self.aspects)))
-        # the query is a crop *of* the entity: the whole query vs tiles
-        query = np.asarray([phash(gray)], dtype=np.uint64)
-        np.minimum.at(best, self.tile_owners, min_distances(self.tiles, query))
-        return best
+        support = np.zeros(len(self.records), dtype=np.int64)
+        sides = (
+            # the query *contains* the entity: its windows vs whole images
+            (self.whole, self.whole_owners, window_hashes(gray, self.aspects)),
+            # the query is a crop *of* the entity: the whole query vs tiles
+            (self.tiles, self.tile_owners, np.asarray([phash(gray)], dtype=np.uint64)),
+        )
+        for table, owners, queries in sides:
+            distances, counts = radius_matches(table, queries)
+            np.minimum.at(best, owners, distances)
+            np.add.at(support, owners, counts)
+        return best, support
+
+    def distances(self, gray: np.ndarray) -> np.ndarray:
+        return self.matches(gray)[0]
 
     def search(self, path: Path, k: int = 5) -> list[SearchHit]:
-        best = self.distances(to_gray(path)).astype(np.int64)
+        best, support = self.matches(to_gray(path))
         hits = []
-        for index in np.argsort(best, kind="stable")[:k]:
+        for index in np.lexsort((-support, best))[:k]:
             if best[index] > MAX_DISTANCE:
                 break
             record = self.records[int(index)]
