@@ -35,11 +35,12 @@ from pipeline.world.kg import Entity, generate_kg
 from pipeline.world.pages import page_text, page_url, render_html, render_index, reverse_links
 from pipeline.world.scenes import PLATE_KINDS, build_scene, new_code
 
-WORLD_VERSION = 1
+WORLD_VERSION = 2  # 2: infobox links show their URL; multi-hop follows links by URL, up to 4 hops
 DEFAULT_ENTITIES = 300
 DEFAULT_TASKS = 200
 #: share of tasks per category
 MIX = {"perception": 0.3, "search": 0.2, "interleaved": 0.25, "multihop": 0.25}
+HOPS = (2, 2, 3, 3, 4)  # links per multi-hop task, drawn uniformly from this tuple
 PER_SCENE = 4  # plates and emblems per scene
 _PNG = {"format": "PNG", "compress_level": 6}
 
@@ -178,7 +179,7 @@ def build_world(
     for slug in rng.sample(searchable, min(counts["search"], len(searchable))):
         out_tasks.append(T.search_task(photo(kg[slug]), kg[slug], rng))
 
-    # multi-hop: 2 or 3 links, starting from an indirect description or from an emblem photo
+    # multi-hop: 2 to 4 links, starting from an indirect description or from an emblem photo
     made, attempts = 0, 0
     seen_ids: set[str] = set()
     while made < counts["multihop"] and attempts < 50 * max(1, counts["multihop"]):
@@ -189,7 +190,7 @@ def build_world(
             continue
         if not visual and not _unique_clue(start_entity, kg_list):
             continue
-        chain = _chain(rng, start_entity, rng.choice((2, 2, 3)), kg)
+        chain = _chain(rng, start_entity, rng.choice(HOPS), kg)
         if chain is None:
             continue
         last = chain[-1][1]

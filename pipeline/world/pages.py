@@ -2,6 +2,8 @@
 
 Every fact in the infobox is also stated in the prose, because page visitors extract the main
 text (trafilatura drops tables). `page_text` is exactly what the local text-search index holds.
+The infobox shows each linked entry's URL next to its name: text extraction drops anchors, and a
+reader (the multi-hop gold paths) follows a link by visiting the URL it read on the page.
 """
 
 from __future__ import annotations
@@ -122,7 +124,7 @@ def render_html(
         for k, v in e.attributes.items()
     ]
     rows += [
-        f"<tr><th>{r.replace('_', ' ').capitalize()}</th><td>{_anchored(f'[[{s}]]', kg)}</td></tr>"
+        f"<tr><th>{r.replace('_', ' ').capitalize()}</th><td>{_anchored(f'[[{s}]]', kg)} ({page_url(s)})</td></tr>"
         for r, s in e.links.items()
     ]
     body = "\n".join(f"<p>{_anchored(p, kg)}</p>" for p in paragraphs(e, kg, reverse))

@@ -53,6 +53,18 @@ RELATION_PHRASES = {
     "held_by": "the institution that holds {x}",
     "twin_town": "the twin town of {x}",
 }
+#: how a page refers to the entry a relation links to ("its twin town", "its describer")
+RELATION_NOUN = {
+    "birthplace": "birthplace",
+    "employer": "employer",
+    "founder": "founder",
+    "headquarters": "headquarters",
+    "habitat": "habitat",
+    "described_by": "describer",
+    "creator": "maker",
+    "held_by": "holding institution",
+    "twin_town": "twin town",
+}
 TYPE_NOUN = {
     "person": "person",
     "organisation": "organisation",
@@ -412,40 +424,33 @@ def multihop_task(
                 "parameters": {"query": query},
             }
         )
+    # Later pages are visited straight from the link read on the previous page (the infobox
+    # shows each link's URL): H hops take 1 search + H + 1 visits + the final step, so 4 hops fit
+    # the planner's 10-step limit (searching each name again would need 2H + 3).
     for hop, (_, entity) in enumerate(chain):
         url = page_url(entity.slug)
-        if hop > 0:
-            path.append(
-                _step(
-                    f"I need the page of {entity.name}; I will search for it by name.",
-                    "text_search",
-                    {"queries": [entity.name]},
-                    {"check": "contains", "text": url},
-                )
-            )
-            plan.append(
-                {
-                    "description": f"Search for [Entity named in Step {len(plan)}]",
-                    "tool_name": "text_search",
-                    "parameters": {"query": f"[Entity named in Step {len(plan)}]"},
-                }
-            )
         nxt = chain[hop + 1] if hop + 1 < len(chain) else None
-        want = nxt[1].name if nxt else value
-        what = f"its {nxt[0].replace('_', ' ')}" if nxt and nxt[0] else f"the {attr.replace('_', ' ')}"
-        path.append(
-            _step(
-                f"The results include the page of {entity.name}; I will read it to find {what}.",
-                "web_visit",
-                {"urls": [url]},
-                {"check": "contains", "text": want},
-            )
-        )
+        relation = RELATION_NOUN.get(nxt[0] or "", "link") if nxt else ""
+        if hop == 0:
+            think = f"The results include the page of {entity.name}; I will read it"
+            source = f"[URL found in Step {len(plan)}]"
+        else:
+            linked_as = RELATION_NOUN.get(chain[hop][0] or "", "link")
+            think = f"The page of {chain[hop - 1][1].name} links to its {linked_as}, {entity.name}, at {url}; I will visit it"
+            source = f"[URL of the {linked_as} found in Step {len(plan)}]"
+        if nxt:
+            think += f" to find its {relation}."
+            want = page_url(nxt[1].slug)  # the link the next visit follows
+            goal = f"its {relation} and that page's URL"
+        else:
+            think += f" to find the {attr.replace('_', ' ')}."
+            want, goal = value, f"the {attr.replace('_', ' ')}"
+        path.append(_step(think, "web_visit", {"urls": [url]}, {"check": "contains", "text": want}))
         plan.append(
             {
-                "description": f"Visit [URL found in Step {len(plan)}] and find {what}",
+                "description": f"Visit {source} and find {goal}",
                 "tool_name": "web_visit",
-                "parameters": {"url": f"[URL found in Step {len(plan)}]"},
+                "parameters": {"url": source},
             }
         )
     path.append(_answer(f"The page of {last.name} gives the {attr.replace('_', ' ')}: {value}.", value))

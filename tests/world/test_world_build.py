@@ -133,3 +133,27 @@ def test_label_illegible_at_teacher_size_and_legible_after_the_gold_operations(
         assert reading["legible"] and reading["height"] >= LEGIBLE_TEXT_PX, reading
         if kind == "enhance":
             assert contrast_before < MIN_CONTRAST <= reading["contrast"]
+
+
+def test_multihop_follows_links_by_url_and_fits_the_planner(small_world: Path) -> None:
+    """Each later page is visited at the URL the previous page shows (in the text a visitor
+    extracts), so H hops plan in H + 3 steps and 4 hops fit the planner's 10-step limit."""
+    from pipeline.plan_format import MAX_STEPS
+    from pipeline.world.pages import page_url
+    from stages.tools.visit import extract
+
+    tasks = [t for t in load_tasks(small_world) if t.category == "multihop"]
+    assert max(json.loads(t.meta)["hops"] for t in tasks) == 4
+    for task in tasks:
+        meta, path = json.loads(task.meta), json.loads(task.gold_path)
+        plan, errors = parse_plan(task.gold_plan)
+        assert not errors and len(plan) == meta["hops"] + 3 <= MAX_STEPS
+        assert [s.tool_name for s in plan[1:-1]] == ["web_visit"] * (meta["hops"] + 1)
+        visits = [s for s in path if s["tool_name"] == "web_visit"]
+        assert [v["arguments"]["urls"][0] for v in visits] == [page_url(s) for s in meta["chain"]]
+        for here, there, slug in zip(visits, visits[1:], meta["chain"], strict=False):
+            url = there["arguments"]["urls"][0]
+            assert here["expect"] == {"check": "contains", "text": url}
+            html = (small_world / "corpus/html" / f"{slug}.html").read_text(encoding="utf-8")
+            assert url in extract(html, page_url(slug), "text/html")[1]
+        assert visits[-1]["expect"]["text"] == task.gold_answer == path[-1]["arguments"]["answer"]
