@@ -130,21 +130,58 @@ def synth(cfg, store, world: World, *, use_ray: bool) -> dict:
 # ------------------------------------------------------------------------------ 1. latency
 
 
-async def bare_loop(base_url: str, calls: list[int], in_flight: int) -> float:
-    """The baseline: a plain asyncio + openai loop, same calls per trajectory, no tools."""
+def recorded_conversations(cfg, store: RunStore) -> list[tuple[list[dict], int, dict]]:
+    """trajforge's own teacher requests, rebuilt from its trajectories for the bare loop.
+
+    Per trajectory: the full OpenAI message list (system + question with the task images, then
+    each assistant turn and its observation, images as the same data URIs), how many calls it
+    made (call i sends the first 2 + 2i messages) and its per-rollout request fields. Images
+    are encoded here, before the bare loop's clock starts, so the baseline pays no encoding.
+    """
+    from pipeline.chat import observation_message, prompt_messages
+    from pipeline.schema import Task, Trajectory
+    from pipeline.teacher import ImageEncoder, to_openai_messages
+    from stages.execute import executor_prompt, user_text
+
+    tasks = {t.task_id: t for t in store.iter_records("tasks", Task)}
+    encoder = ImageEncoder(store.images, cfg.teacher.image_max_pixels)
+    out = []
+    for traj in store.read_records("raw", Trajectory):
+        task = tasks[traj.task_id]
+        messages = prompt_messages(executor_prompt(task.mode).text, user_text(task, None), list(task.images))
+        for step in traj.steps:
+            messages.append({"role": "assistant", "content": [{"type": "text", "text": step.raw}]})
+            messages.append(observation_message(step, cfg.synth.observation_role))
+        out.append(
+            (to_openai_messages(messages, encoder.data_uri), traj.teacher_calls, {"seed": traj.rollout})
+        )
+    return out
+
+
+async def bare_loop(
+    base_url: str, cfg, conversations: list[tuple[list[dict], int, dict]], in_flight: int
+) -> float:
+    """The baseline: a plain asyncio + openai loop sending trajforge's very requests, no tools."""
     import openai
 
-    client = openai.AsyncOpenAI(base_url=base_url, api_key="x", max_retries=0, timeout=120)
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="x", max_retries=0, timeout=cfg.teacher.timeout_s)
     slots = asyncio.Semaphore(in_flight)
-    messages = [{"role": "user", "content": "A question the oracle does not know, answered at once."}]
+    t = cfg.teacher
 
-    async def trajectory(n: int) -> None:
+    async def trajectory(messages: list[dict], calls: int, extra: dict) -> None:
         async with slots:
-            for _ in range(n):
-                await client.chat.completions.create(model="oracle", messages=messages, max_tokens=64)
+            for i in range(calls):
+                await client.chat.completions.create(
+                    model=t.model,
+                    messages=messages[: 2 + 2 * i],
+                    temperature=t.temperature,
+                    top_p=t.top_p,
+                    max_tokens=t.max_tokens,
+                    **extra,
+                )
 
     start = time.monotonic()
-    await asyncio.gather(*(trajectory(n) for n in calls))
+    await asyncio.gather(*(trajectory(*conversation) for conversation in conversations))
     elapsed = time.monotonic() - start
     await client.close()
     return elapsed
@@ -174,8 +211,23 @@ def bench_latency(tmp: Path, world: World, tasks: int, latency: float, in_flight
     summary = synth(cfg, store, world, use_ray=True)
     ours = time.monotonic() - start
     ray.shutdown()
-    calls = [t.teacher_calls for t in store.read_records("raw", Trajectory)]
-    bare = asyncio.run(bare_loop(world.url + "/v1", calls, in_flight))
+    trajectories = list(store.read_records("raw", Trajectory))
+    tool_s: dict[str, list[float]] = collections.defaultdict(list)
+    for traj in trajectories:
+        for step in traj.steps:
+            if step.tool_name:
+                tool_s[step.tool_name].append(step.tool_latency_s or 0.0)
+    conversations = recorded_conversations(cfg, store)
+    calls = [n for _, n, _ in conversations]
+    bare_images = sum(
+        sum(
+            isinstance(m["content"], list) and sum(p["type"] == "image_url" for p in m["content"])
+            for m in messages[: 2 + 2 * i]
+        )
+        for messages, n, _ in conversations
+        for i in range(n)
+    )
+    bare = asyncio.run(bare_loop(world.url + "/v1", cfg, conversations, in_flight))
     per_traj = sum(calls) / len(calls)
     ideal_rate = in_flight / (per_traj * latency)
     ours_rate, bare_rate = len(calls) / ours, len(calls) / bare
@@ -191,6 +243,16 @@ def bench_latency(tmp: Path, world: World, tasks: int, latency: float, in_flight
         "ratio_vs_bare": round(ours_rate / bare_rate, 3),
         "ratio_vs_ideal": round(ours_rate / ideal_rate, 3),
         "bare_ratio_vs_ideal": round(bare_rate / ideal_rate, 3),
+        "where_time_goes_s_per_trajectory": {
+            "wall": round(sum(t.wall_s for t in trajectories) / len(trajectories), 2),
+            "teacher": round(
+                sum(s.teacher_latency_s or 0 for t in trajectories for s in t.steps) / len(trajectories), 2
+            ),
+            "tools": round(sum(map(sum, tool_s.values())) / len(trajectories), 2),
+        },
+        "tool_latency_mean_s": {name: round(sum(v) / len(v), 3) for name, v in sorted(tool_s.items())},
+        "images_sent_trajforge": summary["executor"].get("images_sent"),
+        "images_sent_bare": bare_images,
         "statuses": summary["statuses"],
     }
 

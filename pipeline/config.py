@@ -143,7 +143,7 @@ class SynthConfig(Section):
     flush_s: float = 30.0  # write a partial shard at least this often
     observation_role: Literal["user", "tool"] = "user"  # how tool results reach the teacher
     send_rollout_as: Literal["seed", "user", "none"] = "seed"  # makes rollouts differ
-    tasks_in_flight: int = 0  # tasks submitted per worker at once (0: in_flight / rollouts + 2)
+    tasks_in_flight: int = 0  # tasks submitted per worker at once (0: 2 * in_flight / rollouts + 2)
 
 
 class FilterConfig(Section):

@@ -36,7 +36,7 @@ from pipeline.config import Config
 from pipeline.logs import item_logger
 from pipeline.schema import Plan, Task, Trajectory, trajectory_id_for
 from pipeline.store import RunStore
-from pipeline.teacher import ImageEncoder, TeacherClient
+from pipeline.teacher import TeacherClient
 from stages.execute import Executor, executor_prompt
 from stages.plan import make_plan
 
@@ -166,7 +166,7 @@ class SynthWorker:
         if task.mode not in self._tools:  # built on first use: each mode's sandbox pool costs processes
             self._tools[task.mode] = self.tools_factory(self.cfg, task.mode, self.store.root)
         if plan is None and self.cfg.synth.plan:
-            encoder = ImageEncoder(self.store.images, self.cfg.teacher.image_max_pixels)
+            encoder = self._executor.encoder()
             plan = await make_plan(task, self._teacher, encoder, retries=self.cfg.synth.plan_retries)
             self._plans.append(plan)
             if not plan.valid:
@@ -402,9 +402,16 @@ class _Stop:
 
 
 def tasks_per_worker(cfg: Config) -> int:
+    """Tasks submitted to a worker at once: twice what fills its rollout slots.
+
+    A task comes back only when its slowest rollout ends, so with just enough tasks to fill the
+    slots, every early-finishing rollout leaves a slot idle until its siblings are done. A
+    second slot-full of rollouts queued on the worker's slot semaphore keeps every slot busy
+    (queued rollouts hold nothing but their task record).
+    """
     if cfg.synth.tasks_in_flight > 0:
         return cfg.synth.tasks_in_flight
-    return math.ceil(cfg.synth.in_flight / max(1, cfg.synth.rollouts)) + 2
+    return 2 * math.ceil(cfg.synth.in_flight / max(1, cfg.synth.rollouts)) + 2
 
 
 def run_synth(

@@ -25,7 +25,14 @@ from pipeline.format import parse_turn
 from pipeline.plan_format import render_plan
 from pipeline.schema import Plan, Step, Task, Trajectory, canonical_json
 from pipeline.store import RunStore
-from pipeline.teacher import ImageEncoder, TeacherClient, TeacherError, image_refs, to_openai_messages
+from pipeline.teacher import (
+    ImageEncoder,
+    TeacherClient,
+    TeacherError,
+    UriCache,
+    image_refs,
+    to_openai_messages,
+)
 from prompts import Prompt, load_prompt
 from stages.tools.base import Tool, ToolContext
 
@@ -92,7 +99,7 @@ class ExecStats:
     tool_errors: int = 0
     tool_s: float = 0.0
     store_cpu_s: float = 0.0
-    images_encoded: int = 0  # data URIs built (once per image per trajectory)
+    images_encoded: int = 0  # data URIs built (at most once per image per trajectory; shared by rollouts)
     images_sent: int = 0  # image parts sent over all teacher calls
     statuses: dict[str, int] = field(default_factory=dict)
 
@@ -109,6 +116,11 @@ class Executor:
     work_root: Path
     stats: ExecStats = field(default_factory=ExecStats)
     encode_cpu_s: float = 0.0
+    uris: UriCache = field(default_factory=UriCache)  # images encoded once per worker, not per rollout
+
+    def encoder(self) -> ImageEncoder:
+        """A trajectory's image encoder, sharing this worker's encoded images."""
+        return ImageEncoder(self.store.images, self.teacher_cfg.image_max_pixels, shared=self.uris)
 
     def rollout_request(self, rollout: int, trajectory_id: str) -> dict[str, Any]:
         """Request fields that make rollouts differ (and let the oracle salt its choices)."""
@@ -167,7 +179,7 @@ class Executor:
             goal=task.question,
         )
         messages: list[Message] = prompt_messages(prompt.text, user_text(task, plan), list(task.images))
-        encoder = ImageEncoder(self.store.images, self.teacher_cfg.image_max_pixels)
+        encoder = self.encoder()
         tracker = PlanTracker(plan)
         request = self.rollout_request(traj.rollout, traj.trajectory_id)
         defects: set[str] = set()

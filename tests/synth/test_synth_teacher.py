@@ -19,6 +19,7 @@ from pipeline.teacher import (
     ImageEncoder,
     TeacherClient,
     TeacherError,
+    UriCache,
     to_openai_messages,
 )
 from tests.synth.conftest import Fault, completion
@@ -215,3 +216,32 @@ def test_images_resized_encoded_once_and_converted(tmp_path):
     image = Image.open(io.BytesIO(data))
     assert image.width * image.height <= 200_000 and abs(image.width / image.height - 2.0) < 0.02
     assert store.open(ref).size == (2000, 1000)  # the original is untouched for the tools
+
+
+def test_rollouts_share_one_encoding_per_worker(tmp_path):
+    """Four rollouts starting together on one image: encoded once, same URI, and (big image)
+    box-reduced before Lanczos yet still exactly at the pixel budget's size."""
+    store = ImageStore(tmp_path / "images")
+    ref = store.put_bytes(_png(2560, 2048, color=(10, 200, 10)))
+    other = store.put_bytes(_png(64, 64))
+    shared = UriCache()
+    encoders = [ImageEncoder(store, max_pixels=200_000, shared=shared) for _ in range(4)]
+    messages = [{"role": "user", "content": [{"type": "image", "image": ref}, {"type": "text", "text": "q"}]}]
+
+    async def main() -> None:
+        await asyncio.gather(*(e.prepare(messages) for e in encoders))
+
+    _run(main())
+    assert sum(e.encoded for e in encoders) == 1
+    uris = {e.data_uri(ref) for e in encoders}
+    assert len(uris) == 1
+    image = Image.open(io.BytesIO(base64.b64decode(uris.pop().split(",", 1)[1])))
+    scale = (200_000 / (2560 * 2048)) ** 0.5
+    assert image.size == (int(2560 * scale), int(2048 * scale))
+    assert image.getpixel((image.width // 2, image.height // 2))[1] > 190  # colour survives
+    # a bounded cache evicts the least recently used entry
+    small = UriCache(max_bytes=len(shared.get((ref, 200_000, 90)) or "") + 10)
+    small.put(("a",), "x" * 5)
+    small.put(("b",), "y" * (small.max_bytes - 2))
+    assert small.get(("a",)) is None and small.get(("b",)) is not None
+    assert ImageEncoder(store, 200_000, shared=shared).data_uri(other).startswith("data:image/jpeg")
