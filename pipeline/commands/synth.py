@@ -37,8 +37,14 @@ def world_for(cfg: Config) -> Iterator[str | None]:
     from pipeline.world import Knobs, WorldServer, build_world, is_built
 
     world_dir = Path(cfg.world.dir)
-    if not is_built(world_dir):
-        typer.echo(f"building the offline world into {world_dir} (seed {cfg.world.seed}) ...", err=True)
+    wanted = {"seed": cfg.world.seed, "entities": cfg.world.entities, "tasks": cfg.world.tasks}
+    if not is_built(world_dir, **wanted):
+        what = (
+            "rebuilding (built by another version or with other settings)"
+            if is_built(world_dir)
+            else "building"
+        )
+        typer.echo(f"{what} the offline world in {world_dir} (seed {cfg.world.seed}) ...", err=True)
         build_world(world_dir, seed=cfg.world.seed, entities=cfg.world.entities, tasks=cfg.world.tasks)
     with WorldServer(
         world_dir, host=cfg.world.host, port=cfg.world.port, knobs=Knobs(**cfg.world.knobs)

@@ -233,10 +233,20 @@ def _content_hash(root: Path) -> str:
     return digest.hexdigest()
 
 
-def is_built(world_dir: Path) -> bool:
-    """A finished build: manifest and tasks present (the build renames into place at the end)."""
+def is_built(world_dir: Path, **expected: int) -> bool:
+    """A finished build (manifest and tasks present: the build renames into place at the end)
+    of this builder's version and, when given, of the expected `seed`, `entities` and `tasks`."""
     world_dir = Path(world_dir)
-    return (world_dir / "world.json").is_file() and (world_dir / "tasks.jsonl").is_file()
+    if not ((world_dir / "world.json").is_file() and (world_dir / "tasks.jsonl").is_file()):
+        return False
+    if not expected:
+        return True
+    try:
+        built = manifest(world_dir)
+    except ValueError:
+        return False
+    wanted = {"version": WORLD_VERSION, **expected}
+    return all(built.get(key) == value for key, value in wanted.items())
 
 
 def manifest(world_dir: Path) -> dict:
