@@ -227,6 +227,7 @@ def bench_world(
                 "run.name=bench",
                 f"world.dir={world}",
                 f"synth.rollouts={rollouts}",
+                f"seeds.limit={tasks}",  # every task of the world (the demo config caps it)
                 f"tools.visit.allow_hosts=[{HOST}]",
                 f"tools.visit.host_overrides={{{HOST}: '{server.url[7:]}'}}",
             ]
