@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from pathlib import Path
 
@@ -97,9 +98,13 @@ def test_rate_limit_answers_429_with_retry_after(small_world: Path) -> None:
     task = load_tasks(small_world)[0]
     with WorldServer(small_world, knobs=Knobs(rate_limit=5)) as srv:
         body = {"model": "oracle", "messages": _executor_messages(task.question)}
+        start = time.monotonic()
         codes = [httpx.post(f"{srv.openai_base_url}/chat/completions", json=body) for _ in range(12)]
+        elapsed = time.monotonic() - start
     rejected = [r for r in codes if r.status_code == 429]
-    assert 5 <= len(codes) - len(rejected) <= 7 and rejected  # burst of 5 (+ refill while running)
+    admitted = len(codes) - len(rejected)
+    # a burst of 5, plus what the bucket refills at 5/s while the requests run (slow under load)
+    assert 5 <= admitted <= 5 + math.ceil(5 * elapsed) and rejected
     assert float(rejected[0].headers["retry-after-ms"]) > 0 and int(rejected[0].headers["Retry-After"]) >= 1
 
 
