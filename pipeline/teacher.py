@@ -186,52 +186,88 @@ class AdaptiveLimiter:
 class AdaptivePacer:
     """Spaces request starts evenly at `rate` per second; learns the rate an endpoint admits.
 
-    Unlimited until 429s arrive under load (or capped at the configured ceiling). A 429 for a
-    request sent after the last cut lowers the rate by 5%, or to just below the recently admitted
-    rate if that is lower (never below half the peak admitted rate of the last minute, so random
-    429s cannot spiral it down); 429s for requests sent before the last cut are stale and ignored. It then creeps up by 1% a second, so the client probes the limit rarely and
-    stays under it almost always; after two quiet minutes without a ceiling it stops pacing.
+    Start-up (slow start): with `start` set, pacing begins at `start` per second and doubles
+    every `ramp_s` seconds until the first 429, so the first second never floods an endpoint
+    whose limit is unknown; once no request has had to wait for a whole window (demand, not the
+    pacer, is the bound), pacing stops (`rate` None) unless a ceiling is configured.
+
+    On a 429 for a request sent after the last cut, the rate drops to just under the best
+    estimate of what the endpoint admits: the lowest of 95% of the current rate, the admitted
+    rate over the window, and 1 / Retry-After when that is under a second (a token bucket's
+    wait for its next token is at most 1/R, so 1/wait bounds R from above). It never drops
+    below half the peak admitted rate of the last minute, so random 429s cannot spiral it down;
+    429s for requests sent before the last cut are stale and ignored. It then creeps up by
+    `probe` (1%) a second, so the client probes the limit rarely and stays under it almost
+    always; after two quiet minutes without a ceiling it stops pacing.
     """
 
     def __init__(
         self,
         ceiling: float | None,
         *,
+        start: float | None = None,
+        ramp_s: float = 0.5,
         window_s: float = 2.0,
         backoff: float = 0.97,
         probe: float = 0.01,
         min_samples: int = 20,
     ):
         self.ceiling, self.window_s, self.backoff, self.probe = ceiling, window_s, backoff, probe
-        self.min_samples = min_samples
+        self.min_samples, self.ramp_s = min_samples, ramp_s
         self.rate: float | None = ceiling
-        self._next = 0.0
+        if start is not None:
+            self.rate = min(start, ceiling) if ceiling is not None else start
+        self.slow_start = start is not None and (ceiling is None or start < ceiling)
+        self._last_start = -1e9  # when the last paced request started
+        self._lock: asyncio.Lock | None = None
         self._admitted: collections.deque[float] = collections.deque()
         self._peaks: collections.deque[tuple[float, float]] = collections.deque()  # (time, admitted rate)
         self._last_cut = -1e9
         self._last_grow = time.monotonic()
+        self._last_wait = time.monotonic()  # last time a request had to wait for its slot
         self._first: float | None = None
+        self._waits: collections.deque[tuple[float, float]] = collections.deque()  # (time, Retry-After)
 
     async def acquire(self) -> float:
-        """Wait for this request's slot; returns when the slot was assigned (for on_rejected)."""
+        """Wait for this request's slot; returns when it started (for on_rejected's staleness).
+
+        Waiters queue on a FIFO lock and only the head watches the clock, so each start is
+        spaced by the rate in force *now*: a ramp or a cut applies to requests already queued.
+        """
         now = time.monotonic()
         if self.rate is None:
             return now
-        self._grow(now)
-        slot = max(now, self._next)
-        self._next = slot + 1.0 / self.rate
-        if slot > now:
-            await asyncio.sleep(slot - now)
-        return now
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            while True:
+                now = time.monotonic()
+                self._grow(now)
+                if self.rate is None:
+                    return now
+                due = self._last_start + 1.0 / self.rate
+                if due <= now:
+                    break
+                self._last_wait = now
+                await asyncio.sleep(due - now)
+            # keep the schedule through sleep overshoot (up to one interval late), no credit beyond
+            self._last_start = max(due, now - 1.0 / self.rate)
+            return now
 
     def _grow(self, now: float) -> None:
         elapsed, self._last_grow = now - self._last_grow, now
         if self.rate is None or (self.ceiling is not None and self.rate >= self.ceiling):
             return
-        self.rate *= (1.0 + self.probe) ** elapsed
+        if self.slow_start:
+            if self.ceiling is None and now - self._last_wait > self.window_s:
+                self.rate, self.slow_start = None, False  # demand-bound: pacing only costs
+                return
+            self.rate *= 2.0 ** (elapsed / self.ramp_s)
+        else:
+            self.rate *= (1.0 + self.probe) ** elapsed
         if self.ceiling is not None:
             self.rate = min(self.rate, self.ceiling)
-        elif now - self._last_cut > 120.0:
+        elif not self.slow_start and now - self._last_cut > 120.0:
             self.rate = None  # two quiet minutes: the limit is gone or far away
 
     def _trim(self, now: float) -> float:
@@ -252,19 +288,27 @@ class AdaptivePacer:
             while self._peaks and self._peaks[0][0] < now - 60.0:
                 self._peaks.popleft()
 
-    def on_rejected(self, sent_at: float) -> None:
+    def on_rejected(self, sent_at: float, retry_after: float | None = None) -> None:
         """A 429 for a request scheduled at `sent_at` (monotonic): slow down unless it is stale."""
         now = time.monotonic()
+        if retry_after is not None and 0.0 < retry_after < 1.0:
+            self._waits.append((now, retry_after))  # stale or not, the wait says something about R
         if sent_at < self._last_cut:
             return  # scheduled at the old rate, before the last cut: no news
         observed = self._trim(now)
-        if self.rate is None and len(self._admitted) < self.min_samples:
+        if (self.rate is None or self.slow_start) and len(self._admitted) < self.min_samples:
             return  # too little traffic yet to say what the limit is
-        self._last_cut = now
+        self._last_cut, self.slow_start = now, False
         floor = 0.5 * max((rate for _, rate in self._peaks), default=observed)
         current = self.rate if self.rate is not None else observed
-        self.rate = max(floor, min(current * 0.95, observed * self.backoff), 0.1)
-        self._next = max(self._next, now + 1.0 / self.rate)  # never start a second, parallel schedule
+        estimate = observed
+        while self._waits and self._waits[0][0] < now - self.window_s:
+            self._waits.popleft()
+        if self._waits:  # the longest recent wait is the tightest bound; never below R: no spiral
+            estimate = min(estimate, 1.0 / max(wait for _, wait in self._waits))
+            floor = min(floor, estimate * self.backoff)  # peaks may include the start-up burst
+        self.rate = max(floor, min(current * 0.95, estimate * self.backoff), 0.1)
+        self._last_start = max(self._last_start, now)  # the next start waits a full new interval
 
 
 class TokenBudget:
@@ -359,7 +403,9 @@ class TeacherClient:
         )
         self.cache = ReplayCache(Path(cache_dir) / "replies.sqlite") if cache_dir and cfg.cache else None
         self.limiter = AdaptiveLimiter(max(1, cfg.concurrency))
-        self.pacer = AdaptivePacer(cfg.requests_per_s)
+        # slow start: 16/s doubling every 0.5 s (1,000/s within 3 s), so an unknown limit is met
+        # by a ramp, not by a burst of `concurrency` requests that all come back 429
+        self.pacer = AdaptivePacer(cfg.requests_per_s, start=float(min(16, max(1, cfg.concurrency))))
         self.tokens = TokenBudget(cfg.tokens_per_min)
         self._stats: collections.Counter[str] = collections.Counter()
         self._latency_total = 0.0
@@ -477,7 +523,7 @@ class TeacherClient:
         self._stats[f"errors.{kind}"] += 1
         if isinstance(exc, openai.RateLimitError):
             self._stats["rejected_429"] += 1
-            self.pacer.on_rejected(sent_at)
+            self.pacer.on_rejected(sent_at, retry_after_s(exc))
             self.limiter.on_pushback()
         elif isinstance(exc, openai.APIStatusError) and exc.status_code == 503:
             self.limiter.on_pushback()  # explicit overload; timeouts may be hangs, not load

@@ -151,7 +151,8 @@ def test_concurrency_never_exceeds_limit_and_backs_off(fake_teacher):
                 active[0] -= 1
 
         client._client.chat.completions.create = spy
-        await asyncio.gather(*(client.chat(MSG, seed=next(counter)) for _ in range(20)))
+        # 100 calls: the pacer's slow start (16/s doubling every 0.5 s) outgrows 4 in flight
+        await asyncio.gather(*(client.chat(MSG, seed=next(counter)) for _ in range(100)))
         await client.aclose()
 
     _run(go())
@@ -245,3 +246,25 @@ def test_rollouts_share_one_encoding_per_worker(tmp_path):
     small.put(("b",), "y" * (small.max_bytes - 2))
     assert small.get(("a",)) is None and small.get(("b",)) is not None
     assert ImageEncoder(store, 200_000, shared=shared).data_uri(other).startswith("data:image/jpeg")
+
+
+def test_pacer_slow_start_ramps_queued_requests_and_learns_from_retry_after():
+    pacer = AdaptivePacer(None, start=10.0, ramp_s=0.5)
+
+    async def starts(n: int) -> float:
+        begin = time.monotonic()
+        await asyncio.gather(*(pacer.acquire() for _ in range(n)))
+        return time.monotonic() - begin
+
+    # 30 queued at once: a fixed 10/s would take 2.9 s; the ramp (10, 20, 40/s...) speeds up
+    # the requests already waiting, yet the first 0.5 s still admits only ~5
+    elapsed = _run(starts(30))
+    assert 0.8 < elapsed < 2.2, elapsed
+    # a token bucket's Retry-After (time to its next token) caps the learned rate at 1/wait
+    pacer = AdaptivePacer(None, start=100.0, ramp_s=60.0)
+    now = time.monotonic()
+    pacer._admitted.extend(now - i * 0.01 for i in range(100))  # 100/s admitted (burst included)
+    pacer.on_rejected(now, retry_after=0.004)
+    pacer.on_rejected(now - 1.0, retry_after=0.025)  # stale (sent before the cut), its wait informs
+    pacer.on_rejected(time.monotonic(), retry_after=0.01)
+    assert pacer.rate is not None and 37 <= pacer.rate <= 40 and not pacer.slow_start
