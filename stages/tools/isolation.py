@@ -155,6 +155,8 @@ def bwrap_argv(dirs: WorkerDirs, *, output_bytes: int, tmp_bytes: int) -> list[s
     argv += ["--cap-drop", "ALL"]
     for cap in ZYGOTE_CAPS:
         argv += ["--cap-add", cap]
+    # /tmp first: binds made later land on top of it, so a venv or checkout under /tmp stays visible
+    argv += ["--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp"]
     made: set[Path] = set()
     for root in python_roots:  # parents of binds are created 0755 so the dropped uid can traverse
         for parent in _ancestors(root):
@@ -169,7 +171,6 @@ def bwrap_argv(dirs: WorkerDirs, *, output_bytes: int, tmp_bytes: int) -> list[s
     argv += ["--proc", "/proc", "--dev", "/dev"]
     argv += ["--ro-bind", str(dirs.input), "/input", "--bind", str(dirs.xfer), "/xfer"]
     argv += ["--perms", "1777", "--size", str(output_bytes), "--tmpfs", "/output"]
-    argv += ["--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp"]
     argv += ["--clearenv"]
     for key, value in SANDBOX_ENV.items():
         argv += ["--setenv", key, value]
