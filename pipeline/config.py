@@ -220,7 +220,7 @@ class ConfigError(ValueError):
     """A config that cannot be used; the message says which key and how to fix it."""
 
 
-def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+def set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
     keys = dotted.split(".")
     node = tree
     for key in keys[:-1]:
@@ -239,6 +239,11 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), yaml.safe_load(raw) if raw.strip() else None
 
 
+def validation_message(exc: ValidationError) -> str:
+    """One line per invalid key, `section.key: problem`."""
+    return "\n".join(f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load a YAML config (default: configs/default.yaml) and apply dotted overrides."""
     path = Path(path) if path else DEFAULT_CONFIG
@@ -252,12 +257,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raise ConfigError(f"config file {path} not found; pass an existing YAML file (see configs/)")
     for item in overrides or []:
         key, value = parse_override(item)
-        _set_path(tree, key, value)
+        set_path(tree, key, value)
     try:
         return Config.model_validate(tree)
     except ValidationError as exc:
-        lines = [f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
-        raise ConfigError(f"invalid config {path}:\n" + "\n".join(lines)) from None
+        raise ConfigError(f"invalid config {path}:\n{validation_message(exc)}") from None
 
 
 def resolved_yaml(config: Config) -> str:

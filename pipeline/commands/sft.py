@@ -15,6 +15,7 @@ from pathlib import Path
 import typer
 
 from pipeline.commands.common import ConfigOption, SetOption, fail, load, open_run, stage_logger
+from pipeline.config import ConfigError, parse_override
 
 
 def torchrun_command(sft: object, run_dir: Path, train_config: Path) -> list[str]:
@@ -97,15 +98,11 @@ def sft_callback(
 
 
 def _overrides(items: list[str]) -> dict:
-    import yaml
-
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise fail(f"sft.overrides item {item!r} must look like section.key=value")
-        key, value = item.split("=", 1)
-        out[key] = yaml.safe_load(value)
-    return out
+    """`sft.overrides` items (`section.key=value`) as {dotted key: value} for the SFT YAML."""
+    try:
+        return dict(parse_override(item) for item in items)
+    except ConfigError as exc:
+        raise fail(f"sft.overrides: {exc}") from None
 
 
 def estimate_command(

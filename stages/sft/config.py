@@ -12,6 +12,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from pipeline.config import set_path, validation_message
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -85,13 +87,8 @@ def load_train_config(path: str | Path, overrides: dict | None = None) -> TrainC
         raise FileNotFoundError(f"SFT config {path} not found; pick one in configs/sft/ (tiny.yaml, ...)")
     tree = yaml.safe_load(path.read_text()) or {}
     for key, value in (overrides or {}).items():
-        node = tree
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = value
+        set_path(tree, key, value)
     try:
         return TrainConfig.model_validate(tree)
     except ValidationError as exc:
-        lines = [f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
-        raise ValueError(f"invalid SFT config {path}:\n" + "\n".join(lines)) from None
+        raise ValueError(f"invalid SFT config {path}:\n{validation_message(exc)}") from None

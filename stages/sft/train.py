@@ -308,9 +308,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set", action="append", default=[], help="override: section.key=value (YAML value)")
     parser.add_argument("--no-export", action="store_true")
     args = parser.parse_args(argv)
-    import yaml
+    from pipeline.config import parse_override
 
-    overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
+    overrides = dict(parse_override(item) for item in args.set)
     try:
         train(
             args.run_dir,
