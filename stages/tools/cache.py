@@ -3,15 +3,21 @@
 Keys are namespaced (`text:ddgs`, `image:local`, `visit`) and normalised by the caller (query
 text lower-cased with collapsed whitespace, perceptual hash of the image, canonical URL). Only
 successful results are stored. Hit and miss counts feed the run summary.
+
+`get_or_fetch` also coalesces identical lookups in flight: the K rollouts of one task run in
+lockstep and ask for the same search at the same moment, and without it each would pay for
+the API call (and the local index's CPU) before any of them could fill the cache.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import sqlite3
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +33,9 @@ class ToolCache:
         self.enabled = enabled and path is not None
         self.hits = 0
         self.misses = 0
+        self.coalesced = 0  # lookups that joined an identical fetch already in flight
         self._lock = threading.Lock()
+        self._flights: dict[tuple[str, str], asyncio.Task[Any]] = {}
         self._db: sqlite3.Connection | None = None
         if self.enabled:
             assert path is not None
@@ -35,20 +43,58 @@ class ToolCache:
             self._db = sqlite3.connect(path, check_same_thread=False, timeout=30)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(
+                "PRAGMA synchronous=NORMAL"
+            )  # WAL stays consistent; a crash loses only recent puts
+            self._db.execute(
                 "CREATE TABLE IF NOT EXISTS cache (ns TEXT, key TEXT, value TEXT, created REAL, PRIMARY KEY (ns, key))"
             )
             self._db.commit()
 
     def get(self, ns: str, key: str) -> Any | None:
+        value = self._lookup(ns, key)
+        if value is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return value
+
+    def _lookup(self, ns: str, key: str) -> Any | None:
         if not self._db:
             return None
         with self._lock:
             row = self._db.execute("SELECT value FROM cache WHERE ns=? AND key=?", (ns, key)).fetchone()
-        if row is None:
+        return None if row is None else json.loads(row[0])
+
+    async def get_or_fetch(self, ns: str, key: str, fetch: Callable[[], Awaitable[Any]]) -> Any:
+        """The cached value, else the result of one `fetch` shared by every concurrent caller.
+
+        Only a successful result is stored; a failure reaches every caller that joined it, and
+        the next lookup tries again. A caller cancelled while waiting leaves the fetch running
+        for the others.
+        """
+        value = self._lookup(ns, key)
+        if value is not None:
+            self.hits += 1
+            return value
+        flight = self._flights.get((ns, key))
+        if flight is not None:
+            self.coalesced += 1
+        else:
             self.misses += 1
-            return None
-        self.hits += 1
-        return json.loads(row[0])
+            flight = asyncio.ensure_future(self._fetch_and_put(ns, key, fetch))
+            flight.add_done_callback(
+                _retrieve
+            )  # a failure nobody waits for any more is not "never retrieved"
+            self._flights[(ns, key)] = flight
+        return await asyncio.shield(flight)
+
+    async def _fetch_and_put(self, ns: str, key: str, fetch: Callable[[], Awaitable[Any]]) -> Any:
+        try:
+            value = await fetch()
+            self.put(ns, key, value)
+            return value
+        finally:
+            self._flights.pop((ns, key), None)
 
     def put(self, ns: str, key: str, value: Any) -> None:
         if not self._db:
@@ -60,10 +106,22 @@ class ToolCache:
             self._db.commit()
 
     def stats(self) -> dict[str, float]:
-        total = self.hits + self.misses
-        return {"hits": self.hits, "misses": self.misses, "hit_rate": self.hits / total if total else 0.0}
+        """`hit_rate` counts coalesced lookups as hits: they cost no fetch either."""
+        saved = self.hits + self.coalesced
+        total = saved + self.misses
+        return {
+            "hits": self.hits,
+            "misses": self.misses,
+            "coalesced": self.coalesced,
+            "hit_rate": saved / total if total else 0.0,
+        }
 
     def close(self) -> None:
         if self._db:
             self._db.close()
             self._db = None
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()

@@ -202,20 +202,18 @@ class TextSearchTool(Tool):
         blocks, errors = [], []
         for query in queries:
             key = f"{self.top_k}:{normalise_query(query)}"
-            ns = f"text:{self.backend.name}"
-            cached = self.cache.get(ns, key)
-            if cached is not None:
-                hits = [SearchHit(**h) for h in cached]
-            else:
-                try:
-                    self.api_calls += 1
-                    hits = await self.backend.search(query, self.top_k)
-                except Exception as exc:
-                    errors.append(f'"{query}": {type(exc).__name__}: {exc}')
-                    blocks.append(f'Results for "{query}":\nSearch failed: {exc}')
-                    continue
-                self.cache.put(ns, key, [h.to_dict() for h in hits])
-            blocks.append(format_hits(f'Results for "{query}":', hits))
+
+            async def fetch(query: str = query) -> list[dict[str, Any]]:
+                self.api_calls += 1
+                return [h.to_dict() for h in await self.backend.search(query, self.top_k)]
+
+            try:
+                rows = await self.cache.get_or_fetch(f"text:{self.backend.name}", key, fetch)
+            except Exception as exc:
+                errors.append(f'"{query}": {type(exc).__name__}: {exc}')
+                blocks.append(f'Results for "{query}":\nSearch failed: {exc}')
+                continue
+            blocks.append(format_hits(f'Results for "{query}":', [SearchHit(**h) for h in rows]))
         error = "; ".join(errors) if errors and len(errors) == len(queries) else None
         return Observation(
             text="\n\n".join(blocks), error=error, meta={"partial_errors": errors} if errors else {}
@@ -281,14 +279,13 @@ class ImageSearchTool(Tool):
             header = f"Results for {Path(ref).name}:"
             try:
                 key = f"{self.top_k}:{await asyncio.to_thread(image_key, path)}"
-                ns = f"image:{self.backend.name}"
-                cached = self.cache.get(ns, key)
-                if cached is not None:
-                    hits = [SearchHit(**h) for h in cached]
-                else:
+
+                async def fetch(path: Path = path) -> list[dict[str, Any]]:
                     self.api_calls += 1
-                    hits = await self.backend.search(path, self.top_k)
-                    self.cache.put(ns, key, [h.to_dict() for h in hits])
+                    return [h.to_dict() for h in await self.backend.search(path, self.top_k)]
+
+                rows = await self.cache.get_or_fetch(f"image:{self.backend.name}", key, fetch)
+                hits = [SearchHit(**h) for h in rows]
             except Exception as exc:
                 errors.append(f"{ref}: {type(exc).__name__}: {exc}")
                 blocks.append(f"{header}\nSearch failed: {exc}")
@@ -310,8 +307,10 @@ class ImageSearchTool(Tool):
 
 
 def image_key(path: Path) -> str:
-    """Cache key of an image: its perceptual hash plus size (a crop and its source differ)."""
-    from stages.tools.image_index import phash, to_gray
+    """Cache key of an image: the digest of its bytes.
 
-    gray = to_gray(path)
-    return f"{phash(gray):016x}:{gray.shape[1]}x{gray.shape[0]}"
+    Images reach the tool content-addressed (the run's image store, the sandbox's saved
+    files), so equal images have equal bytes; hashing them costs a millisecond where a
+    perceptual key would decode the image a second time for every lookup.
+    """
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()

@@ -167,6 +167,10 @@ class WebVisitTool(Tool):
             + f"\n[... truncated: {len(text) - self.cfg.max_chars} more characters]"
         )
 
+    async def _fetch_counted(self, url: str) -> dict[str, str]:
+        self.fetches += 1
+        return await self.fetch(url)
+
     async def _run(self, arguments: dict[str, Any], ctx: ToolContext) -> Observation:
         try:
             urls = string_list(arguments, "urls", self.name, limit=5)
@@ -175,11 +179,7 @@ class WebVisitTool(Tool):
         blocks, errors = [], []
         for number, url in enumerate(urls, 1):
             try:
-                page = self.cache.get("visit", url)
-                if page is None:
-                    self.fetches += 1
-                    page = await self.fetch(url)
-                    self.cache.put("visit", url, page)
+                page = await self.cache.get_or_fetch("visit", url, lambda url=url: self._fetch_counted(url))
                 body = await self.summarise(page, ctx.goal or ctx.question)
                 blocks.append(f"{number}. {page['title'] or '(untitled)'}\n   Link: {page['url']}\n{body}")
             except BlockedURL as exc:

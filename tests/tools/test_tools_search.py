@@ -298,3 +298,67 @@ def test_live_serper(tmp_path):
         )
     )
     assert obs.error is None and "1. " in obs.text
+
+
+class SlowText:
+    """A text backend that takes a while and counts its calls (fails while `failing`)."""
+
+    name = "slow"
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.failing = False
+
+    async def search(self, query: str, k: int):
+        from stages.tools.results import SearchHit
+
+        self.calls += 1
+        await asyncio.sleep(0.05)
+        if self.failing:
+            raise RuntimeError("backend down")
+        return [SearchHit(title=f"About {query}", link=f"https://example.org/{self.calls}", snippet="")]
+
+
+def test_concurrent_identical_searches_share_one_backend_call(tmp_path):
+    """The K rollouts of a task ask for the same query at once: one API call serves them all."""
+    backend = SlowText()
+    tool = TextSearchTool(backend, ToolCache(tmp_path / "c.sqlite"), top_k=1)
+
+    async def four(query: str):
+        return await asyncio.gather(
+            *(tool.run({"queries": [query]}, ToolContext(f"t{i}", tmp_path)) for i in range(4))
+        )
+
+    observations = run(four("velmora"))
+    assert backend.calls == 1
+    assert len({obs.text for obs in observations}) == 1 and "example.org/1" in observations[0].text
+    assert tool.stats()["coalesced"] == 3 and tool.stats()["misses"] == 1
+    run(four("velmora"))  # now from the cache
+    assert backend.calls == 1 and tool.stats()["hits"] == 4
+
+    backend.failing = True  # a failure reaches every joined caller and is not cached
+    failed = run(four("quillon"))
+    assert backend.calls == 2 and all("backend down" in (obs.error or "") for obs in failed)
+    backend.failing = False
+    assert not run(tool.run({"queries": ["quillon"]}, ToolContext("t", tmp_path))).error
+    assert backend.calls == 3
+
+
+def test_cancelled_caller_leaves_the_shared_fetch_to_the_others(tmp_path):
+    cache = ToolCache(None)
+    started = []
+
+    async def fetch():
+        started.append(1)
+        await asyncio.sleep(0.05)
+        return {"value": 1}
+
+    async def scenario():
+        first = asyncio.ensure_future(cache.get_or_fetch("ns", "k", fetch))
+        await asyncio.sleep(0.01)
+        second = asyncio.ensure_future(cache.get_or_fetch("ns", "k", fetch))
+        await asyncio.sleep(0.01)
+        first.cancel()
+        return await second
+
+    assert run(scenario()) == {"value": 1} and len(started) == 1
