@@ -2,7 +2,8 @@
 
 Also the image checks the oracle and its judges share (does an observed image show a task's
 gold region? is its plate's text readable?), cached by image bytes so a conversation that
-resends every image on every turn pays for each image once.
+resends every image on every turn pays for each image once, and computed once when the K
+rollouts of a task send the same crop at the same moment.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import hashlib
 import json
 import threading
 from collections import OrderedDict
+from concurrent.futures import Future
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,7 @@ class Knowledge:
         self._lock = threading.Lock()
         self._templates: dict[str, vision.RegionTemplate] = {}
         self._checks: OrderedDict[tuple[str, str, str], dict[str, Any]] = OrderedDict()
+        self._pending: dict[tuple[str, str, str], Future[dict[str, Any]]] = {}
 
     @cached_property
     def entities(self) -> dict[str, Entity]:
@@ -130,11 +133,24 @@ class Knowledge:
             if key in self._checks:
                 self._checks.move_to_end(key)
                 return self._checks[key]
-        result = self._check(task, data, kind)
+            pending = self._pending.get(key)
+            if pending is None:
+                self._pending[key] = mine = Future()
+        if pending is not None:  # the same check is running in another thread: wait for it
+            return pending.result()
+        try:
+            result = self._check(task, data, kind)
+        except BaseException as exc:
+            with self._lock:
+                del self._pending[key]
+            mine.set_exception(exc)
+            raise
         with self._lock:
             self._checks[key] = result
             while len(self._checks) > 4096:
                 self._checks.popitem(last=False)
+            del self._pending[key]
+        mine.set_result(result)
         return result
 
     def _check(self, task: Task, data: bytes, kind: str) -> dict[str, Any]:

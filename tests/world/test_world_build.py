@@ -157,3 +157,27 @@ def test_multihop_follows_links_by_url_and_fits_the_planner(small_world: Path) -
             html = (small_world / "corpus/html" / f"{slug}.html").read_text(encoding="utf-8")
             assert url in extract(html, page_url(slug), "text/html")[1]
         assert visits[-1]["expect"]["text"] == task.gold_answer == path[-1]["arguments"]["answer"]
+
+
+def test_image_checks_run_once_for_concurrent_identical_images(small_world: Path, monkeypatch) -> None:
+    """The K rollouts of a task send the same crop at once: the oracle checks it once."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    knowledge = Knowledge(small_world)
+    task = next(t for t in load_tasks(small_world) if t.gold_region is not None)
+    calls, real = [], knowledge._check
+
+    def slow_check(*args):
+        calls.append(threading.get_ident())
+        time.sleep(0.1)
+        return real(*args)
+
+    monkeypatch.setattr(knowledge, "_check", slow_check)
+    scene = encode_png(Image.open(small_world / task.images[0]).convert("RGB").reduce(4))
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: knowledge.check_image(task, scene, "region"), range(4)))
+    assert len(calls) == 1 and all(r == results[0] for r in results)
+    knowledge.check_image(task, scene + b"", "label")  # another kind is another check
+    assert len(calls) == 2
