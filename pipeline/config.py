@@ -79,6 +79,9 @@ class TeacherConfig(Section):
     cache: bool = True
     extra_body: dict[str, Any] = Field(default_factory=dict)
     retry_truncated: bool = True  # retry replies cut at max_tokens (finish_reason=length)
+    # the SDK's HTTP transport: aiohttp (openai.DefaultAioHttpClient) spends about half the CPU
+    # of httpx's pool per call at hundreds of connections in flight; httpx is the SDK default
+    http_client: Literal["aiohttp", "httpx"] = "aiohttp"
 
 
 class CodeToolConfig(Section):
@@ -97,6 +100,10 @@ class CodeToolConfig(Section):
     max_sessions: int = 32  # live session namespaces per worker (oldest evicted)
     session_cpu_calls: int = 10  # a session's CPU budget is cpu_s times this (RLIMIT_CPU is cumulative)
     work_dir: str | None = None  # host staging folders (default: a private temporary folder)
+    # PNG inputs of at least this many pixels are staged as filter-free copies (same pixels,
+    # ~3x cheaper to decode on every call); 0 stages every input as it is
+    fast_inputs_min_pixels: int = 1_000_000
+    fast_inputs_cache_mb: int = 2048  # disk the copies may take (least recently used go first)
 
 
 class SearchToolConfig(Section):

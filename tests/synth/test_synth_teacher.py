@@ -68,6 +68,25 @@ def test_reply_fields_extra_keys_and_replay_cache(fake_teacher, tmp_path):
     assert all(r.cached for r in replies) and len(server.requests) == 2
 
 
+def test_request_body_is_the_sdk_wire_format(fake_teacher):
+    """The body the endpoint receives: sampling fields at the top, extra_body merged in, no
+    SDK-only keys, content parts (images) passed through untouched."""
+    server = fake_teacher(lambda body: completion("ok"))
+    image_part = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    messages = [{"role": "user", "content": [{"type": "text", "text": "look"}, image_part]}]
+
+    async def go():
+        client = TeacherClient(_cfg(extra_body={"top_k": 20}), base_url=server.base_url)
+        await client.chat(messages, seed=3, extra_body={"repetition_penalty": 1.05})
+        await client.aclose()
+
+    _run(go())
+    (body,) = server.requests
+    assert body["model"] == "fake" and body["seed"] == 3 and body["messages"] == messages
+    assert body["top_k"] == 20 and body["repetition_penalty"] == 1.05
+    assert "extra_body" not in body and {"temperature", "top_p", "max_tokens"} <= set(body)
+
+
 def test_retries_every_transient_fault_then_succeeds(fake_teacher):
     faults = iter(
         [
@@ -140,17 +159,17 @@ def test_concurrency_never_exceeds_limit_and_backs_off(fake_teacher):
 
     async def go():
         client = TeacherClient(_cfg(concurrency=4, cache=False), base_url=server.base_url)
-        orig = client._client.chat.completions.create
+        orig = client._client.post
 
-        async def spy(**kw):
+        async def spy(*args, **kw):
             active[0] += 1
             peak[0] = max(peak[0], active[0])
             try:
-                return await orig(**kw)
+                return await orig(*args, **kw)
             finally:
                 active[0] -= 1
 
-        client._client.chat.completions.create = spy
+        client._client.post = spy
         # 100 calls: the pacer's slow start (16/s doubling every 0.5 s) outgrows 4 in flight
         await asyncio.gather(*(client.chat(MSG, seed=next(counter)) for _ in range(100)))
         await client.aclose()
