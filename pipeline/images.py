@@ -77,6 +77,16 @@ def read_image(path: str | Path, **limits: int) -> Image.Image:
     return decode_image(path.read_bytes(), name=str(path), **limits)
 
 
+def header_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) from the file's header alone, nothing decoded: for choosing what to do
+    with an image before paying for its decode. ImageError when the header is unreadable."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{path}: not a readable image ({exc}); check the file is a PNG/JPEG/WebP") from exc
+
+
 def is_data_uri(value: str) -> bool:
     return bool(_DATA_URI_RE.match(value))
 

@@ -77,7 +77,13 @@ class CodeTool(Tool):
         return Observation(text=text, images=produced, error=error, meta={"timings": result.timings})
 
     def stats(self) -> dict[str, int]:
-        return {"calls": self.pool.calls, "errors": self.errors, "worker_restarts": self.pool.restarts}
+        return {
+            "calls": self.pool.calls,
+            "errors": self.errors,
+            "worker_restarts": self.pool.restarts,
+            "fast_inputs_made": self.pool.fast_inputs.made,
+            "fast_inputs_reused": self.pool.fast_inputs.reused,
+        }
 
     async def end_session(self, trajectory_id: str) -> None:
         """Drop the variables kept for a trajectory (session mode); a no-op otherwise."""

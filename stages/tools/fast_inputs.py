@@ -1,0 +1,132 @@
+"""Decode-friendly copies of large PNG inputs for the code sandbox: same pixels, cheaper reads.
+
+Teacher code re-opens the full input on every call (R1V4 style: `Image.open(p).crop(box)`, and
+PIL loads the whole image to crop it), and the K rollouts of a task make that call over the same
+image again and again. Most of a large PNG's decode time goes to undoing its adaptive row
+filters and inflating: about 90 ms for a 2560x2048 scene here, most of a crop call's CPU. The
+same pixels written without row filters decode in about a third of that (see
+`bench/bench_tools.py`), so each large PNG is re-encoded once per process (off the event loop,
+coalesced when rollouts ask at once) and the copy is what the sandbox sees at /input.
+
+Only copies whose pixels and mode PIL reads back identically are made: 8-bit L, RGB and RGBA
+PNGs with no colour profile or transparency chunk (which the copy would not carry). Anything
+else, and every JPEG (already cheap to decode), is staged as it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline.images import ImageError, header_size, read_image
+from pipeline.store import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+#: Above this share of its raw size a PNG holds photo-like pixels, which fast deflate barely
+#: shrinks and decodes slowly: store them. Below it (renders, charts, screenshots) level-1
+#: deflate keeps the copy small and still decodes fastest.
+_STORED_ABOVE_RATIO = 0.1
+#: Entries remembered (copies and "not eligible" answers) before the oldest are forgotten.
+_MAX_ENTRIES = 65_536
+_CHANNELS = {"L": 1, "RGB": 3, "RGBA": 4}
+_TO_BGR = {"RGB": cv2.COLOR_RGB2BGR, "RGBA": cv2.COLOR_RGBA2BGRA}
+
+
+def write_unfiltered_png(source: Path, target: Path, max_pixels: int) -> bool:
+    """Re-encode `source` as a filter-free PNG at `target`; False when it is not eligible."""
+    with open(source, "rb") as handle:
+        if handle.read(8) != PNG_MAGIC:
+            return False
+    image = read_image(source, max_pixels=max_pixels)
+    if image.mode not in _CHANNELS or {"icc_profile", "transparency", "gamma"} & set(image.info):
+        return False
+    pixels = np.asarray(image)
+    if image.mode in _TO_BGR:
+        pixels = cv2.cvtColor(pixels, _TO_BGR[image.mode])
+    raw = image.width * image.height * _CHANNELS[image.mode]
+    level = 0 if source.stat().st_size > _STORED_ABOVE_RATIO * raw else 1
+    params = [cv2.IMWRITE_PNG_COMPRESSION, level, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE]
+    ok, encoded = cv2.imencode(".png", pixels, params)
+    if not ok:
+        return False
+    atomic_write_bytes(target, encoded.tobytes())
+    return True
+
+
+class FastInputs:
+    """The pool's cache of decode-friendly copies, keyed by the source file's identity.
+
+    Bounded by bytes (least recently used copies are deleted first). `for_sandbox(path)`
+    returns the copy, or `path` itself when the image is small, not eligible or unreadable (the
+    code then meets the original, and its own error if any).
+    """
+
+    def __init__(self, root: Path, *, min_pixels: int, max_bytes: int, max_pixels: int) -> None:
+        self.root = root
+        self.min_pixels = min_pixels
+        self.max_bytes = max_bytes
+        self.max_pixels = max_pixels
+        self._copies: OrderedDict[tuple[int, int, int, int], tuple[Path | None, int]] = OrderedDict()
+        self._pending: dict[tuple[int, int, int, int], asyncio.Future[Path | None]] = {}
+        self._bytes = 0
+        self.made = 0
+        self.reused = 0
+
+    async def for_sandbox(self, path: Path) -> Path:
+        if self.min_pixels <= 0:
+            return path
+        try:
+            info = path.stat()
+        except OSError:
+            return path
+        key = (info.st_dev, info.st_ino, info.st_mtime_ns, info.st_size)
+        if key in self._copies:
+            self._copies.move_to_end(key)
+            self.reused += 1
+            return self._copies[key][0] or path
+        pending = self._pending.get(key)
+        if pending is not None:  # another rollout is making this copy right now
+            self.reused += 1
+            return await asyncio.shield(pending) or path
+        future: asyncio.Future[Path | None] = asyncio.get_running_loop().create_future()
+        self._pending[key] = future
+        copy: Path | None = None
+        try:
+            copy = await asyncio.to_thread(self._make, path, key)
+        finally:  # also when cancelled: rollouts waiting on this copy get the original
+            del self._pending[key]
+            future.set_result(copy)
+            self._remember(key, copy)
+        return copy or path
+
+    def _remember(self, key: tuple[int, int, int, int], copy: Path | None) -> None:
+        size = copy.stat().st_size if copy is not None else 0
+        self._copies[key] = (copy, size)
+        self._bytes += size
+        while len(self._copies) > 1 and (self._bytes > self.max_bytes or len(self._copies) > _MAX_ENTRIES):
+            _, (old, old_size) = self._copies.popitem(last=False)
+            self._bytes -= old_size
+            if old is not None:
+                old.unlink(missing_ok=True)  # a worker's hard link keeps staged bytes alive
+
+    def _make(self, path: Path, key: tuple[int, int, int, int]) -> Path | None:
+        try:
+            width, height = header_size(path)
+            if width * height < self.min_pixels:  # small images are cheap to decode anyway
+                return None
+            self.root.mkdir(parents=True, exist_ok=True)
+            target = self.root / f"{'-'.join(map(str, key))}.png"
+            made = write_unfiltered_png(path, target, self.max_pixels)
+        except (ImageError, OSError, cv2.error) as exc:  # never fatal: the sandbox gets the original
+            log.debug("no fast copy of %s: %s", path, exc)
+            return None
+        if made:
+            self.made += 1
+        return target if made else None
