@@ -157,7 +157,11 @@ PLAN_ARROW = pa.schema(
 
 
 class Observation(Record):
-    """What a tool returned. A failure is an observation with `error` set, never an exception."""
+    """What a tool returned. A failure is an observation with `error` set, never an exception.
+
+    `images` are files the tool has already read through `pipeline.images` (guarded decode), so
+    the executor stores them without decoding them again.
+    """
 
     text: str = ""
     images: list[str] = Field(default_factory=list)

@@ -87,8 +87,11 @@ class ImageStore:
     def put_image(self, image: Image.Image) -> str:
         return self.put_bytes(encode_png(image), verify=False)
 
-    def put_file(self, path: str | Path) -> str:
-        read_image(path, max_pixels=self.max_pixels)  # guard before trusting the bytes
+    def put_file(self, path: str | Path, *, verified: bool = False) -> str:
+        """Store a file's bytes. `verified`: the caller has just read it through
+        `pipeline.images` (a tool's output), so it is not decoded a second time."""
+        if not verified:
+            read_image(path, max_pixels=self.max_pixels)  # guard before trusting the bytes
         return self.put_bytes(Path(path).read_bytes(), verify=False)
 
     def open(self, ref: str) -> Image.Image:

@@ -151,6 +151,7 @@ class Executor:
             plan_valid=plan.valid if plan is not None else None,
         )
         workdir = self.work_root / traj.trajectory_id
+        started_at = time.time()
         start = time.perf_counter()
         try:
             await self._loop(traj, task, plan, prompt, workdir)
@@ -159,6 +160,8 @@ class Executor:
         finally:
             await self._cleanup(traj.trajectory_id, workdir)
         traj.wall_s = time.perf_counter() - start
+        # when it ran (unix seconds): provenance, and what the synth bench's steady-state window reads
+        traj.meta = canonical_json({"started_at": round(started_at, 3), "finished_at": round(time.time(), 3)})
         traj.prompt_tokens = sum(s.prompt_tokens for s in traj.steps)
         traj.completion_tokens = sum(s.completion_tokens for s in traj.steps)
         traj.format_errors = [f"step {s.index}: {e}" for s in traj.steps for e in s.format_errors]
@@ -255,7 +258,7 @@ class Executor:
 
 def _store_images(store: RunStore, paths: list[str]) -> tuple[list[str], float]:
     start = time.thread_time()
-    refs = [store.images.put_file(path) for path in paths]
+    refs = [store.images.put_file(path, verified=True) for path in paths]  # the tool read them
     return refs, time.thread_time() - start
 
 
