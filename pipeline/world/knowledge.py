@@ -26,6 +26,9 @@ from pipeline.world import vision
 from pipeline.world.build import is_built, load_entities
 from pipeline.world.kg import Entity
 
+#: Decoded scenes kept for making templates (~21 MB each at 2560x2048).
+_SCENES_KEPT = 8
+
 
 class Knowledge:
     """Tasks by question, entities by slug, scenes and region templates on demand."""
@@ -46,6 +49,7 @@ class Knowledge:
         self.by_id = {t.task_id: t for t in self.tasks}
         self._lock = threading.Lock()
         self._templates: dict[str, vision.RegionTemplate] = {}
+        self._scenes: OrderedDict[str, Image.Image] = OrderedDict()
         self._checks: OrderedDict[tuple[str, str, str], dict[str, Any]] = OrderedDict()
         self._pending: dict[tuple[str, str, str], Future[dict[str, Any]]] = {}
 
@@ -116,11 +120,27 @@ class Knowledge:
         if task.gold_region is None or not task.images:
             return None
         with self._lock:
-            if task.task_id not in self._templates:
-                scene = read_image(self.dir / task.images[0])
-                colour = task.category == "interleaved"
-                self._templates[task.task_id] = vision.region_template(scene, task.gold_region, colour=colour)
-            return self._templates[task.task_id]
+            cached = self._templates.get(task.task_id)
+        if cached is not None:
+            return cached
+        # outside the lock: other tasks' checks go on while this scene is decoded
+        colour = task.category == "interleaved"
+        made = vision.region_template(self._scene(task.images[0]), task.gold_region, colour=colour)
+        with self._lock:
+            return self._templates.setdefault(task.task_id, made)
+
+    def _scene(self, rel: str) -> Image.Image:
+        """A decoded scene, shared by the tasks set in it (a few recent ones are kept)."""
+        with self._lock:
+            if rel in self._scenes:
+                self._scenes.move_to_end(rel)
+                return self._scenes[rel]
+        scene = read_image(self.dir / rel)
+        with self._lock:
+            self._scenes[rel] = scene
+            while len(self._scenes) > _SCENES_KEPT:
+                self._scenes.popitem(last=False)
+        return scene
 
     def check_image(self, task: Task, image_ref: str | bytes, kind: str) -> dict[str, Any]:
         """`kind` "region": does the image show the gold region; "label": is the plate readable.
