@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
+import zlib
 from collections import OrderedDict
 from pathlib import Path
 
@@ -56,8 +58,28 @@ def write_unfiltered_png(source: Path, target: Path, max_pixels: int) -> bool:
     ok, encoded = cv2.imencode(".png", pixels, params)
     if not ok:
         return False
-    atomic_write_bytes(target, encoded.tobytes())
+    atomic_write_bytes(target, one_idat(encoded.tobytes()))
     return True
+
+
+def one_idat(png: bytes) -> bytes:
+    """The same PNG with its image data in one IDAT chunk.
+
+    libpng writes 8 KiB chunks, and PIL walks chunks in Python: a stored 5 MP copy is ~1,900
+    of them, which doubled its decode time (36 vs 18 ms here).
+    """
+    chunks, position = [], len(PNG_MAGIC)
+    while position + 8 <= len(png):
+        (length,) = struct.unpack(">I", png[position : position + 4])
+        chunks.append((png[position + 4 : position + 8], png[position + 8 : position + 8 + length]))
+        position += length + 12
+    data = b"".join(body for kind, body in chunks if kind == b"IDAT")
+    head = [(kind, body) for kind, body in chunks if kind not in (b"IDAT", b"IEND")]
+    return PNG_MAGIC + b"".join(_chunk(kind, body) for kind, body in [*head, (b"IDAT", data), (b"IEND", b"")])
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
 class FastInputs:
