@@ -185,3 +185,33 @@ def test_timings_are_reported(loop, tool, ctx):
     timings = obs.meta["timings"]
     assert set(timings) >= {"exec_s", "total_s"}
     assert json.dumps(timings)
+
+
+def test_stats_report_queue_exec_and_sandbox_cpu(loop, tool, ctx):
+    before = tool.stats()
+    obs = run(loop, tool, "total = 0\nfor i in range(4_000_000):\n    total += i\nprint(total)", ctx)
+    after = tool.stats()
+    assert obs.error is None and obs.text.startswith(str(sum(range(4_000_000))))
+    spent = after["sandbox_cpu_s"] - before["sandbox_cpu_s"]
+    assert 0.05 <= spent <= obs.meta["timings"]["exec_s"] + 0.05  # a busy loop's CPU, inside the sandbox
+    assert after["calls"] == before["calls"] + 1 and after["mean_exec_s"] > 0
+
+
+def test_png_saves_default_to_fast_compression_but_keep_a_chosen_level(loop, tool, ctx):
+    code = (
+        "from PIL import Image\n"
+        "im = Image.open(image_paths[0])\n"
+        "im.save('/output/default.png')\n"
+        "im.save('/output/chosen.png', compress_level=9)\n"
+    )
+    obs = run(loop, tool, code, ctx)
+    assert obs.error is None and len(obs.images) == 2
+
+    def zlib_level(path: str) -> int:  # FLEVEL bits of the zlib header opening the IDAT data
+        data = Path(path).read_bytes()
+        return data[data.index(b"IDAT") + 5] >> 6
+
+    default, chosen = (zlib_level(p) for p in obs.images)
+    assert (default, chosen) == (0, 3)  # 0: fastest (level 1), 3: maximum (level 9)
+    with Image.open(obs.images[0]) as a, Image.open(ctx.images["image_0.png"]) as b:
+        assert np.array_equal(np.asarray(a), np.asarray(b))
