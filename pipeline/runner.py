@@ -237,14 +237,16 @@ class SynthWorker:
                 "images_encoded": ex.stats.images_encoded,
                 "images_sent": ex.stats.images_sent,
             }
-        tools: dict[str, Any] = {}
-        for by_name in self._tools.values():
+        per_tool: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
+        seen: set[int] = set()
+        for by_name in self._tools.values():  # each mode has its own tools, possibly shared
             for name, tool in by_name.items():
-                if hasattr(tool, "stats") and name not in tools:
+                if hasattr(tool, "stats") and id(tool) not in seen:
+                    seen.add(id(tool))
                     with contextlib.suppress(Exception):
-                        tools[name] = tool.stats()
-        if tools:
-            out["tools"] = tools
+                        per_tool[name].append(tool.stats())
+        if per_tool:
+            out["tools"] = {name: _sum_dicts(stats) for name, stats in per_tool.items()}
         return out
 
     async def close(self) -> dict[str, Any]:

@@ -76,13 +76,21 @@ class CodeTool(Tool):
         text = "\n".join(lines) if lines else "(the code printed nothing and saved no image)"
         return Observation(text=text, images=produced, error=error, meta={"timings": result.timings})
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, float]:
+        """Counts, and where a call's time goes (mean seconds: waiting for a worker, running,
+        CPU spent inside the sandbox)."""
+        calls = max(1, self.pool.calls)
         return {
             "calls": self.pool.calls,
             "errors": self.errors,
             "worker_restarts": self.pool.restarts,
             "fast_inputs_made": self.pool.fast_inputs.made,
             "fast_inputs_reused": self.pool.fast_inputs.reused,
+            "mean_queue_s": round(self.pool.seconds["queue_s"] / calls, 4),
+            "mean_exec_s": round(self.pool.seconds["exec_s"] / calls, 4),
+            "mean_total_s": round(self.pool.seconds["total_s"] / calls, 4),
+            "mean_cpu_s": round(self.pool.seconds["cpu_s"] / calls, 4),
+            "sandbox_cpu_s": round(self.pool.seconds["cpu_s"], 3),
         }
 
     async def end_session(self, trajectory_id: str) -> None:

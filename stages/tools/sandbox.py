@@ -11,6 +11,7 @@ restarted, and the caller gets an error result; the pool keeps serving.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import json
@@ -182,6 +183,7 @@ class SandboxPool:
         self._free: asyncio.Condition | None = None
         self.calls = 0
         self.restarts = 0
+        self.seconds: collections.Counter[str] = collections.Counter()  # summed call timings
 
     async def start(self) -> None:
         """Start every worker now (otherwise the first call pays the start-up)."""
@@ -260,9 +262,11 @@ class SandboxPool:
                 "start_s": t1 - t_start,
                 "stage_s": t2 - t1,
                 "exec_s": float(reply.get("exec_s", 0.0)),
+                "cpu_s": float(reply.get("cpu_s", 0.0)),  # inside the sandbox
                 "roundtrip_s": t3 - t2,
                 "total_s": t3 - t0,
             }
+            self.seconds.update(timings)
             return SandboxResult(
                 stdout=reply.get("stdout", ""),
                 error=reply.get("error"),
