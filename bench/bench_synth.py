@@ -1,9 +1,14 @@
 """Synth benchmarks against the offline world's oracle on loopback; every figure a ratio measured
 side by side in this one run.
 
-1. latency hiding: trajforge (real tools) vs a bare asyncio + openai loop making the same number
-   of calls per trajectory at the same concurrency (no tools), and vs the ideal
-   in_flight / (calls per trajectory x latency);
+1. latency hiding: trajforge (real tools, Ray) vs a bare asyncio + openai loop replaying
+   trajforge's very requests at the same concurrency (no tools), and vs the ideal
+   in_flight / (calls per trajectory x latency). Two bare loops: the SDK as a user calls it
+   (chat.completions.create over httpx) and trajforge's own wire path (raw-body post over
+   aiohttp), which isolates what tools and the agent loop cost. Two windows: the whole run,
+   and the steady state (Little's law over the trajectories that ended while every slot was
+   busy: the whole run of 3 waves is dominated by the last wave's tail, which the bare loop
+   has too). Each side meets a freshly started world server (cold oracle caches);
 2. rate limits: the server admits R requests/s (429 + Retry-After beyond); sustained admitted
    rate / R and the share of requests rejected;
 3. cost per trajectory: CPU ms per trajectory, split (by stack sampling, scaled to the measured
@@ -12,7 +17,8 @@ side by side in this one run.
 4. memory: peak RSS of a synth process at N and 10N tasks.
 
 The world server runs in its own process (`trajforge world serve`), so its CPU is never counted
-as ours. Run: `python bench/bench_synth.py [--quick]` (--quick: smaller sizes, same shapes).
+as ours. Run: `python bench/bench_synth.py [--quick] [--only latency] [--tasks N] [--set k=v]`
+(--quick: smaller sizes, same shapes).
 """
 
 from __future__ import annotations
@@ -241,7 +247,9 @@ def steady_state(spans: list[tuple[float, float, int]], in_flight: int, latency:
     }
 
 
-def bench_latency(tmp: Path, world: World, tasks: int, latency: float, in_flight: int) -> dict:
+def bench_latency(
+    tmp: Path, world: World, tasks: int, latency: float, in_flight: int, sets: dict[str, str]
+) -> dict:
     import ray
 
     from pipeline.schema import Trajectory
@@ -257,6 +265,7 @@ def bench_latency(tmp: Path, world: World, tasks: int, latency: float, in_flight
             "synth.in_flight": in_flight,
             "teacher.concurrency": in_flight,
             "teacher.timeout_s": latency * 6 + 30,
+            **sets,
         },
     )
     store = prepare(cfg)
@@ -338,6 +347,7 @@ def bench_latency(tmp: Path, world: World, tasks: int, latency: float, in_flight
             "tools": round(sum(map(sum, tool_s.values())) / len(trajectories), 2),
         },
         "tool_latency_mean_s": {name: round(sum(v) / len(v), 3) for name, v in sorted(tool_s.items())},
+        "code_tool": summary["tools"].get("code"),
         "images_sent_trajforge": summary["executor"].get("images_sent"),
         "images_sent_bare": bare_images,
         "statuses": summary["statuses"],
@@ -477,21 +487,18 @@ def bench_cpu(tmp: Path, world: World, tasks: int) -> dict:
     cfg = config(tmp, "cpu", world, **{"seeds.limit": tasks, "synth.in_flight": 32})
     store = prepare(cfg)
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     sampler = Sampler()
     sampler.start()
     summary = synth(cfg, store, world, use_ray=False)  # in process: the sampler sees everything
     sampler.stop()
-    after, after_children = (
-        resource.getrusage(resource.RUSAGE_SELF),
-        resource.getrusage(resource.RUSAGE_CHILDREN),
-    )
+    after = resource.getrusage(resource.RUSAGE_SELF)
     cpu_self = (after.ru_utime + after.ru_stime) - (usage.ru_utime + usage.ru_stime)
-    sandbox = (after_children.ru_utime + after_children.ru_stime) - (children.ru_utime + children.ru_stime)
+    # the sandbox workers are long-lived processes: their CPU as each zygote measured it
+    sandbox = summary["tools"].get("code", {}).get("sandbox_cpu_s", 0.0)
     n = max(1, summary["trajectories"])
     total = sum(sampler.counts.values()) or 1
     split = {k: round(cpu_self * v / total / n * 1000, 1) for k, v in sampler.counts.most_common()}
-    split["tools"] = round(split.get("tools", 0.0) + sandbox / n * 1000, 1)  # sandbox processes
+    split["code sandbox"] = round(sandbox / n * 1000, 1)
     ex = summary["executor"]
     return {
         "trajectories": n,
@@ -543,7 +550,17 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="smaller sizes (same shapes)")
     parser.add_argument("--only", choices=["latency", "rate", "cpu", "memory"], action="append")
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override for trajforge's side of the latency bench (e.g. tools.code.workers=4)",
+    )
+    parser.add_argument("--tasks", type=int, help="latency bench tasks (x4 rollouts; default 192)")
     args = parser.parse_args()
+    sets = dict(item.split("=", 1) for item in args.sets)
     only = set(args.only or ["latency", "rate", "cpu", "memory"])
     world = World()
     results: dict = {}
@@ -551,8 +568,10 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="bench-synth-") as folder:
             tmp = Path(folder)
             if "latency" in only:
-                tasks = 64 if args.quick else 192
-                results["latency_hiding"] = bench_latency(tmp, world, tasks, latency=5.0, in_flight=256)
+                tasks = args.tasks or (64 if args.quick else 192)
+                results["latency_hiding"] = bench_latency(
+                    tmp, world, tasks, latency=5.0, in_flight=256, sets=sets
+                )
                 print(json.dumps({"latency_hiding": results["latency_hiding"]}), flush=True)
             if "rate" in only:
                 results["rate_limit"] = bench_rate_limit(

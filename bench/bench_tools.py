@@ -1,5 +1,6 @@
 """Tools benchmark: code-sandbox per-call overhead vs cold interpreters, search cache hit rates,
-and local image-search latency (current index vs the frozen v1 baseline, bench/image_search_v1.py).
+local image-search latency (current index vs the frozen v1 baseline, bench/image_search_v1.py),
+and the sandbox CPU of a crop call with large PNG inputs staged as they are vs as filter-free copies.
 
 Overhead = host-observed time of a call whose user code is `pass` (so it is all sandbox cost:
 staging, fork, limits, output collection, IPC). Measured side by side in one run against
@@ -10,7 +11,7 @@ Image search: corpora of world-style emblems (300 = the default world, and 2,000
 are crops of a cluttered scene holding an emblem at 50-130 px and rescaled, tinted copies; each
 query is run through both indexes back to back, so the ratio is measured under the same load.
 
-    python bench/bench_tools.py [--calls 200] [--cold 20] [--image-queries 20] [--only image]
+    python bench/bench_tools.py [--calls 200] [--cold 20] [--image-queries 20] [--only image|fast-inputs]
 """
 
 from __future__ import annotations
@@ -70,6 +71,64 @@ async def warm_calls(n: int, work: Path) -> tuple[list[float], list[float]]:
     finally:
         await tool.aclose()
     return overhead, crop
+
+
+def fast_input_images(work: Path) -> dict[str, Path]:
+    """2560x2048 PNGs (PIL's default compression) of the two kinds seeds come in."""
+    rng = np.random.default_rng(1)
+    render = np.zeros((2048, 2560, 3), np.uint8)  # flat regions and hard edges, like a world scene
+    for _ in range(300):
+        x, y = rng.integers(0, 2400), rng.integers(0, 1900)
+        render[y : y + rng.integers(8, 150), x : x + rng.integers(8, 160)] = rng.integers(0, 256, 3)
+    ramp = np.linspace(0, 200, 2560, dtype=np.float32)[None, :, None]
+    photo = np.clip(ramp + rng.normal(0, 6, (2048, 2560, 3)), 0, 255).astype(np.uint8)  # sensor noise
+    paths = {}
+    for name, pixels in (("render", render), ("photo", photo)):
+        paths[name] = work / f"{name}.png"
+        Image.fromarray(pixels).save(paths[name])
+    return paths
+
+
+async def fast_input_crops(work: Path, n: int) -> list[dict]:
+    """Sandbox CPU of an R1V4-style crop call (re-open the input, crop, zoom, save) with the
+    input staged as it is vs as its filter-free copy; two pools, calls alternated."""
+    code = (
+        "from PIL import Image\nimg = Image.open(image_paths[0])\n"
+        "crop = img.crop((532, 1657, 685, 1760)).resize((612, 412), Image.Resampling.LANCZOS)\n"
+        "crop.save('/output/crop.png')\n"
+    )
+    rows = []
+    for kind, image in fast_input_images(work).items():
+        tools = {
+            label: CodeTool(CodeToolConfig(workers=1, fast_inputs_min_pixels=threshold))
+            for label, threshold in (("as_is", 0), ("fast_copy", 1_000_000))
+        }
+        try:
+            for tool in tools.values():
+                await tool.pool.start()
+                await tool.run({"code": code}, ToolContext("warm", work / "w", images={"image_0.png": image}))
+            before = {label: tool.stats()["sandbox_cpu_s"] for label, tool in tools.items()}
+            for i in range(n):
+                for tool in tools.values():
+                    ctx = ToolContext(f"c{i}", work / f"c{i}", images={"image_0.png": image})
+                    obs = await tool.run({"code": code}, ctx)
+                    assert obs.error is None, obs.error
+            cpu = {
+                label: (tool.stats()["sandbox_cpu_s"] - before[label]) / n for label, tool in tools.items()
+            }
+        finally:
+            for tool in tools.values():
+                await tool.aclose()
+        rows.append(
+            {
+                "image": kind,
+                "png_bytes": image.stat().st_size,
+                "as_is_ms": round(cpu["as_is"] * 1000, 1),
+                "fast_copy_ms": round(cpu["fast_copy"] * 1000, 1),
+                "ratio": round(cpu["fast_copy"] / cpu["as_is"], 3),
+            }
+        )
+    return rows
 
 
 def search_hit_rates(work: Path) -> dict:
@@ -180,6 +239,14 @@ def image_search_latency(work: Path, sizes: list[int], count: int) -> list[dict]
     return rows
 
 
+def print_fast_rows(rows: list[dict]) -> None:
+    for r in rows:
+        print(
+            f"crop call on a 2560x2048 {r['image']} PNG ({r['png_bytes']} B), sandbox CPU: input as is "
+            f"{r['as_is_ms']} ms, filter-free copy {r['fast_copy_ms']} ms -> ratio {r['ratio']}"
+        )
+
+
 def print_image_rows(rows: list[dict]) -> None:
     ms = 1000
     for row in rows:
@@ -200,9 +267,14 @@ def main() -> None:
     parser.add_argument("--cold", type=int, default=20)
     parser.add_argument("--image-queries", type=int, default=20)
     parser.add_argument("--image-sizes", default="300,2000")
-    parser.add_argument("--only", choices=["image"], default=None)
+    parser.add_argument("--only", choices=["image", "fast-inputs"], default=None)
     args = parser.parse_args()
     sizes = [int(v) for v in args.image_sizes.split(",")]
+    if args.only == "fast-inputs":
+        with tempfile.TemporaryDirectory() as tmp:
+            rows = asyncio.run(fast_input_crops(Path(tmp), 20))
+        print_fast_rows(rows)
+        return
     if args.only == "image":
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
@@ -219,6 +291,7 @@ def main() -> None:
         cold_imports = cold([sys.executable, "-c", "import numpy, cv2, PIL.Image"], args.cold)
         rates = search_hit_rates(work)
         image_rows = image_search_latency(work, sizes, args.image_queries)
+        fast_rows = asyncio.run(fast_input_crops(work, 20))
     ms = 1000
     print(
         f"code tool, warm pool, `pass` ({len(overhead)} calls): median {statistics.median(overhead) * ms:.1f} ms, "
@@ -252,6 +325,7 @@ def main() -> None:
         f"({i['api_calls']} backend calls)"
     )
     print_image_rows(image_rows)
+    print_fast_rows(fast_rows)
     print(
         f"summary: {len(overhead) + len(crop)} sandbox calls, {rates['calls']} search calls in {rates['elapsed_s']:.1f} s, "
         f"{sum(r['queries'] for r in image_rows) * 2} image searches (v1 and now)"
