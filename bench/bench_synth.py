@@ -419,7 +419,10 @@ _CATEGORIES = (  # (module prefix, category), matched from the innermost frame o
     ("imagehash", "tools"),
     ("lxml", "tools"),
     ("openai", "teacher client"),
-    ("httpx", "teacher client"),
+    ("httpx", "teacher client"),  # also httpx2, the SDK's own
+    ("aiohttp", "teacher client"),  # the SDK's aiohttp transport (the world server is another process)
+    ("yarl", "teacher client"),
+    ("multidict", "teacher client"),
     ("httpcore", "teacher client"),
     ("h11", "teacher client"),
     ("anyio", "teacher client"),
