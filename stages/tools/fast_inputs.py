@@ -4,12 +4,13 @@ Teacher code re-opens the full input on every call (R1V4 style: `Image.open(p).c
 PIL loads the whole image to crop it), and the K rollouts of a task make that call over the same
 image again and again. Most of a large PNG's decode time goes to undoing its adaptive row
 filters and inflating: about 90 ms for a 2560x2048 scene here, most of a crop call's CPU. The
-same pixels written without row filters decode in about a third of that (see
-`bench/bench_tools.py`), so each large PNG is re-encoded once per process (off the event loop,
-coalesced when rollouts ask at once) and the copy is what the sandbox sees at /input.
+same pixels written without row filters, in one IDAT chunk, decode in 20-45 ms (a crop call's
+sandbox CPU about halves: `bench/bench_tools.py --only fast-inputs`), so each large PNG is
+re-encoded once per pool (off the event loop, coalesced when rollouts ask at once) and the copy
+is what the sandbox sees at /input.
 
 Only copies whose pixels and mode PIL reads back identically are made: 8-bit L, RGB and RGBA
-PNGs with no colour profile or transparency chunk (which the copy would not carry). Anything
+PNGs with no colour profile, gamma or transparency chunk (the copy would not carry them). Anything
 else, and every JPEG (already cheap to decode), is staged as it is.
 """
 

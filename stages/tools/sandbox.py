@@ -4,7 +4,7 @@ Each worker is one long-lived isolated process (see `isolation` and `sandbox_wor
 numpy and cv2 already imported, so a call costs a fork plus two pipe messages instead of an
 interpreter start and imports. Inputs are hard-linked (or copied) into the worker's staging
 folder, which the sandbox sees read-only at /input; large PNGs as their decode-friendly copies
-(`fast_inputs`: same pixels, a third of the decode). A worker that stops answering is killed and
+(`fast_inputs`: same pixels, a fraction of the decode). A worker that stops answering is killed and
 restarted, and the caller gets an error result; the pool keeps serving.
 """
 

@@ -420,7 +420,8 @@ class Zygote:
             reply = self.run_session(request)
         else:
             reply = self.run_stateless(request)
-        # CPU of the zygote and the children it reaped (a session child's is counted when it ends)
+        # CPU of the zygote and the children it reaped: approximate per call (a session child's
+        # counts when it ends, a straggler killed late in one call may be reaped in the next)
         reply["cpu_s"] = round(_cpu_s() - before, 6)
         return reply
 

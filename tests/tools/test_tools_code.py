@@ -187,10 +187,22 @@ def test_timings_are_reported(loop, tool, ctx):
     assert json.dumps(timings)
 
 
-def test_stats_report_queue_exec_and_sandbox_cpu(loop, tool, ctx):
-    before = tool.stats()
-    obs = run(loop, tool, "total = 0\nfor i in range(4_000_000):\n    total += i\nprint(total)", ctx)
-    after = tool.stats()
+def test_stats_report_queue_exec_and_sandbox_cpu(ctx):
+    """A fresh pool: stragglers killed after an earlier (hostile) call may be reaped, and so
+    counted, in the next one."""
+    cfg = CodeToolConfig(workers=1, wall_s=10, cpu_s=5, session=False)
+    code = "total = 0\nfor i in range(4_000_000):\n    total += i\nprint(total)"
+
+    async def go():
+        tool = CodeTool(cfg)
+        try:
+            before = tool.stats()
+            obs = await tool.run({"code": code}, ctx)
+            return before, obs, tool.stats()
+        finally:
+            await tool.aclose()
+
+    before, obs, after = asyncio.run(go())
     assert obs.error is None and obs.text.startswith(str(sum(range(4_000_000))))
     spent = after["sandbox_cpu_s"] - before["sandbox_cpu_s"]
     assert 0.05 <= spent <= obs.meta["timings"]["exec_s"] + 0.05  # a busy loop's CPU, inside the sandbox
