@@ -174,6 +174,9 @@ class Zygote:
         self.paths = cfg["paths"]
         self.base_vm = _vm_size()
         self.sessions: dict[str, dict] = {}
+        # entries of /output and /tmp that hold bind mounts (a venv or checkout under the host's
+        # /tmp is bound below the sandbox's /tmp): never emptied, and never walked on each call
+        self.mounted = {path: _mounted_entries(path) for path in (self.paths["output"], self.paths["tmp"])}
 
     # -- housekeeping
     def kill_stragglers(self) -> None:
@@ -210,7 +213,10 @@ class Zygote:
                 return
 
     def clear_dir(self, path: str) -> None:
+        keep = self.mounted.get(path, set())
         for entry in os.scandir(path):
+            if entry.name in keep:  # created by the launcher (root-owned): nothing of the code's
+                continue
             try:
                 if entry.is_dir(follow_symlinks=False):
                     shutil.rmtree(entry.path, ignore_errors=True)
@@ -424,6 +430,21 @@ class Zygote:
         # counts when it ends, a straggler killed late in one call may be reaped in the next)
         reply["cpu_s"] = round(_cpu_s() - before, 6)
         return reply
+
+
+def _mounted_entries(folder: str, mountinfo: str = "/proc/self/mountinfo") -> set[str]:
+    """Names in `folder` that are, or lead to, a mount point."""
+    prefix = folder.rstrip("/") + "/"
+    names = set()
+    try:
+        with open(mountinfo) as handle:
+            for line in handle:
+                point = line.split()[4].encode().decode("unicode_escape")  # octal escapes (\040)
+                if point.startswith(prefix):
+                    names.add(point[len(prefix) :].split("/")[0])
+    except OSError:
+        pass
+    return names
 
 
 def _cpu_s() -> float:

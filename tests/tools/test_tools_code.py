@@ -188,8 +188,9 @@ def test_timings_are_reported(loop, tool, ctx):
 
 
 def test_stats_report_queue_exec_and_sandbox_cpu(ctx):
-    """A fresh pool: stragglers killed after an earlier (hostile) call may be reaped, and so
-    counted, in the next one."""
+    """On a fresh pool: a straggler killed late in an earlier (hostile) call can be reaped, and
+    so counted, in the next one. The bound also catches the zygote's own per-call work (it once
+    walked a venv bound under /tmp on every call: twice the code's CPU)."""
     cfg = CodeToolConfig(workers=1, wall_s=10, cpu_s=5, session=False)
     code = "total = 0\nfor i in range(4_000_000):\n    total += i\nprint(total)"
 
@@ -227,3 +228,26 @@ def test_png_saves_default_to_fast_compression_but_keep_a_chosen_level(loop, too
     assert (default, chosen) == (0, 3)  # 0: fastest (level 1), 3: maximum (level 9)
     with Image.open(obs.images[0]) as a, Image.open(ctx.images["image_0.png"]) as b:
         assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_tmp_is_emptied_between_calls_but_launcher_mounts_are_left_alone(loop, tool, ctx, tmp_path):
+    from stages.tools.sandbox_worker import _mounted_entries
+
+    # a venv or checkout under the host's /tmp is bound below the sandbox's /tmp: its top
+    # entry must be skipped (walking a venv with rmtree on every call cost ~0.5 s of CPU)
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(
+        "22 1 0:20 / / rw - tmpfs tmpfs rw\n"
+        "23 22 0:21 / /tmp rw - tmpfs tmpfs rw\n"
+        "24 23 8:1 /work/x/.venv /tmp/ci\\040run/x/.venv ro - ext4 /dev/sda1 ro\n"
+        "25 22 0:22 / /output rw - tmpfs tmpfs rw\n"
+    )
+    assert _mounted_entries("/tmp", str(mountinfo)) == {"ci run"}
+    assert _mounted_entries("/output", str(mountinfo)) == set()
+
+    write = (
+        "import os\nos.makedirs('/tmp/a/b', exist_ok=True)\nopen('/tmp/a/b/f', 'w').write('x')\nprint('ok')"
+    )
+    assert run(loop, tool, write, ctx).text.strip() == "ok"
+    look = "import os\nprint(sorted(n for n in os.listdir('/tmp') if n == 'a'))"
+    assert run(loop, tool, look, ctx).text.strip() == "[]"
