@@ -101,7 +101,7 @@ class CodeToolConfig(Section):
     session_cpu_calls: int = 10  # a session's CPU budget is cpu_s times this (RLIMIT_CPU is cumulative)
     work_dir: str | None = None  # host staging folders (default: a private temporary folder)
     # PNG inputs of at least this many pixels are staged as filter-free copies (same pixels,
-    # ~3x cheaper to decode on every call); 0 stages every input as it is
+    # a crop call on them costs about half the sandbox CPU); 0 stages every input as it is
     fast_inputs_min_pixels: int = 1_000_000
     fast_inputs_cache_mb: int = 2048  # disk the copies may take (least recently used go first)
 
