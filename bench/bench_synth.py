@@ -561,7 +561,9 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="config override for trajforge's side of the latency bench (e.g. tools.code.workers=4)",
     )
-    parser.add_argument("--tasks", type=int, help="latency bench tasks (x4 rollouts; default 192)")
+    parser.add_argument(
+        "--tasks", type=int, help="latency bench tasks (x4 rollouts; default 192, at most the world's 200)"
+    )
     args = parser.parse_args()
     sets = dict(item.split("=", 1) for item in args.sets)
     only = set(args.only or ["latency", "rate", "cpu", "memory"])
