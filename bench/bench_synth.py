@@ -56,8 +56,9 @@ class World:
 
     def __init__(self) -> None:
         from pipeline.world import build_world, is_built
+        from pipeline.world.build import DEFAULT_ENTITIES, DEFAULT_TASKS
 
-        if not is_built(WORLD):
+        if not is_built(WORLD, seed=0, entities=DEFAULT_ENTITIES, tasks=DEFAULT_TASKS):  # and this version
             build_world(WORLD, seed=0)
         self.start()
 
@@ -95,6 +96,11 @@ class World:
 
     def stats(self) -> dict:
         return httpx.get(self.url + "/admin/knobs", timeout=5).json()["stats"]
+
+    def cpu_s(self) -> float:
+        """The server process's CPU seconds so far (user + system, all its threads)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def close(self) -> None:
         self.proc.terminate()
@@ -273,9 +279,10 @@ def bench_latency(
     # nice 0) that share these 2 cores; run trajforge's actor at their priority
     os.environ["RAY_worker_niceness"] = "0"  # noqa: SIM112 - Ray's own spelling
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # started outside the timing
-    start = time.monotonic()
+    start, server_cpu = time.monotonic(), world.cpu_s()
     summary = synth(cfg, store, world, use_ray=True)
     ours = time.monotonic() - start
+    server_cpu = world.cpu_s() - server_cpu
     ray.shutdown()
     trajectories = list(store.read_records("raw", Trajectory))
     tool_s: dict[str, list[float]] = collections.defaultdict(list)
@@ -305,7 +312,9 @@ def bench_latency(
     baselines = {}
     for kind, label in BARE_LOOPS.items():
         world.restart()  # the oracle caches its image checks: no side may find them warm
+        bare_server_cpu = world.cpu_s()
         bare, bare_spans = asyncio.run(bare_loop(world.url + "/v1", cfg, conversations, in_flight, kind))
+        bare_server_cpu = world.cpu_s() - bare_server_cpu
         bare_steady, bare_rate = steady_state(bare_spans, in_flight, latency), len(calls) / bare
         baselines[kind] = {
             "bare_loop": label,
@@ -314,6 +323,7 @@ def bench_latency(
                 "bare_ratio_vs_ideal": round(bare_steady["efficiency"], 3),
                 "bare_wall_s_per_teacher_call": round(bare_steady["wall_s_per_call"], 3),
             },
+            "world_server_cpu_ms_per_call": round(1000 * bare_server_cpu / sum(calls), 1),
             "whole_run": {
                 "bare_loop_traj_per_s": round(bare_rate, 2),
                 "ratio_vs_bare": round(ours_rate / bare_rate, 3),
@@ -332,6 +342,9 @@ def bench_latency(
                 "ratio_vs_ideal": round(ours_steady["efficiency"], 3),
                 "wall_s_per_teacher_call": round(ours_steady["wall_s_per_call"], 3),
             },
+            # the server shares the cores: its CPU per call (oracle, JSON, page and image
+            # serving) is load neither loop can avoid
+            "world_server_cpu_ms_per_call": round(1000 * server_cpu / sum(calls), 1),
             "whole_run": {
                 "traj_per_s": round(ours_rate, 2),
                 "ideal_traj_per_s": round(ideal_rate, 2),

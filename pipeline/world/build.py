@@ -10,6 +10,9 @@ Layout of WORLD/:
     corpus/html/<slug>.html  encyclopedia pages as served
     scenes/scene_<i>.png     2560x2048 scenes for perception and interleaved tasks
     photos/<slug>.png        whole-image 'photos' of emblems for search and multi-hop tasks
+    signatures.json + .npy   each task image's 32x32 grey thumbnail (uint8, in the .json's path
+                             order): the oracle tells tasks that share a question apart by image
+                             without decoding a 5 MP scene per candidate
 The build writes into a temporary sibling folder and renames it into place, so a crash never
 leaves a half-built world that `is_built` would accept.
 """
@@ -25,6 +28,7 @@ import time
 from pathlib import Path
 
 import imagehash
+import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
@@ -34,8 +38,11 @@ from pipeline.world.images import draw_emblem, search_photo
 from pipeline.world.kg import Entity, generate_kg
 from pipeline.world.pages import page_text, page_url, render_html, render_index, reverse_links
 from pipeline.world.scenes import PLATE_KINDS, build_scene, new_code
+from pipeline.world.vision import thumbnail_signature
 
-WORLD_VERSION = 2  # 2: infobox links show their URL; multi-hop follows links by URL, up to 4 hops
+#: 2: infobox links show their URL; multi-hop follows links by URL, up to 4 hops;
+#: 3: task-image signatures (signatures.json + signatures.npy)
+WORLD_VERSION = 3
 DEFAULT_ENTITIES = 300
 DEFAULT_TASKS = 200
 #: share of tasks per category
@@ -142,10 +149,14 @@ def build_world(
     phash = _Phash(emblems)
     photo_done: set[str] = set()
 
+    signatures: dict[str, np.ndarray] = {}  # of every image a task may show, made while in memory
+
     def photo(e: Entity) -> str:
         rel = f"photos/{e.slug}.png"
         if e.slug not in photo_done:
-            _save(search_photo(emblems[e.slug], e.seed), tmp / rel)
+            image = search_photo(emblems[e.slug], e.seed)
+            _save(image, tmp / rel)
+            signatures[rel] = thumbnail_signature(image)
             photo_done.add(e.slug)
         return rel
 
@@ -164,6 +175,7 @@ def build_world(
         image, layout = build_scene(name, seed, plates, chosen, words)
         rel = f"scenes/{name}.png"
         _save(image, tmp / rel)
+        signatures[rel] = thumbnail_signature(image)
         for k, plate in enumerate(layout.plates):
             perception.append(T.perception_task(rel, plate, f"{index:03d}-{k}"))
         for emblem in layout.emblems:
@@ -203,6 +215,7 @@ def build_world(
         made += 1
 
     _write_jsonl(tmp / "tasks.jsonl", [t.model_dump() for t in out_tasks])
+    _write_signatures(tmp, signatures, out_tasks)
     by_category = {c: sum(1 for t in out_tasks if t.category == c) for c in MIX}
     manifest = {
         "version": WORLD_VERSION,
@@ -223,6 +236,27 @@ def build_world(
             f"in {time.perf_counter() - start:.1f}s -> {out}"
         )
     return out
+
+
+def _write_signatures(root: Path, signatures: dict[str, np.ndarray], tasks: list[Task]) -> None:
+    """Thumbnails of the tasks' first images (np.save, not npz: same seed, same bytes)."""
+    paths = sorted({t.images[0] for t in tasks if t.images})
+    (root / "signatures.json").write_text(json.dumps({"paths": paths}) + "\n", encoding="utf-8")
+    stacked = np.stack([signatures[p] for p in paths]) if paths else np.zeros((0, 32, 32), np.uint8)
+    np.save(root / "signatures.npy", stacked, allow_pickle=False)
+
+
+def load_signatures(world_dir: Path) -> dict[str, np.ndarray]:
+    """The build's task-image thumbnails by path; empty for a world built before version 3."""
+    world_dir = Path(world_dir)
+    try:
+        paths = json.loads((world_dir / "signatures.json").read_text(encoding="utf-8"))["paths"]
+        stacked = np.load(world_dir / "signatures.npy", allow_pickle=False)
+    except (OSError, ValueError, KeyError):
+        return {}
+    if len(paths) != len(stacked):
+        return {}
+    return dict(zip(paths, stacked, strict=True))
 
 
 def _content_hash(root: Path) -> str:

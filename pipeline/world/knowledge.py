@@ -23,7 +23,7 @@ from PIL import Image
 from pipeline.images import ImageError, data_uri_bytes, decode_image, read_image
 from pipeline.schema import Task
 from pipeline.world import vision
-from pipeline.world.build import is_built, load_entities
+from pipeline.world.build import is_built, load_entities, load_signatures
 from pipeline.world.kg import Entity
 
 #: Decoded scenes kept for making templates (~21 MB each at 2560x2048).
@@ -45,7 +45,12 @@ class Knowledge:
         self.by_text: dict[str, list[Task]] = {}
         for task in self.tasks:
             self.by_text.setdefault(task.question.strip(), []).append(task)
-        self._signatures: dict[str, np.ndarray] = {}
+        # task-image thumbnails from the build (float, as compared), kept for good; a world built
+        # before they were indexed decodes each image once. Data URIs' are a bounded cache.
+        self._file_signatures: dict[str, np.ndarray] = {
+            rel: thumb.astype(np.float32) for rel, thumb in load_signatures(self.dir).items()
+        }
+        self._uri_signatures: dict[str, np.ndarray] = {}
         self.by_id = {t.task_id: t for t in self.tasks}
         self._lock = threading.Lock()
         self._templates: dict[str, vision.RegionTemplate] = {}
@@ -90,22 +95,22 @@ class Knowledge:
     def _signature_of_uri(self, uri: str) -> np.ndarray:
         key = hashlib.sha1(uri.encode()).hexdigest()
         with self._lock:
-            if key in self._signatures:
-                return self._signatures[key]
+            if key in self._uri_signatures:
+                return self._uri_signatures[key]
         value = _signature(decode_image(data_uri_bytes(uri), name="task image"))
         with self._lock:
-            self._signatures[key] = value
-            if len(self._signatures) > 4096:
-                self._signatures.pop(next(iter(self._signatures)))
+            self._uri_signatures[key] = value
+            if len(self._uri_signatures) > 4096:
+                self._uri_signatures.pop(next(iter(self._uri_signatures)))
         return value
 
     def _signature_of_file(self, rel: str) -> np.ndarray:
         with self._lock:
-            if rel in self._signatures:
-                return self._signatures[rel]
+            if rel in self._file_signatures:
+                return self._file_signatures[rel]
         value = _signature(read_image(self.dir / rel))
         with self._lock:
-            self._signatures[rel] = value
+            self._file_signatures[rel] = value
         return value
 
     @staticmethod
@@ -189,5 +194,4 @@ class Knowledge:
 
 
 def _signature(image: Image.Image) -> np.ndarray:
-    """A 32x32 grey thumbnail: tells the world's task images apart at any resolution."""
-    return np.asarray(image.convert("L").resize((32, 32), Image.Resampling.BOX), dtype=np.float32)
+    return vision.thumbnail_signature(image).astype(np.float32)

@@ -2,9 +2,12 @@
 
 - `label_text_height`: height in pixels of the text on a label plate inside an image, measured
   from the pixels (rows whose contrast against the plate exceeds half the peak contrast).
-- `region_score`: does an image (a crop, possibly zoomed, rotated or contrast-stretched, made by
+- `locate`: does an image (a crop, possibly zoomed, rotated or contrast-stretched, made by
   anyone's code) show a given region of a scene? Multi-scale, multi-rotation normalised
   cross-correlation; NCC is invariant to linear contrast changes, so autocontrast still matches.
+  A grey coarse search over the whole image finds candidates; the fine check correlates only a
+  window around each (NCC at a position depends only on the pixels under the template, so a
+  window gives the full image's scores there at a fraction of the cost).
 """
 
 from __future__ import annotations
@@ -26,6 +29,22 @@ _WORK_SIDE = 96  # template side (pixels) at the fine working scale
 _COARSE_SIDE = 40
 #: Largest searched image side per level: bounds the cost; a region that small is not readable anyway.
 _MAX_SIDE = (420, 1000)
+#: Fine-check window around a coarse candidate, each side: this many template sides, at least
+#: _FINE_MIN_PX pixels. The coarse step (x1.1 in scale, a few coarse pixels in position) lands
+#: well inside it; on the world's recorded checks every found region scores as in a whole-image
+#: search (a score far outside the window is a different, unfound, place).
+_FINE_RADIUS = 0.5
+_FINE_MIN_PX = 16
+
+
+#: Side of the thumbnail that tells the world's task images apart (`thumbnail_signature`).
+SIGNATURE_SIDE = 32
+
+
+def thumbnail_signature(image: Image.Image) -> np.ndarray:
+    """A small grey box-filtered thumbnail (uint8): tells the world's task images apart at any
+    resolution, so the oracle can match a resized data URI to the task image it came from."""
+    return np.asarray(image.convert("L").resize((SIGNATURE_SIDE,) * 2, Image.Resampling.BOX), dtype=np.uint8)
 
 
 def _gray(image: Image.Image) -> np.ndarray:
@@ -96,6 +115,7 @@ class Match:
     turns: int = 0
     to_scene: float = 1.0  # scene px per observed px
     box: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    at: tuple[float, float] = (0.0, 0.0)  # the template's top-left, observed px in the turned image
 
     @property
     def found(self) -> bool:
@@ -118,7 +138,8 @@ def locate(image: Image.Image, template: RegionTemplate) -> Match:
     x0, y0, x1, y1 = template.region
     mx, my = template.margin
 
-    def attempt(level: int, turns: int, to_scene: float) -> Match:
+    def attempt(level: int, turns: int, to_scene: float, near: tuple[float, float] | None = None) -> Match:
+        """One scale and turn; `near` (observed px) limits the search to a window around it."""
         array, work = template.levels[level]
         th, tw = array.shape[:2]
         s = to_scene * work
@@ -132,14 +153,24 @@ def locate(image: Image.Image, template: RegionTemplate) -> Match:
         prepared = _prep(source, s / level_scale)
         if prepared.shape[0] < th or prepared.shape[1] < tw or float(prepared.std()) < 1e-3:
             return Match(-1.0)
+        ox = oy = 0
+        if near is not None:
+            radius = max(_FINE_MIN_PX, _FINE_RADIUS * max(th, tw))
+            cx, cy = near[0] * s, near[1] * s
+            ox = max(0, min(prepared.shape[1] - tw, round(cx - radius)))
+            oy = max(0, min(prepared.shape[0] - th, round(cy - radius)))
+            prepared = prepared[oy : round(cy + radius) + th + 1, ox : round(cx + radius) + tw + 1]
+            if prepared.shape[0] < th or prepared.shape[1] < tw:
+                return Match(-1.0)
         _, value, _, (x, y) = cv2.minMaxLoc(cv2.matchTemplate(prepared, array, cv2.TM_CCOEFF_NORMED))
+        x, y = x + ox, y + oy
         box = (
             (x - mx * work) / s,
             (y - my * work) / s,
             (x + (x1 - x0 - mx) * work) / s,
             (y + (y1 - y0 - my) * work) / s,
         )
-        return Match(float(value), turns, to_scene, box)
+        return Match(float(value), turns, to_scene, box, (x / s, y / s))
 
     coarse = [
         attempt(0, t, math.exp(v))
@@ -152,7 +183,7 @@ def locate(image: Image.Image, template: RegionTemplate) -> Match:
         if seed.score < 0:
             continue
         for factor in np.linspace(0.9, 1.1, 11):
-            candidate = attempt(1, seed.turns, seed.to_scene * float(factor))
+            candidate = attempt(1, seed.turns, seed.to_scene * float(factor), near=seed.at)
             if candidate.score > best.score:
                 best = candidate
     return best

@@ -181,3 +181,35 @@ def test_image_checks_run_once_for_concurrent_identical_images(small_world: Path
     assert len(calls) == 1 and all(r == results[0] for r in results)
     knowledge.check_image(task, scene + b"", "label")  # another kind is another check
     assert len(calls) == 2
+
+
+def test_signature_index_matches_the_images_and_spares_the_oracle_their_decoding(
+    small_world: Path, monkeypatch
+) -> None:
+    """The build indexes each task image's thumbnail; the oracle tells tasks that share a
+    question apart from it (one decode of the sent image, none of the world's files)."""
+    import base64
+
+    import pipeline.world.knowledge as knowledge_module
+    from pipeline.world.build import load_signatures
+    from pipeline.world.vision import thumbnail_signature
+
+    index = load_signatures(small_world)
+    tasks = [t for t in load_tasks(small_world) if t.images]
+    assert tasks and set(index) == {Path(t.images[0]).relative_to(small_world).as_posix() for t in tasks}
+    for rel, thumb in index.items():
+        assert (
+            thumb.dtype.name == "uint8"
+            and (thumb == thumbnail_signature(read_image(small_world / rel))).all()
+        )
+
+    knowledge = Knowledge(small_world)
+    monkeypatch.setattr(knowledge_module, "read_image", lambda *a, **k: pytest.fail("decoded a world file"))
+    shared = [t for t in knowledge.tasks if t.images]
+    for task in shared:  # as if every task with an image asked the same question
+        knowledge.by_text[task.question.strip()] = shared
+    for task in shared:
+        sent = fit_pixels(read_image(small_world / task.images[0]), TEACHER_PIXELS)
+        uri = "data:image/png;base64," + base64.b64encode(encode_png(sent)).decode()
+        found = knowledge.find_task(task.question, [uri])
+        assert found is not None and found.images[0] == task.images[0]  # a scene serves several tasks
