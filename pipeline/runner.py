@@ -232,9 +232,9 @@ class SynthWorker:
                 "tool_calls": ex.stats.tool_calls,
                 "tool_errors": ex.stats.tool_errors,
                 "tool_s": round(ex.stats.tool_s, 3),
-                "encode_cpu_s": round(ex.encode_cpu_s, 3),
+                "encode_cpu_s": round(ex.uris.encode_cpu_s, 3),
                 "store_cpu_s": round(ex.stats.store_cpu_s + self.write_cpu_s, 3),
-                "images_encoded": ex.stats.images_encoded,
+                "images_encoded": ex.uris.encoded,
                 "images_sent": ex.stats.images_sent,
             }
         per_tool: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)

@@ -595,6 +595,10 @@ class UriCache:
     def __init__(self, max_bytes: int = 256 << 20):
         self.max_bytes = max_bytes
         self.bytes = 0
+        # every encoding by an encoder sharing this cache (the planner's too), from any thread
+        self.encoded = 0
+        self.encode_cpu_s = 0.0
+        self._count_lock = threading.Lock()
         self._uris: collections.OrderedDict[tuple[Any, ...], str] = collections.OrderedDict()
         self._pending: dict[tuple[Any, ...], asyncio.Future[str]] = {}
 
@@ -603,6 +607,12 @@ class UriCache:
         if uri is not None:
             self._uris.move_to_end(key)
         return uri
+
+    def count(self, cpu_s: float) -> None:
+        """One encoding done (by whichever encoder), for the run's CPU accounting."""
+        with self._count_lock:
+            self.encoded += 1
+            self.encode_cpu_s += cpu_s
 
     def put(self, key: tuple[Any, ...], uri: str) -> None:
         if key in self._uris or len(uri) > self.max_bytes:
@@ -681,8 +691,11 @@ class ImageEncoder:
             uri = to_data_uri(buffer.getvalue(), "image/jpeg")
         else:
             uri = to_data_uri(encode_png(image), "image/png")
+        spent = time.thread_time() - start
         self.encoded += 1
-        self.cpu_s += time.thread_time() - start
+        self.cpu_s += spent
+        if self.shared is not None:
+            self.shared.count(spent)
         return uri
 
     def data_uri(self, ref: str) -> str:

@@ -99,7 +99,6 @@ class ExecStats:
     tool_errors: int = 0
     tool_s: float = 0.0
     store_cpu_s: float = 0.0
-    images_encoded: int = 0  # data URIs built (at most once per image per trajectory; shared by rollouts)
     images_sent: int = 0  # image parts sent over all teacher calls
     statuses: dict[str, int] = field(default_factory=dict)
 
@@ -115,8 +114,9 @@ class Executor:
     teacher_cfg: TeacherConfig
     work_root: Path
     stats: ExecStats = field(default_factory=ExecStats)
-    encode_cpu_s: float = 0.0
-    uris: UriCache = field(default_factory=UriCache)  # images encoded once per worker, not per rollout
+    # images encoded once per worker, not per rollout; it counts every encoding (and its CPU)
+    # by this worker's encoders, the planner's included
+    uris: UriCache = field(default_factory=UriCache)
 
     def encoder(self) -> ImageEncoder:
         """A trajectory's image encoder, sharing this worker's encoded images."""
@@ -181,6 +181,8 @@ class Executor:
             question=task.question,
             goal=task.question,
         )
+        for tool in tools.values():  # e.g. the code tool's fast input copies, hidden by turn one
+            tool.warm(ctx)
         messages: list[Message] = prompt_messages(prompt.text, user_text(task, plan), list(task.images))
         encoder = self.encoder()
         tracker = PlanTracker(plan)
@@ -195,8 +197,6 @@ class Executor:
                 traj.status, traj.failure_reason = "failed", f"teacher: {exc}"
                 break
             finally:
-                self.encode_cpu_s += encoder.cpu_s
-                encoder.cpu_s = 0.0
                 self.stats.images_sent += len(image_refs(messages))
             traj.teacher_calls += 1
             self.stats.turns += 1
@@ -222,7 +222,6 @@ class Executor:
                     f"context reached {reply.prompt_tokens + reply.completion_tokens} tokens"
                 )
                 break
-        self.stats.images_encoded += encoder.encoded
         if traj.status == "turn_limit":
             traj.failure_reason = f"no answer within {self.synth.max_turns} turns"
         traj.injected_defects = sorted(defects)

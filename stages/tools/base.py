@@ -62,5 +62,9 @@ class Tool(ABC):
     @abstractmethod
     async def _run(self, arguments: dict[str, Any], ctx: ToolContext) -> Observation: ...
 
+    def warm(self, ctx: ToolContext) -> None:  # noqa: B027 - optional hook, most tools need nothing
+        """A trajectory starts with `ctx`: start (never wait for) work its first call would do,
+        so the first teacher turn hides it. Must not raise."""
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most tools hold nothing
         """Release pools, clients and caches."""

@@ -76,9 +76,14 @@ class CodeTool(Tool):
         text = "\n".join(lines) if lines else "(the code printed nothing and saved no image)"
         return Observation(text=text, images=produced, error=error, meta={"timings": result.timings})
 
+    def warm(self, ctx: ToolContext) -> None:
+        """Start the fast copies of the trajectory's input images (made once per pool)."""
+        for path in ctx.images.values():
+            self.pool.fast_inputs.prefetch(path)
+
     def stats(self) -> dict[str, float]:
-        """Counts, and where a call's time goes (mean seconds: waiting for a worker, running,
-        CPU spent inside the sandbox)."""
+        """Counts, and where a call's time goes (mean seconds: staging fast inputs, waiting for
+        a worker, the worker's round trip and the code's run inside it, CPU spent in the sandbox)."""
         calls = max(1, self.pool.calls)
         return {
             "calls": self.pool.calls,
@@ -86,7 +91,9 @@ class CodeTool(Tool):
             "worker_restarts": self.pool.restarts,
             "fast_inputs_made": self.pool.fast_inputs.made,
             "fast_inputs_reused": self.pool.fast_inputs.reused,
+            "mean_fast_inputs_s": round(self.pool.seconds["fast_inputs_s"] / calls, 4),
             "mean_queue_s": round(self.pool.seconds["queue_s"] / calls, 4),
+            "mean_roundtrip_s": round(self.pool.seconds["roundtrip_s"] / calls, 4),
             "mean_exec_s": round(self.pool.seconds["exec_s"] / calls, 4),
             "mean_total_s": round(self.pool.seconds["total_s"] / calls, 4),
             "mean_cpu_s": round(self.pool.seconds["cpu_s"] / calls, 4),

@@ -88,7 +88,8 @@ class FastInputs:
 
     Bounded by bytes (least recently used copies are deleted first). `for_sandbox(path)`
     returns the copy, or `path` itself when the image is small, not eligible or unreadable (the
-    code then meets the original, and its own error if any).
+    code then meets the original, and its own error if any). `prefetch(path)` starts a copy
+    without waiting for it.
     """
 
     def __init__(self, root: Path, *, min_pixels: int, max_bytes: int, max_pixels: int) -> None:
@@ -103,31 +104,52 @@ class FastInputs:
         self.reused = 0
 
     async def for_sandbox(self, path: Path) -> Path:
+        """The copy to stage for `path` (made now if it is not yet), or `path` itself."""
+        known, first = self._start(path)
+        if not first and known is not None:
+            self.reused += 1  # made for an earlier request: a prefetch, or another rollout
+        if isinstance(known, asyncio.Future):
+            known = await asyncio.shield(known)
+        return known or path
+
+    def prefetch(self, path: Path) -> None:
+        """Start making `path`'s copy in the background (a trajectory's inputs, as it starts: its
+        first code call comes a teacher turn later and finds the copy ready instead of waiting)."""
+        self._start(path)
+
+    def _start(self, path: Path) -> tuple[Path | asyncio.Future[Path | None] | None, bool]:
+        """(the copy, None for "use the original", or the future of the one being made; whether
+        this request started it).
+
+        The copy is made in a worker thread that belongs to no caller, so a cancelled rollout
+        never cancels it (nor records the image as ineligible) for the others.
+        """
         if self.min_pixels <= 0:
-            return path
+            return None, False
         try:
             info = path.stat()
         except OSError:
-            return path
+            return None, False
         key = (info.st_dev, info.st_ino, info.st_mtime_ns, info.st_size)
         if key in self._copies:
             self._copies.move_to_end(key)
-            self.reused += 1
-            return self._copies[key][0] or path
-        pending = self._pending.get(key)
-        if pending is not None:  # another rollout is making this copy right now
-            self.reused += 1
-            return await asyncio.shield(pending) or path
-        future: asyncio.Future[Path | None] = asyncio.get_running_loop().create_future()
-        self._pending[key] = future
-        copy: Path | None = None
-        try:
-            copy = await asyncio.to_thread(self._make, path, key)
-        finally:  # also when cancelled: rollouts waiting on this copy get the original
-            del self._pending[key]
-            future.set_result(copy)
-            self._remember(key, copy)
-        return copy or path
+            return self._copies[key][0], False
+        if (pending := self._pending.get(key)) is not None:
+            return pending, False
+        pending = asyncio.get_running_loop().run_in_executor(None, self._make, path, key)
+        self._pending[key] = pending
+        pending.add_done_callback(lambda done, key=key: self._settle(key, done))
+        return pending, True
+
+    def _settle(self, key: tuple[int, int, int, int], done: asyncio.Future[Path | None]) -> None:
+        del self._pending[key]
+        copy = None if done.cancelled() or done.exception() is not None else done.result()
+        self.made += copy is not None
+        self._remember(key, copy)
+
+    async def aclose(self) -> None:
+        """Wait for copies still being made (so none is written after the pool's folder is gone)."""
+        await asyncio.gather(*self._pending.values(), return_exceptions=True)
 
     def _remember(self, key: tuple[int, int, int, int], copy: Path | None) -> None:
         size = copy.stat().st_size if copy is not None else 0
@@ -150,6 +172,4 @@ class FastInputs:
         except (ImageError, OSError, cv2.error) as exc:  # never fatal: the sandbox gets the original
             log.debug("no fast copy of %s: %s", path, exc)
             return None
-        if made:
-            self.made += 1
         return target if made else None

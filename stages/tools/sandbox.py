@@ -292,6 +292,7 @@ class SandboxPool:
             await self._release(worker)
 
     async def aclose(self) -> None:
+        await self.fast_inputs.aclose()
         for worker in self.workers:
             if worker.proc is not None and worker.proc.stdin is not None:
                 with contextlib.suppress(Exception):

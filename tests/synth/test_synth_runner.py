@@ -198,3 +198,32 @@ def test_observation_role_reaches_the_teacher(fake_teacher, tmp_path, role):
     if role == "user":
         assert parts[0]["text"].startswith("<observation>")
     assert PLAN  # the plan fixture stays importable for other tests
+
+
+def test_each_trajectory_warms_its_tools_once_with_its_input_images(fake_teacher, tmp_path):
+    """The hook that lets the code tool start its input copies while turn one is in flight."""
+    from tests.synth.conftest import FakeCrop
+
+    warmed: list[tuple[str, list[str], int]] = []
+    server = fake_teacher(scripted_agent)
+
+    class WarmCrop(FakeCrop):
+        def warm(self, ctx) -> None:
+            warmed.append((ctx.trajectory_id, [p.name for p in ctx.images.values()], len(server.requests)))
+
+    cfg, store, tasks = make_run(tmp_path, n_tasks=2, **{"synth.rollouts": 2, "synth.plan": False})
+    run_synth(
+        cfg,
+        store,
+        teacher_base_url=server.base_url,
+        use_ray=False,
+        tools_factory=lambda *_: {"code": WarmCrop()},
+        progress=False,
+    )
+    trajectories = store.read_records("raw", Trajectory)
+    assert sorted(t for t, _, _ in warmed) == sorted(t.trajectory_id for t in trajectories)
+    by_task = {t.task_id: t for t in tasks}
+    for traj in trajectories:
+        (names,) = [n for t, n, _ in warmed if t == traj.trajectory_id]
+        assert names == [store.images.path(by_task[traj.task_id].images[0]).name]
+    assert any(before == 0 for _, _, before in warmed)  # before the first teacher call went out

@@ -253,6 +253,9 @@ def test_rollouts_share_one_encoding_per_worker(tmp_path):
 
     _run(main())
     assert sum(e.encoded for e in encoders) == 1
+    # the shared cache counts it whichever encoder did it (the planner's encoder is not the
+    # executor's, yet its CPU is the run's): one encoding, its CPU measured
+    assert shared.encoded == 1 and shared.encode_cpu_s > 0
     uris = {e.data_uri(ref) for e in encoders}
     assert len(uris) == 1
     image = Image.open(io.BytesIO(base64.b64decode(uris.pop().split(",", 1)[1])))

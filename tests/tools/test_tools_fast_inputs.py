@@ -121,3 +121,29 @@ def test_sandbox_code_sees_the_original_pixels_through_the_copy(tmp_path: Path) 
     expected = f"PNG RGB (1280, 900) {hashlib.sha256(pixels.tobytes()).hexdigest()}"
     assert first.error is None and first.text.strip() == expected == again.text.strip()
     assert (stats["fast_inputs_made"], stats["fast_inputs_reused"]) == (1, 1), json.dumps(stats)
+
+
+def test_a_prefetched_copy_is_ready_for_the_first_call_and_a_cancelled_caller_spoils_nothing(
+    tmp_path: Path,
+) -> None:
+    first, second = tmp_path / "first.png", tmp_path / "second.png"
+    Image.fromarray(_photo(1200, 1000, seed=1)).save(first)
+    Image.fromarray(_photo(1200, 1000, seed=2)).save(second)
+    cache = FastInputs(tmp_path / "cache", min_pixels=1_000_000, max_bytes=1 << 30, max_pixels=10**8)
+
+    async def go():
+        cache.prefetch(first)  # a trajectory starts: nothing waits for this
+        await cache.aclose()  # ... and a teacher turn later the copy is there
+        ready = cache._copies and next(iter(cache._copies.values()))[0]
+        staged = await cache.for_sandbox(first)
+        # a rollout cancelled while its copy is being made: the copy is still made and kept
+        caller = asyncio.create_task(cache.for_sandbox(second))
+        await asyncio.sleep(0)
+        caller.cancel()
+        await cache.aclose()
+        return ready, staged, await cache.for_sandbox(second)
+
+    ready, staged, after_cancel = asyncio.run(go())
+    assert ready and staged == ready and staged != first
+    assert after_cancel != second and after_cancel.parent == tmp_path / "cache"
+    assert (cache.made, cache.reused) == (2, 2)
