@@ -38,7 +38,7 @@ from pipeline.world.images import draw_emblem, search_photo
 from pipeline.world.kg import Entity, generate_kg
 from pipeline.world.pages import page_text, page_url, render_html, render_index, reverse_links
 from pipeline.world.scenes import PLATE_KINDS, build_scene, new_code
-from pipeline.world.vision import thumbnail_signature
+from pipeline.world.vision import SIGNATURE_SIDE, thumbnail_signature
 
 #: 2: infobox links show their URL; multi-hop follows links by URL, up to 4 hops;
 #: 3: task-image signatures (signatures.json + signatures.npy)
@@ -242,7 +242,11 @@ def _write_signatures(root: Path, signatures: dict[str, np.ndarray], tasks: list
     """Thumbnails of the tasks' first images (np.save, not npz: same seed, same bytes)."""
     paths = sorted({t.images[0] for t in tasks if t.images})
     (root / "signatures.json").write_text(json.dumps({"paths": paths}) + "\n", encoding="utf-8")
-    stacked = np.stack([signatures[p] for p in paths]) if paths else np.zeros((0, 32, 32), np.uint8)
+    stacked = (
+        np.stack([signatures[p] for p in paths])
+        if paths
+        else np.zeros((0, SIGNATURE_SIDE, SIGNATURE_SIDE), np.uint8)
+    )
     np.save(root / "signatures.npy", stacked, allow_pickle=False)
 
 
