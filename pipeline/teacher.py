@@ -664,8 +664,7 @@ class ImageEncoder:
         self.store, self.max_pixels, self.jpeg_quality = store, max_pixels, jpeg_quality
         self.shared = shared
         self._memo: dict[str, str] = {}
-        self.encoded = 0
-        self.cpu_s = 0.0
+        self.encoded = 0  # by this encoder; the shared cache counts the worker's (and their CPU)
 
     def _in_store(self, ref: str) -> bool:
         path = Path(ref)
@@ -691,11 +690,9 @@ class ImageEncoder:
             uri = to_data_uri(buffer.getvalue(), "image/jpeg")
         else:
             uri = to_data_uri(encode_png(image), "image/png")
-        spent = time.thread_time() - start
         self.encoded += 1
-        self.cpu_s += spent
         if self.shared is not None:
-            self.shared.count(spent)
+            self.shared.count(time.thread_time() - start)
         return uri
 
     def data_uri(self, ref: str) -> str:
