@@ -199,9 +199,29 @@ class SynthWorker:
         async with self._write_lock:
             plans, self._plans = self._plans, []
             batch, self._buffer = self._buffer, []
-            self.write_cpu_s += await asyncio.to_thread(self._write, plans, batch)
-            self._written += len(batch)
+            if not plans and not batch:
+                return 0
+            write = asyncio.ensure_future(asyncio.to_thread(self._write, plans, batch))
+            try:
+                await asyncio.shield(write)
+            except asyncio.CancelledError:
+                # the thread writes on whatever happens here: keep the lock until it is done, so
+                # a later flush (close's) cannot return before this shard is on disk
+                await asyncio.wait([write])
+                raise
+            finally:
+                self._settle(write, plans, batch)
             return len(batch)
+
+    def _settle(self, write: asyncio.Future[float], plans: list[Plan], batch: list[Trajectory]) -> None:
+        """Count a finished write, or put a failed one's records back for the next flush."""
+        if not write.done():  # cancelled twice while writing: the thread finishes on its own
+            return
+        if write.cancelled() or write.exception() is not None:
+            self._plans[:0], self._buffer[:0] = plans, batch  # a plan written twice is harmless
+            return
+        self.write_cpu_s += write.result()
+        self._written += len(batch)
 
     def _write(self, plans: list[Plan], batch: list[Trajectory]) -> float:
         """Write shards (in a worker thread); returns the CPU seconds it took."""

@@ -24,10 +24,13 @@ def _png(seed: int) -> bytes:
 
 
 def make_run(tmp_path, n_tasks: int = 3, **overrides):
+    # the fake teacher answers at once, but on a loaded 2-core box (Ray starting, the other test
+    # worker busy) a reply can take over a second; a short timeout would then retry, and the tests
+    # that count requests would see one call twice. Tests that inject hangs set their own timeout.
     sets = [
         f"run.root={tmp_path}",
         "run.name=r",
-        "teacher.timeout_s=1.0",
+        "teacher.timeout_s=30.0",
         "teacher.max_retries=6",
         "synth.flush_s=0.2",
         *[f"{k}={v}" for k, v in overrides.items()],
