@@ -189,7 +189,10 @@ class SynthWorker:
                 self.log.warning("trajectory %s failed: %s", traj.trajectory_id, traj.failure_reason)
         self._buffer.extend(trajectories)
         if len(self._buffer) >= self.cfg.synth.shard_size:
-            await self.flush()
+            try:
+                await self.flush()
+            except Exception as exc:  # the records stay buffered: the next flush writes them
+                self.log.error("shard write failed (retried at the next flush): %s", exc)
         return result
 
     async def flush(self) -> int:
@@ -275,7 +278,15 @@ class SynthWorker:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
-        await self.flush()
+        try:
+            await self.flush()
+        except Exception as exc:  # never the run: what is unwritten is redone by the next run
+            self.log.error(
+                "final shard write failed; %d trajectories stay unwritten and the next run redoes them "
+                "(from the teacher's replay cache): %s",
+                len(self._buffer),
+                exc,
+            )
         stats = self.stats()
         closed: set[int] = set()
         for by_name in self._tools.values():
@@ -472,6 +483,7 @@ def run_synth(
         name: _sum_dicts([t.get(name, {}) for t in tools]) for name in {n for t in tools for n in t}
     }
     summary["written"] = sum(w.get("written", 0) for w in workers)
+    summary["unwritten"] = sum(w.get("buffered", 0) for w in workers)  # a failed final write
     store.update_report("synth", summary)
     return summary
 

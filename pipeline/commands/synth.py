@@ -69,7 +69,8 @@ def _summary_line(summary: dict, tasks: dict) -> str:
         f"{summary['tool_calls']} tool calls, {summary['tokens']} tokens; "
         f"teacher {teacher.get('calls', 0)} calls, {teacher.get('cache_hits', 0)} cache hits, "
         f"{teacher.get('retries', 0)} retries; {summary['errors']} failed; "
-        f"{summary['wall_s']:.1f}s ({summary['trajectories_per_s']:.2f} traj/s)"
+        + (f"{summary['unwritten']} unwritten (rerun to redo them); " if summary.get("unwritten") else "")
+        + f"{summary['wall_s']:.1f}s ({summary['trajectories_per_s']:.2f} traj/s)"
     )
 
 

@@ -52,7 +52,9 @@ class _App:
         self.limiter = RateLimiter(knobs.rate_limit) if knobs.rate_limit else None
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="oracle")
         self.log_lock = threading.Lock()
-        self.stats = {"requests": 0, "rejected": 0, "errors": 0}
+        # held / peak_held: requests sleeping out their latency now and at most, the proof that
+        # a client's requests really overlap at the server (client-side timings include queueing)
+        self.stats = {"requests": 0, "rejected": 0, "errors": 0, "held": 0, "peak_held": 0}
 
     # --------------------------------------------------------------- knobs
     def set_knobs(self, knobs: Knobs) -> None:
@@ -60,6 +62,14 @@ class _App:
         self.oracle.knobs = knobs
         self.rng = random.Random(knobs.seed)
         self.limiter = RateLimiter(knobs.rate_limit) if knobs.rate_limit else None
+
+    async def _hold(self, delay: float) -> None:
+        self.stats["held"] += 1
+        self.stats["peak_held"] = max(self.stats["peak_held"], self.stats["held"])
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            self.stats["held"] -= 1
 
     async def get_knobs(self, request: web.Request) -> web.Response:
         return web.json_response({"knobs": self.knobs.model_dump(), "stats": self.stats})
@@ -154,7 +164,7 @@ class _App:
             self.stats["errors"] += 1
             await asyncio.sleep(knobs.hang_s)
         if delay:
-            await asyncio.sleep(delay)
+            await self._hold(delay)
         loop = asyncio.get_running_loop()
         reply: Reply = await loop.run_in_executor(self.pool, self.oracle.respond, body)
         self._log(reply, body)

@@ -79,3 +79,22 @@ def test_failed_write_is_kept_for_the_next_flush(fake_teacher, tmp_path):
     records = RunStore(worker.store.root).read_records("raw", Trajectory)
     assert sorted(r.task_id for r in records) == ["t0", "t1", "t2"]
     assert stats["written"] == 3
+
+
+def test_final_write_failing_costs_the_records_not_the_close(fake_teacher, tmp_path):
+    worker = _worker(tmp_path, fake_teacher(lambda body: "unused").base_url)
+
+    def broken_write(plans, batch):
+        raise OSError("read-only file system")
+
+    worker._write = broken_write
+
+    async def scenario() -> dict:
+        await worker.start()
+        worker._buffer.extend(_trajectories(0, 2))
+        return await worker.close()  # logs, releases the teacher and tools, reports what is left
+
+    stats = asyncio.run(scenario())
+    assert stats["written"] == 0 and stats["buffered"] == 2
+    log = (worker.store.root / "logs" / "synth.log").read_text()
+    assert "2 trajectories stay unwritten" in log and "read-only file system" in log
