@@ -42,7 +42,9 @@ from stages.plan import make_plan
 
 log = logging.getLogger("trajforge.synth")
 
-#: Builds the tools of one mode: (config, mode, run dir) -> {name: Tool}.
+#: Builds the tools of one mode: (config, mode, run dir) -> {name: Tool}. A worker keeps one
+#: tool per name across modes (the first mode's), so `tools.code.workers` sandbox processes
+#: serve every mode rather than each mode starting its own pool.
 ToolsFactory = Callable[[Config, str, Path], dict[str, Any]]
 
 
@@ -163,8 +165,10 @@ class SynthWorker:
         await self.start()
         assert self._executor is not None and self._teacher is not None and self._slots is not None
         task, plan = item.task, item.plan
-        if task.mode not in self._tools:  # built on first use: each mode's sandbox pool costs processes
-            self._tools[task.mode] = self.tools_factory(self.cfg, task.mode, self.store.root)
+        if task.mode not in self._tools:
+            for spare in self._add_tools(task.mode):
+                with contextlib.suppress(Exception):  # never started: closing frees handles only
+                    await spare.aclose()
         if plan is None and self.cfg.synth.plan:
             encoder = self._executor.encoder()
             plan = await make_plan(task, self._teacher, encoder, retries=self.cfg.synth.plan_retries)
@@ -194,6 +198,22 @@ class SynthWorker:
             except Exception as exc:  # the records stay buffered: the next flush writes them
                 self.log.error("shard write failed (retried at the next flush): %s", exc)
         return result
+
+    def _add_tools(self, mode: str) -> list[Any]:
+        """Build a mode's tools on first use, reusing another mode's tool of the same name.
+
+        Synchronous, so two tasks of a new mode cannot both build it; returns the unused
+        duplicates for the caller to close.
+        """
+        built = self.tools_factory(self.cfg, mode, self.store.root)
+        spares = []
+        for tools in self._tools.values():
+            for name in built.keys() & tools.keys():
+                if built[name] is not tools[name]:
+                    spares.append(built[name])
+                    built[name] = tools[name]
+        self._tools[mode] = built
+        return spares
 
     async def flush(self) -> int:
         """Write buffered plans and trajectories as shards now; returns trajectories written."""
@@ -262,7 +282,7 @@ class SynthWorker:
             }
         per_tool: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
         seen: set[int] = set()
-        for by_name in self._tools.values():  # each mode has its own tools, possibly shared
+        for by_name in self._tools.values():  # a tool shared by modes is counted once
             for name, tool in by_name.items():
                 if hasattr(tool, "stats") and id(tool) not in seen:
                     seen.add(id(tool))

@@ -230,3 +230,47 @@ def test_each_trajectory_warms_its_tools_once_with_its_input_images(fake_teacher
         (names,) = [n for t, n, _ in warmed if t == traj.trajectory_id]
         assert names == [store.images.path(by_task[traj.task_id].images[0]).name]
     assert any(before == 0 for _, _, before in warmed)  # before the first teacher call went out
+
+
+def test_modes_share_one_tool_per_name_and_every_tool_is_closed(fake_teacher, tmp_path):
+    """General and DeepResearch tasks in one worker: one code tool (one sandbox pool), not two."""
+    from tests.synth.conftest import FakeCrop, FakeSearch
+
+    built: list = []
+    closed: list = []
+    used: list = []
+
+    class Tracked:
+        async def aclose(self) -> None:
+            closed.append(self)
+
+    class TrackedCrop(Tracked, FakeCrop):
+        async def _run(self, arguments, ctx):
+            used.append(self)
+            return await super()._run(arguments, ctx)
+
+    class TrackedSearch(Tracked, FakeSearch):
+        pass
+
+    def factory(cfg, mode, run_dir):
+        tools = {"code": TrackedCrop()}
+        if mode == "deepresearch":
+            tools["text_search"] = TrackedSearch()
+        built.extend(tools.values())
+        return tools
+
+    server = fake_teacher(scripted_agent)
+    cfg, store, tasks = make_run(tmp_path, n_tasks=0, **{"synth.rollouts": 1, "synth.plan": False})
+    tasks = [
+        Task(question=f"q{i}", images=[store.images.put_bytes(_png(i))], gold_answer="x", mode=mode)
+        for i, mode in enumerate(["general", "deepresearch", "general", "deepresearch"])
+    ]
+    store.write_records("tasks", tasks, Task)
+    summary = run_synth(
+        cfg, store, teacher_base_url=server.base_url, use_ray=False, tools_factory=factory, progress=False
+    )
+    assert summary["statuses"] == {"answered": 4}
+    codes = [t for t in built if isinstance(t, TrackedCrop)]
+    assert len(codes) == 2  # each mode's factory call built one; the second mode reused the first's
+    assert len(used) == 4 and {id(t) for t in used} == {id(codes[0])}  # all calls: the first mode's
+    assert sorted(map(id, closed)) == sorted(map(id, built))  # the spare and the kept one, once each
