@@ -193,10 +193,7 @@ class SynthWorker:
                 self.log.warning("trajectory %s failed: %s", traj.trajectory_id, traj.failure_reason)
         self._buffer.extend(trajectories)
         if len(self._buffer) >= self.cfg.synth.shard_size:
-            try:
-                await self.flush()
-            except Exception as exc:  # the records stay buffered: the next flush writes them
-                self.log.error("shard write failed (retried at the next flush): %s", exc)
+            await self._flush_or_keep()
         return result
 
     def _add_tools(self, mode: str) -> list[Any]:
@@ -255,13 +252,17 @@ class SynthWorker:
             self.store.write_records("raw", batch, Trajectory, prefix=f"w{self.worker_id}")
         return time.thread_time() - start
 
+    async def _flush_or_keep(self) -> None:
+        """Flush now; a failed write is logged, and its records stay buffered for the next flush."""
+        try:
+            await self.flush()
+        except Exception as exc:
+            self.log.error("shard write failed (its records are written at the next flush): %s", exc)
+
     async def _flush_periodically(self) -> None:
         while True:
             await asyncio.sleep(self.cfg.synth.flush_s)
-            try:
-                await self.flush()
-            except Exception as exc:  # a failed write is retried at the next flush
-                self.log.error("periodic flush failed: %s", exc)
+            await self._flush_or_keep()
 
     def stats(self) -> dict[str, Any]:
         """Teacher, executor and tool counters of this worker."""
