@@ -26,6 +26,45 @@ IMAGE_MARKER = "<image>"
 
 _OPEN_RE = re.compile(r"<(think|tool_call|answer|observation)>")
 
+#: Repairs the lenient reader makes to teacher text, each recorded by name on the step. The
+#: offline world's teacher styles inject the same names as slips, so tests meet every one.
+REPAIRS: dict[str, str] = {
+    "json_fence": "tool-call JSON wrapped in a ``` fence",
+    "raw_newline_in_string": "real line breaks inside a JSON string (code written verbatim)",
+    "trailing_comma": "a comma before a closing brace or bracket",
+    "single_quotes": "Python-style or typographic quotes instead of JSON double quotes",
+    "stray_brace": "an extra closing brace after the JSON or after </tool_call>",
+    "json_repaired": "other JSON damage mended by json-repair",
+    "arguments_as_string": "'arguments' given as a JSON string instead of an object",
+    "parameters_key": "'parameters' (or 'args', 'input') instead of 'arguments'",
+    "call_shape": "a tool call in another common shape ({'function': {...}}, {'tool': ...})",
+    "prose_outside_tags": "text before <think> or after the action, dropped",
+    "closing_tag_opens_turn": "the turn opened with </think> instead of <think>",
+    "missing_think_open": "thinking text closed by </think> that was never opened",
+    "missing_think_close": "<think> not closed before the action",
+    "missing_think_tags": "untagged reasoning before the action, taken as the think",
+    "untagged_tool_call": "a tool call written without <tool_call> tags",
+    "unclosed_action": "<tool_call> or <answer> not closed at the end of the reply",
+    "own_observation": "the teacher wrote its own <observation>; the reply was cut there",
+    "extra_actions": "more than one action in one reply; the first was kept",
+}
+#: The slips the offline world's teacher styles can inject (`world.knobs.teacher_style.slips`).
+SLIPS = (
+    "json_fence",
+    "raw_newline_in_string",
+    "trailing_comma",
+    "single_quotes",
+    "stray_brace",
+    "arguments_as_string",
+    "parameters_key",
+    "prose_outside_tags",
+    "closing_tag_opens_turn",
+    "missing_think_open",
+    "missing_think_close",
+    "untagged_tool_call",
+    "own_observation",
+)
+
 
 @dataclass
 class Turn:

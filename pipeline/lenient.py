@@ -1,0 +1,166 @@
+"""Lenient JSON reading of model output: the one owner of "JSON a model wrote".
+
+Real teachers write JSON that `json.loads` refuses: fenced in ```json, code with real line breaks
+inside a string, trailing commas, Python-style single quotes, a stray closing brace, prose before
+and after. Every reader of model-written JSON (tool calls in `pipeline.format`, plans in
+`pipeline.plan_format`, judge verdicts in `filters.judges`) goes through here, so a slip is
+repaired the same way everywhere and each repair is named (the names are recorded on the step).
+
+Repairs use json-repair (a maintained library) after the cheap exact paths fail.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import json_repair
+
+#: ```json ... ``` (or a bare ``` fence) around JSON.
+_FENCE_RE = re.compile(r"```[ \t]*(?:json[c5]?|JSON)?[ \t]*\n?(.*?)```", re.DOTALL)
+_TRAILING_COMMA_RE = re.compile(r",\s*[}\]]")
+_SINGLE_QUOTED_KEY_RE = re.compile(r"[{,]\s*'[^'\n]+'\s*:")
+_TYPOGRAPHIC_QUOTES = str.maketrans({"“": '"', "”": '"', "‘": "'", "’": "'"})
+
+
+@dataclass
+class JsonRead:
+    """A value read from model text, the repairs it took, or why nothing could be read."""
+
+    value: Any = None
+    repairs: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def strip_fence(text: str) -> tuple[str, bool]:
+    """The inside of the first ``` fence, if the text has one (and whether it had)."""
+    match = _FENCE_RE.search(text)
+    if match is None:
+        return text, False
+    return match.group(1), True
+
+
+def read_json(text: str, *, expect: type | tuple[type, ...] | None = None) -> JsonRead:
+    """Read one JSON value from model text, repairing known slips and naming each repair.
+
+    `expect` (dict, list) rejects a value of another type (json-repair turns almost any text
+    into *some* value; a string where an object was asked for is not a repair).
+    """
+    repairs: list[str] = []
+    body = text.strip()
+    inner, fenced = strip_fence(body)
+    if fenced:
+        repairs.append("json_fence")
+        body = inner.strip()
+    if not body:
+        return JsonRead(error="no JSON found (empty)")
+    value, more = _decode(body)
+    repairs += more
+    if value is _NOTHING:
+        return JsonRead(repairs=repairs, error=f"not JSON and not repairable: {body[:60]!r}")
+    if expect is not None and not isinstance(value, expect):
+        names = expect.__name__ if isinstance(expect, type) else "/".join(t.__name__ for t in expect)
+        return JsonRead(
+            repairs=repairs, error=f"expected a JSON {_kind(names)}, got {_kind(type(value).__name__)}"
+        )
+    return JsonRead(value=value, repairs=repairs)
+
+
+_NOTHING = object()
+
+
+def _kind(name: str) -> str:
+    return {"dict": "object", "list": "array", "str": "string"}.get(name, name)
+
+
+def _decode(body: str) -> tuple[Any, list[str]]:
+    """(value or _NOTHING, repairs) for text that should be exactly one JSON value."""
+    try:
+        return json.loads(body), []
+    except ValueError:
+        pass
+    try:  # control characters (real line breaks, tabs) inside strings: code written verbatim
+        return json.loads(body, strict=False), ["raw_newline_in_string"]
+    except ValueError:
+        pass
+    repairs: list[str] = []
+    if _TRAILING_COMMA_RE.search(body):
+        repairs.append("trailing_comma")
+    if _SINGLE_QUOTED_KEY_RE.search(body) or body.translate(_TYPOGRAPHIC_QUOTES) != body:
+        repairs.append("single_quotes")
+    if re.search(r'"[^"\n]*\n[^"]*"', body):
+        repairs.append("raw_newline_in_string")
+    stray = _stray_closers(body)
+    if stray:
+        repairs.append("stray_brace")
+        try:
+            return json.loads(stray, strict=False), repairs
+        except ValueError:
+            body = stray
+    fixed = json_repair.repair_json(
+        body.translate(_TYPOGRAPHIC_QUOTES), return_objects=True, skip_json_loads=True
+    )
+    if fixed in ("", None) or (
+        isinstance(fixed, (dict, list)) and not fixed and body.strip() not in ("{}", "[]")
+    ):
+        return _NOTHING, repairs
+    return fixed, repairs or ["json_repaired"]
+
+
+def _stray_closers(body: str) -> str | None:
+    """`{...}}` or `[...]]`: the body without the extra closers at its end, else None."""
+    trimmed = body.rstrip()
+    count = 0
+    while trimmed and trimmed[-1] in "}]" and count < 3:
+        candidate = trimmed[:-1].rstrip()
+        count += 1
+        try:
+            json.loads(candidate, strict=False)
+            return candidate
+        except ValueError:
+            trimmed = candidate
+    return None
+
+
+def json_objects(text: str) -> list[Any]:
+    """Every top-level JSON object or array found in prose, in order (fenced ones included).
+
+    A reasoning judge writes its thoughts first and its verdict last; a planner may think
+    aloud before the array. Reads with `json.JSONDecoder.raw_decode` from each opening bracket.
+    """
+    decoder = json.JSONDecoder(strict=False)
+    found: list[Any] = []
+    pos = 0
+    while True:
+        match = re.search(r"[{\[]", text[pos:])
+        if match is None:
+            return found
+        start = pos + match.start()
+        try:
+            value, end = decoder.raw_decode(text, start)
+        except ValueError:
+            pos = start + 1
+            continue
+        found.append(value)
+        pos = end
+
+
+def last_object(text: str, *, has_key: str | None = None) -> JsonRead:
+    """The last JSON object in `text` (with `has_key`, the last that has it); repaired if needed."""
+    candidates = [v for v in json_objects(text) if isinstance(v, dict) and (has_key is None or has_key in v)]
+    if candidates:
+        repairs = ["prose_outside_json"] if text.strip() != json.dumps(candidates[-1]) else []
+        return JsonRead(value=candidates[-1], repairs=repairs)
+    start = text.rfind("{")
+    while start >= 0:
+        read = read_json(text[start:], expect=dict)
+        if read.ok and (has_key is None or has_key in read.value):
+            return JsonRead(value=read.value, repairs=["prose_outside_json", *read.repairs])
+        start = text.rfind("{", 0, start)
+    return JsonRead(error=f"no JSON object{f' with {has_key!r}' if has_key else ''} found")
