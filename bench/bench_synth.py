@@ -161,9 +161,8 @@ def recorded_conversations(cfg, store: RunStore) -> list[tuple[list[dict], int, 
     made (call i sends the first 2 + 2i messages) and its per-rollout request fields. Images
     are encoded here, before the bare loop's clock starts, so the baseline pays no encoding.
     """
-    from pipeline.chat import observation_message, prompt_messages
+    from pipeline.chat import ImageEncoder, observation_message, prompt_messages, to_openai_messages
     from pipeline.schema import Task, Trajectory
-    from pipeline.teacher import ImageEncoder, to_openai_messages
     from stages.execute import executor_prompt, user_text
 
     tasks = {t.task_id: t for t in store.iter_records("tasks", Task)}

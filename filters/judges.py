@@ -125,7 +125,8 @@ def build_judge(
     base_url: str | None = None,
 ) -> Judge:
     """A Judge over `pipeline.teacher.TeacherClient`: the run's teacher or a custom endpoint."""
-    from pipeline.teacher import ImageEncoder, TeacherClient
+    from pipeline.chat import ImageEncoder
+    from pipeline.teacher import TeacherClient
 
     if mode == "custom":
         if not filter_cfg.judge_base_url:

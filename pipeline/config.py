@@ -78,7 +78,16 @@ class TeacherConfig(Section):
     image_max_pixels: int = 1_048_576  # pixel budget for images sent to the teacher
     cache: bool = True
     extra_body: dict[str, Any] = Field(default_factory=dict)
-    retry_truncated: bool = True  # retry replies cut at max_tokens (finish_reason=length)
+    # how tool calls travel: R1V4 text in the content, or the server's native function calling
+    # (vLLM needs --enable-auto-tool-choice --tool-call-parser NAME; OpenAI/OpenRouter have it)
+    tool_protocol: Literal["text", "native"] = "text"
+    stream: bool = False  # stream replies (reasoning and tool calls arrive as deltas)
+    # stop sequences: a teacher must not write its own tool result. Some endpoints (OpenAI's
+    # reasoning models) reject `stop`: set [] there; a reply holding one is still cut when read.
+    stop: list[str] = Field(default_factory=lambda: ["<observation>"])
+    # a reply cut at max_tokens is never resent as is: `reask` shows the cut reply and asks for
+    # a shorter turn (within synth.format_retries), `fail` ends the rollout as `truncated`
+    on_truncated: Literal["reask", "fail"] = "reask"
     # the SDK's HTTP transport: aiohttp (openai.DefaultAioHttpClient) spends about half the CPU
     # of httpx's pool per call at hundreds of connections in flight; httpx is the SDK default
     http_client: Literal["aiohttp", "httpx"] = "aiohttp"
@@ -151,6 +160,9 @@ class SynthConfig(Section):
     observation_role: Literal["user", "tool"] = "user"  # how tool results reach the teacher
     send_rollout_as: Literal["seed", "user", "none"] = "seed"  # makes rollouts differ
     tasks_in_flight: int = 0  # tasks submitted per worker at once (0: 2 * in_flight / rollouts + 2)
+    # an unreadable or truncated reply is shown back to the teacher with its error and asked
+    # again this many times before it becomes an unreadable step
+    format_retries: int = 1
 
 
 class FilterConfig(Section):
@@ -221,6 +233,9 @@ class Config(Section):
     filter: FilterConfig = Field(default_factory=FilterConfig)
     sft: SFTConfig = Field(default_factory=SFTConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
+    # swap a shipped prompt for your own file: prompt name -> path (planner, executor_deepresearch,
+    # executor_general, judge_answer, judge_step, judge_image, judge_final)
+    prompts: dict[str, str] = Field(default_factory=dict)
 
 
 class ConfigError(ValueError):
@@ -266,9 +281,21 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         key, value = parse_override(item)
         set_path(tree, key, value)
     try:
-        return Config.model_validate(tree)
+        config = Config.model_validate(tree)
     except ValidationError as exc:
         raise ConfigError(f"invalid config {path}:\n{validation_message(exc)}") from None
+    apply_prompts(config)
+    return config
+
+
+def apply_prompts(config: Config) -> None:
+    """Make the config's prompt files the ones this process sends (`prompts.use_files`)."""
+    import prompts
+
+    try:
+        prompts.use_files(config.prompts)
+    except (KeyError, FileNotFoundError) as exc:
+        raise ConfigError(str(exc).strip("'\"")) from None
 
 
 def resolved_yaml(config: Config) -> str:

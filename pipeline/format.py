@@ -5,7 +5,11 @@ An assistant turn is `<think>...</think>` followed by exactly one of
 result comes back as `<observation>...</observation>`. Nothing else in trajforge builds or
 splits these strings.
 
-Parsing never raises on model output: it returns the turns it could read plus format errors.
+Two readers, one format. `parse_trajectory` / `parse_turn` read canonical text strictly (what
+trajforge itself wrote). `read_reply` / `read_trajectory` read what a teacher wrote, leniently:
+every shape a server sends (reasoning fields, native tool calls) and the slips real models make
+(`REPAIRS`) are mended and named on the turn; what cannot be mended is an error to re-ask about.
+Neither raises on model output: each returns the turns it could read plus format errors.
 Rendering is canonical (no whitespace between tags, one JSON spelling), so
 `render_trajectory(parse_trajectory(text).turns) == text` for canonical text. Content is taken
 verbatim up to its own closing tag; the renderer neutralises a closing tag inside content
@@ -18,6 +22,8 @@ import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
+
+from pipeline import lenient
 
 THINK, TOOL_CALL, ANSWER, OBSERVATION = "think", "tool_call", "answer", "observation"
 TAGS = (THINK, TOOL_CALL, ANSWER, OBSERVATION)
@@ -78,6 +84,7 @@ class Turn:
     errors: list[str] = field(default_factory=list)
     raw: str = ""  # the exact assistant text of this turn as it was parsed
     acted: bool = False  # an action tag was seen, even if its body was unreadable
+    repairs: list[str] = field(default_factory=list)  # slips the lenient reader mended (REPAIRS)
 
     @property
     def action(self) -> str:
@@ -270,3 +277,227 @@ def parse_turn(text: str) -> ParseResult:
     if any(t.observation is not None for t in result.turns):
         result.errors.append("turn 0: assistant message contains an <observation>")
     return result
+
+
+# ------------------------------------------------------------------------- lenient reading
+
+_ACTION_RE = re.compile(r"<(tool_call|answer)>")
+_THINK_OPEN, _THINK_CLOSE = "<think>", "</think>"
+_ARGUMENT_KEYS = ("arguments", "parameters", "args", "input")
+
+
+def read_reply(
+    content: str | None,
+    *,
+    reasoning: str = "",
+    tool_calls: list[dict[str, Any]] | None = None,
+) -> ParseResult:
+    """One teacher reply, leniently: exactly one turn (or errors saying why it is unreadable).
+
+    `reasoning` is a server's split-off thinking (`reasoning_content` / `reasoning`); it is the
+    turn's think, with any `<think>` the content still holds appended. `tool_calls` are native
+    calls (`{"name", "arguments": raw JSON string}`); the first is the action.
+    """
+    if tool_calls:
+        return _read_native(content or "", reasoning, tool_calls)
+    turn = _read_text_turn(content or "", reasoning)
+    return ParseResult(turns=[turn], errors=list(turn.errors))
+
+
+def _read_native(content: str, reasoning: str, calls: list[dict[str, Any]]) -> ParseResult:
+    turn = _read_text_turn(content, reasoning, need_action=False)
+    turn.errors.clear()  # the content is only the think here; its missing action is no error
+    repairs = [r for r in turn.repairs if r not in ("missing_think_tags", "prose_outside_tags")]
+    if turn.tool_name is not None or turn.answer is not None:
+        repairs.append("extra_actions")  # a text action beside a native call: the call wins
+        turn.tool_name = turn.arguments = turn.answer = None
+    if len(calls) > 1:
+        repairs.append("extra_actions")
+    call = calls[0]
+    turn.repairs = list(dict.fromkeys(repairs))
+    turn.acted = True
+    raw_arguments = call.get("arguments")
+    body = {"name": call.get("name"), "arguments": raw_arguments if raw_arguments not in (None, "") else "{}"}
+    turn.tool_name, turn.arguments = _call_from(body, turn, "turn 0")
+    return ParseResult(turns=[turn], errors=list(turn.errors))
+
+
+def _read_text_turn(text: str, reasoning: str, *, need_action: bool = True) -> Turn:
+    """The lenient reading of one assistant message's text."""
+    turn = Turn(raw=text)
+    repairs = turn.repairs
+    if (cut := text.find("<observation>")) >= 0:
+        text = text[:cut]
+        repairs.append("own_observation")
+    stripped = text.lstrip()
+    if stripped.startswith(_THINK_CLOSE):
+        after = stripped[len(_THINK_CLOSE) :]
+        if _THINK_CLOSE in after and _THINK_OPEN not in after.split(_THINK_CLOSE, 1)[0]:
+            text = _THINK_OPEN + after
+            repairs.append("closing_tag_opens_turn")
+        else:  # a lone leading </think>: what a reasoning parser or a chat template left behind
+            text = after
+            if not reasoning:
+                repairs.append("missing_think_open")
+    think, rest = _split_think(text, repairs, has_reasoning=bool(reasoning))
+    if reasoning:
+        think = reasoning.strip() + (f"\n\n{think}" if think else "")
+    turn.think = think
+    _read_action(rest, turn, need_action=need_action)
+    turn.repairs = list(dict.fromkeys(repairs))
+    return turn
+
+
+def _split_think(text: str, repairs: list[str], *, has_reasoning: bool) -> tuple[str, str]:
+    """(think, the text after it) from `<think>` tags, their slips, or untagged prose."""
+    action = _ACTION_RE.search(text)
+    action_at = action.start() if action else len(text)
+    opened, closed = text.find(_THINK_OPEN), text.find(_THINK_CLOSE)
+    if 0 <= opened < action_at:
+        if opened and text[:opened].strip():
+            repairs.append("prose_outside_tags")
+        start = opened + len(_THINK_OPEN)
+        if start <= closed:
+            return text[start:closed].strip(), text[closed + len(_THINK_CLOSE) :]
+        repairs.append("missing_think_close")
+        return text[start:action_at].strip(), text[action_at:]
+    if 0 <= closed < action_at:
+        repairs.append("missing_think_open")
+        return text[:closed].strip(), text[closed + len(_THINK_CLOSE) :]
+    prose = text[:action_at].strip()
+    untagged = _untagged_call_start(text[:action_at]) if action is None else None
+    if untagged is not None:
+        prose = text[:untagged].strip()
+        action_at = untagged
+    if prose:
+        repairs.append("prose_outside_tags" if has_reasoning else "missing_think_tags")
+    return ("" if has_reasoning else prose), text[action_at:]
+
+
+def _untagged_call_start(text: str) -> int | None:
+    """Where an untagged tool call starts (a ``` fence or a bare object with a "name"), if any."""
+    for match in re.finditer(r"```|\{", text):
+        read = lenient.read_json(text[match.start() :], expect=dict)
+        if read.ok and isinstance(read.value.get("name") or read.value.get("function"), (str, dict)):
+            return match.start()
+    return None
+
+
+def _read_action(rest: str, turn: Turn, *, need_action: bool) -> None:
+    match = _ACTION_RE.search(rest)
+    if match is None:
+        start = _untagged_call_start(rest)
+        if start is not None:
+            turn.repairs.append("untagged_tool_call")
+            turn.acted = True
+            turn.tool_name, turn.arguments = _call_from(rest[start:], turn, "turn 0")
+        elif need_action:
+            what = f": {rest.strip()[:60]!r}" if rest.strip() else ""
+            turn.errors.append(f"turn 0: no <tool_call> or <answer> found{what}")
+        elif rest.strip():
+            turn.repairs.append("prose_outside_tags")
+        return
+    if rest[: match.start()].strip():
+        turn.repairs.append("prose_outside_tags")
+    tag = match.group(1)
+    close = rest.find(f"</{tag}>", match.end())
+    if close < 0:
+        body, after = rest[match.end() :], ""
+        turn.repairs.append("unclosed_action")
+    else:
+        body, after = rest[match.end() : close], rest[close + len(tag) + 3 :]
+    turn.acted = True
+    if tag == TOOL_CALL:
+        turn.tool_name, turn.arguments = _call_from(body, turn, "turn 0")
+    else:
+        turn.answer = body.strip()
+    tail = after.strip()
+    if tail and _ACTION_RE.search(tail):
+        turn.repairs.append("extra_actions")
+    elif tail and not tail.strip("}] \n"):
+        turn.repairs.append("stray_brace")
+    elif tail:
+        turn.repairs.append("prose_outside_tags")
+
+
+def _call_from(
+    body: str | dict[str, Any], turn: Turn, where: str
+) -> tuple[str | None, dict[str, Any] | None]:
+    """Name and arguments of a tool call in any common shape; repairs named on the turn."""
+    if isinstance(body, str):
+        read = lenient.read_json(body, expect=dict)
+        turn.repairs.extend(read.repairs)
+        if not read.ok:
+            turn.errors.append(f"{where}: unreadable tool_call JSON ({read.error})")
+            return None, None
+        call = read.value
+    else:
+        call = body
+    if isinstance(call.get("function"), dict):  # {"type": "function", "function": {...}}
+        call = call["function"]
+        turn.repairs.append("call_shape")
+    name = call.get("name")
+    if not isinstance(name, str) or not name:
+        for key in ("tool_name", "tool"):
+            if isinstance(call.get(key), str) and call[key]:
+                name = call[key]
+                turn.repairs.append("call_shape")
+                break
+    if not isinstance(name, str) or not name:
+        turn.errors.append(
+            f'{where}: tool_call has no tool name (expected {{"name": ..., "arguments": {{...}}}})'
+        )
+        return None, None
+    key = next((k for k in _ARGUMENT_KEYS if k in call), None)
+    arguments: Any = call.get(key, {}) if key else {}
+    if key not in (None, "arguments"):
+        turn.repairs.append("parameters_key")
+    if isinstance(arguments, str):
+        read = lenient.read_json(arguments, expect=dict) if arguments.strip() else lenient.JsonRead(value={})
+        if not read.ok:
+            turn.errors.append(f"{where}: tool_call arguments are not a JSON object ({read.error})")
+            return name, None
+        if isinstance(body, str):  # native calls carry arguments as a string by design
+            turn.repairs.append("arguments_as_string")
+        turn.repairs.extend(read.repairs)
+        arguments = read.value
+    if not isinstance(arguments, dict):
+        turn.errors.append(f"{where}: tool_call 'arguments' must be a JSON object")
+        return name, None
+    return name, arguments
+
+
+def read_trajectory(text: str) -> ParseResult:
+    """A whole response (R1V4 output, an import) read leniently: observations split the turns."""
+    turns: list[Turn] = []
+    errors: list[str] = []
+    pos = 0
+    for match in re.finditer(r"<observation>(.*?)(?:</observation>|$)", text, re.DOTALL):
+        segment = text[pos : match.start()]
+        pos = match.end()
+        if not segment.strip() and turns and turns[-1].observation is not None:
+            turns[-1].observation += match.group(1)  # two observation blocks for one call
+            continue
+        turn = _read_text_turn(segment, "")
+        _collect(turn, len(turns), errors)
+        turn.observation = match.group(1)
+        if turn.tool_name is None:
+            errors.append(f"turn {len(turns)}: <observation> without a preceding tool_call")
+        turns.append(turn)
+    tail = text[pos:]
+    if tail.strip():
+        turn = _read_text_turn(tail, "")
+        _collect(turn, len(turns), errors)
+        turns.append(turn)
+    last = turns[-1] if turns else None
+    if last is None or last.answer is None:
+        errors.append("trajectory does not end with an <answer>")
+    for index, turn in enumerate(turns[:-1]):
+        if turn.answer is not None:
+            errors.append(f"turn {index}: <answer> before the end of the trajectory")
+    return ParseResult(turns=turns, errors=errors)
+
+
+def _collect(turn: Turn, index: int, errors: list[str]) -> None:
+    turn.errors = [e.replace("turn 0", f"turn {index}", 1) for e in turn.errors]
+    errors.extend(turn.errors)

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import Config
+from pipeline.config import Config, apply_prompts
 from pipeline.logs import item_logger
 from pipeline.schema import Plan, Task, Trajectory, trajectory_id_for
 from pipeline.store import RunStore
@@ -70,7 +70,7 @@ class WorkItem:
 
 def trajectory_ids(task: Task, cfg: Config) -> dict[int, str]:
     """Rollout index -> the trajectory id that rollout gets (what resume checks)."""
-    prompt_id = executor_prompt(task.mode).id
+    prompt_id = executor_prompt(task.mode, cfg.teacher.tool_protocol).id
     return {
         r: trajectory_id_for(task.task_id, r, cfg.teacher.model, prompt_id) for r in range(cfg.synth.rollouts)
     }
@@ -123,6 +123,7 @@ class SynthWorker:
         worker_id: int = 0,
     ):
         self.cfg, self.worker_id = cfg, worker_id
+        apply_prompts(cfg)  # a Ray worker is another process: the config's prompt files apply here too
         self.store = RunStore(run_dir)
         self.teacher_base_url = teacher_base_url
         self.tools_factory = tools_factory or default_tools
@@ -280,6 +281,7 @@ class SynthWorker:
                 "store_cpu_s": round(ex.stats.store_cpu_s + self.write_cpu_s, 3),
                 "images_encoded": ex.uris.encoded,
                 "images_sent": ex.stats.images_sent,
+                **ex.stats.summary(),
             }
         per_tool: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
         seen: set[int] = set()

@@ -20,12 +20,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 TASK_SCHEMA_VERSION = 1
 PLAN_SCHEMA_VERSION = 1
-TRAJECTORY_SCHEMA_VERSION = 1
+TRAJECTORY_SCHEMA_VERSION = 2  # 2: steps carry repairs, reasks, call_id, finish_reason
 VERDICT_SCHEMA_VERSION = 1
 
 Category = Literal["perception", "search", "interleaved", "multihop", "general", "plan", "other"]
 Mode = Literal["deepresearch", "general", "plan"]
-TrajectoryStatus = Literal["answered", "failed", "turn_limit", "token_limit", "imported"]
+TrajectoryStatus = Literal[
+    "answered", "failed", "turn_limit", "token_limit", "imported", "refused", "truncated"
+]
 
 #: Tool names of the R1V4 executor (DeepResearch mode has all four; General mode has `code`).
 EXECUTOR_TOOLS = ("code", "image_search", "text_search", "web_visit")
@@ -173,8 +175,11 @@ class Observation(Record):
 class Step(Record):
     """One assistant turn and, for a tool call, what the tool returned.
 
-    `arguments` is JSON text. `raw` is the exact assistant text of the turn (the R1V4 format,
-    produced or parsed by `pipeline.format`), kept so filters and SFT see what the teacher wrote.
+    `arguments` is JSON text. `raw` is what the teacher sent for the turn, kept for audit: its
+    content as is, or (when a server split the turn into reasoning, content and native tool
+    calls) those parts as JSON. Nothing downstream renders from `raw`: history, SFT samples and
+    exports render the parsed parts canonically. `repairs` names every slip the lenient reader
+    mended (`pipeline.format.REPAIRS`); `reasks` counts replies the teacher was asked to redo.
     """
 
     index: int
@@ -193,6 +198,10 @@ class Step(Record):
     teacher_latency_s: float = 0.0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    repairs: list[str] = Field(default_factory=list)
+    reasks: int = 0
+    call_id: str | None = None  # a native tool call's id (sent back with its result)
+    finish_reason: str | None = None
 
     def arguments_dict(self) -> dict[str, Any]:
         """Arguments parsed from JSON text; {} when absent or unreadable."""
@@ -223,6 +232,10 @@ STEP_ARROW = pa.struct(
         ("teacher_latency_s", pa.float64()),
         ("prompt_tokens", pa.int64()),
         ("completion_tokens", pa.int64()),
+        ("repairs", pa.list_(pa.string())),
+        ("reasks", pa.int32()),
+        ("call_id", pa.string()),
+        ("finish_reason", pa.string()),
     ]
 )
 

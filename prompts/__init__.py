@@ -1,21 +1,29 @@
-"""Versioned prompt templates: `prompts/<name>.<version>.txt`.
+"""Prompt templates: the versioned files shipped here, or files a user names in the config.
 
 One owner for every prompt trajforge sends: executors (DeepResearch, General), the planner, and
-the judges. A template's variables are `$name` placeholders (string.Template), so braces in JSON
-examples need no escaping. `identify()` maps a system message back to its prompt: the offline
-world's oracle uses it to know which role a request is for, exactly as a human reading the
-prompt would.
+the judges. Shipped templates are `prompts/<name>.<version>.txt` (`v1`, `v2`, ...). A user swaps
+any of them with `prompts.<name>: PATH` in the config (for example to the R1V4 report's own
+system prompts); such a prompt's version is a hash of its content (`h<12 hex>`), so its id in
+`prompt_version` changes exactly when its text does. A run saves the prompts it used under
+`RUN/prompts/`, so later commands (exports, SFT) find the same text without the config.
+
+A template's variables are `$name` placeholders (string.Template), so braces in JSON examples
+need no escaping.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from string import Template
 
-_NAME_RE = re.compile(r"^(?P<name>[a-z0-9_]+)\.(?P<version>v\d+)\.txt$")
+_NAME_RE = re.compile(r"^(?P<name>[a-z0-9_]+)\.(?P<version>v\d+|h[0-9a-f]{12})\.txt$")
+_overrides: dict[str, Prompt] = {}  # name -> the user's prompt (process-wide, set from the config)
+_extra: dict[tuple[str, str], Prompt] = {}  # prompts saved by runs (found by their hash version)
 
 
 @dataclass(frozen=True)
@@ -34,8 +42,13 @@ class Prompt:
         return Template(self.text).substitute({k: str(v) for k, v in fields.items()})
 
 
+def content_version(text: str) -> str:
+    """The version of a user's prompt: a hash of its text."""
+    return "h" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
 @cache
-def all_prompts() -> dict[tuple[str, str], Prompt]:
+def shipped() -> dict[tuple[str, str], Prompt]:
     found: dict[tuple[str, str], Prompt] = {}
     for entry in resources.files(__package__).iterdir():
         match = _NAME_RE.match(entry.name)
@@ -45,16 +58,65 @@ def all_prompts() -> dict[tuple[str, str], Prompt]:
     return found
 
 
+def all_prompts() -> dict[tuple[str, str], Prompt]:
+    """Every prompt known to this process: shipped, saved by runs, and the user's."""
+    found = {**shipped(), **_extra}
+    found.update({(p.name, p.version): p for p in _overrides.values()})
+    return found
+
+
+def names() -> list[str]:
+    return sorted({name for name, _ in shipped()})
+
+
+def use_files(files: dict[str, str]) -> list[Prompt]:
+    """Swap shipped prompts for the user's files (`prompts.<name>: PATH` in the config)."""
+    chosen = []
+    for name, path in files.items():
+        if name not in names():
+            raise KeyError(f"prompts.{name}: no prompt named {name!r}; known prompts: {names()}")
+        file = Path(path).expanduser()
+        if not file.is_file():
+            raise FileNotFoundError(f"prompts.{name}: file {file} not found; point it at a text file")
+        text = file.read_text(encoding="utf-8").strip() + "\n"
+        chosen.append(Prompt(name, content_version(text), text))
+    _overrides.clear()
+    _overrides.update({p.name: p for p in chosen})
+    return chosen
+
+
+def save_used(folder: Path) -> None:
+    """Write the user's prompts into a run (`RUN/prompts/<name>.<version>.txt`)."""
+    for prompt in _overrides.values():
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{prompt.id}.txt"
+        if not path.exists():
+            path.write_text(prompt.text, encoding="utf-8")
+
+
+def add_dir(folder: Path) -> None:
+    """Make prompts a run saved findable by their versions."""
+    if not folder.is_dir():
+        return
+    for path in folder.iterdir():
+        match = _NAME_RE.match(path.name)
+        if match:
+            text = path.read_text(encoding="utf-8").strip() + "\n"
+            _extra[(match["name"], match["version"])] = Prompt(match["name"], match["version"], text)
+
+
 def load_prompt(name: str, version: str | None = None) -> Prompt:
-    """The named prompt at `version` (default: the highest version present)."""
-    versions = sorted((v for (n, v) in all_prompts() if n == name), key=lambda v: int(v[1:]))
-    if not versions:
-        known = sorted({n for n, _ in all_prompts()})
-        raise KeyError(f"no prompt named {name!r}; known prompts: {known}")
+    """The named prompt at `version` (default: the user's file if set, else the highest shipped)."""
+    if version is None and name in _overrides:
+        return _overrides[name]
+    known = all_prompts()
+    versions = sorted((v for (n, v) in shipped() if n == name), key=lambda v: int(v[1:]))
+    if not versions and name not in _overrides:
+        raise KeyError(f"no prompt named {name!r}; known prompts: {names()}")
     chosen = version or versions[-1]
-    if (name, chosen) not in all_prompts():
+    if (name, chosen) not in known:
         raise KeyError(f"prompt {name!r} has no version {chosen!r}; available: {versions}")
-    return all_prompts()[(name, chosen)]
+    return known[(name, chosen)]
 
 
 def identify(system_text: str) -> Prompt | None:

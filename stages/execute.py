@@ -1,16 +1,22 @@
 """Execute: the agent loop that turns a task (and its plan) into one trajectory.
 
 Each turn: the teacher sees the conversation so far (images as data URIs under the pixel
-budget), writes one R1V4 turn; `pipeline.format.parse_turn` reads it; a tool call runs the real
-tool against the original images and its observation (text and images) is appended; an answer
-ends the rollout. A turn limit and a context-token limit bound every rollout. Nothing here
-raises for one rollout's trouble: teacher failures, unknown tools and unreadable turns become
-recorded steps or a `failed` status with the reason.
+budget) and replies in whatever shape its server sends (R1V4 text, a reasoning field, native
+tool calls); `pipeline.format.read_reply` reads it leniently and names every repair. A reply
+that cannot be read, or was cut at max_tokens mid-action, is shown back with its error and
+asked again (`synth.format_retries`); a refusal ends the rollout as `refused`. A tool call runs
+the real tool against the original images and its observation (text and images) is appended;
+an answer ends the rollout. The history sent back holds each turn as the renderer writes it
+from the parsed parts, so every server's chat template sees well-formed turns; the raw reply
+stays on the step for audit. A turn limit and a context-token limit bound every rollout.
+Nothing here raises for one rollout's trouble: teacher failures, unknown tools and unreadable
+turns become recorded steps or a status with the reason.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import shutil
 import time
@@ -19,29 +25,49 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.chat import Message, observation_message, prompt_messages
+from pipeline.chat import (
+    ImageEncoder,
+    Message,
+    ToolProtocol,
+    UriCache,
+    assistant_message,
+    image_refs,
+    observation_message,
+    prompt_messages,
+    to_openai_messages,
+)
 from pipeline.config import SynthConfig, TeacherConfig
-from pipeline.format import parse_turn
+from pipeline.format import read_reply
 from pipeline.plan_format import render_plan
 from pipeline.schema import Plan, Step, Task, Trajectory, canonical_json
 from pipeline.store import RunStore
-from pipeline.teacher import (
-    ImageEncoder,
-    TeacherClient,
-    TeacherError,
-    UriCache,
-    image_refs,
-    to_openai_messages,
-)
+from pipeline.teacher import TeacherClient, TeacherError, TeacherReply, refusal_of
 from prompts import Prompt, load_prompt
 from stages.tools.base import Tool, ToolContext
 
 EXECUTOR_PROMPTS = {"deepresearch": "executor_deepresearch", "general": "executor_general"}
 
 
-def executor_prompt(mode: str) -> Prompt:
-    """The system prompt of an executor mode (its id is the trajectory's prompt_version)."""
-    return load_prompt(EXECUTOR_PROMPTS.get(mode, EXECUTOR_PROMPTS["deepresearch"]))
+def executor_prompt(mode: str, protocol: ToolProtocol = "text") -> Prompt:
+    """The system prompt of an executor mode (its id is the trajectory's prompt_version).
+
+    Native tool calling has its own prompts (the tools travel as function schemas); training
+    text is always R1V4 text under the text prompt, whatever protocol the teacher used.
+    """
+    name = EXECUTOR_PROMPTS.get(mode, EXECUTOR_PROMPTS["deepresearch"])
+    return load_prompt(f"{name}_native" if protocol == "native" else name)
+
+
+def reask_text(problem: str, protocol: ToolProtocol) -> str:
+    """What the teacher is told about a reply that could not be used."""
+    if protocol == "native":
+        form = "think, then call exactly one of the tools you were given, or give the final answer as <answer>...</answer>"
+    else:
+        form = (
+            'write <think>...</think> followed by exactly one <tool_call>{"name": ..., "arguments": {...}}'
+            "</tool_call> or <answer>...</answer>, and nothing else"
+        )
+    return f"Your last reply could not be used: {problem}. Reply again: {form}."
 
 
 def image_names(count: int) -> list[str]:
@@ -101,6 +127,23 @@ class ExecStats:
     store_cpu_s: float = 0.0
     images_sent: int = 0  # image parts sent over all teacher calls
     statuses: dict[str, int] = field(default_factory=dict)
+    repairs: collections.Counter[str] = field(default_factory=collections.Counter)  # by kind
+    repaired_turns: int = 0
+    reasks: int = 0
+    refusals: int = 0
+    truncations: int = 0  # replies cut at max_tokens (re-asked or not)
+
+    def summary(self) -> dict[str, int]:
+        """Reply-reading counters, flat (`repairs.<kind>`) so workers' figures add up."""
+        out = {
+            "repaired_turns": self.repaired_turns,
+            "repairs": sum(self.repairs.values()),
+            "reasks": self.reasks,
+            "refusals": self.refusals,
+            "truncations": self.truncations,
+        }
+        out.update({f"repairs.{kind}": n for kind, n in sorted(self.repairs.items())})
+        return out
 
 
 @dataclass
@@ -130,9 +173,13 @@ class Executor:
             return {"user": trajectory_id}
         return {}
 
+    @property
+    def protocol(self) -> ToolProtocol:
+        return self.teacher_cfg.tool_protocol
+
     async def run(self, task: Task, rollout: int, plan: Plan | None) -> Trajectory:
         """One rollout, start to finish; never raises for the rollout's own trouble."""
-        prompt = executor_prompt(task.mode)
+        prompt = executor_prompt(task.mode, self.protocol)
         traj = Trajectory(
             task_id=task.task_id,
             rollout=rollout,
@@ -187,26 +234,29 @@ class Executor:
         encoder = self.encoder()
         tracker = PlanTracker(plan)
         request = self.rollout_request(traj.rollout, traj.trajectory_id)
+        if self.protocol == "native":
+            request["tools"] = [{"type": "function", "function": tool.schema()} for tool in tools.values()]
         defects: set[str] = set()
         traj.status = "turn_limit"
         for index in range(self.synth.max_turns):
-            await encoder.prepare(messages)
-            try:
-                reply = await self.teacher.chat(to_openai_messages(messages, encoder.data_uri), **request)
-            except TeacherError as exc:
-                traj.status, traj.failure_reason = "failed", f"teacher: {exc}"
-                break
-            finally:
-                self.stats.images_sent += len(image_refs(messages))
-            traj.teacher_calls += 1
-            self.stats.turns += 1
+            asked = await self._ask(traj, messages, encoder, request, index)
+            if asked is None:
+                break  # the teacher failed for good: status and reason are set
+            step, reply = asked
             defects.update(_defects(reply.extra))
-            step = _step_from(index, reply.text)
-            step.teacher_latency_s = reply.latency_s
-            step.prompt_tokens, step.completion_tokens = reply.prompt_tokens, reply.completion_tokens
             step.plan_step = tracker.serve(step.action, step.tool_name)
             traj.steps.append(step)
-            messages.append({"role": "assistant", "content": [{"type": "text", "text": reply.text}]})
+            if (refusal := refusal_of(reply)) is not None and step.action == "invalid":
+                traj.status, traj.failure_reason = "refused", f"teacher refused: {refusal[:200]}"
+                self.stats.refusals += 1
+                break
+            if reply.truncated and _cut_short(step):
+                traj.status = "truncated"
+                traj.failure_reason = (
+                    f"reply cut at max_tokens ({self.teacher_cfg.max_tokens}) after {step.reasks} re-asks"
+                )
+                break
+            messages.append(self._history_turn(step, reply))
             if step.action == "answer":
                 traj.final_answer = step.answer
                 traj.status = "answered"
@@ -215,7 +265,8 @@ class Executor:
                 await self._run_tool(step, tools, ctx)
             else:
                 step.error = "unreadable turn: " + "; ".join(step.format_errors or ["no action"])
-            messages.append(observation_message(step, self.synth.observation_role))
+            role = "tool" if step.call_id else self.synth.observation_role
+            messages.append(observation_message(step, role))
             if reply.prompt_tokens + reply.completion_tokens >= self.synth.max_tokens:
                 traj.status = "token_limit"
                 traj.failure_reason = (
@@ -225,6 +276,61 @@ class Executor:
         if traj.status == "turn_limit":
             traj.failure_reason = f"no answer within {self.synth.max_turns} turns"
         traj.injected_defects = sorted(defects)
+
+    async def _ask(
+        self,
+        traj: Trajectory,
+        messages: list[Message],
+        encoder: ImageEncoder,
+        request: dict,
+        index: int,
+    ) -> tuple[Step, TeacherReply] | None:
+        """One turn from the teacher, re-asked while unusable (within synth.format_retries)."""
+        attempt = messages
+        reasks = 0
+        while True:
+            await encoder.prepare(attempt)
+            try:
+                reply = await self.teacher.chat(to_openai_messages(attempt, encoder.data_uri), **request)
+            except TeacherError as exc:
+                traj.status, traj.failure_reason = "failed", f"teacher: {exc}"
+                return None
+            finally:
+                self.stats.images_sent += len(image_refs(attempt))
+            traj.teacher_calls += 1
+            self.stats.turns += 1
+            step = step_from_reply(index, reply)
+            step.reasks = reasks
+            self.stats.truncations += reply.truncated
+            problem = _problem(step, reply)
+            if (
+                problem is None
+                or refusal_of(reply) is not None
+                or reasks >= self.synth.format_retries
+                or (reply.truncated and self.teacher_cfg.on_truncated == "fail")
+            ):
+                self._count(step)
+                return step, reply
+            reasks += 1
+            self.stats.reasks += 1
+            said = reply.text or (f"<think>{reply.reasoning}</think>" if reply.reasoning else "")
+            attempt = [
+                *messages,
+                {"role": "assistant", "content": [{"type": "text", "text": said or "(empty reply)"}]},
+                {"role": "user", "content": [{"type": "text", "text": reask_text(problem, self.protocol)}]},
+            ]
+
+    def _count(self, step: Step) -> None:
+        if step.repairs:
+            self.stats.repaired_turns += 1
+            self.stats.repairs.update(step.repairs)
+
+    def _history_turn(self, step: Step, reply: TeacherReply) -> Message:
+        """The step as the teacher sees it next time: rendered from its parsed parts."""
+        if step.action != "invalid":
+            return assistant_message(step, self.protocol)
+        said = reply.text or step.think or "(empty reply)"
+        return {"role": "assistant", "content": [{"type": "text", "text": said}]}
 
     async def _run_tool(self, step: Step, tools: Mapping[str, Tool], ctx: ToolContext) -> None:
         tool = tools.get(step.tool_name or "")
@@ -269,19 +375,52 @@ def _defects(extra: dict[str, Any]) -> list[str]:
     return [str(d) for d in defects] if isinstance(defects, list) else []
 
 
-def _step_from(index: int, text: str) -> Step:
-    """A Step from one teacher message, through the one R1V4 parser."""
-    parsed = parse_turn(text)
-    turn = parsed.turns[0] if parsed.turns else None
-    step = Step(index=index, raw=text, format_errors=list(parsed.errors))
-    if turn is None:
-        return step
-    step.think = turn.think or ""
-    action = turn.action if len(parsed.turns) == 1 else "invalid"
-    step.action = action  # type: ignore[assignment]
-    if action == "tool_call":
+def step_from_reply(index: int, reply: TeacherReply) -> Step:
+    """A Step from one teacher reply, through the one (lenient) reader of the format."""
+    parsed = read_reply(reply.text, reasoning=reply.reasoning, tool_calls=reply.tool_calls)
+    turn = parsed.turns[0]
+    split = bool(reply.reasoning or reply.tool_calls or reply.refusal)
+    raw = reply.text
+    if split:  # the server split the turn: keep every part as sent
+        raw = canonical_json(
+            {
+                "content": reply.text or None,
+                "reasoning": reply.reasoning or None,
+                "tool_calls": reply.tool_calls or None,
+                "refusal": reply.refusal,
+            }
+        )
+    step = Step(
+        index=index,
+        raw=raw,
+        think=turn.think or "",
+        format_errors=list(parsed.errors),
+        repairs=list(turn.repairs),
+        finish_reason=reply.finish_reason,
+        teacher_latency_s=reply.latency_s,
+        prompt_tokens=reply.prompt_tokens,
+        completion_tokens=reply.completion_tokens,
+    )
+    step.action = turn.action if not parsed.errors else "invalid"  # type: ignore[assignment]
+    if step.action == "tool_call":
         step.tool_name = turn.tool_name
         step.arguments = canonical_json(turn.arguments or {})
-    elif action == "answer":
+        if reply.tool_calls:
+            step.call_id = reply.tool_calls[0]["id"]
+    elif step.action == "answer":
         step.answer = (turn.answer or "").strip()
     return step
+
+
+def _cut_short(step: Step) -> bool:
+    """A reply cut at max_tokens before its action was complete (its end is missing)."""
+    return step.action == "invalid" or "unclosed_action" in step.repairs
+
+
+def _problem(step: Step, reply: TeacherReply) -> str | None:
+    """Why a reply cannot be used as it is (None: use it)."""
+    if reply.truncated and _cut_short(step):
+        return "it was cut off at the token limit before it was complete; write a shorter turn"
+    if step.action == "invalid":
+        return "; ".join(step.format_errors) or "no <tool_call> or <answer> found"
+    return None

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.chat import Message, prompt_messages
+from pipeline.chat import ImageEncoder, Message, prompt_messages, to_openai_messages
 from pipeline.plan_format import parse_plan
 from pipeline.schema import EXECUTOR_TOOLS, Plan, Task
-from pipeline.teacher import ImageEncoder, TeacherClient, TeacherError, to_openai_messages
+from pipeline.teacher import TeacherClient, TeacherError
 from prompts import load_prompt
 
 PLANNER = "planner"

@@ -37,6 +37,10 @@ def open_run(cfg: Config, *, save_config: bool = True) -> RunStore:
     store = RunStore(cfg.run.dir)
     store.root.mkdir(parents=True, exist_ok=True)
     store.clear_temporaries()
+    import prompts
+
+    prompts.save_used(store.root / "prompts")  # later commands read the run's prompt texts
+    prompts.add_dir(store.root / "prompts")
     if save_config:
         atomic_write_bytes(store.root / "config.yaml", resolved_yaml(cfg).encode())
     return store

@@ -196,10 +196,14 @@ def test_observation_role_reaches_the_teacher(fake_teacher, tmp_path, role):
     last = server.requests[-1]["messages"]
     observation = last[3]
     assert observation["role"] == role
-    parts = observation["content"]
-    assert any(p["type"] == "image_url" for p in parts)  # the crop goes back to the teacher
     if role == "user":
+        parts = observation["content"]
         assert parts[0]["text"].startswith("<observation>")
+    else:  # OpenAI takes only text in a tool message: the crop follows in a user message
+        assert isinstance(observation["content"], str) and observation["content"]
+        parts = last[4]["content"]
+        assert last[4]["role"] == "user"
+    assert any(p["type"] == "image_url" for p in parts)  # the crop goes back to the teacher
     assert PLAN  # the plan fixture stays importable for other tests
 
 

@@ -11,17 +11,10 @@ import time
 import pytest
 from PIL import Image
 
+from pipeline.chat import ImageEncoder, UriCache, to_openai_messages
 from pipeline.config import TeacherConfig
 from pipeline.store import ImageStore
-from pipeline.teacher import (
-    AdaptiveLimiter,
-    AdaptivePacer,
-    ImageEncoder,
-    TeacherClient,
-    TeacherError,
-    UriCache,
-    to_openai_messages,
-)
+from pipeline.teacher import AdaptiveLimiter, AdaptivePacer, TeacherClient, TeacherError
 from tests.synth.conftest import Fault, completion
 
 MSG = [{"role": "user", "content": "hello"}]
@@ -136,17 +129,20 @@ def test_gives_up_with_reason_and_does_not_retry_client_errors(fake_teacher):
     assert "HTTP 400" in reason and stats["calls"] == 1  # a 400 is our bug, not transient
 
 
-def test_truncated_reply_retried_then_returned(fake_teacher):
+def test_truncated_reply_is_returned_never_resent_as_is(fake_teacher):
+    """With a fixed seed a byte-identical resend comes back cut the same way: the caller decides."""
     server = fake_teacher(lambda body: completion("cut", finish="length"))
 
     async def go():
         client = TeacherClient(_cfg(max_retries=2), base_url=server.base_url)
-        reply = await client.chat(MSG)
+        reply = await client.chat(MSG, seed=1)
+        stats = client.stats()
         await client.aclose()
-        return reply
+        return reply, stats
 
-    reply = _run(go())
-    assert reply.finish_reason == "length" and reply.text == "cut" and len(server.requests) == 3
+    reply, stats = _run(go())
+    assert reply.truncated and reply.text == "cut" and len(server.requests) == 1
+    assert stats["truncated"] == 1 and stats["retries"] == 0
 
 
 def test_concurrency_never_exceeds_limit_and_backs_off(fake_teacher):
