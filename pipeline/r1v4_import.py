@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.format import IMAGE_MARKER, parse_trajectory
+from pipeline.format import IMAGE_MARKER, read_trajectory
 from pipeline.images import ImageError, data_uri_bytes, is_data_uri
 from pipeline.schema import Step, Trajectory, task_id_for, trajectory_id_for
 from pipeline.store import RunStore
@@ -108,7 +108,7 @@ def trajectory_from_line(record: Any, base: Path, store: RunStore, rollout: int)
     gold = record.get("answer")
     gold = None if gold is None else str(gold)
     source_id = str(record.get("id", ""))
-    parsed = parse_trajectory(full)
+    parsed = read_trajectory(full)  # lenient: the report's own outputs are not canonical
     steps: list[Step] = []
     for index, turn in enumerate(parsed.turns):
         obs_text, obs_images, error = None, [], None
@@ -122,12 +122,13 @@ def trajectory_from_line(record: Any, base: Path, store: RunStore, rollout: int)
             Step(
                 index=index,
                 think=turn.think or "",
-                action=turn.action,  # type: ignore[arg-type]
+                action=turn.action if not turn.errors else "invalid",  # type: ignore[arg-type]
                 tool_name=turn.tool_name,
                 arguments=None if turn.arguments is None else json.dumps(turn.arguments, ensure_ascii=False),
                 answer=turn.answer,
                 raw=turn.raw,
                 format_errors=turn.errors,
+                repairs=turn.repairs,
                 observation_text=obs_text,
                 observation_images=obs_images,
                 error=error,

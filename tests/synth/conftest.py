@@ -26,17 +26,45 @@ class Fault:
     hang_s: float = 0.0
 
 
-def completion(text: str, *, extra: dict[str, Any] | None = None, finish: str = "stop") -> dict[str, Any]:
+def completion(
+    text: str | None,
+    *,
+    extra: dict[str, Any] | None = None,
+    finish: str = "stop",
+    message: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A chat completion; `message` adds fields (reasoning_content, tool_calls, refusal, ...)."""
     body = {
         "id": "chatcmpl-fake",
         "object": "chat.completion",
         "created": 0,
         "model": "fake",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
-        "usage": {"prompt_tokens": 10, "completion_tokens": len(text.split()), "total_tokens": 10},
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text, **(message or {})},
+                "finish_reason": finish,
+            }
+        ],
+        "usage": {"prompt_tokens": 10, "completion_tokens": len((text or "").split()), "total_tokens": 10},
     }
     body.update(extra or {})
     return body
+
+
+def as_chunks(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """A completion as a streaming server sends it: one delta per message field, then usage."""
+    base = {"id": body["id"], "object": "chat.completion.chunk", "created": 0, "model": body["model"]}
+    choice = body["choices"][0]
+    fields = {k: v for k, v in choice["message"].items() if k != "role" and v is not None}
+    chunks = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]}]
+    for key, value in fields.items():
+        if key == "tool_calls":
+            value = [{"index": i, **call} for i, call in enumerate(value)]
+        chunks.append({**base, "choices": [{"index": 0, "delta": {key: value}, "finish_reason": None}]})
+    chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": choice["finish_reason"]}]})
+    chunks.append({**base, "choices": [], "usage": body.get("usage")})
+    return chunks
 
 
 class FakeTeacher:
@@ -82,6 +110,16 @@ class FakeTeacher:
             )
         if isinstance(result, str):
             result = completion(result)
+        if body.get("stream") and isinstance(result, dict) and result.get("choices"):
+            result = as_chunks(result)
+        if isinstance(result, list):  # chunks: served as server-sent events, like a streaming server
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await response.prepare(request)
+            for chunk in result:
+                await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            await response.write(b"data: [DONE]\n\n")
+            await response.write_eof()
+            return response
         return web.Response(text=json.dumps(result), content_type="application/json")
 
     def close(self) -> None:
