@@ -1,9 +1,12 @@
 """Format: every turn is think + one tool call or think + answer, with a known tool and valid
 arguments, and the trajectory ends with a non-empty answer.
 
-The text itself was parsed once by `pipeline.format` (at import or synthesis); this check reads
-the errors recorded there and validates what the parser cannot know: tool names per mode and
-each tool's argument shape.
+The text itself was read once by `pipeline.format` (at import or synthesis); this check reads
+what was recorded there and validates what the reader cannot know: tool names per mode and
+each tool's argument shape. It tells repaired from unreadable: a step whose slips were mended
+(`Step.repairs`) passes, saying what was repaired, and its training text is canonical anyway;
+a trajectory with more than `filter.max_repairs` repaired turns is dropped (a teacher that slips
+that often is not one to learn from); an unreadable step drops the trajectory.
 """
 
 from __future__ import annotations
@@ -67,9 +70,12 @@ class FormatCheck(Check):
                 problems.append("<answer> before the end of the trajectory")
             elif not (step.answer or "").strip():
                 problems.append("empty <answer>")
-            verdicts.append(
-                bad(step.index, "; ".join(dict.fromkeys(problems))) if problems else ok(step.index)
-            )
+            if problems:
+                verdicts.append(bad(step.index, "; ".join(dict.fromkeys(problems))))
+            else:
+                verdicts.append(
+                    ok(step.index, f"repaired: {', '.join(step.repairs)}" if step.repairs else "")
+                )
         # the synth stage also lists each step's errors on the trajectory as "step N: <error>",
         # and the importer as the bare error: report those once, under their step
         step_errors = {e for s in trajectory.steps for e in s.format_errors}
@@ -81,6 +87,10 @@ class FormatCheck(Check):
             "does not end with an <answer>" in e for e in whole
         ):
             whole.append(f"no final answer (status {trajectory.status})")
+        repaired = sum(1 for s in trajectory.steps if s.repairs)
+        limit = ctx.config.max_repairs
+        if limit >= 0 and repaired > limit:
+            whole.append(f"{repaired} repaired turns (more than filter.max_repairs={limit})")
         if whole:
             verdicts.append(bad(WHOLE, "; ".join(dict.fromkeys(whole))))
         return self.verdict(trajectory, verdicts)

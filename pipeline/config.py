@@ -177,6 +177,9 @@ class FilterConfig(Section):
     best_per_task: int = 1
     plan_samples: bool = True
     # -- rule thresholds (verdict scores are stored, so re-filtering never re-synthesises)
+    # turns of one trajectory whose slips the reader repaired (kept: the training text is
+    # rendered canonically); more than this drops the trajectory; -1: no limit
+    max_repairs: int = 4
     drop_tool_errors: bool = False  # errors of search/visit tools (sandbox errors: drop_sandbox_errors)
     max_recrops: int = 1  # overlapping corrections of one crop allowed before it is a re-cropping loop
     recrop_iou: float = 0.3  # IoU with the previous crop of the same image that makes a correction

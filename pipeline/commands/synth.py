@@ -63,12 +63,27 @@ def world_for(cfg: Config) -> Iterator[str | None]:
 def _summary_line(summary: dict, tasks: dict) -> str:
     statuses = ", ".join(f"{k} {v}" for k, v in sorted(summary.get("statuses", {}).items())) or "none"
     teacher = summary.get("teacher", {})
+    executor = summary.get("executor", {})
+    kinds = sorted(
+        ((k.removeprefix("repairs."), v) for k, v in executor.items() if k.startswith("repairs.")),
+        key=lambda kv: -kv[1],
+    )
+    reading = (
+        f"replies: {executor.get('repaired_turns', 0)} repaired turns"
+        + (
+            f" ({', '.join(f'{k} {v}' for k, v in kinds[:4])}{', ...' if len(kinds) > 4 else ''})"
+            if kinds
+            else ""
+        )
+        + f", {executor.get('reasks', 0)} re-asks, {executor.get('refusals', 0)} refusals, "
+        f"{executor.get('truncations', 0)} truncated; "
+    )
     return (
         f"synth: {summary['trajectories']} trajectories ({statuses}); {summary['already_done']} already done; "
         f"tasks {tasks.get('written', 0)} new, {tasks.get('errors', 0)} seed errors; "
         f"{summary['tool_calls']} tool calls, {summary['tokens']} tokens; "
         f"teacher {teacher.get('calls', 0)} calls, {teacher.get('cache_hits', 0)} cache hits, "
-        f"{teacher.get('retries', 0)} retries; {summary['errors']} failed; "
+        f"{teacher.get('retries', 0)} retries; {reading}{summary['errors']} failed; "
         + (f"{summary['unwritten']} unwritten (rerun to redo them); " if summary.get("unwritten") else "")
         + f"{summary['wall_s']:.1f}s ({summary['trajectories_per_s']:.2f} traj/s)"
     )

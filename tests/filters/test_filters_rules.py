@@ -340,3 +340,28 @@ def test_a_format_error_is_reported_once_under_its_step() -> None:
     reason = FormatCheck().run(t, CheckContext()).reason
     assert reason.count("bad tool_call JSON") == 1
     assert reason.startswith("step 0: bad tool_call JSON") and "turn 0" not in reason
+
+
+def test_repaired_turns_are_kept_up_to_max_repairs_and_unreadable_ones_dropped() -> None:
+    from filters.format import FormatCheck
+
+    def call(index: int, repairs: list[str]) -> Step:
+        return Step(
+            index=index,
+            think="Crop it.",
+            action="tool_call",
+            tool_name="code",
+            arguments='{"code": "crop"}',
+            repairs=repairs,
+        )
+
+    repaired = traj([call(0, ["json_fence"]), call(1, ["trailing_comma"]), answer(2, "A")])
+    verdict = FormatCheck().run(repaired, CheckContext(config=FilterConfig(max_repairs=2)))
+    assert verdict.keep and verdict.steps[0].reason == "repaired: json_fence"
+    strict = FormatCheck().run(repaired, CheckContext(config=FilterConfig(max_repairs=1)))
+    assert not strict.keep and "2 repaired turns (more than filter.max_repairs=1)" in strict.reason
+    unreadable = Step(
+        index=0, think="", action="invalid", format_errors=["turn 0: no <tool_call> or <answer> found"]
+    )
+    dropped = FormatCheck().run(traj([unreadable, answer(1, "A")]), CheckContext())
+    assert not dropped.keep and "no <tool_call> or <answer> found" in dropped.reason
