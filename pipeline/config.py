@@ -67,9 +67,11 @@ class TeacherConfig(Section):
     base_url: str | None = None
     model: str = "oracle"
     api_key_env: str | None = None
-    temperature: float = 0.7
-    top_p: float = 1.0
+    temperature: float | None = 0.7  # None: not sent (OpenAI's o-series and gpt-5 refuse it)
+    top_p: float | None = 1.0
     max_tokens: int = 2048
+    # OpenAI's reasoning models take `max_completion_tokens` and refuse `max_tokens`
+    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
     concurrency: int = 64
     requests_per_s: float | None = None
     tokens_per_min: int | None = None

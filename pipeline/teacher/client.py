@@ -156,13 +156,11 @@ class TeacherClient:
 
     # -- internals ----------------------------------------------------------------------
     def _request(self, messages: list[dict[str, Any]], overrides: dict[str, Any]) -> dict[str, Any]:
-        request: dict[str, Any] = {
-            "model": self.cfg.model,
-            "messages": messages,
-            "temperature": self.cfg.temperature,
-            "top_p": self.cfg.top_p,
-            "max_tokens": self.cfg.max_tokens,
-        }
+        request: dict[str, Any] = {"model": self.cfg.model, "messages": messages}
+        for key in ("temperature", "top_p"):  # None: not sent (OpenAI's reasoning models refuse them)
+            if (value := getattr(self.cfg, key)) is not None:
+                request[key] = value
+        request[self.cfg.max_tokens_field] = self.cfg.max_tokens
         if self.cfg.stop:
             request["stop"] = list(self.cfg.stop)
         if self.cfg.stream:

@@ -142,7 +142,7 @@ def test_truncated_reply_is_returned_never_resent_as_is(fake_teacher):
 
     reply, stats = _run(go())
     assert reply.truncated and reply.text == "cut" and len(server.requests) == 1
-    assert stats["truncated"] == 1 and stats["retries"] == 0
+    assert stats["truncated"] == 1 and stats.get("retries", 0) == 0
 
 
 def test_concurrency_never_exceeds_limit_and_backs_off(fake_teacher):
@@ -287,3 +287,21 @@ def test_pacer_slow_start_ramps_queued_requests_and_learns_from_retry_after():
     pacer.on_rejected(now - 1.0, retry_after=0.025)  # stale (sent before the cut), its wait informs
     pacer.on_rejected(time.monotonic(), retry_after=0.01)
     assert pacer.rate is not None and 37 <= pacer.rate <= 40 and not pacer.slow_start
+
+
+def test_request_fields_follow_the_endpoint_settings(fake_teacher):
+    """Stop sequences by default; OpenAI reasoning-model settings drop what they refuse."""
+    server = fake_teacher(lambda body: "ok")
+
+    async def go(**kw):
+        client = TeacherClient(_cfg(**kw), base_url=server.base_url)
+        await client.chat(MSG)
+        await client.aclose()
+
+    _run(go())
+    _run(go(temperature=None, top_p=None, max_tokens_field="max_completion_tokens", stop=[]))
+    default, reasoning_model = server.requests
+    assert default["stop"] == ["<observation>"] and default["max_tokens"] == 2048
+    assert "temperature" in default and "stream" not in default
+    assert {"temperature", "top_p", "max_tokens", "stop"}.isdisjoint(reasoning_model)
+    assert reasoning_model["max_completion_tokens"] == 2048
