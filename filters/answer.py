@@ -132,6 +132,13 @@ class AnswerCheck(Check):
         }
         result = await ctx.judge.ask("answer", payload)
         where = self._answer_step(trajectory)
+        if result.unknown:  # the rules said mismatch; the judge could not say otherwise
+            step = (
+                ok(where, result.reason)
+                if result.passed
+                else bad(where, f"wrong answer by the rules; {result.reason}")
+            )
+            return self.verdict(trajectory, [step], score=0.5 if result.passed else 0.0)
         if result.passed:
             return self.verdict(trajectory, [ok(where, f"judge: equivalent ({result.reason})")], score=0.9)
         return self.verdict(trajectory, [bad(where, f"wrong answer (judge: {result.reason})")], score=0.0)

@@ -68,6 +68,10 @@ class FinalAnswerCheck(Check):
         }
         result = await ctx.judge.ask("final", payload)
         where = trajectory.steps[-1].index
+        if result.unknown:  # a kept unknown leaves its reason on the step; a dropped one drops
+            if result.passed:
+                return self.verdict(trajectory, [*verdict.steps, ok(where, result.reason)])
+            return self.verdict(trajectory, [bad(where, result.reason)])
         if result.passed:
             return verdict
         return self.verdict(

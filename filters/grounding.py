@@ -134,7 +134,9 @@ class GroundingCheck(Check):
             }
             result = await judge.ask("step", payload)
             if result.passed:
-                return ok(following.index)
+                return ok(following.index, result.note)
+            if result.unknown:
+                return bad(following.index, result.reason)
             return bad(
                 following.index,
                 f"thought not supported by the {step.tool_name} output (judge: {result.reason})",

@@ -101,13 +101,15 @@ class ImageThoughtCheck(Check):
             payload = {"question": trajectory.question, "next_thought": following.think}
             result = await judge.ask("image", payload, image_ref=ref)
             if result.passed:
-                return ok(following.index)
+                return ok(following.index, result.note)
+            if result.unknown:
+                return bad(following.index, result.reason)
             return bad(
                 following.index, f"produced image does not support the thought (judge: {result.reason})"
             )
 
         merged = {v.step: v for v in verdict.steps}
         for judged in await asyncio.gather(*(ask(i, ref) for i, ref in asks)):
-            if not judged.ok:
-                merged[judged.step] = judged
+            if not judged.ok or (judged.reason and merged.get(judged.step, judged).ok):
+                merged[judged.step] = judged  # a drop, or a kept unknown's reason on a passing step
         return self.verdict(trajectory, merged.values())

@@ -1,31 +1,72 @@
-"""LLM/VLM judges behind the checks: one protocol, four prompts, replies parsed tolerantly.
+"""LLM/VLM judges behind the checks: one protocol, four prompts, verdicts read as real models write them.
 
 Protocol (the offline world's oracle answers the same): the system message is
-`prompts/judge_<kind>.v1.txt`; the user message carries one JSON object in a ```json fence
+`prompts/judge_<kind>.vN.txt`; the user message carries one JSON object in a ```json fence
 (answer: question, gold_answer, aliases, predicted; step: question, tool_name, arguments,
 observation_text, next_thought; image: question, next_thought, plus the image as an `image_url`
 data URI item; final: question, last_thought, answer). The judge replies
-`{"verdict": "pass"|"fail", "reason": "..."}`. A reply that cannot be read, or a call that fails
-for good, is a *fail* with the reason said (fail closed). Calls go through
-`pipeline.teacher.TeacherClient`, whose replay cache makes a re-filter cost nothing.
+`{"verdict": "pass"|"fail", "reason": "..."}`, asked for as `response_format` json_schema where
+the endpoint supports it (`filter.judge_structured_output`, else `teacher.structured_output`).
+
+Reading: the last JSON object with a "verdict" key in the message content, else in the reasoning
+field (a reasoning judge may put everything there), through `pipeline.lenient`; verdict words
+are normalised (pass/fail, yes/no, true/false, correct/incorrect, ...). A reply that states no
+verdict (unreadable, cut at max_tokens, refused) and a call that fails for good are *unknown*,
+never a silent fail: kept or dropped by `filter.judge_unknown`, with an excerpt of the reply as
+the reason, and counted. Calls go through `pipeline.teacher.TeacherClient`, whose replay cache
+makes a re-filter cost nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from pipeline.lenient import last_object
 from prompts import load_prompt
 
 JudgeKind = Literal["answer", "step", "image", "final"]
-_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
-_LOOSE = re.compile(r"""["']?verdict["']?\s*[:=]\s*["']?(pass|fail)""", re.IGNORECASE)
+VerdictWord = Literal["pass", "fail", "unknown"]
 _MAX_TEXT = 6000  # characters of an observation sent to a judge
+_LOG = logging.getLogger("trajforge.filter")
+
+#: `response_format` for endpoints with structured output (OpenAI, vLLM/SGLang guided decoding).
+RESPONSE_FORMAT: dict[str, Any] = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "verdict",
+        "strict": True,
+        "schema": {
+            "type": "object",
+            "properties": {
+                "verdict": {"type": "string", "enum": ["pass", "fail"]},
+                "reason": {"type": "string"},
+            },
+            "required": ["verdict", "reason"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+_PASS_WORDS = {
+    "pass", "passed", "passes", "yes", "y", "true", "correct", "consistent", "supported", "equivalent",
+    "match", "matches", "same", "valid", "ok", "okay", "accept", "accepted", "agree", "agrees", "good", "1",
+}  # fmt: skip
+_FAIL_WORDS = {
+    "fail", "failed", "fails", "no", "n", "false", "incorrect", "inconsistent", "unsupported", "not supported",
+    "not equivalent", "not consistent", "not correct", "mismatch", "different", "invalid", "reject", "rejected",
+    "disagree", "contradicts", "contradiction", "contradictory", "wrong", "bad", "0",
+}  # fmt: skip
+#: `Verdict: PASS`, `**verdict**: fail` in prose (not `verdict: pass or fail`, a prompt echoed).
+_LOOSE = re.compile(
+    r"""\bverdict\b["'*_\s]*[:=]\s*["'*_]*\s*((?:not\s+)?[a-z]+)\b(?!\s*(?:or\b|/|\|))""", re.IGNORECASE
+)
 
 
 class ChatClient(Protocol):
@@ -34,29 +75,93 @@ class ChatClient(Protocol):
 
 @dataclass(frozen=True)
 class JudgeResult:
-    passed: bool
+    """What one judge call decided.
+
+    `verdict` is what the judge said (`unknown`: no verdict could be read, or the call failed);
+    `passed` is what a check acts on: a pass, or an unknown kept by `filter.judge_unknown=keep`.
+    `reason` is the judge's reason, or for an unknown what happened and an excerpt of the reply.
+    """
+
+    verdict: VerdictWord
     reason: str
+    passed: bool
+    repairs: tuple[str, ...] = ()
+
+    @property
+    def unknown(self) -> bool:
+        return self.verdict == "unknown"
+
+    @property
+    def note(self) -> str:
+        """The reason worth keeping on a step the judge let through ("" for a plain pass)."""
+        return "" if self.verdict == "pass" else self.reason
 
 
-def parse_reply(text: str) -> JudgeResult:
-    """Read a judge's verdict from JSON (bare, fenced, or inside prose); fail closed otherwise."""
-    start, end = text.find("{"), text.rfind("}")
-    candidates = [text.strip(), *(m.strip() for m in _FENCE.findall(text))]
-    if 0 <= start < end:
-        candidates.append(text[start : end + 1])
-    for candidate in candidates:
-        try:
-            data = json.loads(candidate)
-        except ValueError:
+def normalise_verdict(value: Any) -> Literal["pass", "fail"] | None:
+    """`pass`/`fail` from the words judges use (yes/no, true/false, correct/incorrect, ...)."""
+    if isinstance(value, bool):
+        return "pass" if value else "fail"
+    if isinstance(value, int | float) and value in (0, 1):
+        return "pass" if value == 1 else "fail"
+    if not isinstance(value, str):
+        return None
+    word = " ".join(re.sub(r"[^a-z0-9]+", " ", value.casefold()).split())
+    if word in _PASS_WORDS:
+        return "pass"
+    if word in _FAIL_WORDS:
+        return "fail"
+    return None
+
+
+def excerpt(text: str, limit: int = 200) -> str:
+    """Head and tail of a reply (a reasoning judge's decision is usually at the end)."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    head = limit // 3
+    return f"{text[:head]} [...] {text[-(limit - head - 7) :]}"
+
+
+def read_verdict(
+    content: str,
+    reasoning: str = "",
+    *,
+    finish_reason: str | None = None,
+    refusal: str | None = None,
+) -> JudgeResult:
+    """A verdict from a reply's content, else its reasoning; `unknown` (passed=False) if none."""
+    for source, text in (("content", content or ""), ("reasoning", reasoning or "")):
+        if not text.strip():
             continue
-        if isinstance(data, dict):
-            verdict = str(data.get("verdict", "")).strip().lower()
-            if verdict in ("pass", "fail"):
-                return JudgeResult(verdict == "pass", str(data.get("reason", "")).strip()[:300])
-    match = _LOOSE.search(text)
-    if match:
-        return JudgeResult(match.group(1).lower() == "pass", "verdict read from a malformed reply")
-    return JudgeResult(False, f"judge reply unreadable: {text.strip()[:80]!r}")
+        for key in ("verdict", "Verdict"):
+            read = last_object(text, has_key=key)
+            if not read.ok:
+                continue
+            value = read.value[key]
+            repairs = (*read.repairs, *(("verdict_in_reasoning",) if source == "reasoning" else ()))
+            word = normalise_verdict(value)
+            if word is None:
+                return _unknown(f"verdict {str(value)[:40]!r} is neither pass nor fail", text, repairs)
+            reason = str(read.value.get("reason", read.value.get("Reason", ""))).strip()[:300]
+            return JudgeResult(word, reason, word == "pass", repairs)
+        loose = [m for m in _LOOSE.finditer(text) if normalise_verdict(m.group(1).strip())]
+        if loose:
+            word = normalise_verdict(loose[-1].group(1).strip())
+            repairs = ("verdict_in_prose", *(("verdict_in_reasoning",) if source == "reasoning" else ()))
+            return JudgeResult(word, "verdict read from prose", word == "pass", repairs)  # type: ignore[arg-type]
+    text = content or reasoning or ""
+    if refusal:
+        return _unknown(f"judge refused: {excerpt(refusal, 120)!r}", text)
+    if finish_reason == "length":
+        return _unknown("reply cut at max_tokens before a verdict (raise filter.judge_max_tokens)", text)
+    if not text.strip():
+        return _unknown("empty reply", text)
+    return _unknown("no verdict in the reply", text)
+
+
+def _unknown(why: str, text: str, repairs: tuple[str, ...] = ()) -> JudgeResult:
+    reply = f": {excerpt(text)!r}" if text.strip() else ""
+    return JudgeResult("unknown", f"{why}{reply}", False, repairs)
 
 
 def clip(text: str | None, limit: int = _MAX_TEXT) -> str:
@@ -64,13 +169,33 @@ def clip(text: str | None, limit: int = _MAX_TEXT) -> str:
     return text if len(text) <= limit else text[:limit] + " [...]"
 
 
-class Judge:
-    """Asks one judge model; counts what it did (calls, fails, unreadable replies, errors)."""
+def _rejects_response_format(exc: BaseException) -> bool:
+    """A 400/422 answer (the status an endpoint without json_schema support gives)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if getattr(seen, "status_code", None) in (400, 422):
+            return True
+        seen = seen.__cause__
+    return False
 
-    def __init__(self, client: ChatClient, *, image_uri: Any = None, version: str | None = None):
+
+class Judge:
+    """Asks one judge model; counts what it did (calls, verdicts, unknowns and why, repairs)."""
+
+    def __init__(
+        self,
+        client: ChatClient,
+        *,
+        image_uri: Any = None,
+        version: str | None = None,
+        structured: bool = False,
+        unknown: Literal["keep", "drop"] = "drop",
+    ):
         self.client = client
         self.image_uri = image_uri  # ref -> data URI (CPU work; run in a thread)
         self.version = version
+        self.structured = structured  # send response_format (until the endpoint refuses it)
+        self.unknown_policy = unknown
         self.stats: Counter[str] = Counter()
 
     async def aclose(self) -> None:
@@ -97,22 +222,65 @@ class Judge:
         uri = None
         if image_ref is not None:
             if self.image_uri is None:
-                return JudgeResult(False, "image judge has no image store to read from")
+                return self._settle(kind, _unknown("image judge has no image store to read from", ""))
             try:
                 uri = await asyncio.to_thread(self.image_uri, image_ref)
             except Exception as exc:  # an unreadable image is that step's problem, not the run's
                 self.stats["errors"] += 1
-                return JudgeResult(False, f"image unreadable for the judge: {exc}")
+                return self._settle(
+                    kind, JudgeResult("fail", f"image unreadable for the judge: {exc}", False)
+                )
         try:
-            reply = await self.client.chat(self.messages(kind, payload, uri), temperature=0.0)
+            reply = await self._chat(self.messages(kind, payload, uri))
         except Exception as exc:  # TeacherError after retries, or a refused request
             self.stats["errors"] += 1
-            return JudgeResult(False, f"judge call failed: {type(exc).__name__}: {str(exc)[:120]}")
-        result = parse_reply(getattr(reply, "text", str(reply)))
-        if result.reason.startswith("judge reply unreadable"):
-            self.stats["unreadable"] += 1
-        self.stats[f"{kind}_{'pass' if result.passed else 'fail'}"] += 1
-        return result
+            why = f"judge call failed: {type(exc).__name__}: {str(exc)[:160]}"
+            return self._settle(kind, JudgeResult("unknown", why, False))
+        result = read_verdict(
+            getattr(reply, "text", None) or "",
+            getattr(reply, "reasoning", None) or "",
+            finish_reason=getattr(reply, "finish_reason", None),
+            refusal=getattr(reply, "refusal", None),
+        )
+        return self._settle(kind, result)
+
+    async def _chat(self, messages: list[dict[str, Any]]) -> Any:
+        """One call, with response_format while the endpoint takes it; a 400/422 to it is retried
+        once without, and if that works the run stops sending it (counted)."""
+        if not self.structured:
+            return await self.client.chat(messages, temperature=0.0)
+        try:
+            return await self.client.chat(messages, temperature=0.0, response_format=RESPONSE_FORMAT)
+        except Exception as exc:
+            if not _rejects_response_format(exc):
+                raise
+            self.stats["structured_output_rejected"] += 1
+            reply = await self.client.chat(messages, temperature=0.0)
+            if self.structured:
+                self.structured = False
+                self.stats["structured_output_off"] = 1
+                _LOG.warning(
+                    "the judge endpoint refused response_format (%s); asking without it for the rest "
+                    "of the run (set filter.judge_structured_output=false to skip the refusal)",
+                    str(exc)[:160],
+                )
+            return reply
+
+    def _settle(self, kind: JudgeKind, result: JudgeResult) -> JudgeResult:
+        """Count the result and apply `filter.judge_unknown` to an unknown one."""
+        self.stats[f"{kind}_{result.verdict}"] += 1
+        for repair in result.repairs:
+            self.stats[f"repairs.{repair}"] += 1
+        if not result.unknown:
+            return result
+        keep = self.unknown_policy == "keep"
+        self.stats["unknown"] += 1
+        self.stats["unknown_kept" if keep else "unknown_dropped"] += 1
+        reason = (
+            f"judge verdict unknown, {'kept' if keep else 'dropped'} "
+            f"(filter.judge_unknown={self.unknown_policy}): {result.reason}"
+        )
+        return JudgeResult("unknown", reason, keep, result.repairs)
 
 
 def build_judge(
@@ -140,7 +308,12 @@ def build_judge(
         )
     else:
         cfg = teacher_cfg
-    cfg = cfg.model_copy(update={"temperature": 0.0, "max_tokens": min(cfg.max_tokens, 512)})
+    # a judge is never streamed and needs no stop sequence; its tokens are its own budget
+    update: dict[str, Any] = {"temperature": 0.0, "max_tokens": filter_cfg.judge_max_tokens, "stream": False}
+    cfg = cfg.model_copy(update=update)
+    structured = filter_cfg.judge_structured_output
+    if structured is None:
+        structured = bool(getattr(cfg, "structured_output", False))
     client = TeacherClient(cfg, cache_dir=cache_dir, base_url=base_url or cfg.base_url)
     encoder = ImageEncoder(store.images if store is not None else None, cfg.image_max_pixels)
-    return Judge(client, image_uri=encoder.data_uri)
+    return Judge(client, image_uri=encoder.data_uri, structured=structured, unknown=filter_cfg.judge_unknown)

@@ -265,6 +265,20 @@ def defect_detection(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     }
 
 
+def judge_verdicts(stats: Counter[str], policy: str) -> dict[str, Any]:
+    """Judge calls by verdict (pass / fail / unknown), what `judge_unknown` did with the unknowns,
+    and whether the endpoint refused structured output (then the run asked without it)."""
+    kinds = ("answer", "step", "image", "final")
+    return {
+        **{word: sum(stats[f"{k}_{word}"] for k in kinds) for word in ("pass", "fail", "unknown")},
+        "unknown_by_kind": {k: stats[f"{k}_unknown"] for k in kinds if stats[f"{k}_unknown"]},
+        "unknown_policy": policy,
+        "unknown_kept": stats["unknown_kept"],
+        "unknown_dropped": stats["unknown_dropped"],
+        "structured_output_rejected": stats["structured_output_rejected"],
+    }
+
+
 # ------------------------------------------------------------------------------------ run
 
 
@@ -392,4 +406,5 @@ def run_filter(
     }
     if judge is not None:
         extra["judge_stats"] = dict(sorted(judge.stats.items()))
+        extra["judge_verdicts"] = judge_verdicts(judge.stats, cfg.judge_unknown)
     return FilterOutcome(report=build_report(rows, checks, extra), rows=rows)

@@ -90,6 +90,9 @@ class TeacherConfig(Section):
     # a reply cut at max_tokens is never resent as is: `reask` shows the cut reply and asks for
     # a shorter turn (within synth.format_retries), `fail` ends the rollout as `truncated`
     on_truncated: Literal["reask", "fail"] = "reask"
+    # the endpoint honours response_format json_schema (OpenAI, vLLM/SGLang guided decoding);
+    # judges ask for their verdict that way (filter.judge_structured_output overrides)
+    structured_output: bool = False
     # the SDK's HTTP transport: aiohttp (openai.DefaultAioHttpClient) spends about half the CPU
     # of httpx's pool per call at hundreds of connections in flight; httpx is the SDK default
     http_client: Literal["aiohttp", "httpx"] = "aiohttp"
@@ -199,6 +202,13 @@ class FilterConfig(Section):
     # -- judges
     judge_all: bool = False  # also judge trajectories the rules already dropped
     judge_images_per_step: int = 1
+    judge_max_tokens: int = 4096  # reasoning judges think first: 512 cut them off before the verdict
+    # ask for the verdict as response_format json_schema (None: follow teacher.structured_output);
+    # an endpoint that answers 400 to it is asked again without, for the rest of the run
+    judge_structured_output: bool | None = None
+    # a verdict no reply states (unreadable, truncated, refused, failed call): kept or dropped,
+    # with the reply's excerpt as the reason either way, and counted in the report
+    judge_unknown: Literal["keep", "drop"] = "drop"
     # -- dedup and selection
     dedup_question_similarity: float = 0.8  # MinHash Jaccard of question shingles; 0 disables
     dedup_image_distance: int = 4  # perceptual-hash Hamming distance of the first image; -1 disables

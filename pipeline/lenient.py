@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,7 @@ import json_repair
 
 #: ```json ... ``` (or a bare ``` fence) around JSON.
 _FENCE_RE = re.compile(r"```[ \t]*(?:json[c5]?|JSON)?[ \t]*\n?(.*?)```", re.DOTALL)
+_FENCE_MARK_RE = re.compile(r"```[ \t]*(?:json[c5]?|JSON)?")
 _TRAILING_COMMA_RE = re.compile(r",\s*[}\]]")
 _SINGLE_QUOTED_KEY_RE = re.compile(r"[{,]\s*'[^'\n]+'\s*:")
 _TYPOGRAPHIC_QUOTES = str.maketrans({"“": '"', "”": '"', "‘": "'", "’": "'"})
@@ -164,3 +166,61 @@ def last_object(text: str, *, has_key: str | None = None) -> JsonRead:
             return JsonRead(value=read.value, repairs=["prose_outside_json", *read.repairs])
         start = text.rfind("{", 0, start)
     return JsonRead(error=f"no JSON object{f' with {has_key!r}' if has_key else ''} found")
+
+
+def last_array(text: str, *, accept: Callable[[list[Any]], bool] | None = None) -> JsonRead:
+    """The last JSON array in `text` that `accept` takes (a planner thinks aloud first); repaired
+    if needed. The repair path reads each `[` up to its matching `]` only, so prose after the
+    array (or a `[Step 1]` placeholder inside it) never becomes part of the value."""
+
+    def wanted(value: Any) -> bool:
+        return isinstance(value, list) and (accept is None or accept(value))
+
+    candidates = [v for v in json_objects(text) if wanted(v)]
+    if candidates:
+        return JsonRead(value=candidates[-1], repairs=_framing(text, candidates[-1]))
+    start = text.rfind("[")
+    while start >= 0:
+        end = _closing(text, start)
+        read = read_json(text[start:end], expect=list)
+        if read.ok and wanted(read.value):
+            outside = _FENCE_MARK_RE.sub("", text[:start] + text[end:]).strip()
+            fenced = "```" in text[:start] + text[end:]
+            framing = ["prose_outside_json"] if outside else ["json_fence"] if fenced else []
+            return JsonRead(value=read.value, repairs=[*framing, *read.repairs])
+        start = text.rfind("[", 0, start)
+    return JsonRead(error="no JSON array found")
+
+
+def _framing(text: str, value: Any) -> list[str]:
+    """[] for text that is exactly `value`, ["json_fence"] for a fence around it, else prose."""
+    for body, repairs in ((text, []), (strip_fence(text)[0], ["json_fence"])):
+        try:
+            if json.loads(body, strict=False) == value:
+                return repairs
+        except ValueError:
+            continue
+    return ["prose_outside_json"]
+
+
+def _closing(text: str, start: int) -> int:
+    """End (exclusive) of the bracketed value opening at `start`, strings skipped; len(text) if unclosed."""
+    depth, in_string, escaped = 0, False, False
+    for pos in range(start, len(text)):
+        char = text[pos]
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth -= 1
+            if depth == 0:
+                return pos + 1
+    return len(text)

@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from pipeline.lenient import JsonRead, last_array
 from pipeline.schema import PLAN_TOOLS, PlanStep
 
 MIN_STEPS, MAX_STEPS = 2, 10
@@ -25,7 +26,14 @@ PLAN_PARAMETERS: dict[str, set[str]] = {
     "none": set(),
 }
 _PLACEHOLDER_RE = re.compile(r"\[([^\[\]]*?\bstep\s*(\d+)\b[^\[\]]*?)\]", re.IGNORECASE)
-_FENCE_RE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
+PLAN_KEYS = {"description", "tool_name", "parameters"}
+#: What the planner is told when a reply holds no plan array (shown back to it on retry).
+EXPECTED_FORMAT = (
+    'a single JSON array of step objects, e.g. [{"description": "...", "tool_name": "text_search", '
+    '"parameters": {"query": "..."}}, {"description": "...", "tool_name": "none", "parameters": {}}], '
+    "with no numbered list and no text outside the array"
+)
+_NUMBERED_RE = re.compile(r"^\s*(?:step\s*)?\d+[.):]\s+\S", re.IGNORECASE | re.MULTILINE)
 
 
 def placeholders(text: str) -> list[tuple[str, int]]:
@@ -44,19 +52,34 @@ def _strings(value: Any) -> Iterable[str]:
             yield from _strings(item)
 
 
+def looks_like_plan(value: list[Any]) -> bool:
+    """A non-empty array of objects that use the plan's keys (not a placeholder or a number list)."""
+    return bool(value) and all(isinstance(item, dict) and PLAN_KEYS & set(item) for item in value)
+
+
+def read_plan(text: str) -> JsonRead:
+    """The plan array in a planner reply through the one lenient reader (`pipeline.lenient`):
+    bare, fenced, after prose (the last plan-like array wins), trailing commas repaired.
+    A reply with no such array (R1V4's Figure 4: a numbered list) gets an error saying what
+    format is expected, which the planner is re-asked with."""
+    read = last_array(text, accept=looks_like_plan)
+    if read.ok:
+        return read
+    if _NUMBERED_RE.search(text):
+        found = "a numbered list"
+    elif not text.strip():
+        found = "an empty reply"
+    else:
+        found = f"no JSON array of steps in {_excerpt(text)!r}"
+    return JsonRead(error=f"expected {EXPECTED_FORMAT}; got {found}")
+
+
 def extract_plan_json(text: str) -> Any:
-    """The JSON array in a planner reply: bare, fenced, or the outermost [...] in prose."""
-    candidates = [text.strip(), *(m.strip() for m in _FENCE_RE.findall(text))]
-    start, end = text.find("["), text.rfind("]")
-    if 0 <= start < end:
-        candidates.append(text[start : end + 1])
-    last_error: ValueError | None = None
-    for candidate in candidates:
-        try:
-            return json.loads(candidate)
-        except ValueError as exc:
-            last_error = exc
-    raise ValueError(f"no JSON array found ({last_error})")
+    """The plan array in a planner reply (see `read_plan`); ValueError with the reason if none."""
+    read = read_plan(text)
+    if not read.ok:
+        raise ValueError(read.error)
+    return read.value
 
 
 def validate_plan(
@@ -78,10 +101,10 @@ def validate_plan(
         if not isinstance(item, dict):
             errors.append(f"{where}: must be an object with description, tool_name, parameters")
             continue
-        missing = {"description", "tool_name", "parameters"} - set(item)
+        missing = PLAN_KEYS - set(item)
         if missing:
             errors.append(f"{where}: missing {sorted(missing)}")
-        extra = set(item) - {"description", "tool_name", "parameters"}
+        extra = set(item) - PLAN_KEYS
         if extra:
             errors.append(f"{where}: unexpected keys {sorted(extra)}")
         description, tool, params = item.get("description"), item.get("tool_name"), item.get("parameters", {})
@@ -113,11 +136,15 @@ def validate_plan(
 
 def parse_plan(text: str, **kwargs: Any) -> tuple[list[PlanStep], list[str]]:
     """Extract and validate a plan from a planner reply."""
-    try:
-        data = extract_plan_json(text)
-    except ValueError as exc:
-        return [], [f"plan is not valid JSON: {exc}"]
-    return validate_plan(data, **kwargs)
+    read = read_plan(text)
+    if not read.ok:
+        return [], [f"plan is not valid JSON: {read.error}"]
+    return validate_plan(read.value, **kwargs)
+
+
+def _excerpt(text: str, limit: int = 80) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def render_plan(steps: Iterable[PlanStep]) -> str:

@@ -49,6 +49,18 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     lines.append(f"  kept by category: {report['kept_by_category']}")
     for check, examples in report["example_drops"].items():
         lines.append(f"  e.g. {check}: {examples[0][:160]}")
+    judged = report.get("judge_verdicts")
+    if judged:
+        lines.append(
+            f"  judge verdicts: {judged['pass']} pass, {judged['fail']} fail, {judged['unknown']} unknown "
+            f"({judged['unknown_kept']} kept, {judged['unknown_dropped']} dropped: "
+            f"filter.judge_unknown={judged['unknown_policy']})"
+            + (
+                f"; structured output refused {judged['structured_output_rejected']}x, asked without it"
+                if judged["structured_output_rejected"]
+                else ""
+            )
+        )
     detection = report.get("defect_detection")
     if detection:
         lines.append(

@@ -1,5 +1,5 @@
 """Judges over the real TeacherClient against a loopback stub: protocol, verdicts merged into the
-checks, replies cached (a re-filter makes no call), unreadable replies fail closed."""
+checks, replies cached (a re-filter makes no call); verdict reading (unreadable: unknown)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from filters.judges import build_judge, parse_reply
+from filters.judges import build_judge, normalise_verdict, read_verdict
 from filters.runner import run_filter
 from pipeline.config import FilterConfig, TeacherConfig
 from pipeline.schema import Step, Trajectory
@@ -20,21 +20,58 @@ from prompts import identify
 
 
 @pytest.mark.parametrize(
-    ("text", "passed"),
+    ("text", "verdict"),
     [
-        ('{"verdict": "pass", "reason": "same entity"}', True),
-        ('Sure.\n```json\n{"verdict": "FAIL", "reason": "different"}\n```', False),
-        ('I think {"verdict": "pass"} overall', True),
-        ("verdict: fail because the crop is blank", False),
+        ('{"verdict": "pass", "reason": "same entity"}', "pass"),
+        ('Sure.\n```json\n{"verdict": "FAIL", "reason": "different"}\n```', "fail"),
+        ('I think {"verdict": "pass"} overall', "pass"),
+        ('{"verdict": "pass", "reason": "a"} On reflection: {"verdict": "fail", "reason": "b"}', "fail"),
+        ('{"verdict": "pass", "reason": "trailing",}', "pass"),
+        ("verdict: fail because the crop is blank", "fail"),
+        ("**Verdict:** Correct.", "pass"),
+        ('{"Verdict": false, "Reason": "no"}', "fail"),
+        # the prompt's own template echoed is not a verdict
+        ('Reply with {"verdict": "pass" or "fail"}. Verdict: pass or fail?', "unknown"),
+        ('{"verdict": "partially"}', "unknown"),
+        ("I cannot decide.", "unknown"),
     ],
 )
-def test_parse_reply_reads_verdicts(text: str, passed: bool) -> None:
-    assert parse_reply(text).passed is passed
+def test_read_verdict(text: str, verdict: str) -> None:
+    result = read_verdict(text)
+    assert result.verdict == verdict and result.passed is (verdict == "pass")
+    if verdict == "unknown":
+        assert text[:20] in result.reason  # the excerpt of the reply is the reason
 
 
-def test_parse_reply_fails_closed() -> None:
-    result = parse_reply("I cannot decide.")
-    assert not result.passed and "unreadable" in result.reason
+def test_read_verdict_prefers_content_then_reasoning_and_says_why_unknown() -> None:
+    thinking = (
+        'Consider both. {"verdict": "fail", "reason": "draft"} No: {"verdict": "yes", "reason": "same"}'
+    )
+    assert read_verdict("", thinking).verdict == "pass"
+    assert "verdict_in_reasoning" in read_verdict("", thinking).repairs
+    assert read_verdict('{"verdict": "fail", "reason": "c"}', thinking).verdict == "fail"
+    cut = read_verdict("", "Let me look at the crop first, it shows", finish_reason="length")
+    assert cut.verdict == "unknown" and "max_tokens" in cut.reason and "crop first" in cut.reason
+    assert "refused" in read_verdict("", "", refusal="I can't help with that").reason
+
+
+@pytest.mark.parametrize(
+    ("word", "verdict"),
+    [
+        ("Yes", "pass"),
+        ("consistent", "pass"),
+        (True, "pass"),
+        (1, "pass"),
+        ("not_supported", "fail"),
+        ("Inconsistent", "fail"),
+        ("incorrect.", "fail"),
+        (False, "fail"),
+        ("maybe", None),
+        (None, None),
+    ],
+)
+def test_normalise_verdict(word: object, verdict: str | None) -> None:
+    assert normalise_verdict(word) == verdict
 
 
 class Stub:

@@ -106,7 +106,8 @@ def cases() -> dict[str, tuple[str, str | None]]:
             "format",
         ),
         "format-bad-json": (
-            '<think>Search.</think><tool_call>{"name": "text_search", "arguments": {"queries": ["Quill"]</tool_call>'
+            # unrepairable: no JSON at all (a missing brace is repaired and kept, see test_foundation_lenient)
+            "<think>Search.</think><tool_call>text_search for Quill</tool_call>"
             + _obs(RESULT, "text_search")
             + final,
             "format",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from pipeline.plan_format import parse_plan, placeholders, render_plan, validate_plan
+from pipeline.plan_format import parse_plan, placeholders, read_plan, render_plan, validate_plan
 
 
 def step(description: str, tool: str, **parameters: str) -> dict:
@@ -50,3 +50,44 @@ def test_schema_errors_are_reported_not_raised() -> None:
     assert any("text_search takes parameters ['query']" in e for e in errors)
     assert parse_plan("not json at all")[1][0].startswith("plan is not valid JSON")
     assert json.loads(render_plan(validate_plan(GOOD)[0]))[1]["parameters"]["query"].startswith("[Person")
+
+
+def test_plan_replies_as_real_planners_write_them() -> None:
+    """Thinking aloud before the array, a fence, a trailing comma: read (the last plan-like array
+    wins, placeholders inside strings never count as arrays); each repair named."""
+    body = render_plan(validate_plan(GOOD)[0])
+    with_comma = body[: body.rindex("}")] + "},\n]"
+    reply = (
+        "The photo shows a person; I need [Person identified in Step 1] first. A draft: [1, 2].\n"
+        "Let me format this properly as a JSON array.\n```json\n"
+        + with_comma
+        + "\n```\nThis plan verifies at the end."
+    )
+    read = read_plan(reply)
+    assert read.ok and read.value == GOOD
+    assert {"prose_outside_json", "trailing_comma"} <= set(read.repairs)
+    assert read_plan(body).repairs == [] and read_plan("```json\n" + body + "\n```").repairs == ["json_fence"]
+    steps, errors = parse_plan(reply)
+    assert errors == [] and [s.tool_name for s in steps] == [
+        "image_search",
+        "text_search",
+        "web_visit",
+        "none",
+    ]
+
+
+def test_numbered_list_plan_is_an_error_that_says_the_format() -> None:
+    """R1V4's Figure 4: the planner promises JSON, then writes a numbered list."""
+    reply = (
+        "I'll format this properly as a JSON array.\n"
+        '1. Reverse-search the photo: image_search, image_path = "image_0.png"\n'
+        '2. Search [Person identified in Step 1]: text_search, query = "[Person identified in Step 1] birthplace"\n'
+        "3. Verify: none"
+    )
+    steps, errors = parse_plan(reply)
+    assert steps == [] and len(errors) == 1
+    assert (
+        "numbered list" in errors[0]
+        and "JSON array of step objects" in errors[0]
+        and '"tool_name"' in errors[0]
+    )
