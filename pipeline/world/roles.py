@@ -52,11 +52,17 @@ def asks_for_plan(messages: list[Message]) -> bool:
     return bool(_PLAN_RE.search(system) and _STEPS_RE.search(system))
 
 
+def structured(body: dict[str, Any]) -> bool:
+    """The request asks for a JSON reply (`json_schema` or `json_object`, not `text`)."""
+    response_format = body.get("response_format")
+    return isinstance(response_format, dict) and response_format.get("type") in ("json_schema", "json_object")
+
+
 def role_of(body: dict[str, Any], messages: list[Message]) -> Role:
     if judge_payload(messages):
         return "judge"
     if not body.get("tools") and not any(_acted(m) for m in messages) and asks_for_plan(messages):
         return "planner"
-    if body.get("response_format") and not any(_acted(m) for m in messages):
+    if structured(body) and not any(_acted(m) for m in messages):
         return "judge"
     return "executor"

@@ -25,6 +25,7 @@ from typing import Any
 from pipeline.format import parse_turn
 from pipeline.world import slips as S
 from pipeline.world.knobs import TeacherStyle, drawn, unit
+from pipeline.world.roles import structured
 
 REFUSAL = "I'm sorry, but I can't help with that."
 CHARS_PER_TOKEN = 4
@@ -167,7 +168,12 @@ def _executor(
         return Output([Segment(name, REFUSAL)], style.reasoning_field, record={"refusal": where, "slips": []})
     parsed = parse_turn(reply.text)
     if parsed.errors or not parsed.turns:  # a defect wrote broken text on purpose: send it as is
-        return Output([Segment("content", reply.text)], style.reasoning_field, record={"slips": []})
+        head, closed, rest = reply.text.partition("</think>")
+        if reasoning and closed and head.startswith("<think>"):  # the parser still takes the think
+            segments = [Segment("reasoning", head[len("<think>") :]), Segment("content", rest)]
+        else:
+            segments = [Segment("content", reply.text)]
+        return Output(segments, style.reasoning_field, record={"slips": []})
     turn = parsed.turns[0]
     index = sum(1 for m in messages if m.get("role") == "assistant")
     wanted = [k for k, rate in style.slips.items() if drawn(rate, k, salt, question, index)]
@@ -205,7 +211,7 @@ def _judge(
     if style.reasoning_field != "none":
         segments.append(Segment("reasoning", f"{opener} {reason[:1].upper()}{reason[1:]}."))
     last = json.dumps(messages[-1].get("content"), sort_keys=True) if messages else ""
-    prose = drawn(style.judge_prose, "judge_prose", salt, last) and not body.get("response_format")
+    prose = drawn(style.judge_prose, "judge_prose", salt, last) and not structured(body)
     if prose:
         fenced = unit("judge_fence", salt, last) < 0.5
         verdict_json = f"```json\n{verdict}\n```" if fenced else verdict
@@ -259,8 +265,9 @@ def _cut(out: Output, body: dict[str, Any], *, half: bool, why: str) -> None:
                 break
             kept.append(Segment(segment.field, segment.text[: position - offset], segment.slips))
             offset += len(segment.text)
-        survived = {name for segment in kept for name in segment.slips}
-        sent = [name for name in sent if name in survived]  # slips whose text began before the cut
+        # a slip was sent when some of its text was (a cut right after a newline sends none)
+        survived = {name for segment in kept if segment.text.strip() for name in segment.slips}
+        sent = [name for name in sent if name in survived]
         out.segments = kept or [Segment("content", "")]
         out.finish = finish
         if not any(s.field == "arguments" for s in kept):
