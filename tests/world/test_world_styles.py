@@ -550,3 +550,19 @@ def test_teacher_style_is_settable_from_the_cli_config() -> None:
     assert knobs.teacher_style.slips == {"trailing_comma": 0.3}
     with pytest.raises(ValueError, match="known"):
         Knobs(teacher_style={"slips": {"fence": 0.3}})
+
+
+def test_a_defective_turn_still_goes_through_the_reasoning_parser(
+    server: WorldServer, client: openai.OpenAI, small_world: Path
+) -> None:
+    task = _task(small_world, "multihop")
+    knobs = {"defects": {"format_error": 1.0}, "teacher_style": {"reasoning_field": "reasoning"}}
+    assert httpx.post(f"{server.url}/admin/knobs", json=knobs).status_code == 200
+    try:
+        reply = client.chat.completions.create(model="oracle", messages=_executor(task), seed=2)
+    finally:
+        httpx.post(f"{server.url}/admin/knobs", json={"defects": {}})
+    message = reply.choices[0].message
+    assert reply.model_extra["trajforge"]["injected"] == ["format_error"]
+    assert message.model_extra["reasoning"] == _gold(task)[0]["think"]
+    assert message.content.startswith("<tool_call>") and parse_turn(message.content).errors
