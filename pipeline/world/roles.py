@@ -32,8 +32,8 @@ _ACTION_PROTOCOL_RE = re.compile(r"<tool_call>|<answer>")
 def judge_payload(messages: list[Message]) -> dict[str, Any]:
     """The judge case in the last user message ({} when it holds none)."""
     last = next((m for m in reversed(messages) if m.role == "user"), None)
-    if last is None:
-        return {}
+    if last is None or not any(f'"{key}"' in last.text for key in JUDGE_KEYS):
+        return {}  # cheap gate: an executor's observation (a whole page) is never scanned for JSON
     data = payload_of(last.text)
     return data if "question" in data and JUDGE_KEYS & set(data) else {}
 
