@@ -177,7 +177,12 @@ def _executor(
     turn = parsed.turns[0]
     index = sum(1 for m in messages if m.get("role") == "assistant")
     wanted = [k for k, rate in style.slips.items() if drawn(rate, k, salt, question, index)]
-    native = style.tool_protocol == "native" and bool(body.get("tools")) and turn.tool_name is not None
+    native = (
+        style.tool_protocol == "native"
+        and bool(body.get("tools"))
+        and body.get("tool_choice") != "none"  # "none": the server answers in text
+        and turn.tool_name is not None
+    )
     chosen = S.choose(wanted, turn, reasoning_parser=reasoning, native=native)
     record: dict[str, Any] = {"slips": chosen}
     if native:

@@ -207,6 +207,12 @@ def test_native_tool_calls_round_trip(
         model="oracle", messages=after(_crop_uri(task, dx=400)), tools=TOOLS
     )
     assert missed.choices[0].message.tool_calls[0].function.name == "code"
+    if not stream and field == "none":  # tool_choice "none": the call comes back as text
+        text = client.chat.completions.create(
+            model="oracle", messages=messages, tools=TOOLS, tool_choice="none"
+        ).choices[0]
+        assert text.message.tool_calls is None and text.finish_reason == "stop"
+        assert parse_turn(text.message.content).turns[0].tool_name == "code"
 
 
 @pytest.mark.parametrize("shape", ["tool_inline_images", "text_with_reasoning_key", "canonical_text"])
