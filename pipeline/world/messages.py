@@ -96,9 +96,10 @@ def read_messages(raw: list[dict[str, Any]]) -> list[Message]:
 
 
 def assistant_turn(message: Message) -> Turn | None:
-    """The oracle's view of one assistant message, or None when it cannot be read.
+    """The oracle's view of one assistant message, or None when its action cannot be read.
 
-    Native calls are read directly (name + arguments); text goes through `pipeline.format`.
+    Native calls are read directly (name + arguments); text goes through `pipeline.format`
+    (as lenient as that parser is), and a reasoning field sent back stands in for the think.
     """
     if message.calls:
         call = message.calls[0]
@@ -110,7 +111,15 @@ def assistant_turn(message: Message) -> Turn | None:
     if message.reasoning and "<think>" not in text:
         text = f"<think>{message.reasoning.strip()}</think>{text.strip()}"
     parsed = parse_turn(text)
-    return parsed.turns[0] if parsed.turns and not parsed.errors else None
+    if len(parsed.turns) != 1:
+        return None
+    turn = parsed.turns[0]
+    # the oracle follows what was done, not how neatly it was written: a readable action counts
+    # even without its think or with prose around it (the filters judge the format)
+    readable = (turn.tool_name is not None and turn.arguments is not None) or (
+        turn.answer is not None and turn.tool_name is None
+    )
+    return turn if readable else None
 
 
 def payload_of(text: str) -> dict[str, Any]:
