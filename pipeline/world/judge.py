@@ -1,8 +1,8 @@
 """The oracle's judges: answer, step, image and final-answer checks with the world's knowledge.
 
-Each judge request carries a JSON object in a ```json fence in its last user message; the reply
-is `{"verdict": "pass"|"fail", "reason": "..."}`. Kinds (from the prompt name `judge_<kind>`, or
-from the object's keys when the prompt is unknown):
+Each judge request carries a JSON object in its last user message (fenced, bare or inside
+prose); the reply is `{"verdict": "pass"|"fail", "reason": "..."}`. Kinds (from a name
+`judge_<kind>` when the caller knows it, else from the object's keys, as the oracle does):
 - answer {question, gold_answer, aliases, predicted}: normalised match against gold and aliases;
 - step {question, tool_name, arguments, observation_text, next_thought}: every world fact the
   thought asserts (numbers, codes) must appear in the observation, question or call; after a
@@ -21,11 +21,12 @@ import re
 import string
 from typing import TYPE_CHECKING, Any
 
+from pipeline.world.messages import payload_of
+
 if TYPE_CHECKING:
     from pipeline.world.knowledge import Knowledge
-    from pipeline.world.oracle import Message
+    from pipeline.world.messages import Message
 
-_FENCE_RE = re.compile(r"```json\s*(.*?)```", re.DOTALL)
 # a code or number the thought asserts; not a rotation angle or a pixel size it mentions
 _FACT_RE = re.compile(r"\b(?:[A-Z]{2}-\d{4}\b|\d{3,}\b(?!\s*(?:degrees?|°|px|pixels?)))")
 # text in quotes ('EXPORT 1907', "Main St"); an apostrophe inside a word opens no quote
@@ -59,15 +60,11 @@ def _payload(messages: list[Message]) -> tuple[dict[str, Any], list[str]]:
     last = next((m for m in reversed(messages) if m.role == "user"), None)
     if last is None:
         return {}, []
-    match = _FENCE_RE.search(last.text)
-    try:
-        data = json.loads(match.group(1) if match else last.text)
-    except ValueError:
-        data = {}
-    return (data if isinstance(data, dict) else {}), last.images
+    return payload_of(last.text), last.images
 
 
-def _kind(name: str, data: dict[str, Any]) -> str:
+def kind_of(name: str, data: dict[str, Any]) -> str:
+    """The judge kind: from a `judge_<kind>` name, else from the payload's keys."""
     if name.startswith("judge_"):
         return name[len("judge_") :]
     keys = set(data)
@@ -84,7 +81,7 @@ def judge_reply(kb: Knowledge, name: str, messages: list[Message]) -> str:
     data, images = _payload(messages)
     if not data:
         return _verdict(False, "no JSON object found in the judge request")
-    kind = _kind(name, data)
+    kind = kind_of(name, data)
     question = str(data.get("question", ""))
     task = kb.find_task(question) if question else None
     if kind == "answer":

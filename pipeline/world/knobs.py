@@ -1,8 +1,10 @@
-"""Knobs of the world server for tests and benchmarks: latency, rate limit, errors, defects.
+"""Knobs of the world server for tests and benchmarks: latency, rate limit, errors, defects, style.
 
 Latency is a distribution spec: `"0"`, `"5"` / `"const:5"` (seconds), `"uniform:1,3"`,
 `"exp:2"` (mean), `"lognormal:1,0.5"` (median, sigma). Error rates are per request (random);
 defect rates are per trajectory (deterministic: a hash of the question and the rollout salt).
+`teacher_style` makes the oracle answer the way real servers and real models do (reasoning
+fields, native tool calls, formatting slips, refusals, truncation); its draws are hashes too.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ import hashlib
 import math
 import random
 import time
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from pipeline.format import SLIPS
 from pipeline.schema import DEFECTS
 
 ERRORS = ("429", "500", "hang", "malformed", "truncated")
@@ -37,6 +41,53 @@ def parse_latency(spec: str) -> tuple[str, tuple[float, ...]]:
     return kind, values
 
 
+def _rate(name: str, value: float) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} = {value}: a rate is a probability between 0 and 1")
+    return value
+
+
+class TeacherStyle(BaseModel):
+    """How the oracle's replies are shaped, like a real server and a real model would shape them.
+
+    reasoning_field: none | reasoning_content | reasoning: the think goes into that message field
+        (as vLLM/SGLang with a reasoning parser), content keeps only the action.
+    tool_protocol: text | native: native + a request with `tools` answers tool calls as
+        `message.tool_calls` (OpenAI function calling); without `tools`, text as always.
+    slips: {kind: rate}: per executor turn, formatting slips (names: pipeline.format.SLIPS).
+    judge_prose: rate per judge request of prose before the JSON verdict (fenced or bare).
+    refusal: rate per trajectory of a refused first executor turn.
+    truncate: rate per executor request of a reply cut at half (finish_reason "length").
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    reasoning_field: Literal["none", "reasoning_content", "reasoning"] = "none"
+    tool_protocol: Literal["text", "native"] = "text"
+    slips: dict[str, float] = Field(default_factory=dict)
+    judge_prose: float = 0.0
+    refusal: float = 0.0
+    truncate: float = 0.0
+
+    @field_validator("slips")
+    @classmethod
+    def _slips(cls, value: dict[str, float]) -> dict[str, float]:
+        if "all" in value:
+            rate = value.pop("all")
+            value = {name: rate for name in SLIPS} | value
+        unknown = set(value) - set(SLIPS)
+        if unknown:
+            raise ValueError(
+                f"unknown slips {sorted(unknown)}; known (pipeline.format.SLIPS): {list(SLIPS)}, or 'all'"
+            )
+        return {name: _rate(f"slips.{name}", rate) for name, rate in value.items()}
+
+    @field_validator("judge_prose", "refusal", "truncate")
+    @classmethod
+    def _rates(cls, value: float) -> float:
+        return _rate("rate", value)
+
+
 class Knobs(BaseModel):
     """Everything tests and benchmarks can turn; also settable live at POST /admin/knobs."""
 
@@ -53,6 +104,7 @@ class Knobs(BaseModel):
     stream: bool = True  # advertise and serve stream=True
     seed: int = 0  # seeds the per-request error draws and the latency samples
     log_path: str | None = None  # defect log (JSONL); default <world>/logs/oracle.jsonl
+    teacher_style: TeacherStyle = Field(default_factory=TeacherStyle)  # reply shapes and slips
 
     @field_validator("latency")
     @classmethod
@@ -102,17 +154,20 @@ def draw_error(knobs: Knobs, rng: random.Random) -> str | None:
     return None
 
 
+def unit(*parts: object) -> float:
+    """A stable number in [0, 1) from the parts: the draws that must repeat on a rerun."""
+    digest = hashlib.sha256("\0".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def drawn(rate: float, *parts: object) -> bool:
+    """True for a share `rate` of all part tuples, the same answer every time."""
+    return rate > 0 and unit(*parts) < rate
+
+
 def trajectory_defects(knobs: Knobs, question: str, salt: str) -> list[str]:
     """Defects of one trajectory: a stable hash per (question, salt, defect) against each rate."""
-    chosen = []
-    for name in DEFECTS:
-        rate = knobs.defects.get(name, 0.0)
-        if rate <= 0:
-            continue
-        digest = hashlib.sha256(f"{name}\0{salt}\0{question}".encode()).digest()
-        if int.from_bytes(digest[:8], "big") / 2**64 < rate:
-            chosen.append(name)
-    return chosen
+    return [name for name in DEFECTS if drawn(knobs.defects.get(name, 0.0), name, salt, question)]
 
 
 class RateLimiter:

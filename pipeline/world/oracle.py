@@ -1,7 +1,8 @@
 """The oracle teacher: answers chat-completions requests as planner, executor or judge.
 
-It identifies its role from the system prompt (`prompts.identify`), the task from the question
-text in the first user message, and, as executor, replays the conversation so far against the
+It recognises its role from the request's structure (`pipeline.world.roles`: a judge case, a
+request for a plan, else an executor turn), the task from the question text in the first user
+message, and, as executor, replays the conversation so far against the
 task's gold path: a step counts as done only when its observation shows what the step was for
 (the crop really shows the plate, the search really returned the page, the page really states the
 fact). So the next turn follows the gold path *and* the evidence: a crop that missed is retried,
@@ -15,47 +16,19 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.format import Turn, parse_turn, render_turn
+from pipeline.format import Turn, render_turn
 from pipeline.schema import DEFECTS, Task
 from pipeline.world import tasks as T
-from pipeline.world.judge import judge_reply
+from pipeline.world.judge import judge_reply, kind_of
 from pipeline.world.knobs import Knobs, trajectory_defects
 from pipeline.world.knowledge import Knowledge
-from prompts import identify
+from pipeline.world.messages import Message, assistant_turn, read_messages
+from pipeline.world.roles import judge_payload, role_of
 
 MAX_ATTEMPTS = 3  # tries per gold step before the executor gives up honestly
 GIVE_UP = "I could not determine the answer"
 _SAVED_RE = re.compile(r"\b(image_\d+\.\w+)")
 _CODE_DEFECTS = ("off_target_crop", "recrop_loop", "sandbox_error")
-
-
-@dataclass
-class Message:
-    """A chat message reduced to what the oracle reads: role, text and image data URIs."""
-
-    role: str
-    text: str
-    images: list[str] = field(default_factory=list)
-
-
-def read_messages(raw: list[dict[str, Any]]) -> list[Message]:
-    out = []
-    for message in raw:
-        content = message.get("content")
-        texts, images = [], []
-        if isinstance(content, str):
-            texts.append(content)
-        elif isinstance(content, list):
-            for item in content:
-                if not isinstance(item, dict):
-                    continue
-                if item.get("type") == "text":
-                    texts.append(str(item.get("text", "")))
-                elif item.get("type") == "image_url":
-                    url = item.get("image_url")
-                    images.append(url.get("url", "") if isinstance(url, dict) else str(url))
-        out.append(Message(role=str(message.get("role", "")), text="".join(texts), images=images))
-    return out
 
 
 @dataclass
@@ -67,6 +40,7 @@ class Reply:
     task_id: str | None = None
     defects: list[str] = field(default_factory=list)  # planned for this trajectory
     injected: list[str] = field(default_factory=list)  # injected in this very turn
+    kind: str | None = None  # a judge's kind (answer, step, image, final)
 
     def record(self) -> dict[str, Any]:
         return {
@@ -128,14 +102,13 @@ class Oracle:
     # ------------------------------------------------------------------ dispatch
     def respond(self, body: dict[str, Any]) -> Reply:
         messages = read_messages(body.get("messages") or [])
-        system = next((m.text for m in messages if m.role == "system"), "")
-        prompt = identify(system) if system else None
-        name = prompt.name if prompt else ""
-        if name.startswith("judge") or (not name and _looks_like_judge(messages)):
-            return Reply(judge_reply(self.kb, name, messages), role="judge")
+        role = role_of(body, messages)
+        if role == "judge":
+            kind = kind_of("", judge_payload(messages))
+            return Reply(judge_reply(self.kb, "", messages), role="judge", kind=kind)
         first_user = next((m for m in messages if m.role == "user"), Message("user", ""))
         task = self.kb.find_task(first_user.text, first_user.images)
-        if name == "planner":
+        if role == "planner":
             return self._plan(task)
         return self._execute(task, messages, salt_of(body))
 
@@ -174,8 +147,7 @@ class Oracle:
         for i, m in enumerate(messages):
             if m.role != "assistant":
                 continue
-            parsed = parse_turn(m.text)
-            turn = parsed.turns[0] if parsed.turns and not parsed.errors else None
+            turn = assistant_turn(m)
             nxt = (
                 messages[i + 1]
                 if i + 1 < len(messages) and messages[i + 1].role in ("user", "tool")
@@ -339,11 +311,6 @@ class Oracle:
         return None
 
 
-def _looks_like_judge(messages: list[Message]) -> bool:
-    last = next((m for m in reversed(messages) if m.role == "user"), None)
-    return bool(last and "```json" in last.text and '"question"' in last.text)
-
-
 def _is_error(text: str) -> bool:
     lowered = text.lower()
     return (
@@ -407,4 +374,4 @@ def _fabrication(task: Task) -> str:
     )
 
 
-__all__ = ["Oracle", "Reply", "T", "read_messages", "salt_of"]
+__all__ = ["Message", "Oracle", "Reply", "T", "read_messages", "salt_of"]

@@ -5,8 +5,10 @@ Routes (any Host header):
     GET  /wiki/<slug>            an encyclopedia page (HTML)
     GET  /images/<file>          an entity image
     GET  /v1/models              one model, "oracle"
-    POST /v1/chat/completions    the oracle (planner, executor, judges); stream=True supported
-    GET|POST /admin/knobs        read or update the knobs (latency, rate limit, errors, defects)
+    POST /v1/chat/completions    the oracle (planner, executor, judges); stream=True supported;
+                                 replies shaped by knobs.teacher_style (pipeline.world.style)
+    GET|POST /admin/knobs        read or update the knobs (latency, rate limit, errors, defects,
+                                 teacher_style: fields given there replace those fields)
     GET  /healthz
 One asyncio (aiohttp) server in a background thread: added latency is an `asyncio.sleep`, so
 hundreds of delayed requests are held at once; oracle work runs in a thread pool.
@@ -29,7 +31,8 @@ from aiohttp import web
 
 from pipeline.world.knobs import Knobs, RateLimiter, draw_error, sample_latency
 from pipeline.world.knowledge import Knowledge
-from pipeline.world.oracle import Oracle, Reply
+from pipeline.world.oracle import Oracle, Reply, salt_of
+from pipeline.world.style import Output, shape
 
 MODEL = "oracle"
 _SLUG_RE = re.compile(r"^[A-Za-z0-9_'\-]+$")
@@ -76,8 +79,11 @@ class _App:
 
     async def post_knobs(self, request: web.Request) -> web.Response:
         try:
-            update = await request.json()
-            knobs = Knobs.model_validate(self.knobs.model_dump() | dict(update))
+            update = dict(await request.json())
+            current = self.knobs.model_dump()
+            if isinstance(update.get("teacher_style"), dict):
+                update["teacher_style"] = current["teacher_style"] | update["teacher_style"]
+            knobs = Knobs.model_validate(current | update)
         except (ValueError, TypeError) as exc:
             return web.json_response({"error": {"message": f"bad knobs: {exc}"}}, status=400)
         self.set_knobs(knobs)
@@ -167,20 +173,20 @@ class _App:
             await self._hold(delay)
         loop = asyncio.get_running_loop()
         reply: Reply = await loop.run_in_executor(self.pool, self.oracle.respond, body)
-        self._log(reply, body)
-        text, finish = reply.text, "stop"
-        if error == "truncated":
+        if error in ("truncated", "malformed"):
             self.stats["errors"] += 1
-            text, finish = text[: max(1, len(text) // 2)], "length"
         if error == "malformed":
-            self.stats["errors"] += 1
             return web.Response(
                 text='{"id": "chatcmpl-broken", "object": "chat.completion", "choices": [{"index": 0, "mess',
                 content_type="application/json",
             )
+        out = shape(reply, body, knobs.teacher_style, salt_of(body), cut_half=error == "truncated")
+        record = reply.record() | out.record
+        self._log(reply, body, out)
         if body.get("stream") and knobs.stream:
-            return await self._stream(request, body, reply, text, finish)
+            return await self._stream(request, body, out, record)
         prompt = _tokens(json.dumps(body.get("messages"))[:20000])
+        completion = _tokens(out.generated)
         return web.json_response(
             {
                 "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
@@ -188,24 +194,19 @@ class _App:
                 "created": int(time.time()),
                 "model": str(body.get("model") or MODEL),
                 "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": text},
-                        "finish_reason": finish,
-                        "logprobs": None,
-                    }
+                    {"index": 0, "message": out.message(), "finish_reason": out.finish, "logprobs": None}
                 ],
                 "usage": {
                     "prompt_tokens": prompt,
-                    "completion_tokens": _tokens(text),
-                    "total_tokens": prompt + _tokens(text),
+                    "completion_tokens": completion,
+                    "total_tokens": prompt + completion,
                 },
-                "trajforge": reply.record(),
+                "trajforge": record,
             }
         )
 
     async def _stream(
-        self, request: web.Request, body: dict[str, Any], reply: Reply, text: str, finish: str
+        self, request: web.Request, body: dict[str, Any], out: Output, record: dict[str, Any]
     ) -> web.StreamResponse:
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
@@ -217,37 +218,37 @@ class _App:
             "created": int(time.time()),
             "model": str(body.get("model") or MODEL),
         }
-        pieces = [text[i : i + 64] for i in range(0, len(text), 64)] or [""]
         chunks = [
             {
                 **base,
                 "choices": [
                     {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
                 ],
-                "trajforge": reply.record(),
+                "trajforge": record,
             }
         ]
         chunks += [
-            {**base, "choices": [{"index": 0, "delta": {"content": p}, "finish_reason": None}]}
-            for p in pieces
+            {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+            for delta in out.deltas()
         ]
         chunks.append(
             {
                 **base,
-                "choices": [{"index": 0, "delta": {}, "finish_reason": finish}],
-                "trajforge": reply.record(),
+                "choices": [{"index": 0, "delta": {}, "finish_reason": out.finish}],
+                "trajforge": record,
             }
         )
         if (body.get("stream_options") or {}).get("include_usage"):
             prompt = _tokens(json.dumps(body.get("messages"))[:20000])
+            completion = _tokens(out.generated)
             chunks.append(
                 {
                     **base,
                     "choices": [],
                     "usage": {
                         "prompt_tokens": prompt,
-                        "completion_tokens": _tokens(text),
-                        "total_tokens": prompt + _tokens(text),
+                        "completion_tokens": completion,
+                        "total_tokens": prompt + completion,
                     },
                 }
             )
@@ -257,8 +258,9 @@ class _App:
         await response.write_eof()
         return response
 
-    def _log(self, reply: Reply, body: dict[str, Any]) -> None:
-        if not reply.injected:
+    def _log(self, reply: Reply, body: dict[str, Any], out: Output) -> None:
+        styled = {k: v for k, v in out.record.items() if k != "slips_sent" and v}
+        if not reply.injected and not styled:
             return
         path = Path(self.knobs.log_path) if self.knobs.log_path else self.dir / "logs" / "oracle.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -268,6 +270,7 @@ class _App:
             "role": reply.role,
             "injected": reply.injected,
             "defects": reply.defects,
+            **styled,
             "seed": body.get("seed"),
             "user": body.get("user"),
         }
