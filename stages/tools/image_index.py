@@ -100,7 +100,11 @@ def build_image_index(corpus_dir: Path, out: Path) -> None:
         kinds.append((np.arange(len(values)) > 0).astype(np.uint8))
         hashes.append(values)
         aspects.append(gray.shape[1] / gray.shape[0])
-        kept = {"path": record["path"], "page_url": record.get("page_url", ""), "title": record.get("title", "")}
+        kept = {
+            "path": record["path"],
+            "page_url": record.get("page_url", ""),
+            "title": record.get("title", ""),
+        }
         if record.get("url"):
             kept["url"] = record["url"]
         records.append(kept)
@@ -144,7 +148,9 @@ class LocalImageIndex:
         kinds = np.load(path / "kinds.npy")
         self.records = json.loads((path / "records.json").read_text())
         self.urls = [image_url(record) for record in self.records]
-        self.files = {url: self.corpus_dir / r["path"] for url, r in zip(self.urls, self.records) if url}
+        self.files = {
+            url: self.corpus_dir / r["path"] for url, r in zip(self.urls, self.records, strict=True) if url
+        }
         self.aspects = common_aspects(np.load(path / "aspects.npy"))
         whole = kinds == 0
         self.whole_owners, self.tile_owners = owners[whole], owners[~whole]
