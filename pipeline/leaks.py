@@ -13,7 +13,9 @@ a thought or observation is a leaked key. The guard builds its needles once per 
 - secrets: the value of every environment variable the config names through a field ending in
   `_env` (found by walking the config model), reported by the variable's name, never its value.
 
-`LeakGuard.scan(text)` returns what matched; `scan_row` walks a record's string fields. One
+`LeakGuard.scan(text)` returns what matched; `scan_row` walks a record's string fields. A secret
+shorter than MIN_SECRET_CHARS is not scanned (it would match ordinary text): `secrets_too_short`
+names its variable so the caller can say so. One
 owner: publish, the exports, SFT formatting and the filter's `leak` check all call this.
 """
 
@@ -118,28 +120,30 @@ class LeakGuard:
         unique = {n.pattern: n for n in self.needles}
         # longest first, so a path wins over a shorter path it starts with
         self.needles = sorted(unique.values(), key=lambda n: (-len(n.pattern), n.pattern))
-        self._regex = (
-            re.compile("|".join(f"(?P<n{i}>{n.pattern})" for i, n in enumerate(self.needles)))
-            if self.needles
-            else None
-        )
+        # secrets get their own pass: a path match must never swallow a key inside it
+        self._passes = [
+            (group, re.compile("|".join(f"(?P<n{i}>{n.pattern})" for i, n in enumerate(group))))
+            for group in ([n for n in self.needles if n.secret], [n for n in self.needles if not n.secret])
+            if group
+        ]
 
     # ------------------------------------------------------------------------------ scanning
 
     def find(self, text: str) -> list[tuple[Needle, int, int]]:
-        """Every (needle, start, end) in `text`, left to right."""
-        if self._regex is None or not text:
-            return []
+        """Every (needle, start, end) in `text`: secrets first, then paths and the user name."""
         found = []
-        for hit in self._regex.finditer(text):
-            found.append((self.needles[int(hit.lastgroup[1:])], hit.start(), hit.end()))  # type: ignore[index]
+        for group, regex in self._passes if text else []:
+            for hit in regex.finditer(text):
+                found.append((group[int(hit.lastgroup[1:])], hit.start(), hit.end()))  # type: ignore[index]
         return found
 
-    def redact(self, text: str) -> str:
-        """`text` with every needle replaced by `<label>` (safe to print or log)."""
-        if self._regex is None:
-            return text
-        return self._regex.sub(lambda m: f"<{self.needles[int(m.lastgroup[1:])].label}>", text)  # type: ignore[index]
+    def redact(self, text: str, *, secrets_only: bool = False) -> str:
+        """`text` with every needle (or every secret) replaced by `<label>` (safe to print or log)."""
+        for group, regex in self._passes[:1] if secrets_only else self._passes:
+            if secrets_only and not group[0].secret:
+                break
+            text = regex.sub(lambda m, g=group: f"<{g[int(m.lastgroup[1:])].label}>", text)  # type: ignore[index]
+        return text
 
     def scan(self, text: str, *, row: str = "", field_name: str = "text") -> list[Match]:
         """One Match per needle per field (the first occurrence), with a redacted excerpt."""
@@ -153,7 +157,7 @@ class LeakGuard:
                 first[needle.pattern] = replace(match, occurrences=match.occurrences + 1)
                 continue
             excerpt = self.redact(text[max(0, start - 40) : end + 40]).replace("\n", " ")
-            found = "" if needle.secret else text[start:end]
+            found = "" if needle.secret else self.redact(text[start:end], secrets_only=True)
             first[needle.pattern] = Match(row, field_name, needle.label, needle.kind, excerpt, found)
         self.counts.matches += len(first)
         return list(first.values())
@@ -165,10 +169,6 @@ class LeakGuard:
         for name, text in text_fields(record):
             matches.extend(self.scan(text, row=row, field_name=name))
         return matches
-
-    def scan_trajectory(self, trajectory: Any) -> list[Match]:
-        """A Trajectory's own text: question, answers, plan and every step's text fields."""
-        return self.scan_row(trajectory.trajectory_id, trajectory.model_dump(exclude={"images"}))
 
     # ------------------------------------------------------------------------------ building
 

@@ -63,6 +63,8 @@ def publish_command(
             raise fail(f"{exc}; or use --dry-run --out DIR to write the folder without pushing") from None
 
     guard = LeakGuard.for_run(run, cfg)
+    for var in guard.secrets_too_short:
+        typer.echo(f"  warning: ${var} is shorter than 8 characters; its value is not scanned for", err=True)
     records = store.read_records("kept", Trajectory)
     refuse_leaks(scan_rows(records, guard), allow_paths, "the kept set")
     staging = out is None and not dry_run

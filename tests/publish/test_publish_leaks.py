@@ -103,6 +103,14 @@ def test_guard_needles_come_from_the_run_the_host_and_the_configs_env_fields(
     assert "judge-secret-value-123" not in redacted and str(CHECKOUT) not in redacted
 
 
+def test_a_secret_inside_a_path_is_found_and_never_shown(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("TF_HUB_KEY", "hf_abcdefgh12345678")
+    guard = LeakGuard.for_run(tmp_path, load_config(overrides=["publish.token_env=TF_HUB_KEY"]))
+    matches = guard.scan("cd /tmp/hf_abcdefgh12345678/cache && ls")
+    assert {m.kind for m in matches} == {"secret", "path"}  # the temporary folder did not swallow the key
+    assert all("hf_abcdefgh12345678" not in m.describe(show=True) for m in matches)
+
+
 def test_user_name_is_a_whole_word_needle_unless_generic(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("getpass.getuser", lambda: "alicewong")
     guard = LeakGuard.for_run(None, Config())
