@@ -23,6 +23,7 @@ from pipeline.schema import StepVerdict, Trajectory, Verdict
 
 if TYPE_CHECKING:
     from filters.judges import Judge
+    from pipeline.leaks import LeakGuard
     from pipeline.store import RunStore
 
 WHOLE = -1  # StepVerdict.step for the trajectory as a whole
@@ -45,7 +46,16 @@ class CheckContext:
     config: FilterConfig = field(default_factory=FilterConfig)
     store: RunStore | None = None
     judge: Judge | None = None
+    leaks: LeakGuard | None = None  # the host's needles (default: from the run folder and its config)
     _stats: dict[str, ImageStats | None] = field(default_factory=dict)
+
+    def leak_guard(self) -> LeakGuard:
+        """The guard the `leak` check scans with, built once from the run when none was given."""
+        if self.leaks is None:
+            from pipeline.leaks import LeakGuard
+
+            self.leaks = LeakGuard.for_run(self.store.root if self.store is not None else None)
+        return self.leaks
 
     def image_stats(self, ref: str) -> ImageStats | None:
         """Size and flatness of a stored image (None when absent or unreadable); cached by ref."""

@@ -32,12 +32,14 @@ from filters.format import FormatCheck
 from filters.grounding import GroundingCheck
 from filters.image_thought import ImageThoughtCheck
 from filters.judges import Judge
+from filters.leak import LeakCheck
 from filters.plan_alignment import PlanAlignmentCheck
 from filters.plan_samples import plan_sample
 from filters.redundancy import RedundancyCheck
 from filters.select import Candidate, best_per_task, cap_with_quotas, check_quotas, dedup
 from pipeline.config import FilterConfig
 from pipeline.images import ImageError
+from pipeline.leaks import LeakGuard
 from pipeline.schema import STEP_VERDICT_ARROW, TRAJECTORY_ARROW, Trajectory, Verdict, from_table, to_table
 from pipeline.store import RunStore, atomic_write_bytes
 
@@ -45,6 +47,7 @@ from pipeline.store import RunStore, atomic_write_bytes
 ALL_CHECKS: tuple[type[Check], ...] = (
     FormatCheck,
     ExecutionCheck,
+    LeakCheck,
     RedundancyCheck,
     PlanAlignmentCheck,
     ImageThoughtCheck,
@@ -289,15 +292,19 @@ def run_filter(
     judge: Judge | None = None,
     log: logging.Logger | None = None,
     progress: bool = True,
+    leaks: LeakGuard | None = None,
 ) -> FilterOutcome:
-    """Filter `store/raw` into `store/verdicts` and `store/kept`; returns the report."""
+    """Filter `store/raw` into `store/verdicts` and `store/kept`; returns the report.
+
+    `leaks` is the guard of the `leak` check (default: built from the run folder and its config).
+    """
     from tqdm import tqdm
 
     start = time.perf_counter()
     log = log or logging.getLogger("trajforge.filter")
     check_quotas(cfg.quotas)
     checks = build_checks(cfg.checks)
-    ctx = CheckContext(config=cfg, store=store, judge=judge)
+    ctx = CheckContext(config=cfg, store=store, judge=judge, leaks=leaks)
     rows: list[dict[str, Any]] = []
     candidates: list[Candidate] = []
     plans: dict[str, Trajectory] = {}  # source trajectory id -> its plan sample

@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 from pipeline.chat import Message, ObservationRole, step_text, trajectory_messages
 from pipeline.format import IMAGE_MARKER, parse_turn, render_tool_call, render_turn
+from pipeline.leaks import LeakGuard
 from pipeline.schema import Trajectory
 from pipeline.store import RunStore, atomic_write_bytes
 
@@ -224,9 +225,14 @@ def _meta(trajectory: Trajectory) -> dict[str, Any]:
 
 
 def export_run(
-    store: RunStore, out: str | Path, fmt: ExportFormat, records: Iterable[Trajectory] | None = None
+    store: RunStore,
+    out: str | Path,
+    fmt: ExportFormat,
+    records: Iterable[Trajectory] | None = None,
+    guard: LeakGuard | None = None,
 ) -> ExportReport:
-    """Export the kept set (or `records`) of a run into OUT in the given format."""
+    """Export the kept set (or `records`) of a run into OUT in the given format; a conversation
+    holding the host's paths or secrets (`pipeline.leaks`) is left out with the reason."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     out = Path(out).resolve()
@@ -234,6 +240,7 @@ def export_run(
     records = store.read_records("kept", Trajectory) if records is None else list(records)
     report = ExportReport(format=fmt, out=out)
     copier = _ImageCopier(store, out)
+    guard = guard or LeakGuard.for_run(store.root)
     lines: dict[str, list[str]] = {subset: [] for subset in SUBSETS}
     for trajectory in sorted(records, key=lambda t: t.trajectory_id):
         try:
@@ -243,6 +250,8 @@ def export_run(
             else:
                 flat, refs = ms_swift_messages(trajectory)
                 paths = [str(out / copier.relpath(ref)) for ref in refs]
+            if leaks := guard.scan_row(trajectory.trajectory_id, flat):
+                raise ValueError("host-specific text: " + "; ".join(m.describe() for m in leaks[:3]))
         except (FileNotFoundError, KeyError, StopIteration, ValueError) as exc:
             report.skipped.append(f"{trajectory.trajectory_id}: {exc}")
             continue

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from pipeline.exports import SUBSETS, conversation, flat_messages
+from pipeline.leaks import LeakGuard, Match
 from pipeline.schema import Trajectory
 from pipeline.store import RunStore, atomic_write_bytes
 
@@ -77,17 +78,22 @@ def _conversation(trajectory: Trajectory) -> tuple[list[dict[str, str]], list[st
 
 def hub_row(trajectory: Trajectory, store: RunStore) -> dict[str, Any]:
     """One dataset row; raises FileNotFoundError when an image is missing from the run."""
-    messages, refs = _conversation(trajectory)
+    row, refs = text_row(trajectory)
     images = []
     for ref in refs:
         path = store.images.path(ref)
         if not path.exists():
             raise FileNotFoundError(f"image {ref} is missing from {store.images.root}")
         images.append({"bytes": path.read_bytes(), "path": path.name})
+    return {**row, "images": images, "num_images": len(images)}
+
+
+def text_row(trajectory: Trajectory) -> tuple[dict[str, Any], list[str]]:
+    """Every text column of a dataset row (what the leak guard scans) and the image refs."""
+    messages, refs = _conversation(trajectory)
     tools = [step.tool_name or "" for step in trajectory.tool_calls]
-    return {
+    row = {
         "messages": messages,
-        "images": images,
         "trajectory_id": trajectory.trajectory_id,
         "task_id": trajectory.task_id,
         "source": trajectory.source,
@@ -102,8 +108,17 @@ def hub_row(trajectory: Trajectory, store: RunStore) -> dict[str, Any]:
         "num_turns": len(trajectory.steps),
         "num_tool_calls": len(tools),
         "tools": tools,
-        "num_images": len(images),
     }
+    return row, refs
+
+
+def scan_rows(records: Iterable[Trajectory], guard: LeakGuard) -> list[Match]:
+    """The guard's matches in the text of every row a build of `records` would publish."""
+    matches: list[Match] = []
+    for trajectory in records:
+        row, _ = text_row(trajectory)
+        matches.extend(guard.scan_row(f"{trajectory.trajectory_id} ({trajectory.mode})", row))
+    return matches
 
 
 def estimated_bytes(trajectory: Trajectory, store: RunStore) -> int:

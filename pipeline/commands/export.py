@@ -18,6 +18,7 @@ def export_command(
 ) -> None:
     """Write the kept set as LLaMA-Factory ShareGPT (+ dataset_info.json) or ms-swift agent JSONL."""
     from pipeline.exports import FORMATS, export_run
+    from pipeline.leaks import LeakGuard
     from pipeline.store import RunStore
 
     started = time.monotonic()
@@ -26,15 +27,18 @@ def export_command(
     store = RunStore(run)
     if not store.shard_paths("kept"):
         raise fail(f"{run}/kept has no shards; run `trajforge filter --run {run}` first")
-    report = export_run(store, out, fmt)  # type: ignore[arg-type]
+    guard = LeakGuard.for_run(run)
+    report = export_run(store, out, fmt, guard=guard)  # type: ignore[arg-type]
     for line in report.skipped:
         typer.echo(f"  left out {line}", err=True)
     counts = ", ".join(f"{k} {v}" for k, v in sorted(report.counts.items())) or "nothing"
     typer.echo(
         f"export {fmt}: {report.total} conversations ({counts}), {report.images} images copied, "
-        f"{len(report.skipped)} left out -> {report.out} in {time.monotonic() - started:.1f}s"
+        f"{len(report.skipped)} left out -> {report.out} in {time.monotonic() - started:.1f}s; "
+        f"scanned {guard.counts.fields} text fields for host paths and secrets: {guard.counts.matches} matches"
     )
-    typer.echo(json.dumps({"format": fmt, "rows": report.total, "skipped": len(report.skipped)}))
+    summary = {"format": fmt, "rows": report.total, "skipped": len(report.skipped)}
+    typer.echo(json.dumps({**summary, "scanned": guard.counts.as_dict()}))
 
 
 def register(app: typer.Typer) -> None:

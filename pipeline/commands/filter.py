@@ -83,6 +83,7 @@ def filter_command(
 ) -> None:
     """Stepwise consistency filtering, dedup, capped selection and plan-mode samples."""
     from filters.runner import run_filter
+    from pipeline.leaks import LeakGuard
 
     overrides = list(sets or []) + ([f"filter.judge={judge}"] if judge else [])
     cfg = load(config, overrides, run)
@@ -94,7 +95,12 @@ def filter_command(
     log = stage_logger(store, "filter")
     try:
         outcome = run_filter(
-            store, cfg.filter, judge=_judge(cfg.filter.judge, cfg, store), log=log, progress=progress
+            store,
+            cfg.filter,
+            judge=_judge(cfg.filter.judge, cfg, store),
+            log=log,
+            progress=progress,
+            leaks=LeakGuard.for_run(store.root, cfg),
         )
     except ValueError as exc:
         raise fail(str(exc)) from None

@@ -52,6 +52,7 @@ def sft_callback(
         return
     if run is None:
         raise fail("pass --run DIR (a run folder with kept/ shards), or use `trajforge sft estimate`")
+    from pipeline.leaks import LeakGuard
     from stages.sft.config import load_train_config
     from stages.sft.prepare import prepare
 
@@ -67,7 +68,7 @@ def sft_callback(
         raise fail(f"{store.root / 'kept'} has no shards; run `trajforge filter --run {store.root}` first")
     started = time.perf_counter()
     try:
-        summary = prepare(store.root, train_cfg, logger=logger)
+        summary = prepare(store.root, train_cfg, logger=logger, guard=LeakGuard.for_run(store.root, cfg))
     except (ValueError, OSError) as exc:
         raise fail(f"formatting failed: {exc}") from None
     drops = ", ".join(f"{k}: {v}" for k, v in summary["drop_reasons"].items()) or "none"

@@ -7,7 +7,8 @@ that image (after the per-image pixel budget); the tokenizer makes the ids. The 
 it), without decoding pixels here: the trainer does that per micro-batch.
 
 Labels cover the assistant turns only, each through its `<|im_end|>`. A sample longer than the
-max length is dropped with a reason: cutting it would cut through an image or an answer.
+max length is dropped with a reason: cutting it would cut through an image or an answer, and so
+is one whose text holds the host's paths or a secret (`pipeline.leaks`, when a guard is given).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pyarrow as pa
 
 from pipeline.chat import ObservationRole, trajectory_messages
 from pipeline.images import ImageError
+from pipeline.leaks import LeakGuard
 from pipeline.schema import Trajectory
 from pipeline.store import RunStore
 
@@ -109,6 +111,7 @@ class Formatter:
         image_size: Callable[[str], tuple[int, int]],
         observation_role: ObservationRole = "user",
         prompt_for: Callable[[str], str] = system_prompt,
+        guard: LeakGuard | None = None,
     ):
         self.processor = processor
         self.tokenizer = processor.tokenizer
@@ -116,6 +119,7 @@ class Formatter:
         self.image_size = image_size
         self.observation_role = observation_role
         self.prompt_for = prompt_for
+        self.guard = guard
         self.image_token = processor.image_token
         self.merge = processor.image_processor.merge_size
         self.im_start = self.tokenizer.convert_tokens_to_ids("<|im_start|>")
@@ -141,6 +145,8 @@ class Formatter:
     def __call__(self, trajectory: Trajectory) -> Sample | Drop:
         sid = trajectory.trajectory_id
         messages = self.messages(trajectory)
+        if self.guard is not None and (leaks := self.guard.scan_row(sid, messages)):
+            return Drop(sid, "leak: " + "; ".join(m.describe() for m in leaks[:3]))
         refs = [item["image"] for m in messages for item in m["content"] if item.get("type") == "image"]
         text = self.processor.apply_chat_template(messages, tokenize=False)
         pieces = text.split(self.image_token)

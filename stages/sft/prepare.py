@@ -16,6 +16,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from pipeline.leaks import LeakGuard
 from pipeline.schema import Trajectory
 from pipeline.store import RunStore
 from stages.sft.config import TrainConfig
@@ -25,9 +26,15 @@ from stages.sft.processor import make_processor
 log = logging.getLogger(__name__)
 
 
-def prepare(run: Path, cfg: TrainConfig, *, logger: logging.Logger | None = None) -> dict[str, Any]:
-    """Format `RUN/kept/` into samples; returns the summary (also in `RUN/sft/format.json`)."""
+def prepare(
+    run: Path, cfg: TrainConfig, *, logger: logging.Logger | None = None, guard: LeakGuard | None = None
+) -> dict[str, Any]:
+    """Format `RUN/kept/` into samples; returns the summary (also in `RUN/sft/format.json`).
+
+    `guard` drops samples that hold the host's paths or secrets (default: built from the run).
+    """
     logger = logger or log
+    guard = guard or LeakGuard.for_run(run)
     store = RunStore(run)
     trajectories = store.read_records("kept", Trajectory)
     if not trajectories:
@@ -40,6 +47,7 @@ def prepare(run: Path, cfg: TrainConfig, *, logger: logging.Logger | None = None
         max_len=cfg.data.max_len,
         image_size=store_image_size(store),
         observation_role=cfg.data.observation_role,
+        guard=guard,
     )
     samples, reasons = [], Counter()
     for trajectory in tqdm(trajectories, desc="format", unit="traj", disable=len(trajectories) < 200):
@@ -65,6 +73,7 @@ def prepare(run: Path, cfg: TrainConfig, *, logger: logging.Logger | None = None
         "images": sum(len(s.images) for s in samples),
         "max_len": cfg.data.max_len,
         "observation_role": cfg.data.observation_role,
+        "leak_scan": guard.counts.as_dict(),
     }
     (out / "format.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -1,5 +1,11 @@
 """The local corpus (`pages.jsonl`, `images.jsonl`) and where its persistent indexes live.
 
+An image record (`images.jsonl`) is `{"path" (relative to the corpus), "page_url", "title"}` and
+may name its own `url`; otherwise the image is where the corpus's web host serves it, the origin
+of its `page_url` plus its path (the offline world serves `images/<slug>.png` at
+`http://world.trajforge.local/images/<slug>.png`). Search results show that URL, never the file
+(`image_url`): a file path is the host's, not the web's.
+
 Indexes are keyed by the content hash of the corpus file, built once under a file lock (so
 parallel workers do not build twice), written to a temporary folder and renamed into place, and
 reused by every later process. The hash itself is remembered per (size, mtime) so a large corpus
@@ -16,6 +22,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 
 def content_hash(path: Path) -> str:
@@ -51,6 +58,21 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
                 continue
             if isinstance(record, dict):
                 yield start, record
+
+
+def image_url(record: dict) -> str:
+    """The web address of a corpus image: its `url`, else `page_url`'s origin + `/` + its path.
+
+    "" when neither is an http(s) URL (the hit then shows no image line rather than a file path).
+    """
+    own = str(record.get("url") or "")
+    if own.startswith(("http://", "https://")):
+        return own
+    page = urlsplit(str(record.get("page_url") or ""))
+    path = str(record.get("path") or "").lstrip("/")
+    if page.scheme not in ("http", "https") or not page.netloc or not path:
+        return ""
+    return f"{page.scheme}://{page.netloc}/{path}"
 
 
 def read_at(path: Path, offset: int) -> dict:

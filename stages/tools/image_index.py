@@ -15,7 +15,9 @@ corpus.
 
 On disk (`<index>/image-v2-<corpus hash>/`): `hashes.npy` (uint64, packed pHashes),
 `owners.npy` (int32, the corpus image of each hash), `kinds.npy` (uint8, 0 whole image, 1 tile),
-`aspects.npy` (float32, width / height per image) and `records.json` (path, page_url, title).
+`aspects.npy` (float32, width / height per image) and `records.json` (path, page_url, title,
+url when the corpus names one). Hits show the image's web address (`stages.tools.corpus.image_url`),
+and `locate` maps that address back to the corpus file for a later search on a result image.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.images import ImageError, read_image
-from stages.tools.corpus import ensure_index, iter_jsonl
+from stages.tools.corpus import ensure_index, image_url, iter_jsonl
 from stages.tools.hamming import NO_MATCH, HammingTable, radius_matches
 from stages.tools.phash import box_hashes, phash, resize_area, sliding_hashes
 from stages.tools.results import SearchHit
@@ -98,9 +100,14 @@ def build_image_index(corpus_dir: Path, out: Path) -> None:
         kinds.append((np.arange(len(values)) > 0).astype(np.uint8))
         hashes.append(values)
         aspects.append(gray.shape[1] / gray.shape[0])
-        records.append(
-            {"path": record["path"], "page_url": record.get("page_url", ""), "title": record.get("title", "")}
-        )
+        kept = {
+            "path": record["path"],
+            "page_url": record.get("page_url", ""),
+            "title": record.get("title", ""),
+        }
+        if record.get("url"):
+            kept["url"] = record["url"]
+        records.append(kept)
 
     def joined(parts: list[np.ndarray], dtype: type) -> np.ndarray:
         return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype=dtype)
@@ -140,6 +147,10 @@ class LocalImageIndex:
         owners = np.load(path / "owners.npy")
         kinds = np.load(path / "kinds.npy")
         self.records = json.loads((path / "records.json").read_text())
+        self.urls = [image_url(record) for record in self.records]
+        self.files = {
+            url: self.corpus_dir / r["path"] for url, r in zip(self.urls, self.records, strict=True) if url
+        }
         self.aspects = common_aspects(np.load(path / "aspects.npy"))
         whole = kinds == 0
         self.whole_owners, self.tile_owners = owners[whole], owners[~whole]
@@ -168,6 +179,12 @@ class LocalImageIndex:
             np.add.at(support, owners, counts)
         return best, support
 
+    def locate(self, url: str) -> Path | None:
+        """The corpus file behind an image URL this index shows in its hits (None: not one of them)."""
+        if not self._loaded:
+            self._load()
+        return self.files.get(url.strip())
+
     def distances(self, gray: np.ndarray) -> np.ndarray:
         return self.matches(gray)[0]
 
@@ -183,7 +200,7 @@ class LocalImageIndex:
                 SearchHit(
                     title=record["title"],
                     link=record["page_url"],
-                    image=str((self.corpus_dir / record["path"]).resolve()),
+                    image=self.urls[int(index)],
                     snippet=f"visual match {similarity:.0%}",
                     score=float(similarity),
                 )

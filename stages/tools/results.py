@@ -10,7 +10,7 @@ class SearchHit:
     title: str
     link: str
     snippet: str = ""
-    image: str = ""  # image URL (or corpus path) for image search hits
+    image: str = ""  # image URL for image search hits (a web address, never a host file path)
     score: float = 0.0
 
     def to_dict(self) -> dict:

@@ -119,7 +119,11 @@ class SerperText:
 
 
 class LocalImages:
+    """Reverse image search over the local corpus; hits carry the images' web addresses, and
+    `locate` turns such an address back into the corpus file when the agent searches a result."""
+
     name = "local"
+    cache_name = "local-url"  # cached hits of the old name held corpus file paths, not URLs
 
     def __init__(self, corpus_dir: Path, index_dir: Path | None) -> None:
         from stages.tools.image_index import LocalImageIndex
@@ -128,6 +132,9 @@ class LocalImages:
 
     async def search(self, path: Path, k: int) -> list[SearchHit]:
         return await asyncio.to_thread(self.index.search, path, k)
+
+    def locate(self, url: str) -> Path | None:
+        return self.index.locate(url)
 
 
 class SerperLens:
@@ -229,9 +236,19 @@ class TextSearchTool(Tool):
         self.cache.close()
 
 
-def resolve_image(ref: str, ctx: ToolContext) -> Path:
-    """`image_3.png`, `/input/image_3.png` (a sandbox path) or a name without extension."""
+def resolve_image(ref: str, ctx: ToolContext, backend: ImageBackend | None = None) -> Path:
+    """`image_3.png`, `/input/image_3.png` (a sandbox path), a name without extension, or the URL
+    of an image an earlier search showed (resolved by the backend, when it can, to its file)."""
     name = ref.strip()
+    if name.startswith(("http://", "https://")):
+        locate = getattr(backend, "locate", None)
+        found = locate(name) if locate is not None else None
+        if found is not None:
+            return found
+        known = ", ".join(ctx.images) or "none"
+        raise ArgumentError(
+            f"{ref!r} is not an image this search backend returned; pass an image of this conversation ({known})"
+        )
     for prefix in ("/input/", "input/", "/output/"):
         if name.startswith(prefix):
             name = name[len(prefix) :]
@@ -271,12 +288,12 @@ class ImageSearchTool(Tool):
     async def _run(self, arguments: dict[str, Any], ctx: ToolContext) -> Observation:
         try:
             refs = string_list(arguments, "image_paths", self.name, limit=5)
-            paths = [resolve_image(ref, ctx) for ref in refs]
+            paths = [resolve_image(ref, ctx, self.backend) for ref in refs]
         except ArgumentError as exc:
             return Observation(error=str(exc))
         blocks, errors = [], []
         for ref, path in zip(refs, paths, strict=True):
-            header = f"Results for {Path(ref).name}:"
+            header = f"Results for {ref.strip() if ref.strip().startswith(('http://', 'https://')) else Path(ref).name}:"
             try:
                 key = f"{self.top_k}:{await asyncio.to_thread(image_key, path)}"
 
@@ -284,7 +301,8 @@ class ImageSearchTool(Tool):
                     self.api_calls += 1
                     return [h.to_dict() for h in await self.backend.search(path, self.top_k)]
 
-                rows = await self.cache.get_or_fetch(f"image:{self.backend.name}", key, fetch)
+                kind = f"image:{getattr(self.backend, 'cache_name', self.backend.name)}"
+                rows = await self.cache.get_or_fetch(kind, key, fetch)
                 hits = [SearchHit(**h) for h in rows]
             except Exception as exc:
                 errors.append(f"{ref}: {type(exc).__name__}: {exc}")

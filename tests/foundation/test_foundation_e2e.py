@@ -57,7 +57,34 @@ def test_offline_pipeline_end_to_end(tmp_path: Path) -> None:
     assert fmt
 
     out = tmp_path / "hub"
-    invoke("publish", "--run", str(run), "--repo", "me/demo", "--dry-run", "--out", str(out))
+    published = invoke("publish", "--run", str(run), "--repo", "me/demo", "--dry-run", "--out", str(out))
     card = (out / "README.md").read_text()
     assert card.startswith("---") and "config_name: plan" in card
-    assert sorted(p.parent.name for p in out.glob("data/*/*.parquet"))
+    shards = sorted(out.glob("data/*/*.parquet"))
+    assert sorted(p.parent.name for p in shards)
+
+    # nothing of the host: search results carry URLs, so no kept trajectory, SFT sample or
+    # published shard holds the checkout's or this test's (the world's, the run's) paths
+    scanned = json.loads(published.strip().splitlines()[-1])["scanned"]
+    assert scanned["matches"] == 0 and scanned["rows"] == len(kept)
+    searched = [s for t in kept for s in t.steps if s.tool_name == "image_search" and s.observation_text]
+    assert searched and all(
+        "Image: http://world.trajforge.local/images/" in s.observation_text for s in searched
+    )
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(run / "sft" / "processor"))
+    texts = {
+        "kept": [t.model_dump_json() for t in kept],
+        "sft": tokenizer.batch_decode(samples.column("input_ids").to_pylist()),
+        "hub": [
+            json.dumps(r["messages"]) + str(r["question"])
+            for p in shards
+            for r in pq.read_table(p).to_pylist()
+        ],
+    }
+    checkout = str(Path(__file__).resolve().parents[2])
+    for where, items in texts.items():
+        assert items, where
+        for text in items:
+            assert checkout not in text and str(tmp_path) not in text, where

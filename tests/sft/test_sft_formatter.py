@@ -134,6 +134,32 @@ def test_unreadable_image_is_a_drop_not_a_crash(tmp_path, processor):
     assert isinstance(dropped, Drop) and "image" in dropped.reason
 
 
+def test_sample_holding_a_host_path_or_secret_is_dropped(tmp_path, processor, monkeypatch):
+    """The leak guard runs on the rendered conversation: a secret is named by its variable."""
+    from pipeline.config import load_config
+    from pipeline.leaks import LeakGuard
+    from pipeline.store import RunStore
+
+    monkeypatch.setenv("TF_FMT_TEST_KEY", "sk-fmt-0123456789")
+    store = RunStore(tmp_path)
+    guard = LeakGuard.for_run(tmp_path, load_config(overrides=["filter.judge_key_env=TF_FMT_TEST_KEY"]))
+    fmt = Formatter(processor, max_len=8192, image_size=store_image_size(store), guard=guard)
+
+    def answer(text):
+        return Trajectory(
+            task_id="t-leak", question="q", steps=[Step(index=0, think=text, action="answer", answer="a")]
+        )
+
+    assert isinstance(fmt(answer("Nothing of the host here.")), Sample)
+    for text, named in (
+        ("key sk-fmt-0123456789 used", "$TF_FMT_TEST_KEY"),
+        (f"saved {tmp_path}/x.png", "run folder"),
+    ):
+        dropped = fmt(answer(text))
+        assert isinstance(dropped, Drop) and dropped.reason.startswith("leak: ") and named in dropped.reason
+        assert "sk-fmt-0123456789" not in dropped.reason
+
+
 @pytest.mark.skipif(
     not OFFICIAL_TEMPLATE.exists(), reason="needs ../shared/reference (not in a user's clone)"
 )

@@ -173,7 +173,8 @@ def test_image_search_finds_entity_in_crop_of_larger_scene(corpus, tmp_path, see
     lines = obs.text.splitlines()
     assert lines[0] == "Results for image_1.png:"
     assert lines[1] == f"1. Entity {seed}"
-    assert lines[3].startswith("   Image: ") and lines[3].endswith(f"e{seed}.png")
+    assert lines[3] == f"   Image: http://world.trajforge.local/images/e{seed}.png"
+    assert str(corpus) not in obs.text  # hits carry web addresses, never the host's files
 
 
 def test_image_search_rescaled_copy_and_sandbox_path(corpus, tmp_path):
@@ -182,6 +183,29 @@ def test_image_search_rescaled_copy_and_sandbox_path(corpus, tmp_path):
     obs = run(tool.run({"image_paths": ["/input/image_0.png", "image_1.png"]}, ctx))
     assert "1. Entity 7" in obs.text.split("\n\n")[0]
     assert "1. Entity 8" in obs.text.split("\n\n")[1]
+
+
+def test_image_search_on_a_result_url_resolves_it_to_the_corpus_file(corpus, tmp_path):
+    """A later search on an image an earlier search showed: the tool reads the file behind the URL."""
+    tool = ImageSearchTool(LocalImages(corpus, None), ToolCache(None), top_k=1)
+    ctx = ctx_with(tmp_path, entity_image(5).resize((300, 300)))
+    first = run(tool.run({"image_paths": ["image_0.png"]}, ctx))
+    url = first.text.splitlines()[3].removeprefix("   Image: ")
+    assert url == "http://world.trajforge.local/images/e5.png"
+    again = run(tool.run({"image_paths": [url]}, ctx))
+    assert again.error is None and again.text.splitlines()[:2] == [f"Results for {url}:", "1. Entity 5"]
+    unknown = run(tool.run({"image_paths": ["http://world.trajforge.local/images/nope.png"]}, ctx))
+    assert unknown.error and "not an image this search backend returned" in unknown.error
+
+
+def test_image_url_from_record_or_page_origin():
+    from stages.tools.corpus import image_url
+
+    page = "https://wiki.example.org/wiki/Thing"
+    assert image_url({"path": "images/a.png", "page_url": page}) == "https://wiki.example.org/images/a.png"
+    own = {"path": "images/a.png", "page_url": page, "url": "https://cdn.example.org/a.png"}
+    assert image_url(own) == "https://cdn.example.org/a.png"
+    assert image_url({"path": "images/a.png", "page_url": "/srv/a.html"}) == ""  # no web host: no image line
 
 
 def test_image_search_rejects_unrelated_image_and_unknown_names(corpus, tmp_path):

@@ -1,0 +1,286 @@
+"""Nothing of the host in the data: find host-specific strings in text that leaves a run.
+
+A dataset is published, exported and trained on far from the machine that made it; a file path
+of that machine teaches a student to expect local paths where the web gives URLs, and a secret in
+a thought or observation is a leaked key. The guard builds its needles once per run:
+
+- paths: the run folder, the checkout, the home directory, every path the config names
+  (`world.dir`, `tools.search.corpus_dir`, ...) as given and resolved, and any folder in the
+  temporary directory (`/tmp/<name>/...`: worlds, runs and tests of the host); paths the sandbox
+  shows the model (`/input`, `/output`, a file in `/tmp`) are not host-specific and never needles;
+- the user name, as a whole word, unless it is a generic account name (`root`, `ubuntu`, ...)
+  that names no one and would match ordinary prose;
+- secrets: the value of every environment variable the config names through a field ending in
+  `_env` (found by walking the config model), reported by the variable's name, never its value.
+
+`LeakGuard.scan(text)` returns what matched; `scan_row` walks a record's string fields. A secret
+shorter than MIN_SECRET_CHARS is not scanned (it would match ordinary text): `secrets_too_short`
+names its variable so the caller can say so. One
+owner: publish, the exports, SFT formatting and the filter's `leak` check all call this.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+#: Paths that exist inside the code sandbox or on every machine: never host-specific needles.
+GENERIC_PATHS = frozenset({"/", "/tmp", "/var/tmp", "/input", "/output", "/usr", "/home", "/var", "/opt"})
+#: Account names that identify no one (and are ordinary words): not matched as the user name.
+GENERIC_USERS = frozenset(
+    {"root", "user", "admin", "ubuntu", "debian", "runner", "app", "jovyan", "nobody", "ec2-user", "vscode"}
+)
+MIN_SECRET_CHARS = 8  # shorter values would match ordinary text; `secrets_too_short` names them
+MIN_USER_CHARS = 3
+#: A folder in the temporary directory (`/tmp/i19world/`, `/tmp/pytest-of-me/`, `/tmp/tmpab12cd34/`):
+#: where worlds, runs and tests of a host live. A file the sandbox's code saves directly in its
+#: own /tmp (`/tmp/crop.png`) is not one.
+TEMP_FOLDER = r"[\w.-]+/"
+#: A path needle starts a path: not inside a word or a URL's host or path (`http://x.org/root`).
+PATH_START = r"(?<![\w.-])"
+PATH_END = r"(?![\w-])"
+
+
+@dataclass(frozen=True)
+class Needle:
+    """One host-specific string. `label` is what a report prints: a secret's is its variable."""
+
+    pattern: str  # a regular expression
+    label: str
+    kind: str  # "path" | "user" | "secret"
+
+    @property
+    def secret(self) -> bool:
+        return self.kind == "secret"
+
+
+@dataclass(frozen=True)
+class Match:
+    """A needle found in one field of one row; `excerpt` has every needle replaced by its label."""
+
+    row: str
+    field: str
+    label: str
+    kind: str
+    excerpt: str
+    found: str = ""  # the matched text for paths and user names (for the console); "" for secrets
+    occurrences: int = 1
+
+    @property
+    def secret(self) -> bool:
+        return self.kind == "secret"
+
+    def describe(self, *, show: bool = False) -> str:
+        """`row R, field F: secret $VAR (key) in '...<$VAR (key)>...'`; `show` adds a path's text."""
+        what = f"secret {self.label}" if self.secret else f"{self.kind} {self.label}"
+        if show and self.found:
+            what += f" {self.found!r}"
+        times = f" ({self.occurrences} times)" if self.occurrences > 1 else ""
+        return f"row {self.row}, field {self.field}: {what}{times} in {self.excerpt!r}"
+
+
+@dataclass
+class ScanCounts:
+    """What a scan looked at (for summaries: a guard that scanned nothing proves nothing)."""
+
+    rows: int = 0
+    fields: int = 0
+    chars: int = 0
+    matches: int = 0  # (row, field, needle) triples
+    occurrences: int = 0  # every place a needle occurs
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "rows": self.rows,
+            "fields": self.fields,
+            "chars": self.chars,
+            "matches": self.matches,
+            "occurrences": self.occurrences,
+        }
+
+
+@dataclass
+class LeakGuard:
+    """Scans text for the host's needles with one compiled alternation."""
+
+    needles: list[Needle]
+    secrets_too_short: list[str] = field(default_factory=list)  # variables whose values are not scanned
+    counts: ScanCounts = field(default_factory=ScanCounts)
+
+    def __post_init__(self) -> None:
+        unique = {n.pattern: n for n in self.needles}
+        # longest first, so a path wins over a shorter path it starts with
+        self.needles = sorted(unique.values(), key=lambda n: (-len(n.pattern), n.pattern))
+        # secrets get their own pass: a path match must never swallow a key inside it
+        self._passes = [
+            (group, re.compile("|".join(f"(?P<n{i}>{n.pattern})" for i, n in enumerate(group))))
+            for group in ([n for n in self.needles if n.secret], [n for n in self.needles if not n.secret])
+            if group
+        ]
+
+    # ------------------------------------------------------------------------------ scanning
+
+    def find(self, text: str) -> list[tuple[Needle, int, int]]:
+        """Every (needle, start, end) in `text`: secrets first, then paths and the user name."""
+        found = []
+        for group, regex in self._passes if text else []:
+            for hit in regex.finditer(text):
+                found.append((group[int(hit.lastgroup[1:])], hit.start(), hit.end()))  # type: ignore[index]
+        return found
+
+    def redact(self, text: str, *, secrets_only: bool = False) -> str:
+        """`text` with every needle (or every secret) replaced by `<label>` (safe to print or log)."""
+        for group, regex in self._passes[:1] if secrets_only else self._passes:
+            if secrets_only and not group[0].secret:
+                break
+            text = regex.sub(lambda m, g=group: f"<{g[int(m.lastgroup[1:])].label}>", text)  # type: ignore[index]
+        return text
+
+    def scan(self, text: str, *, row: str = "", field_name: str = "text") -> list[Match]:
+        """One Match per needle per field (the first occurrence), with a redacted excerpt."""
+        self.counts.fields += 1
+        self.counts.chars += len(text)
+        first: dict[str, Match] = {}
+        for needle, start, end in self.find(text):
+            self.counts.occurrences += 1
+            if needle.pattern in first:
+                match = first[needle.pattern]
+                first[needle.pattern] = replace(match, occurrences=match.occurrences + 1)
+                continue
+            excerpt = self.redact(text[max(0, start - 40) : end + 40]).replace("\n", " ")
+            found = "" if needle.secret else self.redact(text[start:end], secrets_only=True)
+            first[needle.pattern] = Match(row, field_name, needle.label, needle.kind, excerpt, found)
+        self.counts.matches += len(first)
+        return list(first.values())
+
+    def scan_row(self, row: str, record: Any) -> list[Match]:
+        """Every string inside `record` (dicts, lists, nested), named like `messages[3].content`."""
+        self.counts.rows += 1
+        matches: list[Match] = []
+        for name, text in text_fields(record):
+            matches.extend(self.scan(text, row=row, field_name=name))
+        return matches
+
+    # ------------------------------------------------------------------------------ building
+
+    @classmethod
+    def for_run(cls, run_dir: str | Path | None, config: BaseModel | None = None) -> LeakGuard:
+        """The needles of a run: its folder, this checkout, the host, the config's paths and secrets.
+
+        Without `config`, the run's saved `config.yaml` is read (defaults when it has none).
+        """
+        if config is None:
+            config = _saved_config(Path(run_dir) if run_dir else None)
+        needles: list[Needle] = []
+        paths: dict[str, str] = {}
+        if run_dir is not None:
+            _add_path(paths, Path(run_dir), "run folder")
+        _add_path(paths, CHECKOUT, "checkout")
+        _add_path(paths, Path.cwd(), "working directory")
+        home = _home()
+        if home is not None:
+            _add_path(paths, home, "home directory")
+        for name, value in config_paths(config):
+            _add_path(paths, Path(value), f"config {name}")
+        needles += [Needle(PATH_START + re.escape(p) + PATH_END, label, "path") for p, label in paths.items()]
+        for temp in {tempfile.gettempdir(), os.path.realpath(tempfile.gettempdir())}:
+            pattern = PATH_START + re.escape(temp.rstrip("/")) + "/" + TEMP_FOLDER
+            needles.append(Needle(pattern, "temporary folder", "path"))
+        user = _user()
+        if user and user not in GENERIC_USERS and len(user) >= MIN_USER_CHARS:
+            needles.append(Needle(rf"(?<![\w-]){re.escape(user)}(?![\w-])", "user name", "user"))
+        short: list[str] = []
+        for name, var in secret_vars(config):
+            value = os.environ.get(var)
+            if not value:
+                continue
+            if len(value.strip()) < MIN_SECRET_CHARS:
+                short.append(var)
+                continue
+            needles.append(Needle(re.escape(value.strip()), f"${var} ({name})", "secret"))
+        return cls(needles, secrets_too_short=sorted(set(short)))
+
+
+def text_fields(record: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
+    """(dotted name, text) for every string in nested dicts/lists; bytes (images) are skipped."""
+    if isinstance(record, str):
+        yield prefix or "text", record
+    elif isinstance(record, dict):
+        for key, value in record.items():
+            yield from text_fields(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(record, (list, tuple)):
+        for index, value in enumerate(record):
+            yield from text_fields(value, f"{prefix}[{index}]")
+
+
+def _walk(model: BaseModel, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        dotted = f"{prefix}{name}"
+        if isinstance(value, BaseModel):
+            yield from _walk(value, dotted + ".")
+        else:
+            yield dotted, value
+
+
+def secret_vars(config: BaseModel) -> Iterable[tuple[str, str]]:
+    """(config key, environment variable) for every `*_env` field that names one."""
+    return [(k, v) for k, v in _walk(config) if k.endswith("_env") and isinstance(v, str) and v]
+
+
+_PATH_KEYS = re.compile(r"(?:^|\.|_)(?:dir|root|path|config)$")
+
+
+def config_paths(config: BaseModel) -> Iterable[tuple[str, str]]:
+    """(config key, value) for every folder or file the config names (`*dir`, `*root`, `*path`)."""
+    return [(k, v) for k, v in _walk(config) if _PATH_KEYS.search(k) and isinstance(v, str) and v.strip()]
+
+
+def _add_path(paths: dict[str, str], path: Path, label: str) -> None:
+    for form in {str(path.absolute()), os.path.realpath(path)}:
+        form = os.path.normpath(form)
+        if form not in GENERIC_PATHS and form not in paths:
+            paths[form] = label
+
+
+def _home() -> Path | None:
+    try:
+        return Path.home()
+    except (KeyError, RuntimeError):  # no HOME and no passwd entry
+        return None
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry in some containers
+        return ""
+
+
+def _saved_config(run_dir: Path | None) -> BaseModel:
+    from pipeline.config import Config, ConfigError, load_config
+
+    saved = run_dir / "config.yaml" if run_dir else None
+    if saved is not None and saved.exists():
+        try:
+            return load_config(saved)
+        except ConfigError:  # written by another trajforge version: its defaults still name the secrets
+            pass
+    return Config()
+
+
+def summarise(matches: list[Match], limit: int = 20) -> list[str]:
+    """Console lines: each match (a path with its text, a secret by its variable), then how many more."""
+    lines = [m.describe(show=True) for m in matches[:limit]]
+    if len(matches) > limit:
+        lines.append(f"... and {len(matches) - limit} more")
+    return lines
