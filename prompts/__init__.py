@@ -117,12 +117,3 @@ def load_prompt(name: str, version: str | None = None) -> Prompt:
     if (name, chosen) not in known:
         raise KeyError(f"prompt {name!r} has no version {chosen!r}; available: {versions}")
     return known[(name, chosen)]
-
-
-def identify(system_text: str) -> Prompt | None:
-    """The prompt a system message was rendered from (matched on its first line), if any."""
-    first = system_text.strip().splitlines()[0] if system_text.strip() else ""
-    for prompt in all_prompts().values():
-        if prompt.text.strip().splitlines()[0] == first:
-            return prompt
-    return None

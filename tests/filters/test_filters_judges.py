@@ -16,7 +16,16 @@ from filters.runner import run_filter
 from pipeline.config import FilterConfig, TeacherConfig
 from pipeline.schema import Step, Trajectory
 from pipeline.store import RunStore
-from prompts import identify
+from prompts import load_prompt
+
+
+def judge_kind(system: str) -> str:
+    """Which judge prompt a request was sent with (the stub reads it as a human would)."""
+    return next(
+        k
+        for k in ("judge_answer", "judge_step", "judge_image", "judge_final")
+        if load_prompt(k).text == system
+    )
 
 
 @pytest.mark.parametrize(
@@ -119,7 +128,7 @@ class Stub:
         return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
 
     def judge(self, messages: list[dict]) -> str:
-        kind = identify(messages[0]["content"]).name
+        kind = judge_kind(messages[0]["content"])
         payload = json.loads(re.search(r"```json\n(.*)\n```", messages[1]["content"], re.DOTALL).group(1))
         if kind == "judge_answer":
             ok = payload["predicted"] == "NYC" and payload["gold_answer"] == "New York City"
@@ -190,7 +199,7 @@ def test_judges_rescue_paraphrases_and_catch_unsupported_claims(tmp_path: Path, 
     assert not rows["t-wrong"]["keep"]
     assert all(r["model"] == "stub-judge" and r["temperature"] == 0.0 for r in stub.requests)
     # rules dropped "wrong" already: its answer was judged (rules said mismatch) but no step judge ran
-    kinds = [identify(r["messages"][0]["content"]).name for r in stub.requests]
+    kinds = [judge_kind(r["messages"][0]["content"]) for r in stub.requests]
     assert kinds.count("judge_step") == 3
     calls = len(stub.requests)
     again = run()
