@@ -155,6 +155,19 @@ async def _judge_batch(
     return await asyncio.gather(*(one(t) for t in batch))
 
 
+def surviving_defects(trajectory: Trajectory) -> list[str]:
+    """The world's injected defects still present in the recorded trajectory.
+
+    A format error the teacher wrote on purpose is mended by the lenient reader or by a re-ask
+    before it reaches the data (no step is unreadable): there is nothing left for a filter to
+    catch, so it is not counted as a defect the filter missed.
+    """
+    defects = list(trajectory.injected_defects)
+    if "format_error" in defects and not any(s.action == "invalid" for s in trajectory.steps):
+        defects.remove("format_error")
+    return defects
+
+
 def _row(trajectory: Trajectory, verdicts: list[Verdict]) -> dict[str, Any]:
     failed = [v for v in verdicts if not v.keep]
     row: dict[str, Any] = {
@@ -165,7 +178,7 @@ def _row(trajectory: Trajectory, verdicts: list[Verdict]) -> dict[str, Any]:
         "source": trajectory.source,
         "status": trajectory.status,
         "tool_calls": len(trajectory.tool_calls),
-        "injected_defects": list(trajectory.injected_defects),
+        "injected_defects": surviving_defects(trajectory),
         "passed": not failed,
         "score": round(sum(v.score for v in verdicts) / max(len(verdicts), 1), 6),
         "keep": False,

@@ -19,7 +19,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 TASK_SCHEMA_VERSION = 1
-PLAN_SCHEMA_VERSION = 1
+PLAN_SCHEMA_VERSION = 2  # 2: repairs
 TRAJECTORY_SCHEMA_VERSION = 2  # 2: steps carry repairs, reasks, call_id, finish_reason
 VERDICT_SCHEMA_VERSION = 1
 
@@ -129,6 +129,7 @@ class Plan(Record):
     task_id: str
     steps: list[PlanStep] = Field(default_factory=list)
     raw_text: str = ""
+    repairs: list[str] = Field(default_factory=list)  # slips the lenient reader mended (pipeline.lenient)
     valid: bool = False
     errors: list[str] = Field(default_factory=list)
     attempts: int = 0
@@ -145,6 +146,7 @@ PLAN_ARROW = pa.schema(
         ("task_id", pa.string()),
         ("steps", pa.list_(PLAN_STEP_ARROW)),
         ("raw_text", pa.string()),
+        ("repairs", pa.list_(pa.string())),
         ("valid", pa.bool_()),
         ("errors", pa.list_(pa.string())),
         ("attempts", pa.int32()),

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.chat import ImageEncoder, Message, prompt_messages, to_openai_messages
-from pipeline.plan_format import parse_plan
+from pipeline.plan_format import parse_plan, read_plan
 from pipeline.schema import EXECUTOR_TOOLS, Plan, Task
 from pipeline.teacher import TeacherClient, TeacherError
 from prompts import load_prompt
@@ -64,13 +64,15 @@ async def make_plan(
         except TeacherError as exc:
             errors = [f"teacher: {exc}"]
             break
-        text = reply.text
+        # a reasoning planner may leave the array in its reasoning when the content is empty
+        text = reply.text if reply.text.strip() else reply.reasoning
         steps, errors = parse_plan(text, tools=plan_tools(task))
         if not errors:
             return Plan(
                 task_id=task.task_id,
                 steps=steps,
                 raw_text=text,
+                repairs=read_plan(text).repairs,
                 valid=True,
                 attempts=attempts,
                 teacher=teacher.cfg.model,

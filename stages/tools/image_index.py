@@ -23,6 +23,7 @@ and `locate` maps that address back to the corpus file for a later search on a r
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -133,8 +134,14 @@ class LocalImageIndex:
         self.corpus_dir = corpus_dir
         self.index_root = index_dir or corpus_dir / "index"
         self._loaded = False
+        self._lock = threading.Lock()  # the first searches arrive together, from worker threads
 
     def _load(self) -> None:
+        with self._lock:
+            if not self._loaded:
+                self._load_now()
+
+    def _load_now(self) -> None:
         source = self.corpus_dir / "images.jsonl"
         if not source.exists():
             raise FileNotFoundError(

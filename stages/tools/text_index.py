@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +75,12 @@ def best_snippet(text: str, query: str, width: int = 300) -> str:
 
 
 class LocalTextIndex:
-    """Lazy: the index is built (or found) on the first search."""
+    """Lazy: the index is built (or found) on the first search.
+
+    Searches run in worker threads, so the first ones arrive together: one loads under a lock
+    and the index is published only once whole (a search that saw a tokenizer without its
+    vocabulary found nothing, and that empty result was cached for every rollout).
+    """
 
     def __init__(self, corpus_dir: Path, index_dir: Path | None = None) -> None:
         self.pages = corpus_dir / "pages.jsonl"
@@ -82,6 +88,7 @@ class LocalTextIndex:
         self._retriever = None
         self._tokenizer = None
         self._offsets: np.ndarray | None = None
+        self._lock = threading.Lock()
 
     def _load(self) -> None:
         import bm25s
@@ -93,14 +100,17 @@ class LocalTextIndex:
         path = ensure_index(
             self.index_root, "text", self.pages, lambda out: build_text_index(self.pages, out)
         )
-        self._retriever = bm25s.BM25.load(path, mmap=True, show_progress=False)
-        self._tokenizer = _tokenizer()
-        self._tokenizer.load_vocab(path)
-        self._offsets = np.load(path / "offsets.npy", mmap_mode="r")
+        retriever = bm25s.BM25.load(path, mmap=True, show_progress=False)
+        tokenizer = _tokenizer()
+        tokenizer.load_vocab(path)
+        self._tokenizer, self._offsets = tokenizer, np.load(path / "offsets.npy", mmap_mode="r")
+        self._retriever = retriever  # last: it is what other threads check
 
     def search(self, query: str, k: int = 5) -> list[SearchHit]:
         if self._retriever is None:
-            self._load()
+            with self._lock:
+                if self._retriever is None:
+                    self._load()
         assert self._retriever is not None and self._tokenizer is not None and self._offsets is not None
         n_docs = len(self._offsets)
         if n_docs == 0:

@@ -131,6 +131,20 @@ def test_text_index_is_persistent_and_reused_across_processes(corpus):
     assert out.stdout.strip() == "Velmora Lighthouse", out.stderr[-500:]
 
 
+def test_first_searches_from_many_threads_all_find_results(corpus):
+    """The first searches of a run arrive together from worker threads; none may see a
+    half-loaded index (an empty result there was cached for every rollout of the task)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from stages.tools.text_index import LocalTextIndex
+
+    for _ in range(3):
+        index = LocalTextIndex(corpus)  # fresh: loads on first use
+        with ThreadPoolExecutor(16) as pool:
+            found = list(pool.map(lambda _, index=index: len(index.search("basalt cliffs", 3)), range(16)))
+        assert all(found), found
+
+
 def test_text_cache_hits_by_normalised_query(corpus, tmp_path):
     cache_path = tmp_path / "cache.sqlite"
     tool = TextSearchTool(LocalText(corpus, None), ToolCache(cache_path), top_k=2)
