@@ -15,12 +15,12 @@ PY=${PY:-python3}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.14.1}
 TORCHVISION_SPEC=${TORCHVISION_SPEC:-torchvision==0.29.1}
 LLAMAFACTORY_SPEC=${LLAMAFACTORY_SPEC:-llamafactory==0.9.5}
-MS_SWIFT_SPEC=${MS_SWIFT_SPEC:-ms-swift==4.6.0}
+MS_SWIFT_SPEC=${MS_SWIFT_SPEC:-ms-swift==4.6.0 qwen_vl_utils==0.0.14}
 mkdir -p "$ROOT"
 CONSTRAINTS="$ROOT/constraints.txt"
 printf '%s\n%s\n' "$TORCH_SPEC" "$TORCHVISION_SPEC" > "$CONSTRAINTS"
 
-build() {  # build NAME SPEC
+build() {  # build NAME SPEC (SPEC is word-split: it may name several packages)
   local name=$1 spec=$2
   local venv="$ROOT/$name" log="$ROOT/$name.log"
   local stamp="$spec $TORCH_SPEC $TORCHVISION_SPEC"
@@ -32,7 +32,7 @@ build() {  # build NAME SPEC
   if ! { { [ -x "$venv/bin/python" ] || "$PY" -m venv "$venv"; } &&
          "$venv/bin/pip" install --quiet --upgrade pip wheel &&
          "$venv/bin/pip" install --quiet "$TORCH_SPEC" "$TORCHVISION_SPEC" &&
-         PIP_CONSTRAINT="$CONSTRAINTS" "$venv/bin/pip" install --quiet "$spec" pytest &&
+         PIP_CONSTRAINT="$CONSTRAINTS" "$venv/bin/pip" install --quiet $spec pytest &&
          "$venv/bin/python" -c "import torch, torchvision, transformers; from transformers import Qwen3VLProcessor"; } \
        > "$log" 2>&1; then
     mkdir -p "$venv"
