@@ -30,6 +30,7 @@ from pipeline.store import atomic_write_bytes
 LLAMAFACTORY_ARGS = "llamafactory_data_args.yaml"
 MS_SWIFT_ARGS = "ms_swift_args.json"
 README = "README.md"
+QWEN3_VL_TOKEN_PIXELS = 32 * 32
 
 
 @dataclass
@@ -82,8 +83,14 @@ def ms_swift_args(out: Path, files: list[str], stats: TextStats) -> dict[str, An
     if stats.cutoff is not None:
         args["max_length"] = stats.cutoff
     env = {}
-    if stats.processor_max_pixels is not None:
-        env = {"MAX_PIXELS": str(stats.processor_max_pixels), "MIN_PIXELS": str(stats.processor_min_pixels)}
+    if stats.processor_max_pixels is not None and stats.processor_min_pixels is not None:
+        # ms-swift reads the budget as image tokens for Qwen3-VL (one token = 32x32 px after merge)
+        env = {
+            "MAX_PIXELS": str(stats.processor_max_pixels),
+            "MIN_PIXELS": str(stats.processor_min_pixels),
+            "IMAGE_MAX_TOKEN_NUM": str(stats.processor_max_pixels // QWEN3_VL_TOKEN_PIXELS),
+            "IMAGE_MIN_TOKEN_NUM": str(max(1, stats.processor_min_pixels // QWEN3_VL_TOKEN_PIXELS)),
+        }
     return {"args": args, "env": env}
 
 

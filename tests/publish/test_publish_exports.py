@@ -141,7 +141,7 @@ def test_exports_name_the_settings_that_reproduce_trajforge_text(tmp_path: Path)
             settings = json.loads((out / "ms_swift_args.json").read_text())
             assert settings["args"]["template"] == "qwen3_vl" and settings["args"]["agent_template"] is None
             assert settings["args"]["max_length"] >= longest
-            assert settings["env"] == {"MAX_PIXELS": "16384", "MIN_PIXELS": "1024"}
+            assert settings["env"]["MAX_PIXELS"] == "16384" and settings["env"]["IMAGE_MAX_TOKEN_NUM"] == "16"
             assert "MAX_PIXELS=16384" in readme and "--agent_template" not in readme.split("```")[1]
 
 
