@@ -24,8 +24,19 @@ template = get_template(
     loss_scale=args["loss_scale"],
 )
 template.set_mode("train")
+# ms-swift's Qwen-VL templates hard-code Qwen's vocabulary ids for the media pads (image 151655,
+# video 151656) and expand only tokens with those ids. A real Qwen3-VL student has exactly those ids;
+# the tiny test student's tokenizer does not, so point the template at its ids (nothing else changes).
+tokenizer = processor.tokenizer
+hardcoded = {"image": template.image_token_id, "video": template.video_token_id}
+template.image_token_id = tokenizer.convert_tokens_to_ids("<|image_pad|>")
+template.video_token_id = tokenizer.convert_tokens_to_ids("<|video_pad|>")
 result = {"framework": "ms-swift", "version": __version__, "settings": settings, "datasets": {}}
 result["processor_class"] = type(processor).__name__
+result["media_token_ids"] = {
+    "hardcoded": hardcoded,
+    "student": {"image": template.image_token_id, "video": template.video_token_id},
+}
 for path in args["dataset"]:
     dataset, _ = load_dataset([path], split_dataset_ratio=0, num_proc=1, shuffle=False)
     rows = []

@@ -86,19 +86,45 @@ def _exported_ids(out: Path, file_name: str) -> list[str]:
     return [json.loads(line)["trajectory_id"] for line in (out / file_name).read_text().splitlines()]
 
 
-def _allowed_label_positions(fmt: Formatter, ids: list[int]) -> tuple[set[int], int]:
-    """Positions inside assistant turns (content through `<|im_end|>`, plus the newline after it,
-    which templates that write `<|im_end|>\\n` as one assistant slot label) and the turn count."""
+def _assistant_turns(fmt: Formatter, ids: list[int]) -> tuple[set[int], list[int]]:
+    """Positions inside assistant turns of these ids (content through `<|im_end|>`, plus the newline
+    after it, which templates that write `<|im_end|>\\n` as one assistant slot label) and the
+    position of each turn's `<|im_end|>`. Computed from the framework's own tokens, so a token shift
+    elsewhere (say, an image with another token count) cannot hide or invent a labelled turn."""
     ours = fmt.assistant_labels(ids)
     allowed = {i for i, x in enumerate(ours) if x != IGNORE}
-    turns = 0
+    ends = [i for i in sorted(allowed) if ids[i] == fmt.im_end]
     newline = fmt.tokenizer.encode("\n", add_special_tokens=False)
-    for i in sorted(allowed):
-        if ids[i] == fmt.im_end:
-            turns += 1
-            if ids[i + 1 : i + 1 + len(newline)] == newline:
-                allowed.update(range(i + 1, i + 1 + len(newline)))
-    return allowed, turns
+    for i in ends:
+        if ids[i + 1 : i + 1 + len(newline)] == newline:
+            allowed.update(range(i + 1, i + 1 + len(newline)))
+    return allowed, ends
+
+
+def _trained_text(fmt: Formatter, ids: list[int], labels: list[int]) -> str:
+    """The labelled tokens decoded turn by turn (`<|im_end|>` closes a turn), less the newline that
+    some templates label right after `<|im_end|>` (the template's fixed framing, not trajforge's text)."""
+    newline = fmt.tokenizer.encode("\n", add_special_tokens=False)
+    turns, current = [], []
+    for i, (token, label) in enumerate(zip(ids, labels, strict=True)):
+        after_end = i > 0 and ids[i - 1] == fmt.im_end and labels[i - 1] != IGNORE
+        if label == IGNORE or (after_end and [token] == newline):
+            continue
+        current.append(token)
+        if token == fmt.im_end:
+            turns.append(current)
+            current = []
+    if current:
+        turns.append(current)
+    return "\x00".join(fmt.tokenizer.decode(turn) for turn in turns)
+
+
+def _first_diff(theirs: str, ours: str) -> str:
+    at = next((i for i, (a, b) in enumerate(zip(theirs, ours, strict=False)) if a != b), None)
+    at = min(len(theirs), len(ours)) if at is None else at
+    return (
+        f"at char {at}: theirs {theirs[max(0, at - 60) : at + 60]!r} ours {ours[max(0, at - 60) : at + 60]!r}"
+    )
 
 
 def _check(world, result: dict, ids_by_dataset: dict[str, list[str]]) -> dict:
@@ -110,6 +136,7 @@ def _check(world, result: dict, ids_by_dataset: dict[str, list[str]]) -> dict:
         "assistant_turns": 0,
         "assistant_turns_labelled": 0,
         "text_equal": 0,
+        "trained_text_equal": 0,
         "errors": [],
         "text_diffs": [],
     }
@@ -124,26 +151,24 @@ def _check(world, result: dict, ids_by_dataset: dict[str, list[str]]) -> dict:
             figures["loaded"] += 1
             ids, labels = row["input_ids"], row["labels"]
             figures["placeholders_equal_images"] += ids.count(vision_start) == row["images"]
-            allowed, turns = _allowed_label_positions(fmt, ids)
+            allowed, ends = _assistant_turns(fmt, ids)
             labelled = {i for i, x in enumerate(labels) if x != IGNORE}
             figures["labels_on_assistant_only"] += labelled <= allowed
-            figures["assistant_turns"] += turns
+            figures["assistant_turns"] += len(ends)
+            figures["assistant_turns_labelled"] += sum(1 for i in ends if i in labelled)
             ours = samples[trajectory_id]
-            ours_labelled = {i for i, x in enumerate(ours.labels) if x != IGNORE}
-            figures["assistant_turns_labelled"] += sum(
-                1 for i in ours_labelled if ours.input_ids[i] == fmt.im_end and i in labelled
-            )
             theirs_text, ours_text = tokenizer.decode(ids), tokenizer.decode(ours.input_ids)
             if theirs_text == ours_text:
                 figures["text_equal"] += 1
             else:
-                at = next(
-                    (i for i, (a, b) in enumerate(zip(theirs_text, ours_text, strict=False)) if a != b), None
-                )
-                at = min(len(theirs_text), len(ours_text)) if at is None else at
+                figures["text_diffs"].append(f"{trajectory_id} text {_first_diff(theirs_text, ours_text)}")
+            theirs_trained = _trained_text(fmt, ids, labels)
+            ours_trained = _trained_text(fmt, ours.input_ids, ours.labels)
+            if theirs_trained == ours_trained and ours_trained:
+                figures["trained_text_equal"] += 1
+            else:
                 figures["text_diffs"].append(
-                    f"{trajectory_id} at char {at}: theirs {theirs_text[at - 60 : at + 60]!r} "
-                    f"ours {ours_text[at - 60 : at + 60]!r}"
+                    f"{trajectory_id} trained text {_first_diff(theirs_trained, ours_trained)}"
                 )
     return figures
 
@@ -166,8 +191,8 @@ def _assert_all(figures: dict) -> None:
     assert figures["placeholders_equal_images"] == n
     assert figures["labels_on_assistant_only"] == n
     assert figures["text_equal"] == n, figures["text_diffs"][:3]
+    assert figures["trained_text_equal"] == n, figures["text_diffs"][:3]
     assert figures["assistant_turns_labelled"] == figures["assistant_turns"] > 0
-    assert figures["text_equal"] == n, figures["text_diffs"][:3]
 
 
 def test_llamafactory_trains_trajforge_text(world):
