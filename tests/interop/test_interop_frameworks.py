@@ -226,11 +226,13 @@ def test_auto_processor_tests_pass_with_the_frameworks_transformers(framework):
             str(python),
             "-m",
             "pytest",
-            "-q",
+            "-v",
             "-p",
             "no:cacheprovider",
             "-o",
             "addopts=",
+            "-W",
+            "ignore::pytest.PytestConfigWarning",  # the venv has no pytest-timeout: `timeout` is unknown
             "tests/sft/test_sft_processor.py",
         ],
         cwd=ROOT,
@@ -239,6 +241,10 @@ def test_auto_processor_tests_pass_with_the_frameworks_transformers(framework):
         timeout=900,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
-    print(done.stdout[-1500:])
+    print(done.stdout[-3000:])
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-3000:]
     assert "skipped" not in done.stdout.splitlines()[-1]
+    passed = [
+        line for line in done.stdout.splitlines() if "::test_auto_processor" in line and "PASSED" in line
+    ]
+    assert len(passed) == 3, done.stdout[-3000:]  # both folders through AutoProcessor, and its chat template

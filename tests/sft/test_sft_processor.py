@@ -30,10 +30,23 @@ def _torchvision_error() -> str | None:
     return None
 
 
+def _skip_reason(error: str | None) -> str:
+    import torch
+
+    return (
+        "AutoProcessor of a Qwen3-VL folder builds its video processor, which needs torchvision, and "
+        f"none imports here with torch {torch.__version__} ({error}). A CPU torch needs torchvision's CPU "
+        "build (download.pytorch.org/whl/cpu); the registry's torchvision wheels are CUDA builds whose "
+        "_C.so needs libtorch_cuda.so. These tests run instead in `make test-interop` "
+        "(tests/interop/test_interop_frameworks.py::test_auto_processor_tests_pass_with_the_frameworks_"
+        "transformers), inside the LLaMA-Factory and ms-swift venvs under .cache/interop, whose CUDA "
+        "torch and torchvision wheels run on the CPU."
+    )
+
+
+_TORCHVISION_ERROR = _torchvision_error()
 needs_torchvision = pytest.mark.skipif(
-    _torchvision_error() is not None,
-    reason=f"AutoProcessor of a Qwen3-VL folder needs a torchvision that imports ({_torchvision_error()}); "
-    "`make test-interop` runs these in environments that have one",
+    _TORCHVISION_ERROR is not None, reason=_skip_reason(_TORCHVISION_ERROR)
 )
 
 
