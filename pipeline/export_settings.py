@@ -12,8 +12,16 @@ which LLaMA-Factory and ms-swift produce the same tokens and labels as `trajforg
   false` (trajforge trains every assistant turn), `image_max_pixels` at least the largest image so
   LLaMA-Factory never pre-shrinks one (the processor's own pixel budget then applies, as in trajforge).
 - ms-swift: `--template qwen3_vl` with no `--agent_template` (the assistant text already holds the
-  R1V4 tool call; no tool-role messages), `--loss_scale default`; qwen_vl_utils resizes images before
-  the processor, so `MAX_PIXELS`/`MIN_PIXELS` must equal the processor's budget.
+  R1V4 tool call; no tool-role messages), `--loss_scale default`. ms-swift resizes images with
+  qwen_vl_utils before the processor (which then runs with `do_resize=False`), so the processor's
+  pixel budget must reach qwen_vl_utils. Its environment variables only carry whole image tokens
+  (`IMAGE_MIN_TOKEN_NUM` x 32x32 px; `MIN_PIXELS` is converted to that, rounded down), which is not
+  the budget when it is not a multiple of 1024 px (the 30B-A3B config's min 3136 px: a 96x32 image
+  gets 3 image tokens there against trajforge's 8). So each row carries the exact budget in
+  `chat_template_kwargs` (`min_pixels`/`max_pixels`), which qwen_vl_utils reads per image; the
+  environment is written as well, for rows that lack it. ms-swift's Qwen-VL templates also
+  expand only the media-pad token ids of Qwen's vocabulary (`<|image_pad|>` = 151655), which every
+  real Qwen3-VL student has.
 - Both: a cutoff covering the longest sample and `delete` rather than cut (trajforge drops a sample
   that is too long: cutting would cut through an image or the answer).
 """
@@ -94,6 +102,19 @@ def ms_swift_args(out: Path, files: list[str], stats: TextStats) -> dict[str, An
     return {"args": args, "env": env}
 
 
+def ms_swift_row_kwargs(stats: TextStats) -> dict[str, Any]:
+    """Per-row `chat_template_kwargs`: the processor's exact pixel budget for qwen_vl_utils (empty
+    when no processor was given)."""
+    if stats.processor_max_pixels is None or stats.processor_min_pixels is None:
+        return {}
+    return {
+        "chat_template_kwargs": {
+            "min_pixels": stats.processor_min_pixels,
+            "max_pixels": stats.processor_max_pixels,
+        }
+    }
+
+
 def _yaml(args: dict[str, Any]) -> str:
     return "".join(f"{key}: {json.dumps(value)}\n" for key, value in args.items())
 
@@ -121,6 +142,9 @@ def _readme(fmt: str, settings: dict[str, Any], stats: TextStats) -> str:
             "```",
             "",
             "No `--agent_template`: the tool calls are in the assistant text already.",
+            "Each row's `chat_template_kwargs` holds the exact pixel budget (`min_pixels`/`max_pixels`),",
+            "which ms-swift's image loader (qwen_vl_utils) applies per image; the environment above only",
+            "carries whole image tokens (32x32 px each).",
             f"(also in `{MS_SWIFT_ARGS}`)",
         ]
     if stats.cutoff is None:

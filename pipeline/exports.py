@@ -7,7 +7,8 @@ placeholder per image, in order of appearance, plus an `images` list of the same
 - LLaMA-Factory: `OUT/trajforge_<subset>.jsonl` rows `{"messages": [{role, content}], "images":
   [paths relative to OUT]}` and `OUT/dataset_info.json` with one `sharegpt` entry per subset.
 - ms-swift: `OUT/<subset>.jsonl` rows `{"messages": [...], "images": [absolute paths]}` (ms-swift's
-  recommendation for paths) in its standard messages layout.
+  recommendation for paths) in its standard messages layout, plus `chat_template_kwargs` with the
+  student processor's exact pixel budget when one was given (see `pipeline.export_settings`).
 
 Both carry the same conversation, the one `trajforge sft` trains on: R1V4 assistant turns
 (`<think>...</think><tool_call>{json}</tool_call>`, think inline) and observations as user turns
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pipeline.chat import Message, ObservationRole, trajectory_messages
-from pipeline.export_settings import TextStats, write_settings
+from pipeline.export_settings import TextStats, ms_swift_row_kwargs, write_settings
 from pipeline.format import IMAGE_MARKER
 from pipeline.schema import Trajectory
 from pipeline.store import RunStore, atomic_write_bytes
@@ -206,6 +207,7 @@ def export_run(
     stats = stats or TextStats()
     copier = _ImageCopier(store, out, stats)
     lines: dict[str, list[str]] = {subset: [] for subset in SUBSETS}
+    row_extra = ms_swift_row_kwargs(stats) if fmt == "ms-swift" else {}
     for trajectory in sorted(records, key=lambda t: t.trajectory_id):
         try:
             if fmt == "llamafactory":
@@ -217,7 +219,7 @@ def export_run(
         except (FileNotFoundError, KeyError, StopIteration, ValueError) as exc:
             report.skipped.append(f"{trajectory.trajectory_id}: {exc}")
             continue
-        row = {"messages": flat, "images": paths, **_meta(trajectory)}
+        row = {"messages": flat, "images": paths, **_meta(trajectory), **row_extra}
         lines[trajectory.mode].append(json.dumps(row, ensure_ascii=False))
         report.counts[trajectory.mode] += 1
     for subset, rows in lines.items():

@@ -46,8 +46,11 @@ def world(tmp_path_factory):
     base = tmp_path_factory.mktemp("interop")
     # Images of at least 28 px a side: LLaMA-Factory stretches smaller ones to 28 px before the
     # processor (Qwen2VLPlugin), which changes their token count; the export README says so.
-    store = write_kept_set(base / "run", 12)
-    tiny = build_tiny_processor(min_pixels=1024, max_pixels=16384)
+    # 96x32 px scenes under a 3136 px minimum (the 30B-A3B config's): 3072 px is just under it, so
+    # the processor scales them up to 8 image tokens, where a budget rounded to whole tokens (ms-swift's
+    # environment variables) would leave them at 3; the crops (32x32 px) scale up to 4 tokens.
+    store = write_kept_set(base / "run", 12, image_size=(96, 32))
+    tiny = build_tiny_processor(min_pixels=3136, max_pixels=16384)
     processor_dir = save_processor(tiny, store.root / "sft" / "processor")
     student = export(
         build_model(tiny_config(tiny.tokenizer)), store.root / "sft" / "export", processor_dir=processor_dir

@@ -143,6 +143,15 @@ def test_exports_name_the_settings_that_reproduce_trajforge_text(tmp_path: Path)
             assert settings["args"]["max_length"] >= longest
             assert settings["env"]["MAX_PIXELS"] == "16384" and settings["env"]["IMAGE_MAX_TOKEN_NUM"] == "16"
             assert "MAX_PIXELS=16384" in readme and "--agent_template" not in readme.split("```")[1]
+            rows = [
+                json.loads(line)
+                for f in settings["args"]["dataset"]
+                for line in Path(f).read_text().splitlines()
+            ]
+            # the exact budget per row: the env only carries whole 32x32 px image tokens
+            assert rows and all(
+                r["chat_template_kwargs"] == {"min_pixels": 1024, "max_pixels": 16384} for r in rows
+            )
 
 
 def test_literal_image_marker_in_text_is_neutralised(tmp_path: Path) -> None:
