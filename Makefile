@@ -8,7 +8,7 @@ CONFIG ?= configs/default.yaml
 TORCH_VERSION ?= 2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-slow lint bench synth filter sft publish clean
+.PHONY: setup test test-slow test-interop lint bench synth filter sft publish clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -29,6 +29,12 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/pytest -q -m slow
+
+# Slow, not part of `test`: builds throwaway venvs with the real LLaMA-Factory and ms-swift
+# (.cache/interop; big installs) and checks that they load the exports and train trajforge's text.
+test-interop: $(STAMP)
+	tests/interop/setup_envs.sh
+	$(BIN)/pytest -q -s -m interop tests/interop
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -5,12 +5,17 @@ flatten its HF-style content lists into the layout these frameworks read: text w
 placeholder per image, in order of appearance, plus an `images` list of the same length.
 
 - LLaMA-Factory: `OUT/trajforge_<subset>.jsonl` rows `{"messages": [{role, content}], "images":
-  [paths relative to OUT]}` and `OUT/dataset_info.json` with one `sharegpt` entry per subset; the
-  conversation is R1V4's (observations as user turns), exactly what `trajforge sft` trains on.
-- ms-swift: `OUT/<subset>.jsonl` rows in ms-swift's agent layout: assistant `<think>` text, then a
-  `tool_call` message (the call as JSON), then a `tool_response` message (the observation text with
-  its images), the final assistant turn with `<answer>`; image paths are absolute (ms-swift's
-  recommendation). Train with an agent template (`--agent_template hermes`, say).
+  [paths relative to OUT]}` and `OUT/dataset_info.json` with one `sharegpt` entry per subset.
+- ms-swift: `OUT/<subset>.jsonl` rows `{"messages": [...], "images": [absolute paths]}` (ms-swift's
+  recommendation for paths) in its standard messages layout, plus `chat_template_kwargs` with the
+  student processor's exact pixel budget when one was given (see `pipeline.export_settings`).
+
+Both carry the same conversation, the one `trajforge sft` trains on: R1V4 assistant turns
+(`<think>...</think><tool_call>{json}</tool_call>`, think inline) and observations as user turns
+(`<observation>...</observation>`), so no framework re-renders tool calls in another format (an
+agent template such as swift's `hermes` would write `<tool_call>\n{json}\n</tool_call>` and
+`<tool_response>`, which the system prompt does not describe). The framework settings that train
+exactly this text are written next to the data (`pipeline.export_settings`).
 
 Images are copied once into `OUT/images/<aa>/<sha256>.<ext>` (content-addressed like the run).
 Each format has a reader here too (`read_llamafactory`, `read_ms_swift`) that rebuilds the
@@ -29,8 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pipeline.chat import Message, ObservationRole, step_text, trajectory_messages
-from pipeline.format import IMAGE_MARKER, parse_turn, render_tool_call, render_turn
+from pipeline.chat import Message, ObservationRole, trajectory_messages
+from pipeline.export_settings import TextStats, ms_swift_row_kwargs, write_settings
+from pipeline.format import IMAGE_MARKER
 from pipeline.leaks import LeakGuard
 from pipeline.schema import Trajectory
 from pipeline.store import RunStore, atomic_write_bytes
@@ -129,55 +135,6 @@ def unflat_messages(flat: list[FlatMessage], refs: list[str]) -> list[Message]:
     return messages
 
 
-def _think_head(text: str) -> str:
-    """`<think>...</think>` of a canonical turn (the renderer neutralises `</think>` inside it)."""
-    end = text.index("</think>") + len("</think>")
-    return text[:end]
-
-
-def ms_swift_messages(trajectory: Trajectory) -> tuple[list[FlatMessage], list[str]]:
-    """ms-swift agent layout: assistant think, `tool_call` JSON, `tool_response` text, ..., answer."""
-    messages = conversation(trajectory, observation_role="tool")
-    out: list[FlatMessage] = []
-    refs: list[str] = []
-    steps = iter(trajectory.steps)
-    for message in messages:
-        text, found = flatten_content(message["content"])
-        refs.extend(found)
-        if message["role"] == "assistant":
-            step = next(steps)
-            if step.action == "tool_call" and step.tool_name and text == step_text(step):
-                out.append({"role": "assistant", "content": _think_head(text)})
-                out.append(
-                    {"role": "tool_call", "content": render_tool_call(step.tool_name, step.arguments_dict())}
-                )
-                continue
-        elif message["role"] == "tool":
-            out.append({"role": "tool_response", "content": text})
-            continue
-        out.append({"role": message["role"], "content": text})
-    return out, refs
-
-
-def ms_swift_to_canonical(flat: list[FlatMessage], refs: list[str]) -> list[Message]:
-    """Read an ms-swift agent conversation back into canonical messages (tool role observations)."""
-    merged: list[FlatMessage] = []
-    for message in flat:
-        role = message["role"]
-        if role == "tool_call":
-            if not merged or merged[-1]["role"] != "assistant":
-                raise ValueError("a tool_call message must follow an assistant message")
-            call = json.loads(message["content"])
-            think = parse_turn(merged[-1]["content"]).turns[0].think or ""
-            text = render_turn(think, tool_name=call["name"], arguments=call.get("arguments") or {})
-            merged[-1] = {"role": "assistant", "content": text}
-        elif role in ("tool_response", "tool"):
-            merged.append({"role": "tool", "content": message["content"]})
-        else:
-            merged.append(dict(message))
-    return unflat_messages(merged, refs)
-
-
 # ----------------------------------------------------------------------------------- export
 
 
@@ -191,6 +148,7 @@ class ExportReport:
     images: int = 0
     skipped: list[str] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -200,14 +158,19 @@ class ExportReport:
 class _ImageCopier:
     """Copies run images into OUT/images once each; paths are content-addressed."""
 
-    def __init__(self, store: RunStore, out: Path):
-        self.store, self.out, self.copied = store, out, 0
+    def __init__(self, store: RunStore, out: Path, stats: TextStats):
+        self.store, self.out, self.copied, self.stats = store, out, 0, stats
+        self.seen: set[str] = set()
 
     def relpath(self, ref: str) -> str:
         source = self.store.images.path(ref)
         if not source.exists():
             raise FileNotFoundError(f"image {ref} is missing from {self.store.images.root}")
         rel = f"images/{ref[:2]}/{ref}{source.suffix}"
+        if ref not in self.seen:  # sizes for the settings (image_max_pixels): header only
+            with self.store.images.open(ref) as image:
+                self.stats.add_image(image.width, image.height)
+            self.seen.add(ref)
         target = self.out / rel
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -229,33 +192,40 @@ def export_run(
     out: str | Path,
     fmt: ExportFormat,
     records: Iterable[Trajectory] | None = None,
+    stats: TextStats | None = None,
     guard: LeakGuard | None = None,
 ) -> ExportReport:
-    """Export the kept set (or `records`) of a run into OUT in the given format; a conversation
-    holding the host's paths or secrets (`pipeline.leaks`) is left out with the reason."""
+    """Export the kept set (or `records`) of a run into OUT in the given format.
+
+    `stats` carries what the written framework settings need beyond the images (the student
+    processor's pixel budget and longest sample); the CLI fills it when it has a processor. A
+    conversation holding the host's paths or secrets (`pipeline.leaks`) is left out with the reason.
+    """
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     records = store.read_records("kept", Trajectory) if records is None else list(records)
     report = ExportReport(format=fmt, out=out)
-    copier = _ImageCopier(store, out)
+    stats = stats or TextStats()
+    copier = _ImageCopier(store, out, stats)
     guard = guard or LeakGuard.for_run(store.root)
     lines: dict[str, list[str]] = {subset: [] for subset in SUBSETS}
+    row_extra = ms_swift_row_kwargs(stats) if fmt == "ms-swift" else {}
     for trajectory in sorted(records, key=lambda t: t.trajectory_id):
         try:
             if fmt == "llamafactory":
                 flat, refs = flat_messages(conversation(trajectory, "user"))
                 paths = [copier.relpath(ref) for ref in refs]
             else:
-                flat, refs = ms_swift_messages(trajectory)
+                flat, refs = flat_messages(conversation(trajectory, "user"))
                 paths = [str(out / copier.relpath(ref)) for ref in refs]
             if leaks := guard.scan_row(trajectory.trajectory_id, flat):
                 raise ValueError("host-specific text: " + "; ".join(m.describe() for m in leaks[:3]))
         except (FileNotFoundError, KeyError, StopIteration, ValueError) as exc:
             report.skipped.append(f"{trajectory.trajectory_id}: {exc}")
             continue
-        row = {"messages": flat, "images": paths, **_meta(trajectory)}
+        row = {"messages": flat, "images": paths, **_meta(trajectory), **row_extra}
         lines[trajectory.mode].append(json.dumps(row, ensure_ascii=False))
         report.counts[trajectory.mode] += 1
     for subset, rows in lines.items():
@@ -265,8 +235,11 @@ def export_run(
         path = out / name
         atomic_write_bytes(path, ("\n".join(rows) + "\n").encode("utf-8"))
         report.files.append(path)
+    report.settings = write_settings(out, fmt, [p.name for p in report.files], stats)
     if fmt == "llamafactory":
         info = {f"trajforge_{s}": llamafactory_entry(f"trajforge_{s}.jsonl") for s in SUBSETS if lines[s]}
+        for entry in info.values():  # LLaMA-Factory reads only the keys it knows
+            entry["trajforge_train_settings"] = report.settings
         path = out / "dataset_info.json"
         atomic_write_bytes(path, (json.dumps(info, indent=2) + "\n").encode("utf-8"))
         report.files.append(path)
@@ -334,7 +307,7 @@ def read_llamafactory(out: str | Path) -> dict[str, list[ExportedSample]]:
 
 
 def read_ms_swift(out: str | Path) -> dict[str, list[ExportedSample]]:
-    """Read an ms-swift export (one JSONL per subset) back into canonical messages."""
+    """Read an ms-swift export (one JSONL per subset) back into canonical messages (user observations)."""
     out = Path(out)
     result: dict[str, list[ExportedSample]] = {}
     for subset in SUBSETS:
@@ -346,7 +319,7 @@ def read_ms_swift(out: str | Path) -> dict[str, list[ExportedSample]]:
             row = json.loads(line)
             refs, blobs = _read_images(row.get("images") or [], out)
             samples.append(
-                ExportedSample(row["trajectory_id"], ms_swift_to_canonical(row["messages"], refs), blobs)
+                ExportedSample(row["trajectory_id"], unflat_messages(row["messages"], refs), blobs)
             )
         result[subset] = samples
     return result

@@ -15,8 +15,15 @@ def export_command(
     fmt: str = typer.Argument(..., metavar="FORMAT", help="llamafactory or ms-swift."),
     run: Path = typer.Option(..., "--run", help="Run folder whose kept/ set is exported."),
     out: Path = typer.Option(..., "--out", help="Folder to write the files and images into."),
+    processor: Path | None = typer.Option(
+        None,
+        "--processor",
+        help="The student's processor folder (default RUN/sft/processor when it exists): sets the "
+        "cutoff length and image budget in the written framework settings.",
+    ),
 ) -> None:
-    """Write the kept set as LLaMA-Factory ShareGPT (+ dataset_info.json) or ms-swift agent JSONL."""
+    """Write the kept set as LLaMA-Factory ShareGPT (+ dataset_info.json) or ms-swift JSONL, with the
+    framework settings that train exactly trajforge's text next to it."""
     from pipeline.exports import FORMATS, export_run
     from pipeline.leaks import LeakGuard
     from pipeline.store import RunStore
@@ -27,8 +34,12 @@ def export_command(
     store = RunStore(run)
     if not store.shard_paths("kept"):
         raise fail(f"{run}/kept has no shards; run `trajforge filter --run {run}` first")
+    processor = processor or (run / "sft" / "processor")
+    if processor.exists() and not (processor / "processor_config.json").is_file():
+        raise fail(f"{processor} is not a processor folder (no processor_config.json)")
+    stats = text_stats(store, processor) if processor.exists() else None
     guard = LeakGuard.for_run(run)
-    report = export_run(store, out, fmt, guard=guard)  # type: ignore[arg-type]
+    report = export_run(store, out, fmt, stats=stats, guard=guard)  # type: ignore[arg-type]
     for line in report.skipped:
         typer.echo(f"  left out {line}", err=True)
     counts = ", ".join(f"{k} {v}" for k, v in sorted(report.counts.items())) or "nothing"
@@ -39,6 +50,26 @@ def export_command(
     )
     summary = {"format": fmt, "rows": report.total, "skipped": len(report.skipped)}
     typer.echo(json.dumps({**summary, "scanned": guard.counts.as_dict()}))
+
+
+def text_stats(store, processor_dir: Path):
+    """The student processor's pixel budget and the longest kept sample in its tokens."""
+    from pipeline.export_settings import TextStats
+    from pipeline.schema import Trajectory
+    from stages.sft.formatter import Formatter, Sample, store_image_size
+    from stages.sft.processor import reload_processor
+
+    processor = reload_processor(processor_dir)
+    size = processor.image_processor.size
+    fmt = Formatter(processor, max_len=1 << 30, image_size=store_image_size(store), observation_role="user")
+    lengths = [
+        s.num_tokens for t in store.read_records("kept", Trajectory) if isinstance(s := fmt(t), Sample)
+    ]
+    return TextStats(
+        processor_min_pixels=size.shortest_edge,
+        processor_max_pixels=size.longest_edge,
+        max_tokens=max(lengths, default=None),
+    )
 
 
 def register(app: typer.Typer) -> None:

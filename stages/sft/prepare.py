@@ -21,7 +21,7 @@ from pipeline.schema import Trajectory
 from pipeline.store import RunStore
 from stages.sft.config import TrainConfig
 from stages.sft.formatter import Drop, Formatter, samples_table, store_image_size
-from stages.sft.processor import make_processor
+from stages.sft.processor import make_processor, save_processor
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def prepare(
     if samples:
         store.write_table("sft/samples", samples_table(samples), prefix="samples")
     shutil.rmtree(out / "processor", ignore_errors=True)
-    processor.save_pretrained(str(out / "processor"))
+    save_processor(processor, out / "processor")
     summary = {
         "kept": len(trajectories),
         "samples": len(samples),

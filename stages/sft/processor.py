@@ -174,23 +174,64 @@ def make_processor(model_path: str | None, *, min_pixels: int, max_pixels: int) 
     return build_tiny_processor(min_pixels=min_pixels, max_pixels=max_pixels)
 
 
+#: What a saved processor folder names as its class: the transformers class, never our internal one.
+PROCESSOR_CLASS = "Qwen3VLProcessor"
+IMAGE_PROCESSOR_TYPE = "Qwen2VLImageProcessor"
+VIDEO_PROCESSOR_TYPE = "Qwen3VLVideoProcessor"
+
+
+def save_processor(processor: Any, folder: str | Path) -> Path:
+    """Save as a standard transformers `Qwen3VLProcessor` folder, whatever class we used inside.
+
+    Others load what we write (LLaMA-Factory, ms-swift, vLLM, `transformers serve` all call
+    `AutoProcessor.from_pretrained`), so the folder names only classes transformers ships: the
+    processor, its Qwen2-VL image processor, the Qwen3-VL video processor (defaults, with our patch
+    and merge sizes; needs torchvision to instantiate, as with any Qwen3-VL checkpoint) and the
+    tokenizer; the chat template sits in `chat_template.jinja` where AutoProcessor and
+    AutoTokenizer both find it. Written by hand so it works without torchvision here.
+    """
+    import json
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    template = processor.chat_template or getattr(processor.tokenizer, "chat_template", None)
+    if not template:
+        raise ValueError("the processor has no chat template; the saved folder would not render chats")
+    processor.tokenizer.chat_template = template
+    processor.tokenizer.save_pretrained(str(folder))
+    (folder / "chat_template.jinja").write_text(template)
+    image = processor.image_processor.to_dict()
+    image.pop("processor_class", None)
+    image["image_processor_type"] = IMAGE_PROCESSOR_TYPE
+    video = {
+        "video_processor_type": VIDEO_PROCESSOR_TYPE,
+        **{k: image[k] for k in ("patch_size", "temporal_patch_size", "merge_size") if k in image},
+    }
+    config = {"processor_class": PROCESSOR_CLASS, "image_processor": image, "video_processor": video}
+    (folder / "processor_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    tokenizer_config = folder / "tokenizer_config.json"
+    data = json.loads(tokenizer_config.read_text())
+    data["processor_class"] = PROCESSOR_CLASS
+    tokenizer_config.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    return folder
+
+
 def reload_processor(folder: str | Path) -> Any:
-    """A processor saved by `save_pretrained` (the run's copy, so every rank uses the same one)."""
+    """A processor saved by `save_processor` (the run's copy, so every rank uses the same one)."""
+    import json
+
     from transformers import AutoTokenizer
 
     folder = Path(folder)
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    import json
-
-    cfg = json.loads((folder / "processor_config.json").read_text())
-    size = cfg.get("image_processor", {}).get("size", {})
-    proc = _image_only_processor_class()(
+    cfg = json.loads((folder / "processor_config.json").read_text()).get("image_processor", {})
+    size = cfg.get("size", {})
+    return _image_only_processor_class()(
         image_processor=image_processor(
             min_pixels=size.get("shortest_edge", 1024),
             max_pixels=size.get("longest_edge", 1_048_576),
-            patch_size=cfg.get("image_processor", {}).get("patch_size", 16),
+            patch_size=cfg.get("patch_size", 16),
         ),
         tokenizer=tokenizer,
         chat_template=(folder / "chat_template.jinja").read_text(),
     )
-    return proc
