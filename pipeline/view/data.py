@@ -235,6 +235,8 @@ class RunData:
         tasks = self._count("tasks", "task_id")
         if tasks is None and report_tasks:
             tasks = int(report_tasks.get("written", 0)) + int(report_tasks.get("already_written", 0))
+        if tasks is None:  # an imported or handmade run: the tasks its rollouts answer
+            tasks = len({e.task_id for e in raw})
         seeds = report_tasks.get("rows", tasks)
         plans = self.store.read_table("plans", columns=["valid"])
         valid_plans = None if plans is None else int(pc.sum(plans["valid"].cast(pa.int64())).as_py() or 0)
