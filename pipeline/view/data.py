@@ -94,6 +94,7 @@ class RunData:
         self._entries: list[Entry] | None = None
         self._by_id: dict[str, Entry] = {}
         self._by_task: dict[str, list[Entry]] = {}
+        self.facets: dict[str, list[str]] = {}  # the list page's filter choices, set with the index
 
     # -- report and run-level facts ----------------------------------------------------------
     @functools.cached_property
@@ -124,6 +125,7 @@ class RunData:
                 self._by_id = {e.id: e for e in self._entries}
                 for e in self._entries:
                     self._by_task.setdefault(e.task_id, []).append(e)
+                self.facets = _facets(self._entries)
             return self._entries
 
     def entry(self, trajectory_id: str) -> Entry | None:
@@ -304,6 +306,19 @@ class RunData:
         except ValueError:
             return [{"description": trajectory.plan, "tool_name": "?", "parameters": {}}]
         return [s for s in steps if isinstance(s, dict)] if isinstance(steps, list) else []
+
+
+def _facets(entries: list[Entry]) -> dict[str, list[str]]:
+    """Every value the list page can filter by, computed once with the index."""
+    outcomes = ["kept", "dropped", *sorted({e.outcome for e in entries if e.kept is False})]
+    if any(e.kept is None for e in entries):
+        outcomes.append("unfiltered")
+    return {
+        "outcomes": outcomes,
+        "statuses": sorted({e.status for e in entries}),
+        "categories": sorted({e.category for e in entries}),
+        "tools": sorted({t for e in entries for t in e.tools}),
+    }
 
 
 @functools.lru_cache(maxsize=4)

@@ -11,7 +11,7 @@ from jinja2 import Environment
 
 from pipeline.view.data import Entry, RunData
 
-CHUNK_ROWS = 2000
+CHUNK_ROWS = 1000
 PAGE_SIZE = 50
 QUESTION_CHARS = 240
 
@@ -40,17 +40,7 @@ def chunk_js(data: RunData, number: int) -> str | None:
 
 
 def render(env: Environment, data: RunData, base: dict[str, Any]) -> str:
-    entries = data.entries
-    outcomes = ["kept", "dropped", *sorted({e.outcome for e in entries if e.kept is False})]
-    if any(e.kept is None for e in entries):
-        outcomes.append("unfiltered")
-    meta = {"chunks": chunk_count(data), "total": len(entries), "page_size": PAGE_SIZE, "root": base["root"]}
-    return env.get_template("list.html").render(
-        **base,
-        meta=meta,
-        total=f"{len(entries):,}",
-        outcomes=outcomes,
-        statuses=sorted({e.status for e in entries}),
-        categories=sorted({e.category for e in entries}),
-        tools=sorted({t for e in entries for t in e.tools}),
-    )
+    """The page itself holds no rows: only the filter choices and how many chunks to load."""
+    total = len(data.entries)
+    meta = {"chunks": chunk_count(data), "total": total, "page_size": PAGE_SIZE, "root": base["root"]}
+    return env.get_template("list.html").render(**base, meta=meta, total=f"{total:,}", **data.facets)
