@@ -8,7 +8,7 @@ CONFIG ?= configs/default.yaml
 TORCH_VERSION ?= 2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-slow lint bench synth filter sft publish clean
+.PHONY: setup test test-slow lint bench synth filter sft publish view clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -51,6 +51,9 @@ sft: $(STAMP)
 
 publish: $(STAMP)
 	$(BIN)/trajforge publish --run $(RUN) $(if $(REPO),--repo $(REPO)) $(PUBLISH_ARGS)
+
+view: $(STAMP)
+	$(BIN)/trajforge view --run $(RUN) $(VIEW_ARGS)
 
 clean:
 	rm -rf $(VENV) runs worlds
