@@ -112,6 +112,7 @@ def test_overview_list_filter_and_trajectory(served: tuple[Site, str], page: obj
     page.screenshot(path=shots / "rollouts.png", full_page=True)
 
 
+@pytest.mark.slow
 def test_static_site_opens_from_disk(served: tuple[Site, str], page: object, tmp_path: Path) -> None:
     site, _ = served
     site.write(tmp_path / "site")
