@@ -8,7 +8,7 @@ CONFIG ?= configs/default.yaml
 TORCH_VERSION ?= 2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-slow test-interop lint bench synth filter sft publish clean
+.PHONY: setup test test-slow test-interop lint bench synth filter sft publish view clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml
 	@command -v bwrap >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
 		(apt-get update -qq && apt-get install -y -qq bubblewrap) >/dev/null 2>&1 || \
 		echo "note: bubblewrap not installed; the code sandbox falls back to namespaces + rlimits"; }
+	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+		(apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 || \
+		echo "note: chromium not installed; the viewer's browser tests will skip"; }
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -54,6 +57,9 @@ sft: $(STAMP)
 
 publish: $(STAMP)
 	$(BIN)/trajforge publish --run $(RUN) $(if $(REPO),--repo $(REPO)) $(PUBLISH_ARGS)
+
+view: $(STAMP)
+	$(BIN)/trajforge view --run $(RUN) $(VIEW_ARGS)
 
 clean:
 	rm -rf $(VENV) runs worlds
