@@ -34,8 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from filters.runner import iter_raw, run_filter
 from pipeline.config import FilterConfig
 from pipeline.format import render_turn
-from pipeline.schema import DEFECTS, Step, Trajectory
+from pipeline.schema import Step, Trajectory
 from pipeline.store import RunStore
+from pipeline.world.score import detection
 
 CATEGORIES = ("perception", "search", "interleaved", "multihop")
 
@@ -67,8 +68,10 @@ def _call(index: int, tool: str, args: dict, obs: str, think: str, images: list[
     )
 
 
-def synthetic(i: int, rng: random.Random, scenes: list[str], crops: list[str]) -> Trajectory:
-    """One plausible trajectory; about 20% carry one defect the rules should catch."""
+def synthetic(
+    i: int, rng: random.Random, scenes: list[str], crops: list[str]
+) -> tuple[Trajectory, list[str]]:
+    """One plausible trajectory and its defects; about 20% carry one the rules should catch."""
     task = i // 4
     category = CATEGORIES[task % 4]
     entity = f"Entity {task} Corp"
@@ -161,8 +164,7 @@ def synthetic(i: int, rng: random.Random, scenes: list[str], crops: list[str]) -
         gold_answer=f"Person {task}",
         steps=steps,
         final_answer=answer,
-        injected_defects=[str(defect)] if defect else [],
-    )
+    ), [str(defect)] if defect else []
 
 
 def bench_rescoring(n: int) -> dict:
@@ -171,8 +173,11 @@ def bench_rescoring(n: int) -> dict:
         scenes, crops = _images(store, np.random.default_rng(0), scenes=50, crops=400)
         rng = random.Random(0)
         batch: list[Trajectory] = []
+        truth: dict[str, list[str]] = {}
         for i in range(n):
-            batch.append(synthetic(i, rng, scenes, crops))
+            trajectory, defects = synthetic(i, rng, scenes, crops)
+            truth[trajectory.trajectory_id] = defects
+            batch.append(trajectory)
             if len(batch) == 1000:
                 store.write_records("raw", batch, Trajectory)
                 batch = []
@@ -198,7 +203,7 @@ def bench_rescoring(n: int) -> dict:
         "filter_over_read": round(filter_s / max(read_s, 1e-9), 2),
         "kept": r["kept"],
         "kept_after_refilter": again.report["kept"],
-        "rules_precision_recall": r["defect_detection"],
+        "rules_precision_recall": detection(outcome.rows, truth),
     }
 
 
@@ -214,14 +219,18 @@ def bench_world(
     from pipeline.config import load_config
     from pipeline.runner import run_synth
     from pipeline.world import Knobs, WorldServer, build_world
+    from pipeline.world.knobs import DEFECTS
     from pipeline.world.pages import HOST
+    from pipeline.world.score import run_defects
+    from pipeline.world.truth import truth_path
     from stages.tasks import prepare_tasks
 
     rates = {name: rate for name in DEFECTS}
     with tempfile.TemporaryDirectory() as tmp:
         world = Path(tmp) / "world"
         build_world(world, seed=seed, entities=entities, tasks=tasks, progress=False)
-        with WorldServer(world, knobs=Knobs(defects=rates)) as server:
+        truth = truth_path(Path(tmp) / "bench")  # the run folder below (run.root=tmp, run.name=bench)
+        with WorldServer(world, knobs=Knobs(defects=rates), truth_path=truth) as server:
             overrides = [
                 f"run.root={tmp}",
                 "run.name=bench",
@@ -238,11 +247,18 @@ def bench_world(
             run_synth(cfg, store, teacher_base_url=server.openai_base_url, use_ray=False, progress=False)
             synth_s = time.perf_counter() - start
             rules = run_filter(store, cfg.filter, progress=False)
+            hidden = run_filter(
+                store, cfg.filter.model_copy(update={"use_gold_region": False}), progress=False
+            )
             teacher = cfg.teacher.model_copy(update={"base_url": server.openai_base_url})
             cache = store.root / "cache" / "judge"
             judge = build_judge("teacher", teacher, cfg.filter, cache_dir=cache, store=store)
             judged = run_filter(store, cfg.filter, judge=judge, progress=False)
-            organic = organic_failures(store)
+            planted, boxes = run_defects(store)
+            for outcome in (rules, hidden, judged):
+                for row in outcome.rows:  # the world's truth, joined with the verdicts here only
+                    row["injected_defects"] = planted[row["trajectory_id"]]
+            organic = organic_failures(store, planted)
         if keep is not None:
             shutil.rmtree(keep, ignore_errors=True)
             shutil.copytree(store.root, keep)
@@ -253,8 +269,10 @@ def bench_world(
         "trajectories": rules.report["raw"],
         "organic_wrong_answers": len(organic),
         "synth_s": round(synth_s, 1),
-        "rules": rules.report["defect_detection"],
-        "oracle_judge": judged.report["defect_detection"],
+        "target_boxes": boxes,
+        "rules": detection(rules.rows, planted),
+        "rules_target_boxes_hidden": detection(hidden.rows, planted),
+        "oracle_judge": detection(judged.rows, planted),
         "rules_counting_organic": precision_recall(rules.rows, organic),
         "oracle_judge_counting_organic": precision_recall(judged.rows, organic),
         "judge_calls": judged.report.get("judge_stats"),
@@ -263,7 +281,7 @@ def bench_world(
     }
 
 
-def organic_failures(store: RunStore) -> set[str]:
+def organic_failures(store: RunStore, planted: dict[str, list[str]]) -> set[str]:
     """Trajectories the world's own answer matcher marks wrong although no defect was injected
     (the teacher failed by itself): defective too, by the world's gold, not by our rules."""
     from pipeline.world.judge import answer_matches
@@ -271,22 +289,20 @@ def organic_failures(store: RunStore) -> set[str]:
     return {
         t.trajectory_id
         for t in store.iter_records("raw", Trajectory)
-        if not t.injected_defects
+        if not planted.get(t.trajectory_id)
         and t.gold_answer is not None
         and not answer_matches(t.final_answer or "", t.gold_answer, t.answer_aliases)
     }
 
 
 def precision_recall(rows: list[dict], organic: set[str]) -> dict:
-    truth = {r["trajectory_id"]: bool(r["injected_defects"]) or r["trajectory_id"] in organic for r in rows}
-    tp = sum(1 for r in rows if truth[r["trajectory_id"]] and not r["passed"])
-    fp = sum(1 for r in rows if not truth[r["trajectory_id"]] and not r["passed"])
-    fn = sum(1 for r in rows if truth[r["trajectory_id"]] and r["passed"])
-    return {
-        "precision": round(tp / (tp + fp), 4) if tp + fp else 1.0,
-        "recall": round(tp / (tp + fn), 4) if tp + fn else 1.0,
-        "defective": tp + fn,
+    """Detection counting the teacher's own wrong answers as defects too."""
+    truth = {
+        r["trajectory_id"]: r["injected_defects"] or (["organic"] if r["trajectory_id"] in organic else [])
+        for r in rows
     }
+    found = detection(rows, truth)
+    return {k: found[k] for k in ("precision", "recall", "defective")}
 
 
 def _failed_checks(row: dict) -> list[str]:
@@ -378,11 +394,13 @@ def main() -> None:
         "(b) summary (precision / recall at catching injected defects; goal >= 0.95 with the oracle judge):"
     )
     for b in results:
-        r, j = b["rules"], b["oracle_judge"]
+        r, h, j = b["rules"], b["rules_target_boxes_hidden"], b["oracle_judge"]
         print(
-            f"    seed {b['seed']} rate {b['rate_per_defect']:.2f}: {b['trajectories']} trajectories, "
-            f"{r['defective']} defective; rules alone P {r['precision']:.3f} R {r['recall']:.3f}; "
-            f"oracle judge P {j['precision']:.3f} R {j['recall']:.3f}"
+            f"    seed {b['seed']} rate {b['rate_per_defect']:.2f}: {b['trajectories']} trajectories "
+            f"({b['target_boxes']} with a target box), {r['defective']} defective; rules alone "
+            f"P {r['precision']:.3f} R {r['recall']:.3f}, target boxes hidden P {h['precision']:.3f} "
+            f"R {h['recall']:.3f}; oracle judge (self-check: the world grading its own defects) "
+            f"P {j['precision']:.3f} R {j['recall']:.3f}"
         )
 
 

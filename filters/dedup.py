@@ -2,7 +2,7 @@
 
 Questions: MinHash over word 3-shingles of the normalised question, LSH banding for candidate
 pairs, then the estimated Jaccard similarity against a threshold. Images: a 64-bit perceptual
-hash (`imagehash.phash`) of the first task image; candidates share one of 8 byte-bands (any pair
+hash (`pipeline.phash`) of the first task image; candidates share one of 8 byte-bands (any pair
 within Hamming distance 7 does, by pigeonhole), then the exact distance is checked. Items arrive
 ranked best first; each group keeps its best member, so the outcome is deterministic.
 """
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from filters.answer import normalize_answer
+from pipeline.phash import image_phash
 
 _PRIME = np.uint64((1 << 61) - 1)
 NUM_PERM, BANDS = 64, 16
@@ -145,7 +146,5 @@ def near_duplicates(
 
 
 def phash(image) -> int:
-    """64-bit perceptual hash of a decoded image."""
-    import imagehash
-
-    return int(str(imagehash.phash(image)), 16)
+    """64-bit perceptual hash of a decoded image (`pipeline.phash`, shared with image search)."""
+    return image_phash(image)

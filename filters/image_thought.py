@@ -46,7 +46,7 @@ def image_problems(trajectory: Trajectory, index: int, ctx: CheckContext, names:
                     f"crop {_fmt(box)} lies mostly outside image_{crop.source} ({source.width}x{source.height})"
                 )
                 continue
-        gold = trajectory.gold_region
+        gold = trajectory.gold_region if cfg.use_gold_region else None
         if crop.source == 0 and gold and len(gold) == 4:
             covered = box.coverage_of(Box(*gold))
             if covered < cfg.gold_coverage:

@@ -86,14 +86,13 @@ def verdict_schema(checks: list[Check]) -> pa.Schema:
         ("source", pa.string()),
         ("status", pa.string()),
         ("tool_calls", pa.int32()),
-        ("injected_defects", pa.list_(pa.string())),
         ("passed", pa.bool_()),
         ("score", pa.float64()),
         ("keep", pa.bool_()),
         ("reasons", pa.list_(pa.string())),
         *[(c.name, _CHECK_STRUCT) for c in checks],
     ]
-    return pa.schema(fields, metadata={"trajforge.record": "FilterVerdicts", "trajforge.version": "1"})
+    return pa.schema(fields, metadata={"trajforge.record": "FilterVerdicts", "trajforge.version": "2"})
 
 
 @dataclass
@@ -155,19 +154,6 @@ async def _judge_batch(
     return await asyncio.gather(*(one(t) for t in batch))
 
 
-def surviving_defects(trajectory: Trajectory) -> list[str]:
-    """The world's injected defects still present in the recorded trajectory.
-
-    A format error the teacher wrote on purpose is mended by the lenient reader or by a re-ask
-    before it reaches the data (no step is unreadable): there is nothing left for a filter to
-    catch, so it is not counted as a defect the filter missed.
-    """
-    defects = list(trajectory.injected_defects)
-    if "format_error" in defects and not any(s.action == "invalid" for s in trajectory.steps):
-        defects.remove("format_error")
-    return defects
-
-
 def _row(trajectory: Trajectory, verdicts: list[Verdict]) -> dict[str, Any]:
     failed = [v for v in verdicts if not v.keep]
     row: dict[str, Any] = {
@@ -178,7 +164,6 @@ def _row(trajectory: Trajectory, verdicts: list[Verdict]) -> dict[str, Any]:
         "source": trajectory.source,
         "status": trajectory.status,
         "tool_calls": len(trajectory.tool_calls),
-        "injected_defects": surviving_defects(trajectory),
         "passed": not failed,
         "score": round(sum(v.score for v in verdicts) / max(len(verdicts), 1), 6),
         "keep": False,
@@ -254,30 +239,6 @@ def build_report(rows: list[dict[str, Any]], checks: list[Check], extra: dict[st
         "example_drops": {k: examples[k] for k in sorted(examples)},
         "tool_calls_histogram": {str(k): histogram[k] for k in sorted(histogram)},
         "tool_calls_histogram_kept": {str(k): kept_hist[k] for k in sorted(kept_hist)},
-        "defect_detection": defect_detection(rows),
-    }
-
-
-def defect_detection(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Precision and recall of the checks against injected defects (world runs only)."""
-    if not any(r["injected_defects"] for r in rows):
-        return None
-    tp = sum(1 for r in rows if r["injected_defects"] and not r["passed"])
-    fp = sum(1 for r in rows if not r["injected_defects"] and not r["passed"])
-    fn = sum(1 for r in rows if r["injected_defects"] and r["passed"])
-    per_defect: dict[str, dict[str, int]] = defaultdict(lambda: {"injected": 0, "caught": 0})
-    for r in rows:
-        for d in r["injected_defects"]:
-            per_defect[d]["injected"] += 1
-            per_defect[d]["caught"] += not r["passed"]
-    return {
-        "precision": round(tp / (tp + fp), 4) if tp + fp else 1.0,
-        "recall": round(tp / (tp + fn), 4) if tp + fn else 1.0,
-        "defective": tp + fn,
-        "clean": sum(1 for r in rows if not r["injected_defects"]),
-        "per_defect_recall": {
-            d: round(v["caught"] / v["injected"], 4) for d, v in sorted(per_defect.items())
-        },
     }
 
 
@@ -322,10 +283,13 @@ def run_filter(
     candidates: list[Candidate] = []
     plans: dict[str, Trajectory] = {}  # source trajectory id -> its plan sample
     plan_skips: Counter[str] = Counter()
+    boxes = 0  # trajectories whose task names a target box (real sets such as V* do)
     bar = tqdm(desc="filter", unit="traj", disable=not progress)
 
     def consume(batch: list[Trajectory], results: list[list[Verdict]]) -> None:
+        nonlocal boxes
         for trajectory, verdicts in zip(batch, results, strict=True):
+            boxes += trajectory.gold_region is not None
             row = _row(trajectory, verdicts)
             rows.append(row)
             if not row["passed"]:
@@ -420,6 +384,9 @@ def run_filter(
         "plan_samples_skipped": dict(sorted(plan_skips.items())),
         "kept": len(kept),
         "kept_by_category": dict(sorted(kept_categories.items())),
+        # every figure says whether target boxes were there to help the crop check
+        "target_boxes": boxes,
+        "use_gold_region": cfg.use_gold_region,
         "pass_rate_all": round(len(candidates) / len(rows), 4) if rows else 0.0,
         "check_s": round(checked_s, 3),
         "wall_s": round(time.perf_counter() - start, 3),

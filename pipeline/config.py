@@ -196,6 +196,7 @@ class FilterConfig(Section):
     uniform_share: float = 0.97  # share of one grey level above which it is near-uniform
     min_inside: float = 0.5  # share of a crop box that must lie inside its source image
     gold_coverage: float = 0.5  # share of the task's gold region a crop of the input must cover
+    use_gold_region: bool = True  # check crops against a task's target box where it has one (V*)
     number_tolerance: float = 0.01  # relative tolerance for numeric answers
     require_gold: bool = False  # drop trajectories whose task has no gold answer
     strict_entities: bool = False  # proper names in thoughts must have appeared (closed worlds)

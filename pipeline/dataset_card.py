@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from pipeline.exports import IMAGE_TOKEN
+from pipeline.hub_layout import SPLIT, BuildReport, features
 
 if TYPE_CHECKING:
-    from pipeline.hub import BuildReport
     from pipeline.store import RunStore
 
 TASK_CATEGORIES = ["image-text-to-text", "visual-question-answering"]
@@ -110,8 +110,6 @@ def card_metadata(report: BuildReport, license: str, repo: str) -> str:
     from datasets.splits import SplitDict, SplitInfo
     from datasets.utils.metadata import MetadataConfigs
     from huggingface_hub import DatasetCardData
-
-    from pipeline.hub import SPLIT, features
 
     data = DatasetCardData(
         license=license,

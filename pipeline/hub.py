@@ -27,46 +27,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from pipeline.dataset_card import render_card
 from pipeline.exports import SUBSETS, conversation, flat_messages
+from pipeline.hub_layout import SPLIT, BuildReport, SubsetBuild, features
 from pipeline.leaks import LeakGuard, Match
 from pipeline.schema import Trajectory
 from pipeline.store import RunStore, atomic_write_bytes
 
 log = logging.getLogger("trajforge.publish")
 
-SPLIT = "train"
 ROWS_PER_GROUP = 64  # row groups of a few dozen image rows keep the dataset viewer fast
 COMMIT_MAX_FILES = 50  # shards per commit: a crash mid-push loses at most one commit of work
 #: Parquet footer + schema metadata of one shard, on top of the row bytes the bound applies to.
 SHARD_OVERHEAD_BYTES = 16 * 1024
-
-
-def features():
-    """The `datasets` features of a Hub row (imported lazily: datasets is slow to import)."""
-    from datasets import Features, Image, List, Value
-
-    string = Value("string")
-    return Features(
-        {
-            "messages": List({"role": string, "content": string}),
-            "images": List(Image()),
-            "trajectory_id": string,
-            "task_id": string,
-            "source": string,
-            "category": string,
-            "mode": string,
-            "teacher": string,
-            "prompt_version": string,
-            "question": string,
-            "gold_answer": string,
-            "final_answer": string,
-            "plan": string,
-            "num_turns": Value("int32"),
-            "num_tool_calls": Value("int32"),
-            "tools": List(string),
-            "num_images": Value("int32"),
-        }
-    )
 
 
 # -------------------------------------------------------------------------------------- rows
@@ -158,35 +131,6 @@ def shard_name(index: int, count: int) -> str:
     return f"{SPLIT}-{index:05d}-of-{count:05d}.parquet"
 
 
-@dataclass
-class SubsetBuild:
-    """What was written for one subset."""
-
-    subset: str
-    records: list[Trajectory] = field(default_factory=list)
-    files: list[Path] = field(default_factory=list)
-    num_bytes: int = 0  # estimated uncompressed size (the card's dataset_size)
-    download_bytes: int = 0  # parquet bytes on disk
-
-
-@dataclass
-class BuildReport:
-    """A built dataset folder: per-subset shards, the card, and every trajectory left out."""
-
-    folder: Path
-    subsets: dict[str, SubsetBuild] = field(default_factory=dict)
-    skipped: list[str] = field(default_factory=list)
-    card: Path | None = None
-
-    @property
-    def rows(self) -> int:
-        return sum(len(s.records) for s in self.subsets.values())
-
-    @property
-    def files(self) -> list[Path]:
-        return [f for s in self.subsets.values() for f in s.files]
-
-
 def _write_shard(path: Path, rows: Iterator[dict[str, Any]], schema: pa.Schema) -> None:
     """Write rows to one parquet file (temporary name, then rename), row group by row group."""
     tmp = path.with_name(f".tmp-{path.name}")
@@ -253,8 +197,6 @@ def build_folder(
     Shards of earlier builds in `out/data` that this build did not write are removed, so the
     folder always equals what `load_dataset` should see.
     """
-    from pipeline.dataset_card import render_card
-
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     records = store.read_records("kept", Trajectory) if records is None else list(records)

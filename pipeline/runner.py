@@ -9,7 +9,8 @@ its own processes.
 
 The driver streams `RUN/tasks/` shard by shard, skips (task, rollout) pairs already in
 `RUN/raw/` (resume), keeps a bounded number of tasks submitted per worker, and shows progress.
-Workers are Ray actors (`ray_address` None: a local Ray; or a cluster address), or, for tests
+One scheduling loop (`_drive`) runs two kinds of worker pool: Ray actors (`ray_address` None:
+a local Ray; or a cluster address), or, for tests
 and small runs, the same worker class in the driver's own event loop (`use_ray=False`).
 SIGINT/SIGTERM stop submitting and flush every worker's buffer before exiting; a kill -9 loses
 only unflushed records, which the next run redoes (for free, through the teacher's replay cache).
@@ -27,10 +28,10 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pipeline.config import Config, apply_prompts
 from pipeline.logs import item_logger
@@ -488,13 +489,13 @@ def run_synth(
         meter = Progress(todo, done, enabled=progress)
         try:
             if use_ray:
-                workers = _run_ray(
-                    cfg, store, items, meter, stop, teacher_base_url, ray_address, tools_factory, ray_init
-                )
+                pool: _Pool = _RayPool(cfg, store, teacher_base_url, tools_factory, ray_address, ray_init)
             else:
-                workers = asyncio.run(
-                    _run_local(cfg, store, items, meter, stop, teacher_base_url, tools_factory)
-                )
+                pool = _LocalPool(cfg, store, teacher_base_url, tools_factory)
+            try:
+                workers = asyncio.run(_drive(pool, items, meter, stop, tasks_per_worker(cfg)))
+            finally:
+                pool.shutdown()
         finally:
             meter.close()
     summary = meter.summary()
@@ -528,84 +529,30 @@ def _sum_dicts(dicts: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-async def _run_local(
-    cfg: Config,
-    store: RunStore,
-    items: Iterator[WorkItem],
-    meter: Progress,
-    stop: _Stop,
-    teacher_base_url: str | None,
-    tools_factory: ToolsFactory | None,
+# ------------------------------------------------------------------- one scheduling loop
+
+
+class _Pool(Protocol):
+    """Workers the driver submits tasks to: in this event loop, or Ray actors."""
+
+    size: int
+
+    def submit(self, index: int, item: WorkItem) -> Awaitable[TaskResult]: ...
+
+    async def close(self) -> list[dict[str, Any]]:
+        """Flush every worker's buffer; their stats."""
+        ...
+
+    def shutdown(self) -> None: ...
+
+
+async def _drive(
+    pool: _Pool, items: Iterator[WorkItem], meter: Progress, stop: _Stop, limit: int
 ) -> list[dict[str, Any]]:
-    worker = SynthWorker(cfg, str(store.root), teacher_base_url=teacher_base_url, tools_factory=tools_factory)
-    limit = tasks_per_worker(cfg)
-    running: set[asyncio.Task[TaskResult]] = set()
-    try:
-        for item in items:
-            while len(running) >= limit and not stop.requested:
-                done, running = await asyncio.wait(running, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
-                _collect(done, meter)
-            if stop.requested:
-                break
-            running.add(asyncio.create_task(worker.run_task(item)))
-        while running and not stop.requested:
-            done, running = await asyncio.wait(running, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
-            _collect(done, meter)
-    finally:
-        for task in running:
-            task.cancel()
-        await asyncio.gather(*running, return_exceptions=True)
-        stats = await worker.close()
-    return [stats]
-
-
-def _collect(done: set[asyncio.Task[TaskResult]], meter: Progress) -> None:
-    for task in done:
-        if task.cancelled():
-            continue
-        if (exc := task.exception()) is not None:
-            log.error("task failed in the runner: %s", exc)
-            meter.errors += 1
-            continue
-        meter.add(task.result())
-
-
-def _run_ray(
-    cfg: Config,
-    store: RunStore,
-    items: Iterator[WorkItem],
-    meter: Progress,
-    stop: _Stop,
-    teacher_base_url: str | None,
-    ray_address: str | None,
-    tools_factory: ToolsFactory | None,
-    ray_init: dict[str, Any] | None,
-) -> list[dict[str, Any]]:
-    import ray
-
-    started_here = not ray.is_initialized()
-    if started_here:
-        options: dict[str, Any] = {
-            "include_dashboard": False,
-            "log_to_driver": False,
-            "ignore_reinit_error": True,
-        }
-        if ray_address:
-            options["address"] = ray_address
-        options.update(ray_init or {})
-        ray.init(**options)
-    n = max(1, cfg.synth.workers)
-    actor = ray.remote(num_cpus=0)(_RayWorker)
-    workers = [
-        actor.options(max_concurrency=10_000).remote(
-            cfg, str(store.root.resolve()), teacher_base_url, tools_factory, index
-        )
-        for index in range(n)
-    ]
-    limit = tasks_per_worker(cfg)
-    outstanding: dict[Any, int] = {}  # object ref -> worker index
-    load = [0] * n
-    stats: list[dict[str, Any]] = []
+    """The scheduling loop: keep up to `limit` tasks submitted per worker (the least loaded
+    first), collect results as they come, stop submitting on a signal; then flush the workers."""
+    load = [0] * pool.size
+    running: dict[asyncio.Future[TaskResult], int] = {}  # result -> worker index
     try:
         exhausted = False
         while not stop.requested:
@@ -615,26 +562,104 @@ def _run_ray(
                     exhausted = True
                     break
                 index = load.index(min(load))
-                outstanding[workers[index].run_task.remote(item)] = index
+                running[asyncio.ensure_future(pool.submit(index, item))] = index
                 load[index] += 1
-            if not outstanding:
+            if not running:
                 break
-            ready, _ = ray.wait(list(outstanding), num_returns=1, timeout=0.5)
-            for ref in ready:
-                load[outstanding.pop(ref)] -= 1
-                try:
-                    meter.add(ray.get(ref))
-                except Exception as exc:  # an actor crash: its items are redone on the next run
-                    log.error("worker task failed: %s", exc)
-                    meter.errors += 1
-        stats = ray.get([w.close.remote() for w in workers], timeout=300)
+            done, _ = await asyncio.wait(running, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+            for future in done:
+                load[running.pop(future)] -= 1
+                _collect(future, meter)
     finally:
-        for worker in workers:
+        for future in running:
+            future.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+        stats = await pool.close()
+    return stats
+
+
+def _collect(future: asyncio.Future[TaskResult], meter: Progress) -> None:
+    if future.cancelled():
+        return
+    if (exc := future.exception()) is not None:  # a worker crash: its items are redone next run
+        log.error("task failed in a worker: %s", exc)
+        meter.errors += 1
+        return
+    meter.add(future.result())
+
+
+class _LocalPool:
+    """One SynthWorker in the driver's own event loop (tests, small runs, debugging)."""
+
+    size = 1
+
+    def __init__(
+        self, cfg: Config, store: RunStore, teacher_base_url: str | None, tools_factory: ToolsFactory | None
+    ) -> None:
+        self.worker = SynthWorker(
+            cfg, str(store.root), teacher_base_url=teacher_base_url, tools_factory=tools_factory
+        )
+
+    def submit(self, index: int, item: WorkItem) -> Awaitable[TaskResult]:
+        return self.worker.run_task(item)
+
+    async def close(self) -> list[dict[str, Any]]:
+        return [await self.worker.close()]
+
+    def shutdown(self) -> None:
+        pass
+
+
+class _RayPool:
+    """`synth.workers` Ray actors (a local Ray, or the cluster at `ray_address`); their results
+    are Ray object refs, which asyncio awaits."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        store: RunStore,
+        teacher_base_url: str | None,
+        tools_factory: ToolsFactory | None,
+        ray_address: str | None,
+        ray_init: dict[str, Any] | None,
+    ) -> None:
+        import ray
+
+        self.started_here = not ray.is_initialized()
+        if self.started_here:
+            options: dict[str, Any] = {
+                "include_dashboard": False,
+                "log_to_driver": False,
+                "ignore_reinit_error": True,
+            }
+            if ray_address:
+                options["address"] = ray_address
+            options.update(ray_init or {})
+            ray.init(**options)
+        self.size = max(1, cfg.synth.workers)
+        actor = ray.remote(num_cpus=0)(_RayWorker)
+        self.workers = [
+            actor.options(max_concurrency=10_000).remote(
+                cfg, str(store.root.resolve()), teacher_base_url, tools_factory, index
+            )
+            for index in range(self.size)
+        ]
+
+    def submit(self, index: int, item: WorkItem) -> Awaitable[TaskResult]:
+        return self.workers[index].run_task.remote(item)
+
+    async def close(self) -> list[dict[str, Any]]:
+        closing = asyncio.gather(*(w.close.remote() for w in self.workers))
+        return list(await asyncio.wait_for(closing, timeout=300))
+
+    def shutdown(self) -> None:
+        import ray
+
+        for worker in self.workers:
             with contextlib.suppress(Exception):
                 ray.kill(worker)
-        if started_here:
+        if self.started_here:
             ray.shutdown()
-    return stats
 
 
 class _RayWorker:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 TASK_SCHEMA_VERSION = 1
 PLAN_SCHEMA_VERSION = 2  # 2: repairs
-TRAJECTORY_SCHEMA_VERSION = 2  # 2: steps carry repairs, reasks, call_id, finish_reason
+TRAJECTORY_SCHEMA_VERSION = 3  # 2: steps carry repairs, reasks, call_id, finish_reason; 3: no simulator truth
 VERDICT_SCHEMA_VERSION = 1
 
 Category = Literal["perception", "search", "interleaved", "multihop", "general", "plan", "other"]
@@ -31,16 +31,6 @@ TrajectoryStatus = Literal[
 
 #: Tool names of the R1V4 executor (DeepResearch mode has all four; General mode has `code`).
 EXECUTOR_TOOLS = ("code", "image_search", "text_search", "web_visit")
-#: Defects the offline world can inject (ground truth for scoring the filters).
-DEFECTS = (
-    "off_target_crop",
-    "unsupported_claim",
-    "skipped_plan_step",
-    "wrong_answer",
-    "format_error",
-    "sandbox_error",
-    "recrop_loop",
-)
 #: Tool names a plan step may use: R1V4's planner tools plus `code` (thinking-with-images steps).
 PLAN_TOOLS = ("image_search", "text_search", "web_visit", "code", "none")
 
@@ -77,7 +67,7 @@ class Task(Record):
     gold_answer: str | None = None
     answer_aliases: list[str] = Field(default_factory=list)
     gold_plan: str | None = None  # JSON text in the planner format
-    gold_path: str | None = None  # JSON text: the world's gold steps (tool, arguments, expect)
+    gold_path: str | None = None  # JSON text: gold solution steps (tool, arguments, expect), if known
     gold_region: list[float] | None = None  # [x0, y0, x1, y1] in pixels of images[0]
     meta: str = "{}"  # JSON text
     schema_version: int = TASK_SCHEMA_VERSION
@@ -272,7 +262,6 @@ class Trajectory(Record):
     completion_tokens: int = 0
     teacher_calls: int = 0
     wall_s: float = 0.0
-    injected_defects: list[str] = Field(default_factory=list)  # ground truth from the world
     meta: str = "{}"
     schema_version: int = TRAJECTORY_SCHEMA_VERSION
 
@@ -319,7 +308,6 @@ TRAJECTORY_ARROW = pa.schema(
         ("completion_tokens", pa.int64()),
         ("teacher_calls", pa.int32()),
         ("wall_s", pa.float64()),
-        ("injected_defects", pa.list_(pa.string())),
         ("meta", pa.string()),
         ("schema_version", pa.int32()),
     ],

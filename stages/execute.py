@@ -236,14 +236,12 @@ class Executor:
         request = self.rollout_request(traj.rollout, traj.trajectory_id)
         if self.protocol == "native":
             request["tools"] = [{"type": "function", "function": tool.schema()} for tool in tools.values()]
-        defects: set[str] = set()
         traj.status = "turn_limit"
         for index in range(self.synth.max_turns):
             asked = await self._ask(traj, messages, encoder, request, index)
             if asked is None:
                 break  # the teacher failed for good: status and reason are set
             step, reply = asked
-            defects.update(_defects(reply.extra))
             step.plan_step = tracker.serve(step.action, step.tool_name)
             traj.steps.append(step)
             if (refusal := refusal_of(reply)) is not None and step.action == "invalid":
@@ -275,7 +273,6 @@ class Executor:
                 break
         if traj.status == "turn_limit":
             traj.failure_reason = f"no answer within {self.synth.max_turns} turns"
-        traj.injected_defects = sorted(defects)
 
     async def _ask(
         self,
@@ -365,14 +362,6 @@ def _store_images(store: RunStore, paths: list[str]) -> tuple[list[str], float]:
     start = time.thread_time()
     refs = [store.images.put_file(path, verified=True) for path in paths]  # the tool read them
     return refs, time.thread_time() - start
-
-
-def _defects(extra: dict[str, Any]) -> list[str]:
-    info = extra.get("trajforge")
-    if not isinstance(info, dict):
-        return []
-    defects = info.get("defects") or []
-    return [str(d) for d in defects] if isinstance(defects, list) else []
 
 
 def step_from_reply(index: int, reply: TeacherReply) -> Step:

@@ -38,6 +38,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         f"({report['pass_rate_all']:.1%}), {report['dropped_best_per_task']} lower-ranked rollouts, "
         f"{report['dropped_duplicates']} duplicates, {report['dropped_cap']} over cap/quota -> "
         f"{report['kept']} kept ({report['plan_samples_derived']} plan samples derived) in {report['wall_s']:.1f}s",
+        f"  target boxes: {report.get('target_boxes', 0)} trajectories carry one "
+        f"({'used' if report.get('use_gold_region', True) else 'hidden: filter.use_gold_region=false'})",
         "  pass rate per check (all | by category | by teacher):",
     ]
     for check, rates in report["pass_rate"].items():
@@ -60,12 +62,6 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
                 if judged["structured_output_rejected"]
                 else ""
             )
-        )
-    detection = report.get("defect_detection")
-    if detection:
-        lines.append(
-            f"  injected defects: precision {detection['precision']:.3f}, recall {detection['recall']:.3f} "
-            f"({detection['defective']} defective, {detection['clean']} clean)"
         )
     return lines
 

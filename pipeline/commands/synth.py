@@ -30,11 +30,13 @@ def needs_world(cfg: Config) -> bool:
 
 @contextlib.contextmanager
 def world_for(cfg: Config) -> Iterator[str | None]:
-    """Build the world if absent, serve it, point teacher and tools at it; yields the teacher URL."""
+    """Build the world if absent, serve it (its truth written beside the run), point teacher and
+    tools at it; yields the teacher URL."""
     if not needs_world(cfg):
         yield None
         return
     from pipeline.world import Knobs, WorldServer, build_world, is_built
+    from pipeline.world.truth import truth_path
 
     world_dir = Path(cfg.world.dir)
     wanted = {"seed": cfg.world.seed, "entities": cfg.world.entities, "tasks": cfg.world.tasks}
@@ -47,7 +49,11 @@ def world_for(cfg: Config) -> Iterator[str | None]:
         typer.echo(f"{what} the offline world in {world_dir} (seed {cfg.world.seed}) ...", err=True)
         build_world(world_dir, seed=cfg.world.seed, entities=cfg.world.entities, tasks=cfg.world.tasks)
     with WorldServer(
-        world_dir, host=cfg.world.host, port=cfg.world.port, knobs=Knobs(**cfg.world.knobs)
+        world_dir,
+        host=cfg.world.host,
+        port=cfg.world.port,
+        knobs=Knobs(**cfg.world.knobs),
+        truth_path=truth_path(cfg.run.dir),
     ) as server:
         address = f"{cfg.world.host}:{server.port}"
         visit = cfg.tools.visit

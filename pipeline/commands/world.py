@@ -1,4 +1,4 @@
-"""`trajforge world build` and `trajforge world serve`: the offline world (wired by pipeline.cli)."""
+"""`trajforge world build|serve|score`: the offline world (wired by pipeline.cli)."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def serve(
         None, "--error", help="Inject errors: KIND=RATE, KIND in 429,500,hang,malformed,truncated."
     ),
     defect: list[str] | None = typer.Option(
-        None, "--defect", help="Inject defects: NAME=RATE (a pipeline.schema DEFECTS name, or all)."
+        None, "--defect", help="Inject defects: NAME=RATE (a pipeline.world.knobs DEFECTS name, or all)."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the error and latency draws."),
     log: Path | None = typer.Option(
@@ -91,6 +91,34 @@ def serve(
     typer.echo(f"world server on {server.url} (OpenAI base URL {server.openai_base_url}); Ctrl-C to stop")
     server.serve_forever()
     typer.echo(f"world server stopped: {server.app.stats}")
+
+
+def score_line(result: dict) -> str:
+    """One line of detection figures, saying whether target boxes were present and used."""
+    boxes = result["target_boxes"]
+    used = "used by the filter" if result["target_boxes_used"] else "hidden from the filter"
+    per = ", ".join(f"{k} {v:.2f}" for k, v in result["per_defect_recall"].items()) or "none"
+    return (
+        f"world score: precision {result['precision']:.3f}, recall {result['recall']:.3f} "
+        f"({result['defective']} defective, {result['clean']} clean of {result['trajectories']}); "
+        f"target boxes on {boxes} trajectories ({used if boxes else 'none present'}); per defect: {per}"
+    )
+
+
+@world_app.command("score")
+def score(
+    run: Path = typer.Argument(..., help="A filtered run synthesised against the offline world."),
+) -> None:
+    """Join the world's truth (RUN/world/truth.jsonl) with the filter's verdicts: detection quality."""
+    from pipeline.store import RunStore
+    from pipeline.world.score import ScoreError, score_run
+
+    try:
+        result = score_run(run)
+    except ScoreError as exc:
+        raise fail(str(exc)) from None
+    RunStore(run).update_report("world_score", result)
+    typer.echo(score_line(result))
 
 
 def register(app: typer.Typer) -> None:

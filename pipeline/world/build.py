@@ -27,11 +27,11 @@ import shutil
 import time
 from pathlib import Path
 
-import imagehash
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from pipeline.phash import image_phash
 from pipeline.schema import Task
 from pipeline.world import tasks as T
 from pipeline.world.images import draw_emblem, search_photo
@@ -100,12 +100,12 @@ class _Phash:
     """Checks that an emblem crop's nearest perceptual hash is its own entity, by a margin."""
 
     def __init__(self, emblems: dict[str, Image.Image]) -> None:
-        self.hashes = {slug: imagehash.phash(img) for slug, img in emblems.items()}
+        self.hashes = {slug: image_phash(img) for slug, img in emblems.items()}
 
     def distinct(self, crop: Image.Image, slug: str, margin: int = 6) -> bool:
-        h = imagehash.phash(crop)
-        own = h - self.hashes[slug]
-        return all(own + margin <= h - other for s, other in self.hashes.items() if s != slug)
+        h = image_phash(crop)
+        own = (h ^ self.hashes[slug]).bit_count()
+        return all(own + margin <= (h ^ other).bit_count() for s, other in self.hashes.items() if s != slug)
 
 
 def build_world(

@@ -18,8 +18,17 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipeline.format import SLIPS
-from pipeline.schema import DEFECTS
 
+#: Defects the world can inject into executor replies (its truth for scoring the filters).
+DEFECTS = (
+    "off_target_crop",
+    "unsupported_claim",
+    "skipped_plan_step",
+    "wrong_answer",
+    "format_error",
+    "sandbox_error",
+    "recrop_loop",
+)
 ERRORS = ("429", "500", "hang", "malformed", "truncated")
 
 
@@ -98,7 +107,7 @@ class Knobs(BaseModel):
     errors: dict[str, float] = Field(
         default_factory=dict
     )  # "429"|"500"|"hang"|"malformed"|"truncated" -> rate
-    defects: dict[str, float] = Field(default_factory=dict)  # pipeline.schema.DEFECTS name -> rate
+    defects: dict[str, float] = Field(default_factory=dict)  # a DEFECTS name -> rate
     hang_s: float = 600.0  # how long a 'hang' holds the request
     retry_after_s: float = 1.0  # Retry-After for injected 429s
     stream: bool = True  # advertise and serve stream=True

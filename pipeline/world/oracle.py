@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.format import Turn, render_turn
-from pipeline.schema import DEFECTS, Task
+from pipeline.schema import Task
 from pipeline.world import tasks as T
 from pipeline.world.judge import judge_reply, kind_of
-from pipeline.world.knobs import Knobs, trajectory_defects
+from pipeline.world.knobs import DEFECTS, Knobs, trajectory_defects
 from pipeline.world.knowledge import Knowledge
 from pipeline.world.messages import Message, assistant_turn, read_messages
 from pipeline.world.roles import judge_payload, role_of

@@ -33,6 +33,7 @@ from pipeline.world.knobs import Knobs, RateLimiter, draw_error, sample_latency
 from pipeline.world.knowledge import Knowledge
 from pipeline.world.oracle import Oracle, Reply, salt_of
 from pipeline.world.style import Output, shape
+from pipeline.world.truth import TruthLog
 
 MODEL = "oracle"
 _SLUG_RE = re.compile(r"^[A-Za-z0-9_'\-]+$")
@@ -46,8 +47,9 @@ def _tokens(text: str) -> int:
 class _App:
     """Request handlers bound to one world and one mutable set of knobs."""
 
-    def __init__(self, world_dir: Path, knobs: Knobs) -> None:
+    def __init__(self, world_dir: Path, knobs: Knobs, truth: TruthLog | None = None) -> None:
         self.dir = Path(world_dir).resolve()
+        self.truth = truth
         self.kb = Knowledge(self.dir)
         self.knobs = knobs
         self.oracle = Oracle(self.kb, knobs)
@@ -183,6 +185,8 @@ class _App:
         out = shape(reply, body, knobs.teacher_style, salt_of(body), cut_half=error == "truncated")
         record = reply.record() | out.record
         self._log(reply, body, out)
+        if self.truth is not None and reply.role == "executor":
+            self.truth.write(reply.task_id, salt_of(body), reply.defects, reply.injected)
         if body.get("stream") and knobs.stream:
             return await self._stream(request, body, out, record)
         prompt = _tokens(json.dumps(body.get("messages"))[:20000])
@@ -298,11 +302,18 @@ class WorldServer:
     """
 
     def __init__(
-        self, world_dir: str | Path, host: str = "127.0.0.1", port: int = 0, knobs: Knobs | None = None
+        self,
+        world_dir: str | Path,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        knobs: Knobs | None = None,
+        truth_path: str | Path | None = None,
     ) -> None:
+        """`truth_path`: append the defects planted per rollout there (`pipeline.world.truth`)."""
         self.world_dir = Path(world_dir)
         self.host, self.port = host, port
-        self.app = _App(self.world_dir, knobs or Knobs())
+        truth = TruthLog(truth_path) if truth_path is not None else None
+        self.app = _App(self.world_dir, knobs or Knobs(), truth)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None

@@ -1,7 +1,7 @@
 """Local reverse image search: multi-window perceptual hashes, robust to crops and rescales.
 
 A global perceptual hash survives rescaling but not cropping. So both sides hash *windows*:
-- the index stores, per corpus image, the pHash (stages.tools.phash) of the whole image and of
+- the index stores, per corpus image, the pHash (pipeline.phash) of the whole image and of
   overlapping tiles (2x2 at 60 % and 3x3 at 40 % of each side): a query that is a crop *of* an
   entity image matches one of its tiles;
 - a query is hashed over a pyramid of sliding windows (scales 100 % down to 30 % of its size, at
@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.images import ImageError, read_image
+from pipeline.phash import box_hashes, phash, resize_area, sliding_hashes
 from stages.tools.corpus import ensure_index, image_url, iter_jsonl
 from stages.tools.hamming import NO_MATCH, HammingTable, radius_matches
-from stages.tools.phash import box_hashes, phash, resize_area, sliding_hashes
 from stages.tools.results import SearchHit
 
 INDEX_KIND = "image-v2"  # bump when the hash definition changes: old indexes are rebuilt

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 from pipeline.schema import Trajectory
 from pipeline.store import RunStore
+from pipeline.world.score import run_defects
 
 
 def invoke(*args: str) -> str:
@@ -42,8 +43,12 @@ def test_offline_pipeline_end_to_end(tmp_path: Path) -> None:
     invoke("filter", "--run", str(run), "--judge", "none", *sets)
     verdicts = pq.read_table(run / "verdicts").to_pylist()
     assert len(verdicts) == len(raw)
-    defective = {t.trajectory_id for t in raw if t.injected_defects}
+    # the world's truth lies beside the run, not in the data; `world score` joins it with verdicts
+    planted, _ = run_defects(store)
+    defective = {tid for tid, defects in planted.items() if defects}
     assert defective, "the world should have injected defects at these rates"
+    scored = invoke("world", "score", str(run))
+    assert "recall 1.000" in scored and store.read_report()["world_score"]["defective"] == len(defective)
     dropped = {v["trajectory_id"] for v in verdicts if not v["passed"]}
     assert defective <= dropped, "every injected wrong answer / sandbox error is caught by rules"
     kept = store.read_records("kept", Trajectory)

@@ -60,7 +60,8 @@ def test_plan_execute_and_rerun_makes_zero_teacher_calls(fake_teacher, tmp_path)
     assert {(t.task_id, t.rollout) for t in trajectories} == {(t.task_id, r) for t in tasks for r in range(4)}
     traj = next(t for t in trajectories if t.rollout == 1)
     assert traj.status == "answered" and traj.final_answer == "answer-1"
-    assert traj.injected_defects == ["wrong_answer"]
+    # a server's private reply fields (the world's truth) never reach the data
+    assert "wrong_answer" not in traj.model_dump_json()
     assert [s.action for s in traj.steps] == ["tool_call", "tool_call", "answer"]
     assert [s.plan_step for s in traj.steps] == [1, 2, 3]  # each step records the plan step it serves
     assert traj.plan_valid and json.loads(traj.plan)[0]["tool_name"] == "code"

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
+from pipeline.phash import box_hashes, phash, sliding_hashes
 from stages.tools.hamming import (
     NO_MATCH,
     HammingTable,
@@ -18,7 +19,6 @@ from stages.tools.hamming import (
     radius_matches,
 )
 from stages.tools.image_index import MAX_DISTANCE, LocalImageIndex, to_gray, window_hashes
-from stages.tools.phash import box_hashes, phash, sliding_hashes
 
 
 def flip_bits(values: np.ndarray, counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 import cv2
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+from PIL import Image
 
 HASH_SIDE = 32
 HASH_BITS = 64
@@ -66,6 +67,12 @@ def box_hashes(gray: np.ndarray, boxes: Iterable[tuple[int, int, int, int]]) -> 
 def phash(gray: np.ndarray) -> int:
     """64-bit pHash of a whole grayscale array."""
     return int(box_hashes(gray, [(0, 0, gray.shape[1], gray.shape[0])])[0])
+
+
+def image_phash(image: Image.Image) -> int:
+    """64-bit pHash of a decoded image (its grayscale): the one definition that dedup, the world's
+    distinctness check and the image index share (own DCT: 2-3x faster than imagehash.phash)."""
+    return phash(np.asarray(image.convert("L"), dtype=np.float32))
 
 
 def area_matrix(source: int, target: int) -> np.ndarray:
