@@ -134,7 +134,14 @@ def test_hostile_snippet_is_contained(loop, tool, ctx, name, tmp_path):
 
 
 def test_limits_name_the_cause(loop, tool, ctx):
-    assert "CPU time" in run(loop, tool, "while True: pass", ctx).error
+    # the CPU limit on a tool whose wall limit is far away: on a loaded box a busy loop gets a
+    # fraction of a core, and a 4 s wall limit would trip before 2 s of CPU
+    patient = CodeTool(CodeToolConfig(workers=1, wall_s=60, cpu_s=1, memory_mb=512, session=False))
+    loop.run_until_complete(patient.pool.start())
+    try:
+        assert "CPU time" in run(loop, patient, "while True: pass", ctx).error
+    finally:
+        loop.run_until_complete(patient.aclose())
     assert "wall time" in run(loop, tool, "import time; time.sleep(30)", ctx).error
     assert "output limit" in run(loop, tool, "print('B' * 10**6)", ctx).error
     assert "MemoryError" in run(loop, tool, "x = bytearray(4 * 1024**3)", ctx).error
