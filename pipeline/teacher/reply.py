@@ -12,6 +12,7 @@ Decoding keeps each part apart; `pipeline.format.read_reply` turns them into one
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -106,8 +107,6 @@ def _tool_call(raw: Any, index: int) -> dict[str, Any]:
     function = _get(raw, "function") or {}
     arguments = _get(function, "arguments")
     if arguments is not None and not isinstance(arguments, str):
-        import json
-
         arguments = json.dumps(arguments, ensure_ascii=False)  # a server that sends an object
     return {
         "id": str(_get(raw, "id") or f"call_{index}"),
