@@ -87,7 +87,7 @@ def gold(chain: Chain, text_only: bool) -> tuple[list[dict[str, Any]], list[dict
         )  # fmt: skip
         plan.append({"description": "Reverse image search the picture to identify the entity",
                      "tool_name": "image_search", "parameters": {"image_path": "image_0.png"}})  # fmt: skip
-    found = f"[Entity identified in Step {len(plan)}]"
+    found = f"the entity identified in Step {len(plan)}"
     for hop in reversed(chain.hops):
         if hop.tool == "web_visit":
             path.append(
@@ -95,7 +95,7 @@ def gold(chain: Chain, text_only: bool) -> tuple[list[dict[str, Any]], list[dict
                       "web_visit", {"urls": [hop.next_url]}, hop.url)
             )  # fmt: skip
             plan.append({"description": f"Visit the page of {found} and find the linked {hop.relation}",
-                         "tool_name": "web_visit", "parameters": {"url": f"[Page of {found}]"}})  # fmt: skip
+                         "tool_name": "web_visit", "parameters": {"url": f"[URL of {found}]"}})  # fmt: skip
         else:
             path.append(
                 _step(f"I now know {hop.next_title}; I will search for the entry described through it "
@@ -104,14 +104,14 @@ def gold(chain: Chain, text_only: bool) -> tuple[list[dict[str, Any]], list[dict
             )  # fmt: skip
             plan.append({"description": f"Search for the entry whose relation to {found} is: {hop.relation}",
                          "tool_name": "text_search",
-                         "parameters": {"query": f"{found} {hop.relation} {hop.property}".strip()}})  # fmt: skip
-        found = f"[Entity found in Step {len(plan)}]"
+                         "parameters": {"query": f"[Name of {found}] {hop.relation} {hop.property}".strip()}})  # fmt: skip
+        found = f"the entity found in Step {len(plan)}"
     path.append(
         _step(f"The search found the page of {chain.seed_title}; I will read it for the answer.",
               "web_visit", {"urls": [chain.seed_url]}, chain.answer)
     )  # fmt: skip
     plan.append({"description": f"Visit the page of {found} and read the answer",
-                 "tool_name": "web_visit", "parameters": {"url": f"[Page of {found}]"}})  # fmt: skip
+                 "tool_name": "web_visit", "parameters": {"url": f"[URL of {found}]"}})  # fmt: skip
     path.append({"think": f"The page of {chain.seed_title} states it: {chain.answer}.", "tool_name": "answer",
                  "arguments": {"answer": chain.answer}, "expect": {}})  # fmt: skip
     plan.append({"description": "Check the chain of entities and answer", "tool_name": "none", "parameters": {}})
