@@ -48,9 +48,10 @@ def wikitext_parts(text: str) -> tuple[str, list[str], list[str]]:
             images.append(_normal_title(target.split(":", 1)[1]))
         elif target and not lowered.startswith(_SKIP_NS) and ":" not in lowered[:12]:
             links.append(_normal_title(target))
-    for image in code.filter_wikilinks(matches=lambda n: str(n.title).lower().startswith(_IMAGE_NS)):
+    hidden = (*_IMAGE_NS, "category:")  # pictures and categories are not prose
+    for node in code.filter_wikilinks(matches=lambda n: str(n.title).strip().lower().startswith(hidden)):
         try:
-            code.remove(image)
+            code.remove(node)
         except ValueError:
             pass
     plain = code.strip_code(normalize=True, collapse=True)
