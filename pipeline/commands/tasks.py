@@ -34,19 +34,27 @@ def _hops(value: str) -> tuple[int, int]:
 @tasks_app.command("walk")
 def walk(
     corpus: Path | None = typer.Option(
-        None, "--corpus", help="A .zim file, a MediaWiki XML dump, a folder of HTML pages or a world (default: the offline world)."
+        None,
+        "--corpus",
+        help="A .zim file, a MediaWiki XML dump, a folder of HTML pages or a world (default: the offline world).",
     ),
     kind: str = typer.Option("auto", "--corpus-kind", help="auto, world, html, zim or xml."),
     run: Path | None = typer.Option(None, "--run", help="Run folder (default: runs/<run.name>)."),
     n: int = typer.Option(50, "--n", help="Tasks to accept."),
     hops: str = typer.Option("2..4", "--hops", help="Hops per walk, MIN..MAX."),
     seed: int = typer.Option(0, "--seed", help="Same seed, same walks."),
-    text_only: bool = typer.Option(False, "--text-only", help="Also keep each walk's text-only variant as a task."),
-    max_walks: int | None = typer.Option(None, "--max-walks", help="Walks to start at most (default 4 x --n)."),
+    text_only: bool = typer.Option(
+        False, "--text-only", help="Also keep each walk's text-only variant as a task."
+    ),
+    max_walks: int | None = typer.Option(
+        None, "--max-walks", help="Walks to start at most (default 4 x --n)."
+    ),
     config: Path | None = ConfigOption,
     sets: list[str] | None = SetOption,
 ) -> None:
     """Walk the encyclopedia, mine and rewrite questions hop by hop, write accepted tasks."""
+    import logging
+
     from pipeline.commands.synth import world_for
     from pipeline.schema import Task
     from pipeline.teacher import TeacherClient
@@ -56,8 +64,6 @@ def walk(
     from stages.walk.run import Walker, WalkSettings, run_walks
     from stages.walk.teacher import WalkTeacher
 
-    import logging
-
     logging.getLogger("httpx2").setLevel(logging.WARNING)  # one INFO line per teacher call is noise
     logging.getLogger("httpx").setLevel(logging.WARNING)
     lo, hi = _hops(hops)
@@ -65,21 +71,29 @@ def walk(
         raise fail("--n must be at least 1")
     cfg = load(config, sets, run)
     if corpus is not None and cfg.teacher.base_url is None:
-        typer.echo("note: no teacher.base_url set; the offline world's oracle knows only its own corpus", err=True)
+        typer.echo(
+            "note: no teacher.base_url set; the offline world's oracle knows only its own corpus", err=True
+        )
     store = open_run(cfg)
     log = stage_logger(store, "walk")
     start = time.monotonic()
-    settings = WalkSettings(n=n, min_hops=lo, max_hops=hi, seed=seed, text_only=text_only, max_walks=max_walks)
+    settings = WalkSettings(
+        n=n, min_hops=lo, max_hops=hi, seed=seed, text_only=text_only, max_walks=max_walks
+    )
     with world_for(cfg) as world_teacher:
         if world_teacher is None and cfg.teacher.base_url is None:
-            raise fail("no teacher endpoint: set teacher.base_url or enable the offline world (world.enabled=true)")
+            raise fail(
+                "no teacher endpoint: set teacher.base_url or enable the offline world (world.enabled=true)"
+            )
         try:
             reader = open_corpus(corpus if corpus is not None else Path(cfg.world.dir), kind)
         except (FileNotFoundError, ValueError, ImportError) as exc:
             raise fail(str(exc)) from None
 
         async def main():
-            client = TeacherClient(cfg.teacher, cache_dir=store.root / "cache" / "teacher", base_url=world_teacher)
+            client = TeacherClient(
+                cfg.teacher, cache_dir=store.root / "cache" / "teacher", base_url=world_teacher
+            )
             try:
                 walker = Walker(reader, WalkTeacher(client), settings)
                 return walker, await run_walks(walker, log), client.stats()
@@ -104,7 +118,9 @@ def walk(
     summary = walker.stats.summary() | {
         "tasks_written": len(new),
         "tasks_already_written": len(tasks) - len(new),
-        "teacher": {k: teacher_stats.get(k, 0) for k in ("calls", "cache_hits", "prompt_tokens", "completion_tokens")},
+        "teacher": {
+            k: teacher_stats.get(k, 0) for k in ("calls", "cache_hits", "prompt_tokens", "completion_tokens")
+        },
         "corpus": reader.name,
         "wall_s": round(time.monotonic() - start, 2),
     }

@@ -13,6 +13,7 @@ is called generic).
 
 from __future__ import annotations
 
+import itertools
 import json
 from functools import cached_property
 from typing import Any
@@ -108,8 +109,10 @@ class WalkOracle:
         description, relation, prop, unique = self.describe(cur, nxt, answer)
         if description is None:
             return {"relation": "", "property": "", "question": question, "disambiguates": False}
-        rewritten = question if drawn(knobs.walk.get("leak", 0.0), "walk-leak", key) else (
-            question.replace(cur.name, description)
+        rewritten = (
+            question
+            if drawn(knobs.walk.get("leak", 0.0), "walk-leak", key)
+            else (question.replace(cur.name, description))
         )
         return {"relation": relation, "property": prop, "question": rewritten, "disambiguates": unique}
 
@@ -137,7 +140,12 @@ class WalkOracle:
                 phrase = PROPERTY_PHRASES[prop].format(v=cur.attributes[prop])
                 description = f"the {noun} {phrase} whose {RELATION_NOUN[forward]} is {nxt.name}"
                 return description, RELATION_NOUN[forward], phrase, True
-        return f"the {noun} whose {RELATION_NOUN[forward]} is {nxt.name}", RELATION_NOUN[forward], "", len(same) == 1
+        return (
+            f"the {noun} whose {RELATION_NOUN[forward]} is {nxt.name}",
+            RELATION_NOUN[forward],
+            "",
+            len(same) == 1,
+        )
 
     def _visual(self, p: dict[str, Any], images: list[str], knobs: Knobs, key: str) -> dict[str, Any]:
         e = self._entity(p.get("entity"))
@@ -163,14 +171,17 @@ class WalkOracle:
         chain = [self._entity(t) for t in p.get("chain") or []]
         question = str(p.get("question", ""))
         if drawn(knobs.walk.get("not_unique", 0.0), "walk-not-unique", key):
-            return {"unique": False, "second_answer": "another entry", "reason": "a second entry fits the clues"}
+            return {
+                "unique": False,
+                "second_answer": "another entry",
+                "reason": "a second entry fits the clues",
+            }
         if not chain or any(e is None for e in chain):
             return {"unique": False, "second_answer": None, "reason": "the chain names pages I do not know"}
         named = [e.name for e in chain if e is not None and e.name in question]
         if named:
             return {"unique": False, "second_answer": None, "reason": f"the question names {named[0]}"}
-        for cur, nxt in zip(chain, chain[1:], strict=False):
+        for cur, nxt in itertools.pairwise(chain):
             if cur is None or nxt is None or not self.describe(cur, nxt, str(p.get("answer", "")))[3]:
                 return {"unique": False, "second_answer": None, "reason": "a hop fits several entries"}
         return {"unique": True, "second_answer": None, "reason": "each clue singles out one entry"}
-

@@ -78,7 +78,8 @@ class Corpus(ABC):
         return counts
 
     def close(self) -> None:
-        """Release files the reader holds open."""
+        """Release files the reader holds open (nothing by default)."""
+        return None
 
 
 # ---------------------------------------------------------------------------- shared HTML reading
@@ -118,7 +119,9 @@ def parse_html(html: str | bytes, base: str = "") -> HtmlParts:
         if any(cells):
             facts.append(": ".join(c for c in cells if c))
     hrefs = [
-        urljoin(base, a.get("href", "")) for a in root.xpath("//a[@href]") if not a.get("href", "").startswith("#")
+        urljoin(base, a.get("href", ""))
+        for a in root.xpath("//a[@href]")
+        if not a.get("href", "").startswith("#")
     ]
     images = [urljoin(base, img.get("src", "")) for img in root.xpath("//img[@src]")]
     return HtmlParts(title=title, text="\n\n".join(paras + facts), hrefs=hrefs, images=images)

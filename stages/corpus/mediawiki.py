@@ -8,6 +8,7 @@ links, image names, redirects) into a SQLite file; the dump is never held in mem
 from __future__ import annotations
 
 import bz2
+import contextlib
 import gzip
 import json
 import sqlite3
@@ -50,10 +51,8 @@ def wikitext_parts(text: str) -> tuple[str, list[str], list[str]]:
             links.append(_normal_title(target))
     hidden = (*_IMAGE_NS, "category:")  # pictures and categories are not prose
     for node in code.filter_wikilinks(matches=lambda n: str(n.title).strip().lower().startswith(hidden)):
-        try:
+        with contextlib.suppress(ValueError):
             code.remove(node)
-        except ValueError:
-            pass
     plain = code.strip_code(normalize=True, collapse=True)
     paras = [" ".join(p.split()) for p in plain.split("\n\n")]
     return "\n\n".join(p for p in paras if p), links, images
@@ -63,11 +62,15 @@ class XmlDumpCorpus(Corpus):
     """`path`: the dump; `images_dir`: a folder holding the dump's image files by name (optional);
     `cache_dir`: where the page table goes (default: a temporary folder)."""
 
-    def __init__(self, path: str | Path, images_dir: str | Path | None = None, cache_dir: str | Path | None = None):
+    def __init__(
+        self, path: str | Path, images_dir: str | Path | None = None, cache_dir: str | Path | None = None
+    ):
         try:
             import mwxml  # noqa: F401
         except ImportError as exc:  # pragma: no cover - a dependency
-            raise ImportError("reading XML dumps needs mwxml and mwparserfromhell (pip install mwxml mwparserfromhell)") from exc
+            raise ImportError(
+                "reading XML dumps needs mwxml and mwparserfromhell (pip install mwxml mwparserfromhell)"
+            ) from exc
         self.path = Path(path)
         self.name = self.path.name.split(".")[0]
         self.images_dir = Path(images_dir) if images_dir else None

@@ -114,7 +114,9 @@ def gold(chain: Chain, text_only: bool) -> tuple[list[dict[str, Any]], list[dict
                  "tool_name": "web_visit", "parameters": {"url": f"[URL of {found}]"}})  # fmt: skip
     path.append({"think": f"The page of {chain.seed_title} states it: {chain.answer}.", "tool_name": "answer",
                  "arguments": {"answer": chain.answer}, "expect": {}})  # fmt: skip
-    plan.append({"description": "Check the chain of entities and answer", "tool_name": "none", "parameters": {}})
+    plan.append(
+        {"description": "Check the chain of entities and answer", "tool_name": "none", "parameters": {}}
+    )
     _, errors = validate_plan(plan)
     if errors:
         raise ValueError(f"walked chain made an invalid plan: {errors}")

@@ -119,7 +119,9 @@ class Walker:
         mined = await self._ask("mine", {"title": start.title, "lead": start.lead()})
         question, answer = str(mined.get("question", "")).strip(), str(mined.get("answer", "")).strip()
         if not question or not concise(answer) or not in_evidence(answer, start.text):
-            raise Rejected("answer_not_in_evidence", f"{answer!r} is not a short answer stated on {start.title}")
+            raise Rejected(
+                "answer_not_in_evidence", f"{answer!r} is not a short answer stated on {start.title}"
+            )
         verdict = await self._ask("unique", {"title": start.title, "question": question, "answer": answer})
         kind = str(verdict.get("verdict", "")).lower()
         if kind != "ok":
@@ -157,7 +159,6 @@ class Walker:
                 raise
             image = None
         return Walked(chain, image, tasks)
-
 
     async def _ask(self, step: str, payload: dict[str, Any], image: bytes | None = None) -> dict[str, Any]:
         got = await self.teacher.ask(step, payload, image)
@@ -274,7 +275,10 @@ class Walker:
             raise Rejected("leak", "the question states its answer")
         hits: list[dict[str, str]] = []
         if self._text is not None:
-            hits = [{"title": h.title, "snippet": h.snippet[:200]} for h in await self._text.search(question, TOP_K)]
+            hits = [
+                {"title": h.title, "snippet": h.snippet[:200]}
+                for h in await self._text.search(question, TOP_K)
+            ]
         payload = {"question": question, "answer": answer, "chain": chain.titles, "hits": hits}
         check = await self._ask("check", payload)
         if check.get("unique") is not True:

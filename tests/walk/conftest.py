@@ -12,7 +12,9 @@ from pipeline.world import build_world
 
 @pytest.fixture(scope="session")
 def walk_small_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_world(tmp_path_factory.mktemp("walkworld") / "w", seed=3, entities=120, tasks=8, progress=False)
+    return build_world(
+        tmp_path_factory.mktemp("walkworld") / "w", seed=3, entities=120, tasks=8, progress=False
+    )
 
 
 @pytest.fixture(scope="session")

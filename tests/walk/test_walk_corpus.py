@@ -109,7 +109,10 @@ def test_mediawiki_xml_dump(tmp_path: Path) -> None:
         "Beta": "'''Beta''' is a harbour with 12 piers, near [[Alpha]].",
         "Gamma": "'''Gamma''' is a river.",
     }
-    pages = [_PAGE.format(title=t, ns=0, id=i + 1, redirect="", text=x) for i, (t, x) in enumerate(wikitext.items())]
+    pages = [
+        _PAGE.format(title=t, ns=0, id=i + 1, redirect="", text=x)
+        for i, (t, x) in enumerate(wikitext.items())
+    ]
     pages.append(_PAGE.format(title="Beta (harbour)", ns=0, id=9, redirect='<redirect title="Beta" />',
                               text="#REDIRECT [[Beta]]"))  # fmt: skip
     path = tmp_path / "tinywiki-pages-articles.xml"

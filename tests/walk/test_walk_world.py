@@ -28,7 +28,7 @@ def _tasks(run: Path) -> list[Task]:
 
 
 def test_walk_accepts_40_of_50_with_2_to_4_hops(walked_run) -> None:
-    world, run, output = walked_run
+    _world, run, output = walked_run
     tasks = _tasks(run)
     report = json.loads((run / "report.json").read_text())["walk"]
     assert report["tasks_accepted"] == len(tasks) >= 40, output
@@ -38,7 +38,9 @@ def test_walk_accepts_40_of_50_with_2_to_4_hops(walked_run) -> None:
         meta = json.loads(task.meta)
         assert task.category == "multihop" and task.mode == "deepresearch"
         assert 2 <= meta["hops"] <= 4 and len(meta["chain"]) == meta["hops"] + 1
-        assert len(meta["evidence_urls"]) == len(meta["chain"]) and all(u.startswith("http") for u in meta["evidence_urls"])
+        assert len(meta["evidence_urls"]) == len(meta["chain"]) and all(
+            u.startswith("http") for u in meta["evidence_urls"]
+        )
         assert len(meta["rewrites"]) == meta["hops"] + 2  # mined, one per hop, visual
         assert leaked(task.question, meta["chain"]) == [], task.question
         assert task.gold_answer and task.gold_plan and task.gold_path
@@ -69,10 +71,14 @@ def test_every_chain_executed_through_real_tools_reaches_the_answer(walked_run, 
                 {"visit": {"host_overrides": {"world.trajforge.local": f"127.0.0.1:{server.port}"}, "cache": False},
                  "search": {"cache": False}, "code": {"workers": 1}}
             )  # fmt: skip
-            tools = build_tools(cfg, "deepresearch", corpus_dir=world / "corpus", cache_dir=tmp_path / "cache")
+            tools = build_tools(
+                cfg, "deepresearch", corpus_dir=world / "corpus", cache_dir=tmp_path / "cache"
+            )
             try:
                 for task in tasks:
-                    ctx = ToolContext(trajectory_id=task.task_id, workdir=tmp_path / task.task_id, question=task.question)
+                    ctx = ToolContext(
+                        trajectory_id=task.task_id, workdir=tmp_path / task.task_id, question=task.question
+                    )
                     ctx.workdir.mkdir(parents=True)
                     ctx.images["image_0.png"] = store.images.path(task.images[0])
                     path = json.loads(task.gold_path)
@@ -82,7 +88,9 @@ def test_every_chain_executed_through_real_tools_reaches_the_answer(walked_run, 
                         obs = await tools[step["tool_name"]].run(step["arguments"], ctx)
                         want = step["expect"]["text"]
                         if obs.error or want.casefold() not in obs.text.casefold():
-                            failures.append(f"{task.question}: {step['tool_name']} {step['arguments']} -> no {want}")
+                            failures.append(
+                                f"{task.question}: {step['tool_name']} {step['arguments']} -> no {want}"
+                            )
                             break
                     else:
                         assert path[-1]["arguments"]["answer"] == task.gold_answer
