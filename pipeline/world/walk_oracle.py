@@ -178,7 +178,8 @@ class WalkOracle:
             }
         if not chain or any(e is None for e in chain):
             return {"unique": False, "second_answer": None, "reason": "the chain names pages I do not know"}
-        named = [e.name for e in chain if e is not None and e.name in question]
+        allowed = set(p.get("named") or [])  # a text-only variant names its last entity on purpose
+        named = [e.name for e in chain if e is not None and e.name in question and e.name not in allowed]
         if named:
             return {"unique": False, "second_answer": None, "reason": f"the question names {named[0]}"}
         for cur, nxt in itertools.pairwise(chain):

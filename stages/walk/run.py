@@ -279,7 +279,14 @@ class Walker:
                 {"title": h.title, "snippet": h.snippet[:200]}
                 for h in await self._text.search(question, TOP_K)
             ]
-        payload = {"question": question, "answer": answer, "chain": chain.titles, "hits": hits}
+        named = chain.titles[-1:] if text_only else []  # the text-only variant names its last entity
+        payload = {
+            "question": question,
+            "answer": answer,
+            "chain": chain.titles,
+            "named": named,
+            "hits": hits,
+        }
         check = await self._ask("check", payload)
         if check.get("unique") is not True:
             raise Rejected("not_unique", str(check.get("reason") or check.get("second_answer") or ""))

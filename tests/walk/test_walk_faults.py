@@ -72,3 +72,25 @@ def test_answer_must_be_concise_and_stated() -> None:
     assert concise("1,402") and not concise("a very long answer that keeps going on and on")
     assert in_evidence("1402", "It was founded in 1,402 by settlers.")
     assert not in_evidence("140", "It was founded in 1402.")
+
+
+@pytest.mark.slow
+def test_text_only_variant_is_kept_as_a_separate_task(walk_small_world: Path) -> None:
+    async def main() -> list:
+        with WorldServer(walk_small_world) as server:
+            client = TeacherClient(TeacherConfig(cache=False), base_url=server.openai_base_url)
+            try:
+                settings = WalkSettings(n=2, max_walks=6, text_only=True)
+                walker = Walker(WorldCorpus(walk_small_world), WalkTeacher(client), settings)
+                return await run_walks(walker)
+            finally:
+                await client.aclose()
+
+    walked = asyncio.run(main())
+    assert walked
+    for item in walked:
+        text, visual = sorted(item.tasks, key=lambda t: "picture" in t.question)
+        final = item.chain.titles[-1]
+        assert final in text.question and final not in visual.question
+        assert leaked(text.question, item.chain.titles[:-1]) == []
+        assert '"text_only": true' in text.meta and item.image is not None
