@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from pipeline.commands import export, filter, importers, publish, sft, synth, tools, view, world
+from pipeline.commands import export, filter, importers, publish, sft, synth, tasks, tools, view, world
 
 app = typer.Typer(
     name="trajforge",
@@ -21,7 +21,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for module in (importers, world, tools, synth, filter, sft, publish, export, view):
+for module in (importers, world, tasks, tools, synth, filter, sft, publish, export, view):
     module.register(app)
 
 

@@ -30,6 +30,8 @@ DEFECTS = (
     "recrop_loop",
 )
 ERRORS = ("429", "500", "hang", "malformed", "truncated")
+#: the task walk's faults (pipeline.world.walk_oracle): rates per walk request
+WALK_FAULTS = ("unreadable", "leak", "not_unique", "generic")
 
 
 def parse_latency(spec: str) -> tuple[str, tuple[float, ...]]:
@@ -114,6 +116,7 @@ class Knobs(BaseModel):
     seed: int = 0  # seeds the per-request error draws and the latency samples
     log_path: str | None = None  # defect log (JSONL); default <world>/logs/oracle.jsonl
     teacher_style: TeacherStyle = Field(default_factory=TeacherStyle)  # reply shapes and slips
+    walk: dict[str, float] = Field(default_factory=dict)  # WALK_FAULTS name -> rate per walk request
 
     @field_validator("latency")
     @classmethod
@@ -128,6 +131,14 @@ class Knobs(BaseModel):
         if unknown:
             raise ValueError(f"unknown error kinds {sorted(unknown)}; known: {list(ERRORS)}")
         return value
+
+    @field_validator("walk")
+    @classmethod
+    def _walk(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = set(value) - set(WALK_FAULTS)
+        if unknown:
+            raise ValueError(f"unknown walk faults {sorted(unknown)}; known: {list(WALK_FAULTS)}")
+        return {name: _rate(f"walk.{name}", rate) for name, rate in value.items()}
 
     @field_validator("defects")
     @classmethod

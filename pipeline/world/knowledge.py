@@ -26,6 +26,8 @@ from pipeline.world import vision
 from pipeline.world.build import is_built, load_entities, load_signatures
 from pipeline.world.kg import Entity
 
+#: Tasks `trajforge tasks walk` made over this world (one file per run): the oracle knows them
+WALKS_DIR = "walks"
 #: Decoded scenes kept for making templates (~21 MB each at 2560x2048).
 _SCENES_KEPT = 8
 
@@ -40,6 +42,8 @@ class Knowledge:
                 f"{self.dir} is not a built world; run `trajforge world build --out {self.dir}`"
             )
         lines = (self.dir / "tasks.jsonl").read_text(encoding="utf-8").splitlines()
+        for walked in sorted((self.dir / WALKS_DIR).glob("*.jsonl")):  # tasks walked over this world
+            lines += walked.read_text(encoding="utf-8").splitlines()
         self.tasks = [Task.model_validate_json(line) for line in lines if line.strip()]
         self.by_question = {t.question.strip(): t for t in self.tasks}
         self.by_text: dict[str, list[Task]] = {}

@@ -24,6 +24,7 @@ from pipeline.world.knobs import DEFECTS, Knobs, trajectory_defects
 from pipeline.world.knowledge import Knowledge
 from pipeline.world.messages import Message, assistant_turn, read_messages
 from pipeline.world.roles import judge_payload, role_of
+from pipeline.world.walk_oracle import WalkOracle, walk_payload
 
 MAX_ATTEMPTS = 3  # tries per gold step before the executor gives up honestly
 GIVE_UP = "I could not determine the answer"
@@ -98,10 +99,15 @@ class Oracle:
     def __init__(self, knowledge: Knowledge, knobs: Knobs | None = None) -> None:
         self.kb = knowledge
         self.knobs = knobs or Knobs()
+        self.walk = WalkOracle(knowledge)
 
     # ------------------------------------------------------------------ dispatch
     def respond(self, body: dict[str, Any]) -> Reply:
         messages = read_messages(body.get("messages") or [])
+        walk = walk_payload(messages)  # the task walk's steps (pipeline.world.walk_oracle)
+        if walk:
+            asked = next(m for m in reversed(messages) if m.role == "user")
+            return Reply(self.walk.respond(walk, asked.images, self.knobs), role="judge", kind="walk")
         role = role_of(body, messages)
         if role == "judge":
             kind = kind_of("", judge_payload(messages))
