@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pipeline.format import IMAGE_MARKER, render_observation, render_turn
 from pipeline.images import encode_png, fit_pixels, read_image, to_data_uri
 from pipeline.schema import Step, Trajectory
+from pipeline.singleflight import SingleFlight
 from pipeline.store import ImageStore
 
 ObservationRole = Literal["user", "tool"]
@@ -149,7 +150,7 @@ class UriCache:
         self.encode_cpu_s = 0.0
         self._count_lock = threading.Lock()
         self._uris: collections.OrderedDict[tuple[Any, ...], str] = collections.OrderedDict()
-        self._pending: dict[tuple[Any, ...], asyncio.Future[str]] = {}
+        self._flights: SingleFlight[tuple[Any, ...], str] = SingleFlight(self._settle)
 
     def get(self, key: tuple[Any, ...]) -> str | None:
         uri = self._uris.get(key)
@@ -180,15 +181,9 @@ class UriCache:
         """
         if (uri := self.get(key)) is not None:
             return uri
-        future = self._pending.get(key)
-        if future is None:
-            future = asyncio.get_running_loop().run_in_executor(None, encode)
-            self._pending[key] = future
-            future.add_done_callback(lambda done, key=key: self._settle(key, done))
-        return await asyncio.shield(future)
+        return await self._flights.run(key, lambda: asyncio.get_running_loop().run_in_executor(None, encode))
 
     def _settle(self, key: tuple[Any, ...], future: asyncio.Future[str]) -> None:
-        self._pending.pop(key, None)
         if not future.cancelled() and future.exception() is None:
             self.put(key, future.result())
 

@@ -21,6 +21,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from pipeline.singleflight import SingleFlight
+
 
 def normalise_query(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip().lower()
@@ -35,7 +37,7 @@ class ToolCache:
         self.misses = 0
         self.coalesced = 0  # lookups that joined an identical fetch already in flight
         self._lock = threading.Lock()
-        self._flights: dict[tuple[str, str], asyncio.Task[Any]] = {}
+        self._flights: SingleFlight[tuple[str, str], Any] = SingleFlight()
         self._db: sqlite3.Connection | None = None
         if self.enabled:
             assert path is not None
@@ -76,25 +78,17 @@ class ToolCache:
         if value is not None:
             self.hits += 1
             return value
-        flight = self._flights.get((ns, key))
-        if flight is not None:
-            self.coalesced += 1
-        else:
+        flight, started = self._flights.join((ns, key), lambda: self._fetch_and_put(ns, key, fetch))
+        if started:
             self.misses += 1
-            flight = asyncio.ensure_future(self._fetch_and_put(ns, key, fetch))
-            flight.add_done_callback(
-                _retrieve
-            )  # a failure nobody waits for any more is not "never retrieved"
-            self._flights[(ns, key)] = flight
+        else:
+            self.coalesced += 1
         return await asyncio.shield(flight)
 
     async def _fetch_and_put(self, ns: str, key: str, fetch: Callable[[], Awaitable[Any]]) -> Any:
-        try:
-            value = await fetch()
-            self.put(ns, key, value)
-            return value
-        finally:
-            self._flights.pop((ns, key), None)
+        value = await fetch()
+        self.put(ns, key, value)
+        return value
 
     def put(self, ns: str, key: str, value: Any) -> None:
         if not self._db:
@@ -120,8 +114,3 @@ class ToolCache:
         if self._db:
             self._db.close()
             self._db = None
-
-
-def _retrieve(task: asyncio.Task[Any]) -> None:
-    if not task.cancelled():
-        task.exception()

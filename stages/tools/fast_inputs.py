@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from pipeline.images import ImageError, header_size, read_image
+from pipeline.singleflight import SingleFlight
 from pipeline.store import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,7 @@ class FastInputs:
         self.max_bytes = max_bytes
         self.max_pixels = max_pixels
         self._copies: OrderedDict[tuple[int, int, int, int], tuple[Path | None, int]] = OrderedDict()
-        self._pending: dict[tuple[int, int, int, int], asyncio.Future[Path | None]] = {}
+        self._flights: SingleFlight[tuple[int, int, int, int], Path | None] = SingleFlight(self._settle)
         self._bytes = 0
         self.made = 0
         self.reused = 0
@@ -134,22 +135,18 @@ class FastInputs:
         if key in self._copies:
             self._copies.move_to_end(key)
             return self._copies[key][0], False
-        if (pending := self._pending.get(key)) is not None:
-            return pending, False
-        pending = asyncio.get_running_loop().run_in_executor(None, self._make, path, key)
-        self._pending[key] = pending
-        pending.add_done_callback(lambda done, key=key: self._settle(key, done))
-        return pending, True
+        return self._flights.join(
+            key, lambda: asyncio.get_running_loop().run_in_executor(None, self._make, path, key)
+        )
 
     def _settle(self, key: tuple[int, int, int, int], done: asyncio.Future[Path | None]) -> None:
-        del self._pending[key]
         copy = None if done.cancelled() or done.exception() is not None else done.result()
         self.made += copy is not None
         self._remember(key, copy)
 
     async def aclose(self) -> None:
         """Wait for copies still being made (so none is written after the pool's folder is gone)."""
-        await asyncio.gather(*self._pending.values(), return_exceptions=True)
+        await self._flights.wait_all()
 
     def _remember(self, key: tuple[int, int, int, int], copy: Path | None) -> None:
         size = copy.stat().st_size if copy is not None else 0
