@@ -24,27 +24,10 @@ from pipeline.format import SLIPS, Turn
 THINK_SLIPS = ("closing_tag_opens_turn", "missing_think_open", ("missing_think_close",))
 #: Slips that live in a call's arguments string (native tool calling).
 ARGUMENT_SLIPS = ("json_fence", "raw_newline_in_string", "trailing_comma", "single_quotes")
-_CALL_ONLY = {
-    "json_fence",
-    "raw_newline_in_string",
-    "trailing_comma",
-    "single_quotes",
-    "stray_brace",
-    "arguments_as_string",
-    "parameters_key",
-    "untagged_tool_call",
-    "own_observation",
-}
 #: Slips written inside the call's own text.
-_IN_CALL = (
-    "json_fence",
-    "raw_newline_in_string",
-    "trailing_comma",
-    "single_quotes",
-    "arguments_as_string",
-    "parameters_key",
-    "untagged_tool_call",
-)
+_IN_CALL = (*ARGUMENT_SLIPS, "arguments_as_string", "parameters_key", "untagged_tool_call")
+#: Slips that need a tool call in the turn: the in-call ones and what follows a call.
+_CALL_ONLY = {*_IN_CALL, "stray_brace", "own_observation"}
 _PLAIN_STRING_RE = re.compile(r"""^[^'"‘’“”\\\n]+$""")
 _PREFIXES = ("Let me check the image.", "Okay, let me think about this step by step.")
 _SUFFIXES = ("I'll wait for the result.", "Let me see what comes back.")
