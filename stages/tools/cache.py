@@ -14,14 +14,13 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import sqlite3
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from pipeline.singleflight import SingleFlight
+from pipeline.sqlite_store import SqliteStore
 
 
 def normalise_query(text: str) -> str:
@@ -36,21 +35,13 @@ class ToolCache:
         self.hits = 0
         self.misses = 0
         self.coalesced = 0  # lookups that joined an identical fetch already in flight
-        self._lock = threading.Lock()
         self._flights: SingleFlight[tuple[str, str], Any] = SingleFlight()
-        self._db: sqlite3.Connection | None = None
+        self._db: SqliteStore | None = None
         if self.enabled:
             assert path is not None
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, check_same_thread=False, timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(
-                "PRAGMA synchronous=NORMAL"
-            )  # WAL stays consistent; a crash loses only recent puts
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS cache (ns TEXT, key TEXT, value TEXT, created REAL, PRIMARY KEY (ns, key))"
+            self._db = SqliteStore(
+                path, "cache (ns TEXT, key TEXT, value TEXT, created REAL, PRIMARY KEY (ns, key))"
             )
-            self._db.commit()
 
     def get(self, ns: str, key: str) -> Any | None:
         value = self._lookup(ns, key)
@@ -61,10 +52,9 @@ class ToolCache:
         return value
 
     def _lookup(self, ns: str, key: str) -> Any | None:
-        if not self._db:
+        if self._db is None:
             return None
-        with self._lock:
-            row = self._db.execute("SELECT value FROM cache WHERE ns=? AND key=?", (ns, key)).fetchone()
+        row = self._db.one("SELECT value FROM cache WHERE ns=? AND key=?", (ns, key))
         return None if row is None else json.loads(row[0])
 
     async def get_or_fetch(self, ns: str, key: str, fetch: Callable[[], Awaitable[Any]]) -> Any:
@@ -91,13 +81,10 @@ class ToolCache:
         return value
 
     def put(self, ns: str, key: str, value: Any) -> None:
-        if not self._db:
-            return
-        with self._lock:
-            self._db.execute(
+        if self._db is not None:
+            self._db.write(
                 "INSERT OR REPLACE INTO cache VALUES (?, ?, ?, ?)", (ns, key, json.dumps(value), time.time())
             )
-            self._db.commit()
 
     def stats(self) -> dict[str, float]:
         """`hit_rate` counts coalesced lookups as hits: they cost no fetch either."""
@@ -111,6 +98,6 @@ class ToolCache:
         }
 
     def close(self) -> None:
-        if self._db:
+        if self._db is not None:
             self._db.close()
             self._db = None
