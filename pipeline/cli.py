@@ -11,6 +11,7 @@ import sys
 
 import typer
 
+from pipeline.commands import eval as eval_cmd
 from pipeline.commands import export, filter, importers, publish, sft, synth, tools, world
 
 app = typer.Typer(
@@ -21,7 +22,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for module in (importers, world, tools, synth, filter, sft, publish, export):
+for module in (importers, world, tools, synth, filter, sft, publish, export, eval_cmd):
     module.register(app)
 
 

@@ -1,0 +1,126 @@
+"""Serve an exported model on a free loopback port for `trajforge eval --serve PATH`.
+
+`transformers serve` (FastAPI + uvicorn, from the `train` extra) on CPU or GPU; vLLM where a GPU
+is present and `vllm` is installed (`server="auto"` picks it there). The server is a child
+process: started, polled on `/v1/models` until it answers, and stopped (its process group) when
+the block ends, whatever happens inside. Its log goes to a file, which the error quotes when
+it does not come up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+
+class ServeError(RuntimeError):
+    """The server did not start; the message says why and quotes its log."""
+
+
+@dataclass
+class Served:
+    base_url: str  # http://127.0.0.1:PORT/v1
+    model: str  # the name requests must carry
+    server: str  # transformers | vllm
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def has_gpu() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except Exception:
+        return False
+
+
+def pick_server(server: str) -> str:
+    """`auto`: vLLM when a GPU and vllm are there, else transformers."""
+    if server != "auto":
+        return server
+    return "vllm" if has_gpu() and shutil.which("vllm") else "transformers"
+
+
+def command(server: str, model: str, port: int) -> list[str]:
+    """The server's command line (loopback only)."""
+    if server == "vllm":
+        return [shutil.which("vllm") or "vllm", "serve", model, "--host", "127.0.0.1", "--port", str(port)]
+    exe = Path(sys.executable).with_name("transformers")
+    cli = [str(exe)] if exe.exists() else [shutil.which("transformers") or "transformers"]
+    device = [] if has_gpu() else ["--device", "cpu"]
+    return [*cli, "serve", model, "--host", "127.0.0.1", "--port", str(port), *device]
+
+
+@contextlib.contextmanager
+def serve(model: str, *, server: str = "auto", log_path: Path, timeout_s: float = 600.0) -> Iterator[Served]:
+    """Start a server for `model` (a folder or Hub id), yield where it answers, stop it."""
+    kind = pick_server(server)
+    if kind == "transformers":
+        try:
+            import fastapi  # noqa: F401
+            import uvicorn  # noqa: F401
+        except ImportError:
+            raise ServeError(
+                "transformers serve needs fastapi and uvicorn: run `make setup` or "
+                "`pip install 'fastapi>=0.110,<1' 'uvicorn>=0.29,<1'`"
+            ) from None
+    port = free_port()
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            command(kind, model, port), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    base_url = f"http://127.0.0.1:{port}/v1"
+    try:
+        _wait_ready(process, base_url, timeout_s, log_path)
+        yield Served(base_url=base_url, model=model, server=kind)
+    finally:
+        _stop(process)
+
+
+def _wait_ready(process: subprocess.Popen, base_url: str, timeout_s: float, log_path: Path) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ServeError(f"the model server exited with {process.returncode}:\n{_tail(log_path)}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{base_url}/models", timeout=2.0).status_code == 200:
+                return
+        time.sleep(0.5)
+    raise ServeError(f"the model server did not answer within {timeout_s:.0f}s:\n{_tail(log_path)}")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(5)
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
