@@ -124,3 +124,32 @@ def _tail(path: Path, lines: int = 20) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+def untrained_copy(source: Path, target: Path, *, seed: int = 0) -> Path:
+    """The same architecture as an exported model with freshly initialised weights (the baseline
+    a trained student is compared with); tokenizer, processor and chat template are copied."""
+    import shutil as _shutil
+
+    import torch
+    import transformers
+
+    if (target / "config.json").exists():
+        return target
+    config = transformers.AutoConfig.from_pretrained(source)
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForImageTextToText.from_config(config)
+    tmp = target.with_name(target.name + ".tmp")
+    _shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    for file in source.iterdir():
+        if (
+            file.is_file()
+            and not (tmp / file.name).exists()
+            and not file.name.endswith((".safetensors", ".bin"))
+        ):
+            _shutil.copy2(file, tmp / file.name)
+    if not any(tmp.glob("*.safetensors")):
+        raise ServeError(f"could not write an untrained copy of {source}")
+    os.replace(tmp, target)
+    return target

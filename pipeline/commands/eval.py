@@ -129,6 +129,11 @@ def register(app: typer.Typer) -> None:
             "--train-run",
             help="World benchmark: hold out the tasks this run synthesised from.",
         ),
+        untrained: bool = typer.Option(
+            False,
+            "--untrained",
+            help="With --serve: the same architecture with fresh weights (the baseline).",
+        ),
         label: str | None = typer.Option(None, "--label", help="Column name in the printed table."),
         config: Path | None = ConfigOption,
         sets: list[str] | None = SetOption,
@@ -156,6 +161,12 @@ def register(app: typer.Typer) -> None:
         cfg = load(config, sets, run)
         store = open_run(cfg)
         log = stage_logger(store, "eval")
+        if untrained:
+            if not serve_path:
+                raise fail("--untrained needs --serve PATH (the exported model whose architecture to copy)")
+            from pipeline.serve import untrained_copy
+
+            serve_path = str(untrained_copy(Path(serve_path), store.root / "untrained-model"))
         start = time.monotonic()
         world = world_for(cfg) if bench == "world" else contextlib.nullcontext(None)
         with (

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 from stages.evaluate import summarise, table_lines
 from tests.eval.test_eval_loaders import png
-from tests.fake_openai import completion
+from tests.fake_openai import Fault, completion
 
 OPTIONS = ["red", "blue", "green", "yellow"]
 UNREADABLE = "I am not sure what to do here."
@@ -40,6 +40,7 @@ OPEN = [
     ("o3", ["New York City", "NYC"], "<answer>NYC</answer>", True),
     ("o4", ["Lyon"], "<answer>Paris</answer>", False),
     ("o5", ["42"], "reask", True),  # unreadable first, answers when re-asked
+    ("o6", ["7"], "500", False),  # the server fails (transformers serve on malformed tool JSON)
 ]
 
 
@@ -59,6 +60,8 @@ def scripted(body: dict[str, Any]) -> Any:
                 return completion(None, refusal="I can't help with identifying that.")
             if reply == "reasoning":
                 return completion("<answer>C</answer>", reasoning="The car is green, option C.")
+            if reply == "500":
+                return Fault(500, body='{"error": {"message": "malformed tool call JSON"}}')
             if reply == "reask":
                 return "<answer>42</answer>" if "could not be used" in last_text else UNREADABLE
             return reply
@@ -119,7 +122,7 @@ def test_reported_accuracy_equals_truth_and_rerun_is_free(tmp_path: Path, fake_t
         "accuracy": round(sum(colour) / len(colour), 4),
     }
     assert report["refused"] == round(1 / len(truth), 4)
-    assert report["failed"] == round(1 / len(truth), 4)  # q11 never answered
+    assert report["failed"] == round(2 / len(truth), 4)  # q11 never answered, o6 got a 500
     assert "accuracy" in out and "format-valid turns" in out
 
     table = pq.read_table(run / "eval").to_pylist()
@@ -130,6 +133,7 @@ def test_reported_accuracy_equals_truth_and_rerun_is_free(tmp_path: Path, fake_t
     assert "Options:\nA. red\nB. blue" in rows["q01"]["question"]  # the options were shown
     assert rows["q10"]["status"] == "refused" and rows["q11"]["status"] == "turn_limit"
     assert rows["o5"]["steps"][0]["reasks"] == 1
+    assert rows["o6"]["status"] == "failed" and "500" in rows["o6"]["failure_reason"]  # one item, not the run
 
     calls = len(server.requests)
     out = invoke("eval", "--data", str(tsv), *common).output
