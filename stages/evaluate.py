@@ -209,10 +209,12 @@ class Evaluator:
                         result.already += 1
                         continue
                     while len(pending) >= 2 * max(1, in_flight):  # bounded: items stream in
-                        _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                        self._settle(done)
                     pending.add(asyncio.create_task(one(task, item, rollout)))
-            if pending:
-                await asyncio.gather(*pending)
+            while pending:
+                done, pending = await asyncio.wait(pending)
+                self._settle(done)
         finally:
             for task in pending:
                 task.cancel()
@@ -255,11 +257,22 @@ class Evaluator:
             correct = judged = bool(verdict.passed) and not verdict.unknown
         return Scored(traj, item, prediction, correct, judged)
 
+    def _settle(self, done: set[asyncio.Task[None]]) -> None:
+        """A rollout that raised (a bug, a judge or disk failure) is logged; the run goes on."""
+        for task in done:
+            if not task.cancelled() and (exc := task.exception()) is not None:
+                self.log.error("eval rollout failed: %s: %s", type(exc).__name__, exc)
+
     async def _flush(self) -> None:
+        """Write the buffer as one shard; a failed write keeps it for the next flush."""
         batch, self._buffer = self._buffer, []
-        if batch:
-            table = eval_table(batch)
-            await asyncio.to_thread(self.store.write_table, STAGE, table, prefix="eval")
+        if not batch:
+            return
+        try:
+            await asyncio.to_thread(self.store.write_table, STAGE, eval_table(batch), prefix="eval")
+        except Exception as exc:
+            self._buffer[:0] = batch
+            self.log.error("eval shard write failed (kept for the next flush; a rerun redoes them): %s", exc)
 
 
 # -------------------------------------------------------------------------------- report
