@@ -164,3 +164,45 @@ def test_avg_and_pass_at_k() -> None:
     assert report["accuracy"] == 0.5
     lines = table_lines({"student": report, "oracle": {**report, "accuracy": 1.0}})
     assert lines[0].split() == ["student", "oracle"] and any("pass@2" in line for line in lines)
+
+
+def test_answer_judge_rescues_open_answers_only(tmp_path: Path, fake_teacher) -> None:
+    """--judge custom: asked only about open answers the rules call wrong; its pass counts."""
+    judge_calls: list[dict[str, Any]] = []
+
+    def judge(body: dict[str, Any]) -> Any:
+        judge_calls.append(body)
+        payload = body["messages"][-1]["content"]
+        verdict = "pass" if "Paris, France" in payload else "fail"
+        return json.dumps({"verdict": verdict, "reason": "same place" if verdict == "pass" else "different"})
+
+    replies = {
+        "j1": "<answer>Paris, France</answer>",
+        "j2": "<answer>Lyon</answer>",
+        "j3": "<answer>Paris</answer>",
+    }
+
+    def model(body: dict[str, Any]) -> Any:
+        first = json.dumps(body["messages"][1]["content"])
+        return next(r for k, r in replies.items() if f"Question {k}?" in first)
+
+    judge_server, model_server = fake_teacher(judge), fake_teacher(model)
+    (tmp_path / "img.png").write_bytes(png(10, 10))
+    data = tmp_path / "bc_vl_level1.jsonl"
+    data.write_text(
+        "\n".join(
+            json.dumps({"question": f"Question {k}?", "image_path": "img.png", "answers": ["Paris"]})
+            for k in replies
+        )
+    )
+    run = tmp_path / "run"
+    invoke(
+        "eval", "--endpoint", model_server.base_url, "--model", "m", "--data", str(data), "--run", str(run),
+        "--mode", "general", "--judge", "custom", "--set", f"filter.judge_base_url={judge_server.base_url}",
+        "--set", "world.enabled=false", "--set", "teacher.max_retries=0",
+    )  # fmt: skip
+    rows = {r["question"]: r for r in pq.read_table(run / "eval").to_pylist()}
+    assert len(judge_calls) == 2  # j3 matched by the rules: the judge is not asked
+    assert rows["Question j1?"]["correct"] and rows["Question j1?"]["judged"]
+    assert not rows["Question j2?"]["correct"] and not rows["Question j2?"]["judged"]
+    assert rows["Question j3?"]["correct"] and not rows["Question j3?"]["judged"]
