@@ -5,7 +5,8 @@ ratio to the ideal, and the harness's CPU per question.
 Each question takes two turns (a tool call to an in-process tool, then the answer), so the
 ideal rate is in_flight / (turns x latency). The scripted endpoint runs in its own process, so
 the CPU measured here is the harness's alone (teacher client, executor, image encoding, scoring,
-parquet writes).
+parquet writes). A bare asyncio + openai loop making the same calls against the same server is
+measured right after, so a loaded machine shows in both (harness / bare isolates the harness).
 
     python bench/bench_eval.py [--questions 512] [--in-flight 64] [--latency 0.5]
 """
@@ -80,6 +81,41 @@ def items(n: int) -> list[EvalItem]:
     return out
 
 
+async def bare(base_url: str, batch: list[EvalItem], in_flight: int) -> float:
+    """The floor: a bare asyncio + openai loop making the same two calls per question (same
+    system prompt, question and image as a data URI); returns its wall seconds."""
+    import base64
+
+    import openai
+
+    from stages.execute import executor_prompt
+
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="bench", max_retries=0)
+    system = executor_prompt("general").text
+    slots = asyncio.Semaphore(in_flight)
+
+    async def one(item: EvalItem) -> None:
+        uri = "data:image/png;base64," + base64.b64encode(item.images[0]).decode()
+        user = [{"type": "text", "text": item.question}, {"type": "image_url", "image_url": {"url": uri}}]
+        messages: list[dict[str, Any]] = [
+            {"role": "system", "content": system},
+            {"role": "user", "content": user},
+        ]
+        async with slots:
+            for _ in range(TURNS):
+                reply = await client.chat.completions.create(model="bench", messages=messages)
+                messages += [
+                    {"role": "assistant", "content": reply.choices[0].message.content},
+                    {"role": "user", "content": "<observation>1</observation>"},
+                ]
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in batch))
+    wall = time.perf_counter() - start
+    await client.close()
+    return wall
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--questions", type=int, default=512)
@@ -117,6 +153,7 @@ def main() -> None:
             result = asyncio.run(evaluator.run(batch, in_flight=args.in_flight, shard_size=128))
             wall, cpu = time.perf_counter() - start, time.process_time() - cpu
             report = report_from(store)
+            bare_wall = asyncio.run(bare(f"http://127.0.0.1:{port}/v1", batch, args.in_flight))
     finally:
         stop.set()
         server.join(10)
@@ -127,6 +164,11 @@ def main() -> None:
         f"{TURNS} turns each"
     )
     print(f"  rate {rate:.2f} q/s, ideal {ideal:.2f} q/s -> ratio {rate / ideal:.3f} (wall {wall:.1f} s)")
+    bare_rate = len(batch) / bare_wall
+    print(
+        f"  bare asyncio+openai loop, same calls: {bare_rate:.2f} q/s -> ratio to ideal {bare_rate / ideal:.3f}; "
+        f"harness / bare {rate / bare_rate:.3f}"
+    )
     print(f"  harness CPU {1000 * cpu / max(1, result.scored):.1f} ms per question (process CPU {cpu:.1f} s)")
     print(f"  accuracy {report['accuracy']:.3f} (every answer is right: checks the scoring path ran)")
 
