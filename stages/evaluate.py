@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from pipeline.answers import score
 from pipeline.config import Config
-from pipeline.schema import Task, Trajectory, stable_hash, to_table, trajectory_id_for
+from pipeline.schema import Step, Task, Trajectory, stable_hash, to_table, trajectory_id_for
 from pipeline.store import RunStore
 from pipeline.teacher import TeacherClient
 from stages.benchmarks import BadRow, EvalItem
@@ -91,6 +91,21 @@ def task_for(item: EvalItem, store: RunStore, mode: str | None = None) -> Task:
         answer_aliases=list(item.aliases),
         meta=json.dumps({"benchmark": item.benchmark, "split": item.split}),
         task_id=stable_hash("eval", item.benchmark, item.item_id, item.question, refs),
+    )
+
+
+def failed_turn(traj: Trajectory) -> None:
+    """A turn the server could not give back (transformers serve answers 500 when the model
+    wrote malformed tool-call JSON) is the model's failed turn: recorded as an unreadable step,
+    so format-valid shares count it (the rollout has already ended as `failed`)."""
+    if traj.status != "failed" or not (traj.failure_reason or "").startswith("teacher:"):
+        return
+    traj.steps.append(
+        Step(
+            index=len(traj.steps),
+            action="invalid",
+            format_errors=[f"no reply from the server: {traj.failure_reason[:300]}"],
+        )
     )
 
 
@@ -181,6 +196,7 @@ class Evaluator:
         async def one(task: Task, item: EvalItem, rollout: int) -> None:
             async with slots:
                 traj = await executor.run(task, rollout, None)
+            failed_turn(traj)
             self._buffer.append(await self._score(traj, item))
             result.scored += 1
             if len(self._buffer) >= shard_size:

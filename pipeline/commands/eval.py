@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,10 @@ from typing import Any
 import typer
 
 from pipeline.commands.common import ConfigOption, SetOption, fail, load, open_run, stage_logger
+
+
+def _interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _judge(mode: str, cfg: Any, store: Any, base_url: str | None) -> Any:
@@ -143,6 +148,8 @@ def register(app: typer.Typer) -> None:
         from stages.evaluate import Evaluator, report_from, table_lines
 
         logging.getLogger("httpx").setLevel(logging.WARNING)
+        # a TERM (make, a scheduler) unwinds like Ctrl-C: shards flushed, a served model stopped
+        signal.signal(signal.SIGTERM, _interrupt)
         if judge not in ("none", "teacher", "custom"):
             raise fail("--judge must be none, teacher or custom")
         if mode not in (None, "general", "deepresearch"):

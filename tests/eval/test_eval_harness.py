@@ -134,6 +134,7 @@ def test_reported_accuracy_equals_truth_and_rerun_is_free(tmp_path: Path, fake_t
     assert rows["q10"]["status"] == "refused" and rows["q11"]["status"] == "turn_limit"
     assert rows["o5"]["steps"][0]["reasks"] == 1
     assert rows["o6"]["status"] == "failed" and "500" in rows["o6"]["failure_reason"]  # one item, not the run
+    assert [s["action"] for s in rows["o6"]["steps"]] == ["invalid"]  # the model's failed turn
 
     calls = len(server.requests)
     out = invoke("eval", "--data", str(tsv), *common).output
