@@ -155,3 +155,32 @@ def untrained_copy(source: Path, target: Path, *, seed: int = 0) -> Path:
         raise ServeError(f"could not write an untrained copy of {source}")
     os.replace(tmp, target)
     return target
+
+
+def sampling_body(model_dir: str, temperature: float | None, top_p: float | None) -> dict[str, str]:
+    """Request fields that make `transformers serve` sample as the request asks.
+
+    It ignores `temperature` unless the model's generation config samples (an export's does
+    not: greedy, which loops on a small student); a `generation_config` JSON in the request
+    replaces the model's, so it carries the model's own (end-of-sequence ids) plus sampling."""
+    import json as _json
+
+    import transformers
+
+    try:
+        base = transformers.GenerationConfig.from_pretrained(model_dir).to_dict()
+    except OSError:
+        base = transformers.GenerationConfig.from_model_config(
+            transformers.AutoConfig.from_pretrained(model_dir)
+        ).to_dict()
+    keep = ("eos_token_id", "pad_token_id", "bos_token_id", "decoder_start_token_id")
+    config: dict[str, object] = {k: base[k] for k in keep if base.get(k) is not None}
+    if config.get("eos_token_id") is None:  # an export may name its end token only in the tokenizer
+        tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
+        if tokenizer.eos_token_id is not None:
+            config["eos_token_id"] = tokenizer.eos_token_id
+        if tokenizer.pad_token_id is not None:
+            config.setdefault("pad_token_id", tokenizer.pad_token_id)
+    if temperature:
+        config.update({"do_sample": True, "temperature": temperature, "top_p": top_p or 1.0})
+    return {"generation_config": _json.dumps(config)}

@@ -84,7 +84,7 @@ def _items(
 def _model(serve_path: str | None, server: str, endpoint: str | None, model: str | None, log_path: Path):
     """(base_url, model name) of the model under test; a served one is stopped afterwards."""
     if serve_path is None:
-        yield endpoint, model
+        yield endpoint, model, None
         return
     from pipeline.serve import ServeError, serve
 
@@ -92,7 +92,7 @@ def _model(serve_path: str | None, server: str, endpoint: str | None, model: str
     try:
         with serve(serve_path, server=server, log_path=log_path) as served:
             typer.echo(f"model server ({served.server}) at {served.base_url}", err=True)
-            yield served.base_url, model or served.model
+            yield served.base_url, model or served.model, served.server
     except ServeError as exc:
         raise fail(str(exc)) from None
 
@@ -181,11 +181,17 @@ def register(app: typer.Typer) -> None:
             _model(serve_path, server, endpoint, model, store.root / "logs" / "server.log") as (
                 url,
                 name,
+                served_by,
             ),
         ):
             judge_obj = _judge(judge, cfg, store, world_url)
             if url is not None:
                 cfg.teacher.base_url, cfg.teacher.model = url, name
+            if served_by == "transformers":  # sample at teacher.temperature, as vLLM would
+                from pipeline.serve import sampling_body
+
+                body = sampling_body(str(serve_path), cfg.teacher.temperature, cfg.teacher.top_p)
+                cfg.teacher.extra_body = {**body, **cfg.teacher.extra_body}
             evaluator = Evaluator(cfg, store, base_url=url or world_url, judge=judge_obj, log=log)
             items = _items(cfg, bench, data, fmt, train_run)
             try:
