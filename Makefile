@@ -51,7 +51,7 @@ publish: $(STAMP)
 
 # The closed loop: the student `make sft` exported, the same architecture untrained, and the
 # oracle, on the world's held-out tasks (those $(RUN) did not synthesise from); one table.
-EVAL_ARGS ?= --limit 12 --set teacher.max_tokens=320 --set synth.max_turns=3 --set synth.format_retries=0 --set teacher.max_retries=1 \
+EVAL_ARGS ?= --limit 12 --set teacher.max_tokens=320 --set synth.max_turns=6 --set synth.format_retries=0 --set teacher.max_retries=1 \
 	--set teacher.image_max_pixels=65536
 eval: $(STAMP)
 	$(BIN)/trajforge eval --run $(RUN)/evals/student --serve $(RUN)/sft/export --train-run $(RUN) --label student $(EVAL_ARGS)
