@@ -202,6 +202,20 @@ class Evaluator:
             if len(self._buffer) >= shard_size:
                 await self._flush()
 
+        async def prepared(item: EvalItem) -> None:
+            """Store the item's images (in a thread, items side by side), then run what is missing."""
+            try:
+                task = await asyncio.to_thread(task_for, item, self.store, mode)
+            except Exception as exc:  # an unreadable image is that item's problem
+                result.bad_rows.append(f"{item.item_id}: {exc}")
+                self.log.warning("eval item %s skipped: %s", item.item_id, exc)
+                return
+            self._tools_for(task.mode)
+            ids = eval_ids(task, self.cfg.teacher.model, self.cfg.teacher.tool_protocol, rollouts)
+            todo = [r for r, tid in ids.items() if tid not in written]
+            result.already += len(ids) - len(todo)
+            await asyncio.gather(*(one(task, item, r) for r in todo))
+
         try:
             taken = 0
             for item in items:
@@ -212,22 +226,11 @@ class Evaluator:
                     self.log.warning("eval item %s skipped: %s", item.item_id, item.reason)
                     continue
                 taken += 1
-                try:
-                    task = await asyncio.to_thread(task_for, item, self.store, mode)
-                except Exception as exc:  # an unreadable image is that item's problem
-                    result.bad_rows.append(f"{item.item_id}: {exc}")
-                    self.log.warning("eval item %s skipped: %s", item.item_id, exc)
-                    continue
-                self._tools_for(task.mode)
-                ids = eval_ids(task, self.cfg.teacher.model, self.cfg.teacher.tool_protocol, rollouts)
-                for rollout, tid in ids.items():
-                    if tid in written:
-                        result.already += 1
-                        continue
-                    while len(pending) >= 2 * max(1, in_flight):  # bounded: items stream in
-                        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                        self._settle(done)
-                    pending.add(asyncio.create_task(one(task, item, rollout)))
+                # bounded: items stream in; a few more prepared than slots keep every slot busy
+                while len(pending) >= max(2, 2 * in_flight // rollouts):
+                    done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                    self._settle(done)
+                pending.add(asyncio.create_task(prepared(item)))
             while pending:
                 done, pending = await asyncio.wait(pending)
                 self._settle(done)
