@@ -8,7 +8,7 @@ the CPU measured here is the harness's alone (teacher client, executor, image en
 parquet writes). A bare asyncio + openai loop making the same calls against the same server is
 measured right after, so a loaded machine shows in both (harness / bare isolates the harness).
 
-    python bench/bench_eval.py [--questions 512] [--in-flight 64] [--latency 0.5]
+    python bench/bench_eval.py [--questions 1536] [--in-flight 64] [--latency 0.5]
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ async def bare(base_url: str, batch: list[EvalItem], in_flight: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--questions", type=int, default=512)
+    parser.add_argument("--questions", type=int, default=1536)
     parser.add_argument("--in-flight", type=int, default=64)
     parser.add_argument("--latency", type=float, default=0.5)
     args = parser.parse_args()
@@ -164,6 +164,12 @@ def main() -> None:
         f"{TURNS} turns each"
     )
     print(f"  rate {rate:.2f} q/s, ideal {ideal:.2f} q/s -> ratio {rate / ideal:.3f} (wall {wall:.1f} s)")
+    # steady state (Little's law, every slot busy): a question's own wall vs the ideal turns x latency
+    steady = TURNS * args.latency / report["seconds_per_question"]
+    print(
+        f"  steady state: {report['seconds_per_question']:.3f} s per question in its slot vs "
+        f"{TURNS * args.latency:.3f} ideal -> ratio {steady:.3f}"
+    )
     bare_rate = len(batch) / bare_wall
     print(
         f"  bare asyncio+openai loop, same calls: {bare_rate:.2f} q/s -> ratio to ideal {bare_rate / ideal:.3f}; "
