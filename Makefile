@@ -8,7 +8,7 @@ CONFIG ?= configs/default.yaml
 TORCH_VERSION ?= 2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-slow test-interop lint bench synth filter sft publish view clean
+.PHONY: setup test test-slow test-interop lint bench synth filter sft publish view eval clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -60,6 +60,16 @@ publish: $(STAMP)
 
 view: $(STAMP)
 	$(BIN)/trajforge view --run $(RUN) $(VIEW_ARGS)
+
+# The closed loop: the student `make sft` exported, the same architecture untrained, and the
+# oracle, on the world's held-out tasks (those $(RUN) did not synthesise from); one table.
+EVAL_ARGS ?= --limit 12 --set teacher.max_tokens=320 --set synth.max_turns=6 --set synth.format_retries=0 --set teacher.max_retries=1 \
+	--set teacher.image_max_pixels=65536
+eval: $(STAMP)
+	$(BIN)/trajforge eval --run $(RUN)/evals/student --serve $(RUN)/sft/export --train-run $(RUN) --label student $(EVAL_ARGS)
+	$(BIN)/trajforge eval --run $(RUN)/evals/untrained --serve $(RUN)/sft/export --untrained --train-run $(RUN) --label untrained $(EVAL_ARGS)
+	$(BIN)/trajforge eval --run $(RUN)/evals/oracle --train-run $(RUN) --label oracle $(EVAL_ARGS) --set world.knobs.defects={}
+	$(BIN)/trajforge eval-table student=$(RUN)/evals/student untrained=$(RUN)/evals/untrained oracle=$(RUN)/evals/oracle
 
 clean:
 	rm -rf $(VENV) runs worlds

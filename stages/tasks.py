@@ -139,13 +139,13 @@ def iter_rows(cfg: Config) -> Iterator[tuple[str, dict[str, Any], Path]]:
                 number += 1
 
 
-def _image_bytes(value: Any, base: Path) -> bytes:
+def image_bytes(value: Any, base: Path) -> bytes:
     """Bytes of one image cell: HF {bytes, path}, raw bytes, a data URI, a path or a PIL image."""
     if isinstance(value, dict):
         if value.get("bytes"):
             return bytes(value["bytes"])
         if value.get("path"):
-            return _image_bytes(value["path"], base)
+            return image_bytes(value["path"], base)
         raise SeedError("image cell has neither bytes nor path")
     if isinstance(value, bytes | bytearray):
         return bytes(value)
@@ -226,7 +226,7 @@ class TaskBuilder:
             raise SeedError(f"{row_id}: no image")
         if not isinstance(cells, list):
             cells = [cells]
-        refs = [self._store_image(_image_bytes(c, base), f"{row_id} image {i}") for i, c in enumerate(cells)]
+        refs = [self._store_image(image_bytes(c, base), f"{row_id} image {i}") for i, c in enumerate(cells)]
         answer, aliases = _answers(get("answer"))
         if isinstance(get("aliases"), list):
             aliases += [str(a) for a in get("aliases") if str(a) not in aliases]
@@ -273,10 +273,16 @@ def _round_robin(tasks: list[Task]) -> list[Task]:
     return out
 
 
-def _world_tasks(cfg: Config, store: RunStore) -> Iterator[tuple[str, Task | Exception]]:
+def world_task_order(world_dir: Path) -> list[Task]:
+    """The world's tasks in the order seeds take them (`seeds.limit` takes the first N): the
+    rest are held out, which is what eval scores a student trained on the first N with."""
     from pipeline.world import load_tasks  # the offline world owns its task files
 
-    for task in _round_robin(load_tasks(Path(cfg.world.dir))):
+    return _round_robin(load_tasks(world_dir))
+
+
+def _world_tasks(cfg: Config, store: RunStore) -> Iterator[tuple[str, Task | Exception]]:
+    for task in world_task_order(Path(cfg.world.dir)):
         try:
             refs = [store.images.put_file(path) for path in task.images]
         except (ImageError, OSError) as exc:

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import json
 import re
-import string
 from typing import TYPE_CHECKING, Any
 
+from pipeline.answers import answers_match, normalize_answer
 from pipeline.world.messages import payload_of
 
 if TYPE_CHECKING:
@@ -35,21 +35,13 @@ _CLAIM_WORDS = ("shows", "see", "visible", "reads", "read", "clearly", "legible"
 
 
 def normalise(text: str) -> str:
-    text = text.casefold().strip()
-    text = text.translate(str.maketrans("", "", string.punctuation.replace("-", "")))
-    text = re.sub(r"\b(the|a|an)\b", " ", text)
-    return " ".join(text.replace("-", " ").split())
+    """The shared answer normaliser (`pipeline.answers`), for containment checks of facts."""
+    return normalize_answer(text)
 
 
 def answer_matches(predicted: str, gold: str, aliases: list[str]) -> bool:
-    p = normalise(predicted)
-    if not p:
-        return False
-    for candidate in [gold, *aliases]:
-        c = normalise(candidate)
-        if c and (p == c or re.search(rf"(^| ){re.escape(c)}( |$)", p)):
-            return True
-    return False
+    """A judge reads prose: the gold (or an alias) anywhere in the reply as whole words counts."""
+    return answers_match(predicted, gold, aliases, contains=True)
 
 
 def _verdict(ok: bool, reason: str) -> str:

@@ -1,0 +1,180 @@
+"""Search benchmarks as published: MMSearch (end2end), FVQA (test parquet), BrowseComp-VL (JSONL).
+
+- MMSearch `end2end` (CaraJ/MMSearch, `end2end.parquet`): `sample_id`, `query`, `query_image`
+  (an image cell, absent for text-only queries), `area`, `subfield`, `gt_answer`,
+  `alternative_gt_answers` (a list: aliases).
+- FVQA (lmms-lab/FVQA, `fvqa_test.parquet`, MMSearch-R1's layout): `data_id`, `prompt` (chat
+  messages; the user turn holds the question, `<image>` marks where the image goes), `images`
+  (a list of image cells, or one cell), `reward_model` {`ground_truth`, `candidate_answers`},
+  optional `category`, `data_source`.
+- BrowseComp-VL (WebWatcher's `bc_vl_level1.jsonl` / `bc_vl_level2.jsonl`): one object per line
+  (or objects back to back), `question`, `image_path` (relative to the file) or `images`,
+  `answers` (a list: first is the answer, the rest aliases) or `answer`, `domain`; the level
+  comes from the file name.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from stages.benchmarks.base import BadRow, EvalItem
+from stages.tasks import SeedError, image_bytes
+
+
+def _images(value: Any, base: Path) -> list[bytes | Path]:
+    if value is None:
+        return []
+    cells = value if isinstance(value, list | tuple) else [value]
+    return [image_bytes(c, base) for c in cells if c is not None]
+
+
+def _answers(value: Any) -> tuple[str | None, list[str]]:
+    if isinstance(value, list | tuple):
+        texts = [str(v).strip() for v in value if v is not None and str(v).strip()]
+        return (texts[0], texts[1:]) if texts else (None, [])
+    return (str(value).strip() or None) if value is not None else None, []
+
+
+def _guarded(item_id: str, build) -> EvalItem | BadRow:
+    try:
+        return build()
+    except (SeedError, ValueError, TypeError, KeyError, OSError) as exc:
+        return BadRow(item_id, f"{item_id}: {exc}")
+
+
+# --------------------------------------------------------------------------------- MMSearch
+
+
+def is_mmsearch(columns: list[str]) -> bool:
+    return "query" in columns and "gt_answer" in columns
+
+
+def mmsearch_item(row: dict[str, Any], number: int, base: Path, benchmark: str) -> EvalItem | BadRow:
+    item_id = str(row.get("sample_id") or f"row {number}")
+
+    def build() -> EvalItem:
+        question = str(row.get("query") or "").strip()
+        if not question:
+            raise ValueError("empty query")
+        aliases = [str(a) for a in (row.get("alternative_gt_answers") or []) if str(a).strip()]
+        return EvalItem(
+            item_id=item_id,
+            benchmark=benchmark,
+            question=question,
+            images=_images(row.get("query_image"), base),
+            answer=str(row.get("gt_answer") or "").strip() or None,
+            aliases=aliases,
+            split=str(row.get("area") or ""),
+            mode="deepresearch",
+        )
+
+    return _guarded(item_id, build)
+
+
+# ------------------------------------------------------------------------------------- FVQA
+
+_IMAGE_TOKEN = re.compile(r"<image>\s*")
+
+
+def is_fvqa(columns: list[str]) -> bool:
+    return "reward_model" in columns and ("prompt" in columns or "question" in columns)
+
+
+def _user_text(prompt: Any) -> str:
+    if isinstance(prompt, str):
+        return prompt
+    for message in reversed(list(prompt or [])):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, list):  # OpenAI-style parts
+                return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+            return str(content or "")
+    return ""
+
+
+def fvqa_item(row: dict[str, Any], number: int, base: Path, benchmark: str) -> EvalItem | BadRow:
+    item_id = str(row.get("data_id") or row.get("id") or f"row {number}")
+
+    def build() -> EvalItem:
+        question = _IMAGE_TOKEN.sub("", str(row.get("question") or _user_text(row.get("prompt")))).strip()
+        if not question:
+            raise ValueError("no question in prompt")
+        reward = row.get("reward_model") or {}
+        if isinstance(reward, str):
+            reward = json.loads(reward)
+        answer, aliases = _answers(reward.get("ground_truth"))
+        aliases += [
+            str(c) for c in (reward.get("candidate_answers") or []) if str(c).strip() and str(c) != answer
+        ]
+        return EvalItem(
+            item_id=item_id,
+            benchmark=benchmark,
+            question=question,
+            images=_images(row.get("images"), base),
+            answer=answer,
+            aliases=list(dict.fromkeys(aliases)),
+            split=str(row.get("category") or row.get("data_source") or ""),
+            mode="deepresearch",
+        )
+
+    return _guarded(item_id, build)
+
+
+# ---------------------------------------------------------------------------- BrowseComp-VL
+
+
+def is_browsecomp(row: dict[str, Any]) -> bool:
+    return "question" in row and ("answers" in row or "answer" in row)
+
+
+def json_objects(path: Path) -> Iterator[tuple[str, dict[str, Any] | None, str]]:
+    """(where, object or None, error) for one object per line or objects written back to back."""
+    text = path.read_text(encoding="utf-8")
+    decoder = json.JSONDecoder()
+    position, number = 0, 0
+    while True:
+        while position < len(text) and text[position].isspace():
+            position += 1
+        if position >= len(text):
+            return
+        number += 1
+        try:
+            value, position = decoder.raw_decode(text, position)
+        except ValueError as exc:
+            yield f"object {number}", None, f"not valid JSON ({exc.args[0][:80]})"
+            newline = text.find("\n", position)  # skip to the next line and go on
+            position = len(text) if newline < 0 else newline + 1
+            continue
+        if isinstance(value, dict):
+            yield f"object {number}", value, ""
+        else:
+            yield f"object {number}", None, "not an object"
+
+
+def browsecomp_item(
+    row: dict[str, Any], where: str, base: Path, benchmark: str, level: str
+) -> EvalItem | BadRow:
+    item_id = str(row.get("id") or where)
+
+    def build() -> EvalItem:
+        question = str(row.get("question") or "").strip()
+        if not question:
+            raise ValueError("empty question")
+        answer, aliases = _answers(row.get("answers", row.get("answer")))
+        cells = row.get("images") or row.get("image_path") or row.get("image")
+        return EvalItem(
+            item_id=item_id,
+            benchmark=benchmark,
+            question=question,
+            images=_images(cells, base),
+            answer=answer,
+            aliases=aliases,
+            split=str(row.get("level") or level or row.get("domain") or ""),
+            mode="deepresearch",
+        )
+
+    return _guarded(item_id, build)
