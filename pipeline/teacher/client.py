@@ -114,9 +114,11 @@ class TeacherClient:
         )
         self.cache = ReplayCache(Path(cache_dir) / "replies.sqlite") if cache_dir and cfg.cache else None
         self.limiter = AdaptiveLimiter(max(1, cfg.concurrency))
-        # slow start: 16/s doubling every 0.5 s (1,000/s within 3 s), so an unknown limit is met
-        # by a ramp, not by a burst of `concurrency` requests that all come back 429
-        self.pacer = AdaptivePacer(cfg.requests_per_s, start=float(min(16, max(1, cfg.concurrency))))
+        # an unknown limit is met by a slow start (16/s doubling every 0.5 s: 1,000/s within 3 s),
+        # not by a burst of `concurrency` requests that all come back 429; a configured limit is
+        # known, so pacing starts right at it (a ramp would only cost the first seconds)
+        start = None if cfg.requests_per_s else float(min(16, max(1, cfg.concurrency)))
+        self.pacer = AdaptivePacer(cfg.requests_per_s, start=start)
         self.tokens = TokenBudget(cfg.tokens_per_min)
         self._stats: collections.Counter[str] = collections.Counter()
         self._latency_total = 0.0

@@ -305,3 +305,13 @@ def test_request_fields_follow_the_endpoint_settings(fake_teacher):
     assert "temperature" in default and "stream" not in default
     assert {"temperature", "top_p", "max_tokens", "stop"}.isdisjoint(reasoning_model)
     assert reasoning_model["max_completion_tokens"] == 2048
+
+
+def test_a_configured_rate_is_where_pacing_starts():
+    """A known limit needs no probing: the pacer starts at it; an unknown one is ramped up to."""
+    known = TeacherClient(_cfg(requests_per_s=50.0), base_url="http://127.0.0.1:9/v1")
+    unknown = TeacherClient(_cfg(), base_url="http://127.0.0.1:9/v1")
+    assert known.pacer.rate == 50.0 and not known.pacer.slow_start
+    assert unknown.pacer.rate == 16.0 and unknown.pacer.slow_start
+    _run(known.aclose())
+    _run(unknown.aclose())
