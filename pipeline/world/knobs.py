@@ -58,6 +58,27 @@ def _rate(name: str, value: float) -> float:
     return value
 
 
+def named_rates(
+    value: dict[str, float],
+    known: tuple[str, ...],
+    what: str,
+    *,
+    label: str | None = None,
+    expand_all: bool = True,
+    check: bool = True,
+) -> dict[str, float]:
+    """`{name: rate}` against the names a knob knows: `all` sets every name (others override
+    it), an unknown name is an error that lists the known ones, each rate is a probability."""
+    if expand_all and "all" in value:
+        rate = value.pop("all")
+        value = {name: rate for name in known} | value
+    unknown = set(value) - set(known)
+    if unknown:
+        also = ", or 'all'" if expand_all else ""
+        raise ValueError(f"unknown {label or what} {sorted(unknown)}; known: {list(known)}{also}")
+    return {name: _rate(f"{what}.{name}", rate) for name, rate in value.items()} if check else value
+
+
 class TeacherStyle(BaseModel):
     """How the oracle's replies are shaped, like a real server and a real model would shape them.
 
@@ -83,15 +104,7 @@ class TeacherStyle(BaseModel):
     @field_validator("slips")
     @classmethod
     def _slips(cls, value: dict[str, float]) -> dict[str, float]:
-        if "all" in value:
-            rate = value.pop("all")
-            value = {name: rate for name in SLIPS} | value
-        unknown = set(value) - set(SLIPS)
-        if unknown:
-            raise ValueError(
-                f"unknown slips {sorted(unknown)}; known (pipeline.format.SLIPS): {list(SLIPS)}, or 'all'"
-            )
-        return {name: _rate(f"slips.{name}", rate) for name, rate in value.items()}
+        return named_rates(value, SLIPS, "slips")
 
     @field_validator("judge_prose", "refusal", "truncate")
     @classmethod
@@ -135,21 +148,12 @@ class Knobs(BaseModel):
     @field_validator("walk")
     @classmethod
     def _walk(cls, value: dict[str, float]) -> dict[str, float]:
-        unknown = set(value) - set(WALK_FAULTS)
-        if unknown:
-            raise ValueError(f"unknown walk faults {sorted(unknown)}; known: {list(WALK_FAULTS)}")
-        return {name: _rate(f"walk.{name}", rate) for name, rate in value.items()}
+        return named_rates(value, WALK_FAULTS, "walk", label="walk faults", expand_all=False)
 
     @field_validator("defects")
     @classmethod
     def _defects(cls, value: dict[str, float]) -> dict[str, float]:
-        if "all" in value:
-            rate = value.pop("all")
-            value = {name: rate for name in DEFECTS} | value
-        unknown = set(value) - set(DEFECTS)
-        if unknown:
-            raise ValueError(f"unknown defects {sorted(unknown)}; known: {list(DEFECTS)}")
-        return value
+        return named_rates(value, DEFECTS, "defects", check=False)
 
 
 def sample_latency(spec: str, rng: random.Random) -> float:
