@@ -47,16 +47,21 @@ class WorldConfig(Section):
 
 
 class SeedsConfig(Section):
-    """Where tasks come from: the world, a local HF dataset folder, parquet or JSONL."""
+    """Where tasks come from: the world, a Hub dataset, a local HF dataset folder, parquet or JSONL."""
 
-    source: Literal["world", "hf", "parquet", "jsonl"] = "world"
+    source: Literal["world", "hub", "hf", "parquet", "jsonl"] = "world"
+    # a folder or file; with `hub`: a Hub id or a local copy (default: the preset's Hub copy)
     path: str | None = None
-    preset: str | None = None  # column layout preset, e.g. "image-question-answer"
-    columns: dict[str, str] = Field(default_factory=dict)  # our name -> column in the source
+    subset: str | None = None  # hub: the dataset's config (FineVision has one per source)
+    split: str | None = None  # hub: default the preset's split, else train
+    streaming: bool = True  # hub: read rows as they come (seeds.limit stops the download early)
+    image_root: str | None = None  # where relative image paths resolve (default: the seeds' folder)
+    preset: str | None = None  # column layout preset, e.g. "image-question-answer", "fvqa"
+    columns: dict[str, str] = Field(default_factory=dict)  # our name -> column (path) in the source
     min_resolution: int = 0  # R1V4 used 1024 for thinking-with-images seeds
     limit: int | None = None
     category: str | None = None
-    mode: Literal["deepresearch", "general"] = "deepresearch"
+    mode: Literal["deepresearch", "general"] | None = None  # None: the preset's, else deepresearch
     dedupe: bool = True  # drop rows whose question + images repeat an earlier row
     max_image_pixels: int = 64_000_000  # decoding guard for seed images
 

@@ -1,9 +1,11 @@
 """Seeds -> tasks: read seed rows, normalise them into `Task` records, write `RUN/tasks/`.
 
-Sources: the offline world (`seeds.source: world`), a local Hugging Face dataset folder
-(`datasets.save_to_disk` output, or a folder of parquet files), a parquet file, or a JSONL file
-whose image columns name files next to it. A column mapping (our field -> source column) comes
-from `seeds.columns`, on top of an optional preset for common layouts.
+Sources: the offline world (`seeds.source: world`), a Hub dataset or a local copy of one read
+through `datasets` (`hub`: id, subset, split, streamed; `stages/benchmarks/hub.py`), a local
+Hugging Face dataset folder (`datasets.save_to_disk` output, or a folder of parquet files), a
+parquet file, or a JSONL file whose image columns name files next to it. A column mapping (our
+field -> source column path) comes from `seeds.columns`, on top of an optional preset
+(`stages/seed_presets.py`: common layouts and the seed sets R1V4 used).
 
 Every image is copied into the run's content-addressed image store (tasks hold refs, tools and
 the teacher read the store). Rows are streamed (bounded memory); a broken row is skipped with a
@@ -27,26 +29,19 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from pipeline.config import Config, config_hash
-from pipeline.images import ImageError, data_uri_bytes, is_data_uri
+from pipeline.images import ImageError
 from pipeline.schema import Task, stable_hash
 from pipeline.store import RunStore
+from stages.benchmarks.hub import HubSource, rows
+from stages.cells import MISSING, SeedError, image_bytes, pick
+from stages.seed_presets import PRESETS, READER_COLUMNS, Preset, preset, read_row
 
-#: Column layouts of common seed datasets: our field -> source column.
-PRESETS: dict[str, dict[str, str]] = {
-    "image-question-answer": {"image": "image", "question": "question", "answer": "answer"},
-    "images-question-answer": {"images": "images", "question": "question", "answer": "answer"},
-    "vqa": {"image": "image", "question": "question", "answer": "answers", "id": "question_id"},
-    "problem-solution": {"image": "image", "question": "problem", "answer": "solution"},
-}
+__all__ = ["PRESETS", "SeedError", "TaskStats", "image_bytes", "prepare_tasks", "world_task_order"]
 #: Fields a mapping may name.
 FIELDS = ("id", "image", "images", "question", "answer", "aliases", "category", "mode")
 #: Optional fields read from same-named columns when no mapping names them.
 _OPTIONAL_DEFAULTS = ("answer", "aliases", "category", "mode")
 _CATEGORIES = {"perception", "search", "interleaved", "multihop", "general", "plan", "other"}
-
-
-class SeedError(ValueError):
-    """One seed row that cannot become a task; the message says which and why."""
 
 
 @dataclass
@@ -74,10 +69,9 @@ def column_map(cfg: Config) -> dict[str, str]:
     """Preset + explicit columns, checked against the known fields."""
     seeds = cfg.seeds
     mapping: dict[str, str] = {}
-    if seeds.preset:
-        if seeds.preset not in PRESETS:
-            raise SeedError(f"unknown seeds.preset {seeds.preset!r}; choose one of {sorted(PRESETS)}")
-        mapping.update(PRESETS[seeds.preset])
+    chosen = preset(seeds.preset)
+    if chosen is not None:
+        mapping.update(READER_COLUMNS if chosen.reader else chosen.columns)
     mapping.update(seeds.columns)
     unknown = set(mapping) - set(FIELDS)
     if unknown:
@@ -91,9 +85,36 @@ def column_map(cfg: Config) -> dict[str, str]:
     return mapping
 
 
+def hub_source(cfg: Config) -> HubSource:
+    """Which Hub rows `seeds.source: hub` reads: the configured id, else the preset's Hub copy."""
+    seeds = cfg.seeds
+    chosen = preset(seeds.preset)
+    where = seeds.path or (chosen.hub if chosen else None)
+    if not where:
+        raise SeedError(
+            "seeds.source=hub needs seeds.path (a Hub id such as lmms-lab/FVQA, or a local copy)"
+            + (f"; preset {seeds.preset} has no Hub copy" if chosen else " or a seeds.preset with a Hub copy")
+        )
+    if chosen and chosen.needs_subset and not seeds.subset and where == chosen.hub:
+        raise SeedError(chosen.needs_subset)
+    split = seeds.split or (chosen.split if chosen else "train")
+    return HubSource(where, seeds.subset, split, seeds.streaming)
+
+
+def _hub_rows(cfg: Config) -> Iterator[tuple[str, dict[str, Any], Path]]:
+    source = hub_source(cfg)
+    local = Path(source.id)
+    base = local if local.is_dir() else local.parent  # a Hub id: relative paths resolve nowhere
+    for number, row in enumerate(rows(source)):
+        yield f"row {number}", row, base
+
+
 def iter_rows(cfg: Config) -> Iterator[tuple[str, dict[str, Any], Path]]:
     """(row id, row, folder relative paths resolve against), streamed from the source."""
     seeds = cfg.seeds
+    if seeds.source == "hub":
+        yield from _hub_rows(cfg)
+        return
     if not seeds.path:
         raise SeedError(f"seeds.source={seeds.source} needs seeds.path (a folder or file of seeds)")
     path = Path(seeds.path)
@@ -139,31 +160,6 @@ def iter_rows(cfg: Config) -> Iterator[tuple[str, dict[str, Any], Path]]:
                 number += 1
 
 
-def image_bytes(value: Any, base: Path) -> bytes:
-    """Bytes of one image cell: HF {bytes, path}, raw bytes, a data URI, a path or a PIL image."""
-    if isinstance(value, dict):
-        if value.get("bytes"):
-            return bytes(value["bytes"])
-        if value.get("path"):
-            return image_bytes(value["path"], base)
-        raise SeedError("image cell has neither bytes nor path")
-    if isinstance(value, bytes | bytearray):
-        return bytes(value)
-    if isinstance(value, Image.Image):
-        buffer = io.BytesIO()
-        value.save(buffer, format="PNG")
-        return buffer.getvalue()
-    if isinstance(value, str):
-        if is_data_uri(value):
-            return data_uri_bytes(value)
-        file = Path(value) if Path(value).is_absolute() else base / value
-        try:
-            return file.read_bytes()
-        except OSError as exc:
-            raise SeedError(f"image file {file} cannot be read ({exc.strerror})") from None
-    raise SeedError(f"image cell of type {type(value).__name__} is not an image")
-
-
 def _answers(value: Any) -> tuple[str | None, list[str]]:
     if value is None:
         return None, []
@@ -184,7 +180,9 @@ class TaskBuilder:
     def __init__(self, cfg: Config, store: RunStore):
         self.cfg, self.store = cfg, store
         self.mapping = column_map(cfg)
+        self.preset: Preset | None = preset(cfg.seeds.preset)
         self._seen: set[str] = set()
+        self._rows = 0
 
     def _store_image(self, data: bytes, where: str) -> str:
         minimum = self.cfg.seeds.min_resolution
@@ -202,6 +200,10 @@ class TaskBuilder:
 
     def build(self, row_id: str, row: dict[str, Any], base: Path) -> Task:
         """A task from one row; SeedError (broken) or _Dropped (filtered) otherwise."""
+        chosen = self.preset
+        if chosen is not None and chosen.reader and "__error__" not in row:
+            row = read_row(chosen, row, self._rows, base)  # the benchmark reader owns the format
+        self._rows += 1
         if "__error__" in row:
             raise SeedError(f"{row_id}: {row['__error__']}")
         m = self.mapping
@@ -210,13 +212,15 @@ class TaskBuilder:
             column = m.get(name)
             if column is None:
                 return None
-            if column.startswith("?"):
-                return row.get(column[1:])
-            if column not in row:
+            optional = column.startswith("?")
+            value = pick(row, column.lstrip("?"))
+            if value is MISSING:
+                if optional:
+                    return None
                 raise SeedError(
                     f"{row_id}: column {column!r} (for {name}) missing; columns: {sorted(row)[:12]}"
                 )
-            return row[column]
+            return value
 
         question = get("question")
         if not isinstance(question, str) or not question.strip():
@@ -230,8 +234,8 @@ class TaskBuilder:
         answer, aliases = _answers(get("answer"))
         if isinstance(get("aliases"), list):
             aliases += [str(a) for a in get("aliases") if str(a) not in aliases]
-        category = get("category") or self.cfg.seeds.category or "other"
-        mode = get("mode") or self.cfg.seeds.mode
+        category = get("category") or self.cfg.seeds.category or (chosen and chosen.category) or "other"
+        mode = get("mode") or self.cfg.seeds.mode or (chosen and chosen.mode) or "deepresearch"
         if category not in _CATEGORIES:
             raise SeedError(f"{row_id}: category {category!r} is not one of {sorted(_CATEGORIES)}")
         if mode not in ("deepresearch", "general"):
@@ -297,7 +301,9 @@ def _world_tasks(cfg: Config, store: RunStore) -> Iterator[tuple[str, Task | Exc
 
 def _seed_tasks(cfg: Config, store: RunStore) -> Iterator[tuple[str, Task | Exception]]:
     builder = TaskBuilder(cfg, store)
-    for row_id, row, base in iter_rows(cfg):
+    image_root = Path(cfg.seeds.image_root) if cfg.seeds.image_root else None
+    for row_id, row, folder in iter_rows(cfg):
+        base = image_root or folder
         try:
             task = builder.build(row_id, row, base)
         except (SeedError, _Dropped) as exc:

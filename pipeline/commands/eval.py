@@ -65,7 +65,8 @@ def _used_task_ids(train_run: Path | None) -> set[str] | None:
 def _items(
     cfg: Any, bench: str | None, data: str | None, fmt: str | None, train_run: Path | None
 ) -> Iterator[Any]:
-    from stages.benchmarks import FormatError, fetch_bench, load_items, world_items
+    from stages.benchmarks import FormatError, bench_items, load_items, world_items
+    from stages.cells import SeedError
 
     try:
         if data:
@@ -74,9 +75,8 @@ def _items(
             return load_items(Path(data), fmt)
         if bench == "world":
             return world_items(Path(cfg.world.dir), _used_task_ids(train_run), cfg.seeds.limit or 0)
-        path, bench_fmt = fetch_bench(bench or "")
-        return load_items(path, fmt or bench_fmt, benchmark=bench)
-    except FormatError as exc:
+        return bench_items(bench or "", fmt)
+    except (FormatError, SeedError) as exc:
         raise fail(str(exc)) from None
 
 

@@ -6,8 +6,13 @@ used). A local file's layout is recognised from the file (`fmt` overrides):
 - `mmsearch`: MMSearch end2end parquet; `fvqa`: FVQA test parquet;
 - `browsecomp-vl`: BrowseComp-VL JSONL;
 - `world`: the offline world's held-out tasks (those `make synth` did not use).
-`BENCHES` names the published copies on the Hub (`--bench NAME`), fetched once through
-`huggingface_hub` into its cache; a local file never touches the network.
+`BENCHES` names the published copies (`--bench NAME`) in the form each is published in: V* and
+HRBench are single TSV files in Hub repos (the URLs VLMEvalKit's `DATASET_URL` downloads), fetched
+once with `hf_hub_download`; MMSearch and FVQA are Hub datasets, read through
+`datasets.load_dataset(id, subset, split=...)` (`hub.py`) and each row through its format's
+reader (`ROW_READERS`, shared with seeds). BrowseComp-VL is published only as JSONL + images in
+WebWatcher's GitHub repo (`WebWatcher/benchmark/`), so it is read from a local file with
+`--data`. A local file never touches the network.
 """
 
 from __future__ import annotations
@@ -20,27 +25,49 @@ import pyarrow.parquet as pq
 
 from stages.benchmarks import search_sets, vlmeval_tsv
 from stages.benchmarks.base import BadRow, EvalItem
+from stages.benchmarks.hub import HubSource, rows
 
-__all__ = ["BENCHES", "FORMATS", "BadRow", "Bench", "EvalItem", "detect_format", "load_items", "world_items"]
+__all__ = [
+    "BENCHES",
+    "FORMATS",
+    "ROW_READERS",
+    "BadRow",
+    "Bench",
+    "EvalItem",
+    "bench_items",
+    "detect_format",
+    "load_items",
+    "world_items",
+]
 
 FORMATS = ("vlmeval-tsv", "mmsearch", "fvqa", "browsecomp-vl", "world")
 
 
+#: Row readers of the formats published as tables (parquet, Hub datasets): (row, number, folder
+#: relative paths resolve against, benchmark name) -> EvalItem | BadRow. Seeds use them too.
+ROW_READERS = {"mmsearch": search_sets.mmsearch_item, "fvqa": search_sets.fvqa_item}
+
+
 @dataclass(frozen=True)
 class Bench:
-    """A benchmark's published copy: a file in a Hub dataset repo and its format."""
+    """A benchmark's published copy: a file in a Hub repo, or a Hub dataset's subset and split."""
 
-    repo_id: str
-    filename: str
     format: str
+    repo_id: str
+    filename: str | None = None  # a single file (hf_hub_download), else a `datasets` dataset
+    subset: str | None = None
+    split: str = "test"
 
 
 BENCHES: dict[str, Bench] = {
-    "vstar": Bench("xjtupanda/VStar_Bench", "VStarBench.tsv", "vlmeval-tsv"),
-    "hrbench4k": Bench("DreamMr/HR-Bench", "hr_bench_4k.tsv", "vlmeval-tsv"),
-    "hrbench8k": Bench("DreamMr/HR-Bench", "hr_bench_8k.tsv", "vlmeval-tsv"),
-    "mmsearch": Bench("CaraJ/MMSearch", "end2end.parquet", "mmsearch"),
-    "fvqa": Bench("lmms-lab/FVQA", "fvqa_test.parquet", "fvqa"),
+    # VLMEvalKit's DATASET_URL points at these files (VStarBench, HRBench4K/8K)
+    "vstar": Bench("vlmeval-tsv", "xjtupanda/VStar_Bench", filename="VStarBench.tsv"),
+    "hrbench4k": Bench("vlmeval-tsv", "DreamMr/HR-Bench", filename="hr_bench_4k.tsv"),
+    "hrbench8k": Bench("vlmeval-tsv", "DreamMr/HR-Bench", filename="hr_bench_8k.tsv"),
+    # MMSearch names its subsets after the task and each has one split of the same name
+    "mmsearch": Bench("mmsearch", "CaraJ/MMSearch", subset="end2end", split="end2end"),
+    # FVQA's splits come from its file names (fvqa_train.parquet, fvqa_test.parquet)
+    "fvqa": Bench("fvqa", "lmms-lab/FVQA", split="test"),
 }
 
 
@@ -92,12 +119,9 @@ def load_items(
     name = benchmark or _name(path)
     if fmt == "vlmeval-tsv":
         yield from vlmeval_tsv.load(path, name)
-    elif fmt == "mmsearch":
+    elif fmt in ROW_READERS:
         for number, row in enumerate(_parquet_rows(path)):
-            yield search_sets.mmsearch_item(row, number, path.parent, name)
-    elif fmt == "fvqa":
-        for number, row in enumerate(_parquet_rows(path)):
-            yield search_sets.fvqa_item(row, number, path.parent, name)
+            yield ROW_READERS[fmt](row, number, path.parent, name)
     elif fmt == "browsecomp-vl":
         level = "level2" if "level2" in path.name else "level1" if "level1" in path.name else ""
         for where, row, error in search_sets.json_objects(path):
@@ -109,15 +133,23 @@ def load_items(
         raise FormatError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 
-def fetch_bench(name: str) -> tuple[Path, str]:
-    """(local file, format) of a named benchmark, downloaded once into the Hub cache."""
+def bench_items(name: str, fmt: str | None = None) -> Iterator[EvalItem | BadRow]:
+    """Items of a named benchmark from its published copy (a file downloaded once into the Hub
+    cache, or a Hub dataset read through `datasets`, cached by it)."""
     if name not in BENCHES:
         raise FormatError(f"unknown benchmark {name!r}; known: world, {', '.join(sorted(BENCHES))}")
-    from huggingface_hub import hf_hub_download
-
     bench = BENCHES[name]
-    path = hf_hub_download(bench.repo_id, bench.filename, repo_type="dataset")
-    return Path(path), bench.format
+    fmt = fmt or bench.format
+    if bench.filename:
+        from huggingface_hub import hf_hub_download
+
+        path = hf_hub_download(bench.repo_id, bench.filename, repo_type="dataset")
+        return load_items(Path(path), fmt, benchmark=name)
+    if fmt not in ROW_READERS:
+        raise FormatError(f"--format {fmt} cannot read the Hub dataset {bench.repo_id}; use {bench.format}")
+    # a benchmark is read whole and cached by datasets, so a rerun reads the local copy
+    source = HubSource(bench.repo_id, bench.subset, bench.split, streaming=False)
+    return (ROW_READERS[fmt](row, number, Path.cwd(), name) for number, row in enumerate(rows(source)))
 
 
 def world_items(world_dir: Path, used: set[str] | None = None, first: int = 100) -> Iterator[EvalItem]:

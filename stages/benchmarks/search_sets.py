@@ -1,16 +1,24 @@
 """Search benchmarks as published: MMSearch (end2end), FVQA (test parquet), BrowseComp-VL (JSONL).
 
-- MMSearch `end2end` (CaraJ/MMSearch, `end2end.parquet`): `sample_id`, `query`, `query_image`
-  (an image cell, absent for text-only queries), `area`, `subfield`, `gt_answer`,
-  `alternative_gt_answers` (a list: aliases).
-- FVQA (lmms-lab/FVQA, `fvqa_test.parquet`, MMSearch-R1's layout): `data_id`, `prompt` (chat
-  messages; the user turn holds the question, `<image>` marks where the image goes), `images`
-  (a list of image cells, or one cell), `reward_model` {`ground_truth`, `candidate_answers`},
-  optional `category`, `data_source`.
-- BrowseComp-VL (WebWatcher's `bc_vl_level1.jsonl` / `bc_vl_level2.jsonl`): one object per line
-  (or objects back to back), `question`, `image_path` (relative to the file) or `images`,
-  `answers` (a list: first is the answer, the rest aliases) or `answer`, `domain`; the level
-  comes from the file name.
+Field names checked against the real files and their authors' code (see each entry).
+- MMSearch `end2end` (Hub dataset CaraJ/MMSearch, subset and split `end2end`, as its own
+  `eval_end2end.py` loads it): `sample_id`, `query`, `query_image` (an image cell, None for
+  text-only queries), `area`, `subfield`, `gt_answer`, `alternative_gt_answers` (a list:
+  aliases; the official scorer takes the best match over gt and alternatives), `gt_requery`.
+- FVQA (Hub dataset lmms-lab/FVQA: `fvqa_train.parquet`, `fvqa_test.parquet`, splits from the file
+  names; MMSearch-R1's RL layout): `data_id` (`fvqa_test_17`), `data_source`
+  (`mmsearch_r1/fvqa_test`), `prompt` (chat messages; the user turn holds the question, an
+  `<image>` mark is dropped), `images` (a list of image structs with bytes), `image_urls`
+  (empty), `reward_model` {`ground_truth` (a string), `candidate_answers` (a list), `style`};
+  `category` (`search_free`/`search_required`) only in train. Checked against an MMSearch-R1
+  reproduction that reads the real files (`extract_fvqa_samples.py`: `row["prompt"]` user turn,
+  `images[0]["bytes"]`, `reward_model`; its notes: test has no `category`, `image_urls` empty)
+  and the row metadata it published (`reward_model: {ground_truth, candidate_answers, style}`).
+- BrowseComp-VL (WebWatcher's `benchmark/bc_vl_level1.jsonl` / `bc_vl_level2.jsonl` in
+  Alibaba-NLP/WebAgent; not on the Hub): one object per line, `question`, `image_path` (relative
+  to the file: `image/level1/level1_1.jpg`), `answers` (a list of one), `domain`; no id (the
+  line number is the id); the level comes from the file name. Checked against the published
+  files themselves. Also read: objects back to back, `images`, `answer`.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from stages.benchmarks.base import BadRow, EvalItem
-from stages.tasks import SeedError, image_bytes
+from stages.cells import SeedError, image_bytes
 
 
 def _images(value: Any, base: Path) -> list[bytes | Path]:

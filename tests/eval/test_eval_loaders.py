@@ -122,11 +122,14 @@ def test_mmsearch_end2end(tmp_path: Path) -> None:
 def test_fvqa_test_parquet(tmp_path: Path) -> None:
     image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
     message = pa.struct([("content", pa.string()), ("role", pa.string())])
-    reward = pa.struct([("ground_truth", pa.string()), ("candidate_answers", pa.list_(pa.string()))])
+    reward = pa.struct(
+        [("ground_truth", pa.string()), ("candidate_answers", pa.list_(pa.string())), ("style", pa.string())]
+    )
     table = pa.table(
         {
             "data_id": ["fvqa_1", "fvqa_2"],
-            "data_source": ["fvqa", "fvqa"],
+            "data_source": ["mmsearch_r1/fvqa_test", "mmsearch_r1/fvqa_test"],
+            "image_urls": [[], []],
             "prompt": pa.array(
                 [
                     [{"role": "user", "content": "<image>\nWhat breed is this dog?"}],
@@ -137,12 +140,16 @@ def test_fvqa_test_parquet(tmp_path: Path) -> None:
             "images": pa.array([[{"bytes": png(16, 12), "path": None}], []], pa.list_(image)),
             "reward_model": pa.array(
                 [
-                    {"ground_truth": "Shiba Inu", "candidate_answers": ["shiba", "Shiba Inu"]},
+                    {
+                        "ground_truth": "Shiba Inu",
+                        "candidate_answers": ["shiba", "Shiba Inu"],
+                        "style": "rule",
+                    },
                     {"ground_truth": "x"},
                 ],
                 reward,
             ),
-            "category": ["animal", "misc"],
+            "category": ["search_required", "search_free"],  # train has it; test has none
         }
     )
     path = tmp_path / "fvqa_test.parquet"
@@ -153,20 +160,21 @@ def test_fvqa_test_parquet(tmp_path: Path) -> None:
     item = items[0]
     assert item.question == "What breed is this dog?"  # the <image> placeholder is not question text
     assert item.answer == "Shiba Inu" and item.aliases == ["shiba"]
-    assert [size(i) for i in item.images] == [(16, 12)] and item.split == "animal"
+    assert [size(i) for i in item.images] == [(16, 12)] and item.split == "search_required"
 
 
 def test_browsecomp_vl_jsonl(tmp_path: Path) -> None:
-    (tmp_path / "images" / "level2").mkdir(parents=True)
-    (tmp_path / "images" / "level2" / "level2_1.jpg").write_bytes(png(30, 20))
+    (tmp_path / "image" / "level2").mkdir(parents=True)  # as in WebWatcher/benchmark/
+    (tmp_path / "image" / "level2" / "level2_1.jpg").write_bytes(png(30, 20))
     first = {
         "question": "Who founded it?",
-        "image_path": "images/level2/level2_1.jpg",
+        "image_path": "image/level2/level2_1.jpg",
         "answers": ["Jo", "J."],
+        "domain": "Music",
     }
     second = {
         "question": "Which city?",
-        "image_path": "images/level2/level2_1.jpg",
+        "image_path": "image/level2/level2_1.jpg",
         "answer": "Oslo",
         "domain": "Geo",
     }
@@ -189,3 +197,126 @@ def test_unknown_layouts_say_what_to_do(tmp_path: Path) -> None:
         detect_format(path)
     with pytest.raises(ValueError, match="does not exist"):
         detect_format(tmp_path / "missing.tsv")
+
+
+# ----------------------------------------------------------------- named benchmarks (--bench)
+
+
+def _hub_standin(monkeypatch: pytest.MonkeyPatch, folder: Path, calls: list) -> None:
+    """`datasets.load_dataset` records what it was asked for and reads a local copy of the files."""
+    datasets = pytest.importorskip("datasets")
+    real = datasets.load_dataset
+
+    def fake(path: str, name: str | None = None, **kwargs):
+        calls.append((path, name, kwargs.get("split"), kwargs.get("streaming")))
+        files = {kwargs["split"]: str(next(folder.glob("*.parquet")))}
+        return real(
+            "parquet", data_files=files, split=kwargs["split"], streaming=kwargs.get("streaming", False)
+        )
+
+    monkeypatch.setattr(datasets, "load_dataset", fake)
+
+
+def test_mmsearch_bench_comes_through_datasets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    datasets = pytest.importorskip("datasets")
+    from stages.benchmarks import bench_items
+
+    features = datasets.Features(
+        {
+            "sample_id": datasets.Value("string"),
+            "query": datasets.Value("string"),
+            "query_image": datasets.Image(),
+            "area": datasets.Value("string"),
+            "gt_answer": datasets.Value("string"),
+            "alternative_gt_answers": datasets.List(datasets.Value("string")),
+        }
+    )
+    rows = {
+        "sample_id": ["news_0", "news_1"],
+        "query": ["Who designed this logo?", ""],
+        "query_image": [Image.open(io.BytesIO(png(20, 10))), None],
+        "area": ["news", "news"],
+        "gt_answer": ["Ada Lovelace", "x"],
+        "alternative_gt_answers": [["A. Lovelace"], []],
+    }
+    (tmp_path / "end2end").mkdir()
+    datasets.Dataset.from_dict(rows, features=features).to_parquet(
+        str(tmp_path / "end2end" / "end2end.parquet")
+    )
+    calls: list = []
+    _hub_standin(monkeypatch, tmp_path / "end2end", calls)
+    items, bad = split(list(bench_items("mmsearch")))
+    assert calls == [("CaraJ/MMSearch", "end2end", "end2end", False)]  # subset end2end, split end2end
+    assert [i.item_id for i in items] == ["news_0"] and [b.item_id for b in bad] == ["news_1"]
+    assert items[0].answer == "Ada Lovelace" and items[0].aliases == ["A. Lovelace"]
+    assert items[0].benchmark == "mmsearch" and [size(i) for i in items[0].images] == [(20, 10)]
+
+
+def test_fvqa_bench_asks_for_the_test_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    datasets = pytest.importorskip("datasets")
+    from stages.benchmarks import bench_items
+
+    features = datasets.Features(
+        {
+            "data_id": datasets.Value("string"),
+            "prompt": datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")}),
+            "images": datasets.List(datasets.Image()),
+            "reward_model": {"ground_truth": datasets.Value("string")},
+        }
+    )
+    rows = {
+        "data_id": ["fvqa_test_0"],
+        "prompt": [[{"role": "user", "content": "<image>\nWhich bridge is this?"}]],
+        "images": [[Image.open(io.BytesIO(png(8, 6)))]],
+        "reward_model": [{"ground_truth": "Tower Bridge"}],
+    }
+    datasets.Dataset.from_dict(rows, features=features).to_parquet(str(tmp_path / "fvqa_test.parquet"))
+    calls: list = []
+    _hub_standin(monkeypatch, tmp_path, calls)
+    (item,) = bench_items("fvqa")
+    assert calls == [("lmms-lab/FVQA", None, "test", False)]
+    assert (item.item_id, item.question, item.answer) == (
+        "fvqa_test_0",
+        "Which bridge is this?",
+        "Tower Bridge",
+    )
+    assert [size(i) for i in item.images] == [(8, 6)]
+
+
+def test_tsv_benches_stay_the_files_vlmevalkit_downloads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    from stages.benchmarks import FormatError, bench_items
+
+    tsv = tmp_path / "VStarBench.tsv"
+    write_tsv(tsv)
+    calls: list = []
+
+    def download(repo_id: str, filename: str, **kwargs) -> str:
+        calls.append((repo_id, filename, kwargs.get("repo_type")))
+        return str(tsv)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    items, bad = split(list(bench_items("vstar")))
+    assert calls == [("xjtupanda/VStar_Bench", "VStarBench.tsv", "dataset")]
+    assert len(items) == 3 and len(bad) == 1 and items[0].benchmark == "vstar"
+    with pytest.raises(FormatError, match="unknown benchmark 'nope'"):
+        bench_items("nope")
+    with pytest.raises(FormatError, match="--format vlmeval-tsv cannot read"):
+        bench_items("fvqa", "vlmeval-tsv")
+
+
+def test_an_unreachable_bench_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    datasets = pytest.importorskip("datasets")
+    from stages.benchmarks import bench_items
+    from stages.cells import SeedError
+
+    def offline(path: str, name: str | None = None, **kwargs):
+        raise ConnectionError("Couldn't reach 'lmms-lab/FVQA' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(
+        SeedError, match=r"cannot open Hub dataset lmms-lab/FVQA \(split test\): ConnectionError"
+    ):
+        bench_items("fvqa")
