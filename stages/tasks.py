@@ -104,7 +104,8 @@ def hub_source(cfg: Config) -> HubSource:
 def _hub_rows(cfg: Config) -> Iterator[tuple[str, dict[str, Any], Path]]:
     source = hub_source(cfg)
     local = Path(source.id)
-    base = local if local.is_dir() else local.parent  # a Hub id: relative paths resolve nowhere
+    # relative image paths resolve next to a local copy; a Hub id's rows carry their images
+    base = local if local.is_dir() else local.parent if local.exists() else Path.cwd()
     for number, row in enumerate(rows(source)):
         yield f"row {number}", row, base
 
@@ -181,6 +182,8 @@ class TaskBuilder:
         self.cfg, self.store = cfg, store
         self.mapping = column_map(cfg)
         self.preset: Preset | None = preset(cfg.seeds.preset)
+        where = hub_source(cfg).id if cfg.seeds.source == "hub" else Path(cfg.seeds.path or "").name
+        self.source = f"{cfg.seeds.source}:{where}"
         self._seen: set[str] = set()
         self._rows = 0
 
@@ -242,7 +245,7 @@ class TaskBuilder:
             raise SeedError(f"{row_id}: mode {mode!r} must be deepresearch or general")
         source_id = str(get("id")) if "id" in m else row_id
         return Task(
-            source=f"{self.cfg.seeds.source}:{Path(self.cfg.seeds.path or '').name}",
+            source=self.source,
             source_id=source_id,
             category=category,
             mode=mode,

@@ -136,6 +136,11 @@ def load_items(
 def bench_items(name: str, fmt: str | None = None) -> Iterator[EvalItem | BadRow]:
     """Items of a named benchmark from its published copy (a file downloaded once into the Hub
     cache, or a Hub dataset read through `datasets`, cached by it)."""
+    if name in ("browsecomp-vl", "browsecomp_vl", "bc-vl"):
+        raise FormatError(
+            "BrowseComp-VL is published as JSONL + images in WebWatcher's GitHub repo, not on the Hub: "
+            "--data WebWatcher/benchmark/bc_vl_level1.jsonl (or bc_vl_level2.jsonl)"
+        )
     if name not in BENCHES:
         raise FormatError(f"unknown benchmark {name!r}; known: world, {', '.join(sorted(BENCHES))}")
     bench = BENCHES[name]

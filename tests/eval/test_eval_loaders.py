@@ -303,6 +303,8 @@ def test_tsv_benches_stay_the_files_vlmevalkit_downloads(
     assert len(items) == 3 and len(bad) == 1 and items[0].benchmark == "vstar"
     with pytest.raises(FormatError, match="unknown benchmark 'nope'"):
         bench_items("nope")
+    with pytest.raises(FormatError, match="not on the Hub: --data"):
+        bench_items("browsecomp-vl")
     with pytest.raises(FormatError, match="--format vlmeval-tsv cannot read"):
         bench_items("fvqa", "vlmeval-tsv")
 

@@ -230,7 +230,8 @@ def test_a_hub_id_is_asked_for_with_its_split_and_streamed(tmp_path: Path, monke
     monkeypatch.setattr(datasets, "load_dataset", fake)
     store, _ = _hub(tmp_path, "fvqa", **{"seeds.limit": 1})
     assert calls == [("lmms-lab/FVQA", None, "train", True)]
-    assert [t.source_id for t in store.read_records("tasks", Task)] == ["fvqa_train_3"]
+    (task,) = store.read_records("tasks", Task)
+    assert (task.source_id, task.source) == ("fvqa_train_3", "hub:lmms-lab/FVQA")
     assert store.read_report()["tasks"]["written"] == 1
 
 
