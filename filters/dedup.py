@@ -13,8 +13,8 @@ keeps its best member, so the outcome is deterministic.
 
 Against the own MinHash and banding it replaced (`bench/bench_dedup.py`): 1.4-1.7x its CPU time
 on this step (datasketch inserts band by band in Python; ~0.1 ms a question, about 1 % of a
-filter run), kept because the decisions are as good: they differ only at the threshold margin
-(exact Jaccard 0.6-0.85), both ways (README, Filter).
+filter run). Adopted anyway: a kept library instead of a look-alike, and the decisions are as
+good, differing only at the threshold margin (exact Jaccard 0.6-0.85), both ways (README, Filter).
 """
 
 from __future__ import annotations
