@@ -453,7 +453,7 @@ _CATEGORIES = (  # (module prefix, category), matched from the innermost frame o
     ("stages.tools", "tools"),
     ("bm25s", "tools"),
     ("trafilatura", "tools"),
-    ("imagehash", "tools"),
+    ("pipeline.phash", "tools"),
     ("lxml", "tools"),
     ("openai", "teacher client"),
     ("httpx", "teacher client"),  # also httpx2, the SDK's own

@@ -22,7 +22,7 @@ from pipeline.images import ImageError
 from pipeline.schema import StepVerdict, Trajectory, Verdict
 
 if TYPE_CHECKING:
-    from filters.judges import Judge
+    from filters.judges import Judge, JudgeResult
     from pipeline.leaks import LeakGuard
     from pipeline.store import RunStore
 
@@ -100,6 +100,11 @@ class Check(ABC):
         """Rules, then (in judged checks, when `ctx.judge` is set) a judge. Default: rules."""
         return self.run(trajectory, ctx)
 
+    @staticmethod
+    def judge_after(rules: Verdict, ctx: CheckContext) -> Judge | None:
+        """The judge to ask after the rules: none when there is none, or when the rules dropped."""
+        return ctx.judge if rules.keep else None
+
     def verdict(
         self,
         trajectory: Trajectory,
@@ -141,6 +146,16 @@ def ok(step: int, reason: str = "") -> StepVerdict:
 
 def bad(step: int, reason: str) -> StepVerdict:
     return StepVerdict(step=step, ok=False, reason=reason)
+
+
+def judge_step(step: int, result: JudgeResult, failure: str) -> StepVerdict:
+    """A step as a judge saw it: ok with its note on a pass (or a kept unknown), the judge's
+    reason on a dropped unknown, `failure` with the judge's reason on a fail."""
+    if result.passed:
+        return ok(step, result.note)
+    if result.unknown:
+        return bad(step, result.reason)
+    return bad(step, f"{failure} (judge: {result.reason})")
 
 
 @lru_cache(maxsize=4096)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import re
 
-from filters.base import Check, CheckContext, acknowledges_setback, bad, lowered, ok
+from filters.base import Check, CheckContext, acknowledges_setback, bad, judge_step, lowered, ok
 from filters.judges import clip
 from pipeline.schema import Step, StepVerdict, Trajectory, Verdict
 
@@ -115,9 +115,8 @@ class GroundingCheck(Check):
 
     async def arun(self, trajectory: Trajectory, ctx: CheckContext) -> Verdict:
         verdict = self.run(trajectory, ctx)
-        if ctx.judge is None or not verdict.keep:
+        if (judge := self.judge_after(verdict, ctx)) is None:
             return verdict
-        judge = ctx.judge
         pairs = [i for i in self._pairs(trajectory) if trajectory.steps[i + 1].think.strip()]
 
         async def ask(i: int) -> StepVerdict:
@@ -133,13 +132,8 @@ class GroundingCheck(Check):
                 "next_thought": following.think,
             }
             result = await judge.ask("step", payload)
-            if result.passed:
-                return ok(following.index, result.note)
-            if result.unknown:
-                return bad(following.index, result.reason)
-            return bad(
-                following.index,
-                f"thought not supported by the {step.tool_name} output (judge: {result.reason})",
+            return judge_step(
+                following.index, result, f"thought not supported by the {step.tool_name} output"
             )
 
         judged = {v.step: v for v in await asyncio.gather(*(ask(i) for i in pairs))}

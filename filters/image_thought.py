@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 
-from filters.base import Check, CheckContext, acknowledges_setback, bad, ok
+from filters.base import Check, CheckContext, acknowledges_setback, bad, judge_step, ok
 from filters.crops import Box, crops_in_code, named_images
 from pipeline.schema import StepVerdict, Trajectory, Verdict
 
@@ -86,9 +86,8 @@ class ImageThoughtCheck(Check):
 
     async def arun(self, trajectory: Trajectory, ctx: CheckContext) -> Verdict:
         verdict = self.run(trajectory, ctx)
-        if ctx.judge is None or not verdict.keep:
+        if (judge := self.judge_after(verdict, ctx)) is None:
             return verdict
-        judge = ctx.judge
         asks = [
             (i, ref)
             for i in self._pairs(trajectory)
@@ -100,13 +99,7 @@ class ImageThoughtCheck(Check):
             following = trajectory.steps[i + 1]
             payload = {"question": trajectory.question, "next_thought": following.think}
             result = await judge.ask("image", payload, image_ref=ref)
-            if result.passed:
-                return ok(following.index, result.note)
-            if result.unknown:
-                return bad(following.index, result.reason)
-            return bad(
-                following.index, f"produced image does not support the thought (judge: {result.reason})"
-            )
+            return judge_step(following.index, result, "produced image does not support the thought")
 
         merged = {v.step: v for v in verdict.steps}
         for judged in await asyncio.gather(*(ask(i, ref) for i, ref in asks)):

@@ -102,44 +102,27 @@ def plan_steps(trajectory: Trajectory) -> tuple[list[PlanStep], str]:
             key = bare.group(1) if bare else name
             return f"[Image produced in Step {produced[key]}]" if key in produced else key
 
+        def add(description: str, tool: str = tool, **parameters: str) -> None:
+            steps.append(PlanStep(description=description, tool_name=tool, parameters=parameters))
+
         if tool == "image_search":
             for path in args.get("image_paths") or []:
                 ref = image_ref(str(path))
-                steps.append(
-                    PlanStep(
-                        description=f"Reverse image search {ref} to identify what it shows",
-                        tool_name=tool,
-                        parameters={"image_path": ref},
-                    )
-                )
+                add(f"Reverse image search {ref} to identify what it shows", image_path=ref)
         elif tool == "text_search":
             for query in args.get("queries") or []:
                 q = _span_placeholder(str(query), trajectory.question, sources)
-                steps.append(
-                    PlanStep(description=f"Search the web for {q}", tool_name=tool, parameters={"query": q})
-                )
+                add(f"Search the web for {q}", query=q)
         elif tool == "web_visit":
             for url in args.get("urls") or []:
                 found = next((s for s in sources if lowered(str(url)) in s.text), None)
                 u = f"[URL found in Step {found.step}]" if found else str(url)
-                steps.append(
-                    PlanStep(
-                        description=f"Visit {u} and read the relevant details",
-                        tool_name=tool,
-                        parameters={"url": u},
-                    )
-                )
+                add(f"Visit {u} and read the relevant details", url=u)
         elif tool == "code":
             code = str(args.get("code", ""))
             match = _IMAGE_NAME.search(code)
             operation = _operation(code, image_ref(match.group(1)) if match else "the image")
-            steps.append(
-                PlanStep(
-                    description=f"Use code to {operation}",
-                    tool_name=tool,
-                    parameters={"operation": operation},
-                )
-            )
+            add(f"Use code to {operation}", operation=operation)
         else:
             return [], f"tool {tool!r} has no planner form"
         if len(steps) >= first:  # what this call returned may feed later steps

@@ -26,7 +26,7 @@ import os
 import re
 import tempfile
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -99,13 +99,7 @@ class ScanCounts:
     occurrences: int = 0  # every place a needle occurs
 
     def as_dict(self) -> dict[str, int]:
-        return {
-            "rows": self.rows,
-            "fields": self.fields,
-            "chars": self.chars,
-            "matches": self.matches,
-            "occurrences": self.occurrences,
-        }
+        return asdict(self)
 
 
 @dataclass

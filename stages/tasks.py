@@ -21,7 +21,7 @@ import io
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,18 +48,12 @@ _CATEGORIES = {"perception", "search", "interleaved", "multihop", "general", "pl
 class TaskStats:
     rows: int = 0
     written: int = 0
-    already: int = 0
+    already_written: int = 0
     dropped: collections.Counter[str] = field(default_factory=collections.Counter)
     errors: int = 0
 
     def summary(self) -> dict[str, Any]:
-        return {
-            "rows": self.rows,
-            "written": self.written,
-            "already_written": self.already,
-            "errors": self.errors,
-            "dropped": dict(self.dropped),
-        }
+        return {**asdict(self), "dropped": dict(self.dropped)}
 
 
 # --------------------------------------------------------------------------- reading sources
@@ -331,7 +325,7 @@ def prepare_tasks(cfg: Config, store: RunStore, log: logging.Logger, *, batch: i
     stats = TaskStats()
     report = store.read_report().get("tasks", {})
     if report.get("complete") and report.get("fingerprint") == seeds_fingerprint(cfg):
-        stats.already = int(report.get("written", 0)) + int(report.get("already_written", 0))
+        stats.already_written = int(report.get("written", 0)) + int(report.get("already_written", 0))
         return stats
     written = store.written_ids("tasks", "task_id")
     source = _world_tasks(cfg, store) if cfg.seeds.source == "world" else _seed_tasks(cfg, store)
@@ -350,7 +344,7 @@ def prepare_tasks(cfg: Config, store: RunStore, log: logging.Logger, *, batch: i
             continue
         kept += 1
         if item.task_id in written:
-            stats.already += 1
+            stats.already_written += 1
             continue
         written.add(item.task_id)
         pending.append(item)

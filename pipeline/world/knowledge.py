@@ -22,6 +22,7 @@ from PIL import Image
 
 from pipeline.images import ImageError, data_uri_bytes, decode_image, read_image
 from pipeline.schema import Task
+from pipeline.singleflight import ThreadSingleFlight
 from pipeline.world import vision
 from pipeline.world.build import is_built, load_entities, load_signatures
 from pipeline.world.kg import Entity
@@ -60,7 +61,9 @@ class Knowledge:
         self._templates: dict[str, vision.RegionTemplate] = {}
         self._scenes: OrderedDict[str, Image.Image] = OrderedDict()
         self._checks: OrderedDict[tuple[str, str, str], dict[str, Any]] = OrderedDict()
-        self._pending: dict[tuple[str, str, str], Future[dict[str, Any]]] = {}
+        self._pending: ThreadSingleFlight[tuple[str, str, str], dict[str, Any]] = ThreadSingleFlight(
+            self._remember
+        )
 
     @cached_property
     def entities(self) -> dict[str, Entity]:
@@ -162,25 +165,15 @@ class Knowledge:
             if key in self._checks:
                 self._checks.move_to_end(key)
                 return self._checks[key]
-            pending = self._pending.get(key)
-            if pending is None:
-                self._pending[key] = mine = Future()
-        if pending is not None:  # the same check is running in another thread: wait for it
-            return pending.result()
-        try:
-            result = self._check(task, data, kind)
-        except BaseException as exc:
+        # the same check asked by several server threads at once (the K rollouts) runs once
+        return self._pending.run(key, lambda: self._check(task, data, kind))
+
+    def _remember(self, key: tuple[str, str, str], done: Future[dict[str, Any]]) -> None:
+        if not done.cancelled() and done.exception() is None:
             with self._lock:
-                del self._pending[key]
-            mine.set_exception(exc)
-            raise
-        with self._lock:
-            self._checks[key] = result
-            while len(self._checks) > 4096:
-                self._checks.popitem(last=False)
-            del self._pending[key]
-        mine.set_result(result)
-        return result
+                self._checks[key] = done.result()
+                while len(self._checks) > 4096:
+                    self._checks.popitem(last=False)
 
     def _check(self, task: Task, data: bytes, kind: str) -> dict[str, Any]:
         template = self.template(task)

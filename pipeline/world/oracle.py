@@ -44,12 +44,8 @@ class Reply:
     kind: str | None = None  # a judge's kind (answer, step, image, final)
 
     def record(self) -> dict[str, Any]:
-        return {
-            "role": self.role,
-            "task_id": self.task_id,
-            "defects": self.defects,
-            "injected": self.injected,
-        }
+        """The world's truth about this reply (for its log): all but the text and judge kind."""
+        return {name: getattr(self, name) for name in ("role", "task_id", "defects", "injected")}
 
 
 def salt_of(body: dict[str, Any]) -> str:

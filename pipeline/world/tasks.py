@@ -270,7 +270,8 @@ def _visit_answer_steps(
             "web_visit",
             {"urls": [url]},
             {"check": "contains", "text": value},
-        )
+        ),
+        _answer(f"The page of {e.name} states the {attr.replace('_', ' ')}: {value}.", value),
     ]
     plan = [
         {
@@ -299,7 +300,6 @@ def search_task(image_rel: str, e: Entity, rng: random.Random) -> Task:
     ]
     visit, visit_plan = _visit_answer_steps(e, attr, 1)
     path += visit
-    path.append(_answer(f"The page of {e.name} states the {attr.replace('_', ' ')}: {value}.", value))
     plan = [
         {
             "description": "Reverse image search the emblem",
@@ -347,7 +347,6 @@ def interleaved_task(scene_rel: str, emblem: Emblem, e: Entity, rng: random.Rand
     ]
     visit, visit_plan = _visit_answer_steps(e, attr, 2)
     path += visit
-    path.append(_answer(f"The page of {e.name} states the {attr.replace('_', ' ')}: {value}.", value))
     plan = [
         {
             "description": f"Crop the emblem in the {emblem.frame} frame",

@@ -18,9 +18,8 @@ import json
 from functools import cached_property
 from typing import Any
 
-import imagehash
-
 from pipeline.images import ImageError, data_uri_bytes, decode_image
+from pipeline.phash import image_phash
 from pipeline.world.kg import Entity
 from pipeline.world.knobs import Knobs, drawn, unit
 from pipeline.world.knowledge import Knowledge
@@ -165,7 +164,8 @@ class WalkOracle:
         own = self.kb.dir / "corpus" / "images" / f"{e.slug}.png"
         if not own.is_file():
             return False
-        return imagehash.phash(seen) - imagehash.phash(decode_image(own.read_bytes())) <= 10
+        distance = image_phash(seen) ^ image_phash(decode_image(own.read_bytes()))
+        return distance.bit_count() <= 10  # a rescaled, re-encoded copy of the entity's own image
 
     def _check(self, p: dict[str, Any], images: list[str], knobs: Knobs, key: str) -> dict[str, Any]:
         chain = [self._entity(t) for t in p.get("chain") or []]

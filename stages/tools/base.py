@@ -68,3 +68,12 @@ class Tool(ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most tools hold nothing
         """Release pools, clients and caches."""
+
+
+def batch_observation(blocks: list[str], errors: list[str], asked: int) -> Observation:
+    """One observation for a call over several inputs (queries, images, URLs): every input's
+    block, an error only when all `asked` of them failed, partial failures in `meta`."""
+    error = "; ".join(errors) if errors and len(errors) == asked else None
+    return Observation(
+        text="\n\n".join(blocks), error=error, meta={"partial_errors": errors} if errors else {}
+    )

@@ -18,7 +18,7 @@ import httpx
 from pipeline.config import secret
 from pipeline.schema import Observation
 from stages.tools.args import ArgumentError, string_list
-from stages.tools.base import Tool, ToolContext
+from stages.tools.base import Tool, ToolContext, batch_observation
 from stages.tools.cache import ToolCache, normalise_query
 from stages.tools.results import SearchHit, format_hits
 
@@ -181,7 +181,27 @@ class SerperLens:
 # ------------------------------------------------------------------------------ the tools
 
 
-class TextSearchTool(Tool):
+class _SearchTool(Tool):
+    """What the two search tools share: a backend, the tool cache, how many hits, API calls."""
+
+    def __init__(self, backend: Any, cache: ToolCache, top_k: int = 5) -> None:
+        self.backend = backend
+        self.cache = cache
+        self.top_k = top_k
+        self.api_calls = 0
+
+    def stats(self) -> dict[str, float]:
+        return {**self.cache.stats(), "api_calls": self.api_calls}
+
+    async def aclose(self) -> None:
+        client = getattr(self.backend, "client", None)
+        if isinstance(client, SerperClient):
+            await client.aclose()
+        self.cache.close()
+
+
+class TextSearchTool(_SearchTool):
+    backend: TextBackend
     name = "text_search"
     description = (
         "Search the web for text. Give one or more queries; each returns a numbered list of results "
@@ -194,12 +214,6 @@ class TextSearchTool(Tool):
         },
         "required": ["queries"],
     }
-
-    def __init__(self, backend: TextBackend, cache: ToolCache, top_k: int = 5) -> None:
-        self.backend = backend
-        self.cache = cache
-        self.top_k = top_k
-        self.api_calls = 0
 
     async def _run(self, arguments: dict[str, Any], ctx: ToolContext) -> Observation:
         try:
@@ -221,19 +235,7 @@ class TextSearchTool(Tool):
                 blocks.append(f'Results for "{query}":\nSearch failed: {exc}')
                 continue
             blocks.append(format_hits(f'Results for "{query}":', [SearchHit(**h) for h in rows]))
-        error = "; ".join(errors) if errors and len(errors) == len(queries) else None
-        return Observation(
-            text="\n\n".join(blocks), error=error, meta={"partial_errors": errors} if errors else {}
-        )
-
-    def stats(self) -> dict[str, float]:
-        return {**self.cache.stats(), "api_calls": self.api_calls}
-
-    async def aclose(self) -> None:
-        client = getattr(self.backend, "client", None)
-        if isinstance(client, SerperClient):
-            await client.aclose()
-        self.cache.close()
+        return batch_observation(blocks, errors, len(queries))
 
 
 def resolve_image(ref: str, ctx: ToolContext, backend: ImageBackend | None = None) -> Path:
@@ -260,7 +262,8 @@ def resolve_image(ref: str, ctx: ToolContext, backend: ImageBackend | None = Non
     raise ArgumentError(f"unknown image {ref!r}; the images of this conversation are: {known}")
 
 
-class ImageSearchTool(Tool):
+class ImageSearchTool(_SearchTool):
+    backend: ImageBackend
     name = "image_search"
     description = (
         "Reverse image search. Give the names of images of this conversation (e.g. image_0.png, or a crop "
@@ -278,12 +281,6 @@ class ImageSearchTool(Tool):
         },
         "required": ["image_paths"],
     }
-
-    def __init__(self, backend: ImageBackend, cache: ToolCache, top_k: int = 5) -> None:
-        self.backend = backend
-        self.cache = cache
-        self.top_k = top_k
-        self.api_calls = 0
 
     async def _run(self, arguments: dict[str, Any], ctx: ToolContext) -> Observation:
         try:
@@ -309,19 +306,7 @@ class ImageSearchTool(Tool):
                 blocks.append(f"{header}\nSearch failed: {exc}")
                 continue
             blocks.append(format_hits(header, hits))
-        error = "; ".join(errors) if errors and len(errors) == len(refs) else None
-        return Observation(
-            text="\n\n".join(blocks), error=error, meta={"partial_errors": errors} if errors else {}
-        )
-
-    def stats(self) -> dict[str, float]:
-        return {**self.cache.stats(), "api_calls": self.api_calls}
-
-    async def aclose(self) -> None:
-        client = getattr(self.backend, "client", None)
-        if isinstance(client, SerperClient):
-            await client.aclose()
-        self.cache.close()
+        return batch_observation(blocks, errors, len(refs))
 
 
 def image_key(path: Path) -> str:

@@ -22,7 +22,7 @@ import httpx
 from pipeline.config import VisitToolConfig, secret
 from pipeline.schema import Observation
 from stages.tools.args import ArgumentError, string_list
-from stages.tools.base import Tool, ToolContext
+from stages.tools.base import Tool, ToolContext, batch_observation
 from stages.tools.cache import ToolCache
 from stages.tools.ssrf import BlockedURL, Resolver, Target, check_url, system_resolver
 
@@ -188,10 +188,7 @@ class WebVisitTool(Tool):
             except (httpx.HTTPError, RuntimeError, OSError) as exc:
                 errors.append(f"{url}: {type(exc).__name__}: {exc}")
                 blocks.append(f"{number}. {url}\n   Failed: {exc}")
-        error = "; ".join(errors) if errors and len(errors) == len(urls) else None
-        return Observation(
-            text="\n\n".join(blocks), error=error, meta={"partial_errors": errors} if errors else {}
-        )
+        return batch_observation(blocks, errors, len(urls))
 
     def stats(self) -> dict[str, float]:
         return {**self.cache.stats(), "fetches": self.fetches}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from filters.dedup import DedupItem, near_duplicates, phash
+from filters.dedup import DedupItem, near_duplicates, phash, question_pairs
 from filters.plan_samples import plan_sample
 from filters.select import Candidate, best_per_task, cap_with_quotas
 from pipeline.plan_format import validate_plan
@@ -77,6 +77,18 @@ def test_near_duplicate_questions_on_the_same_image() -> None:
         items, question_similarity=0.7, image_distance=6, require_both=False, image_hash=hashes.get
     )
     assert either == {"b": "a", "c": "a", "d": "a"}
+
+
+def test_templated_questions_in_one_bucket_are_compared_with_its_head_only() -> None:
+    """A thousand copies of one template share every LSH bucket: each is paired with the
+    best-ranked copy (n - 1 pairs), never with every other copy (n (n - 1) / 2)."""
+    q = "In what year was the organisation whose emblem is shown in this picture founded?"
+    items = [DedupItem(f"k{i}", q, None) for i in range(1000)]
+    assert question_pairs(items, 0.8) == {(0, j) for j in range(1, 1000)}
+    dupes = near_duplicates(
+        items, question_similarity=0.8, image_distance=-1, require_both=True, image_hash=dict().get
+    )
+    assert len(dupes) == 999 and set(dupes.values()) == {"k0"}
 
 
 def test_plan_sample_uses_placeholders_and_validates() -> None:
