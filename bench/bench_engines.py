@@ -199,7 +199,8 @@ def main() -> None:
         else:
             pythons[client] = python
     for run in range(args.runs):
-        for client, python in pythons.items():
+        order = list(pythons.items())
+        for client, python in order[::-1] if run % 2 else order:  # a load that drifts hits all alike
             result = run_client(client, python, args.n, args.in_flight, args.latency, args.timeout)
             results[client].append(result)
             if "error" in result:
