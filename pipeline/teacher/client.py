@@ -237,8 +237,8 @@ class TeacherClient:
     async def _post(self, request: dict[str, Any], start: float) -> TeacherReply:
         """One HTTP exchange, streamed or not, decoded into a reply."""
         body = _wire_body(request)
-        if not body.get("stream"):
-            completion = await self._client.post("/chat/completions", body=body, cast_to=ChatCompletion)
+        if not body.get("stream"):  # the JSON body as is: building the SDK's typed model costs
+            completion = await self._client.post("/chat/completions", body=body, cast_to=object)
             return decode_completion(completion, time.perf_counter() - start)
         stream = await self._client.post(
             "/chat/completions",
