@@ -256,7 +256,7 @@ class TeacherClient:
         """Every HTTP response, 429s included: a stated request limit sets the pace."""
         if (stated := request_limit(response.headers)) is not None and (rate := stated.rate()):
             self._stats["limit_headers"] += 1
-            self.pacer.announce(rate)
+            self.pacer.announce(rate, stated.spare())
 
     def _on_error(self, exc: BaseException, sent_at: float) -> None:
         kind = f"HTTP {exc.status_code}" if isinstance(exc, openai.APIStatusError) else type(exc).__name__

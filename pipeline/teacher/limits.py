@@ -156,8 +156,11 @@ class AdaptivePacer:
         elif self.ceiling is None and not self.slow_start and now - self._last_cut > 120.0:
             self.rate = None  # two quiet minutes: the limit is gone or far away
 
-    def announce(self, rate: float) -> None:
-        """The endpoint's headers state it admits `rate` requests/s: pace just under it.
+    def announce(self, rate: float, spare: float | None = None) -> None:
+        """The endpoint's headers state it admits `rate` requests/s: pace just under it once
+        less than a quarter of its bucket is `spare` (remaining / limit; a bucket of thousands
+        lets an unpaced burst run on until it is nearly spent, pacing it from the start would
+        only waste it).
 
         The median of the last 15 statements, so one reading rounded to the millisecond (or
         taken as the window turned) cannot move the pace; under a configured ceiling.
@@ -167,6 +170,8 @@ class AdaptivePacer:
         self._announced.append(rate)
         ordered = sorted(self._announced)
         self.announced_rate = ordered[len(ordered) // 2]
+        if self.rate is None and spare is not None and spare > 0.25:
+            return
         target = self.announced_rate * self.headroom
         if self.ceiling is not None:
             target = min(target, self.ceiling)

@@ -54,6 +54,12 @@ class RequestLimit:
         used = self.limit - self.remaining
         return used / self.reset_s if used >= 1 else None
 
+    def spare(self) -> float | None:
+        """The share of the limit still unused (remaining / limit), where both are stated."""
+        if not self.limit or self.remaining is None:
+            return None
+        return min(1.0, self.remaining / self.limit)
+
 
 def request_limit(headers: Any, now: float | None = None) -> RequestLimit | None:
     """The request limit these headers state (any mapping with case-insensitive `get`), or None."""

@@ -109,6 +109,17 @@ def test_pacer_paces_under_a_stated_rate_and_never_probes_above_it():
     assert capped.rate == 20.0  # a configured ceiling under the stated rate still binds
 
 
+def test_a_large_bucket_is_spent_unpaced_before_pacing_starts():
+    """5,000 a minute with 4,000 left: pacing at 83/s now would only waste the bucket; with a
+    fifth left it starts."""
+    pacer = AdaptivePacer(None)
+    pacer.announce(5000 / 60, spare=0.8)
+    assert pacer.rate is None and pacer.announced_rate == 5000 / 60
+    pacer.announce(5000 / 60, spare=0.2)
+    assert pacer.rate is not None and abs(pacer.rate - 0.99 * 5000 / 60) < 1e-9
+    assert request_limit({"x-ratelimit-limit": "40", "x-ratelimit-remaining": "10"}).spare() == 0.25
+
+
 def test_unpaced_start_cuts_on_its_first_burst_of_429s():
     """Before any admission, a 429's Retry-After (a token bucket's wait for its next token,
     under 1/R) is evidence enough: the pace drops to just under 1/wait."""
@@ -123,10 +134,10 @@ def test_unpaced_start_cuts_on_its_first_burst_of_429s():
 def test_client_paces_at_the_limit_a_loopback_server_states(fake_teacher):
     """Every reply states 40 requests/s (OpenAI's headers): from the first reply on, the client
     paces just under it instead of starting unpaced or ramping up from 16/s."""
-    stated = {
+    stated = {  # 3 of 40 left, full again in 37 / 40 s
         "x-ratelimit-limit-requests": "40",
-        "x-ratelimit-remaining-requests": "39",
-        "x-ratelimit-reset-requests": "25ms",
+        "x-ratelimit-remaining-requests": "3",
+        "x-ratelimit-reset-requests": "925ms",
     }
     body = json.dumps(completion("ok"))
     server = fake_teacher(lambda request: Fault(status=200, headers=stated, body=body))
