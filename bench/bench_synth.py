@@ -9,8 +9,9 @@ side by side in this one run.
    and the steady state (Little's law over the trajectories that ended while every slot was
    busy: the whole run of 3 waves is dominated by the last wave's tail, which the bare loop
    has too). Each side meets a freshly started world server (cold oracle caches);
-2. rate limits: the server admits R requests/s (429 + Retry-After beyond); sustained admitted
-   rate / R and the share of requests rejected;
+2. rate limits: the server admits R requests/s (429 + Retry-After beyond), stating its bucket in
+   OpenAI's x-ratelimit headers or not (then the client learns it from 429s, starting unpaced or
+   with a slow start); sustained admitted rate / R and the share of requests rejected;
 3. cost per trajectory: CPU ms per trajectory, split (by stack sampling, scaled to the measured
    process CPU) into teacher client, tools, image encoding, storage, agent loop and runtime;
    images encoded per trajectory vs images sent;
@@ -393,16 +394,37 @@ def bench_latency(
 # --------------------------------------------------------------------------- 2. rate limits
 
 
-def bench_rate_limit(world: World, rate: float, seconds: float, in_flight: int) -> dict:
+def bench_rate_limit(
+    world: World,
+    rate: float,
+    seconds: float,
+    in_flight: int,
+    *,
+    headers: bool = True,
+    slow_start: bool = False,
+) -> dict:
+    """`headers`: the bucket is stated in OpenAI's x-ratelimit headers (else the client learns
+    it from 429s and Retry-After alone); `slow_start`: the client ramps from 16/s."""
     from pipeline.config import TeacherConfig
     from pipeline.teacher import TeacherClient
 
-    world.knobs(latency="0.05", rate_limit=rate, errors={}, defects={}, retry_after_s=1.0)
+    world.knobs(
+        latency="0.05", rate_limit=rate, rate_limit_headers=headers, errors={}, defects={}, retry_after_s=1.0
+    )
     before = world.stats()
     admitted: list[float] = []
+    warm = 3.0  # skip the token bucket's initial burst (and the client's first burst into it)
+    settled: dict = {}  # the server's counters once warm
 
     async def run() -> dict:
-        cfg = TeacherConfig(model="oracle", concurrency=in_flight, cache=False, max_retries=50, timeout_s=30)
+        cfg = TeacherConfig(
+            model="oracle",
+            concurrency=in_flight,
+            cache=False,
+            max_retries=50,
+            timeout_s=30,
+            slow_start=slow_start,
+        )
         client = TeacherClient(cfg, base_url=world.url + "/v1")
         messages = [{"role": "user", "content": "Rate-limit probe: a question the oracle does not know."}]
         deadline = time.monotonic() + seconds
@@ -414,8 +436,12 @@ def bench_rate_limit(world: World, rate: float, seconds: float, in_flight: int) 
                 admitted.append(time.monotonic())
                 n += 1
 
+        async def snapshot() -> None:
+            await asyncio.sleep(warm)
+            settled.update(await asyncio.to_thread(world.stats))
+
         start = time.monotonic()
-        await asyncio.gather(*(worker(i) for i in range(in_flight)))
+        await asyncio.gather(snapshot(), *(worker(i) for i in range(in_flight)))
         stats = client.stats()
         await client.aclose()
         stats["start"] = start
@@ -423,13 +449,14 @@ def bench_rate_limit(world: World, rate: float, seconds: float, in_flight: int) 
 
     stats = run_stats = asyncio.run(run())
     after = world.stats()
-    warm = 3.0  # skip the token bucket's initial burst
     window = [t for t in admitted if t >= run_stats["start"] + warm and t <= run_stats["start"] + seconds]
     sustained = len(window) / (seconds - warm)
     server_requests = after["requests"] - before["requests"]
     rejected = after["rejected"] - before["rejected"]
     return {
         "R": rate,
+        "limit_headers": headers,
+        "slow_start": slow_start,
         "seconds": seconds,
         "in_flight": in_flight,
         "sustained_per_s": round(sustained, 2),
@@ -437,6 +464,10 @@ def bench_rate_limit(world: World, rate: float, seconds: float, in_flight: int) 
         "requests": server_requests,
         "rejected_429": rejected,
         "rejected_share": round(rejected / max(1, server_requests), 4),
+        # after the first `warm` seconds, the same window as the sustained rate: the steady state
+        "rejected_share_after_warmup": round(
+            (after["rejected"] - settled["rejected"]) / max(1, after["requests"] - settled["requests"]), 4
+        ),
         "learned_rate_per_s": stats.get("paced_rate_per_s"),
     }
 
@@ -621,10 +652,15 @@ def main() -> None:
                 )
                 print(json.dumps({"latency_hiding": results["latency_hiding"]}), flush=True)
             if "rate" in only:
-                results["rate_limit"] = bench_rate_limit(
-                    world, rate=40.0, seconds=15 if args.quick else 30, in_flight=64
-                )
-                print(json.dumps({"rate_limit": results["rate_limit"]}), flush=True)
+                seconds = 15 if args.quick else 30
+                variants = {  # stated in headers (OpenAI); unstated: unpaced start, then slow start
+                    "rate_limit": {},
+                    "rate_limit_unstated": {"headers": False},
+                    "rate_limit_unstated_slow_start": {"headers": False, "slow_start": True},
+                }
+                for name, kw in variants.items():
+                    results[name] = bench_rate_limit(world, rate=40.0, seconds=seconds, in_flight=64, **kw)
+                    print(json.dumps({name: results[name]}), flush=True)
             if "cpu" in only:
                 results["cpu_per_trajectory"] = bench_cpu(tmp, world, tasks=16 if args.quick else 40)
                 print(json.dumps({"cpu_per_trajectory": results["cpu_per_trajectory"]}), flush=True)

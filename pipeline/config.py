@@ -79,6 +79,9 @@ class TeacherConfig(Section):
     max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
     concurrency: int = 64
     requests_per_s: float | None = None
+    # with no limit configured or stated in the endpoint's x-ratelimit headers, start unpaced
+    # (true: ramp from 16/s, for an endpoint that rate-limits without saying so)
+    slow_start: bool = False
     tokens_per_min: int | None = None
     timeout_s: float = 120.0
     max_retries: int = 6

@@ -37,6 +37,7 @@ from tenacity import (
 from pipeline.config import TeacherConfig, secret
 from pipeline.teacher.cache import ReplayCache, request_key
 from pipeline.teacher.limits import AdaptiveLimiter, AdaptivePacer, TokenBudget
+from pipeline.teacher.ratelimit import request_limit
 from pipeline.teacher.reply import MalformedReply, StreamAccumulator, TeacherReply, decode_completion
 
 #: Key used when the config names no key variable (the oracle and local servers ignore it).
@@ -110,15 +111,19 @@ class TeacherClient:
             base_url=self.base_url,
             max_retries=0,
             timeout=cfg.timeout_s,
-            http_client=_http_client(cfg),
+            http_client=_http_client(cfg, self._on_response),
         )
         self.cache = ReplayCache(Path(cache_dir) / "replies.sqlite") if cache_dir and cfg.cache else None
         self.limiter = AdaptiveLimiter(max(1, cfg.concurrency))
-        # an unknown limit is met by a slow start (16/s doubling every 0.5 s: 1,000/s within 3 s),
-        # not by a burst of `concurrency` requests that all come back 429; a configured limit is
-        # known, so pacing starts right at it (a ramp would only cost the first seconds)
-        start = None if cfg.requests_per_s else float(min(16, max(1, cfg.concurrency)))
-        self.pacer = AdaptivePacer(cfg.requests_per_s, start=start)
+        # a configured limit is known: pacing starts right at it; one the endpoint states in its
+        # rate-limit headers is paced at from the first reply (`_on_response`); an unknown one
+        # is met unpaced, as a bare loop meets it, and the first 429 cuts (a ramp from 16/s
+        # costs about a second per burst on the unlimited servers most runs use); `slow_start`
+        # ramps instead, for an endpoint that limits without saying so
+        slow = cfg.slow_start and not cfg.requests_per_s
+        self.pacer = AdaptivePacer(
+            cfg.requests_per_s, start=float(min(16, max(1, cfg.concurrency))) if slow else None
+        )
         self.tokens = TokenBudget(cfg.tokens_per_min)
         self._stats: collections.Counter[str] = collections.Counter()
         self._latency_total = 0.0
@@ -232,8 +237,8 @@ class TeacherClient:
     async def _post(self, request: dict[str, Any], start: float) -> TeacherReply:
         """One HTTP exchange, streamed or not, decoded into a reply."""
         body = _wire_body(request)
-        if not body.get("stream"):
-            completion = await self._client.post("/chat/completions", body=body, cast_to=ChatCompletion)
+        if not body.get("stream"):  # the JSON body as is: building the SDK's typed model costs
+            completion = await self._client.post("/chat/completions", body=body, cast_to=object)
             return decode_completion(completion, time.perf_counter() - start)
         stream = await self._client.post(
             "/chat/completions",
@@ -247,6 +252,12 @@ class TeacherClient:
             folded.add(chunk)
         return folded.reply(time.perf_counter() - start)
 
+    async def _on_response(self, response: Any) -> None:
+        """Every HTTP response, 429s included: a stated request limit sets the pace."""
+        if (stated := request_limit(response.headers)) is not None and (rate := stated.rate()):
+            self._stats["limit_headers"] += 1
+            self.pacer.announce(rate, stated.spare())
+
     def _on_error(self, exc: BaseException, sent_at: float) -> None:
         kind = f"HTTP {exc.status_code}" if isinstance(exc, openai.APIStatusError) else type(exc).__name__
         self._stats[f"errors.{kind}"] += 1
@@ -258,10 +269,14 @@ class TeacherClient:
             self.limiter.on_pushback()  # explicit overload; timeouts may be hangs, not load
 
 
-def _http_client(cfg: TeacherConfig) -> Any:
-    """The SDK's aiohttp transport (None: its default httpx pool, which polls every pooled
-    connection's socket on each request: at 256 in flight, twice aiohttp's CPU per call)."""
-    return openai.DefaultAioHttpClient(timeout=cfg.timeout_s) if cfg.http_client == "aiohttp" else None
+def _http_client(cfg: TeacherConfig, on_response: Any) -> Any:
+    """The SDK's aiohttp transport, or its default httpx pool (which polls every pooled
+    connection's socket on each request: at 256 in flight, twice aiohttp's CPU per call);
+    either way `on_response` sees each response's headers."""
+    hooks = {"response": [on_response]}
+    if cfg.http_client == "aiohttp":
+        return openai.DefaultAioHttpClient(timeout=cfg.timeout_s, event_hooks=hooks)
+    return openai.DefaultAsyncHttpxClient(timeout=cfg.timeout_s, event_hooks=hooks)
 
 
 def _wire_body(request: dict[str, Any]) -> dict[str, Any]:

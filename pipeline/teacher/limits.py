@@ -61,7 +61,11 @@ class AdaptiveLimiter:
 class AdaptivePacer:
     """Spaces request starts evenly at `rate` per second; learns the rate an endpoint admits.
 
-    Start-up (slow start): with `start` set, pacing begins at `start` per second and doubles
+    Start-up: where the limit is known -- configured (`ceiling`) or stated by the endpoint's
+    rate-limit headers (`announce`) -- pacing runs at it from the first request the client
+    knows it, and never probes above a stated one. Where nothing is known the client starts
+    unpaced, as a bare loop does, and the first 429 cuts. Optional slow start, for an endpoint
+    that limits without saying so: with `start` set, pacing begins at `start` per second and doubles
     every `ramp_s` seconds until the first 429, so the first second never floods an endpoint
     whose limit is unknown; once no request has had to wait for a whole window (demand, not the
     pacer, is the bound), pacing stops (`rate` None) unless a ceiling is configured.
@@ -71,7 +75,9 @@ class AdaptivePacer:
     rate over the window, and 1 / Retry-After when that is under a second (a token bucket's
     wait for its next token is at most 1/R, so 1/wait bounds R from above). It never drops
     below half the peak admitted rate of the last minute, so random 429s cannot spiral it down;
-    429s for requests sent before the last cut are stale and ignored. It then creeps up by
+    429s for requests sent before the last cut are stale and ignored. An unpaced start's first
+    burst, before `min_samples` admissions, has only the Retry-After bound to go by: it cuts to
+    that (or waits for more traffic where the 429 gave no wait under a second). It then creeps up by
     `probe` (1%) a second, so the client probes the limit rarely and stays under it almost
     always; after two quiet minutes without a ceiling it stops pacing.
     """
@@ -86,10 +92,13 @@ class AdaptivePacer:
         backoff: float = 0.97,
         probe: float = 0.01,
         min_samples: int = 20,
+        headroom: float = 0.99,
     ):
         self.ceiling, self.window_s, self.backoff, self.probe = ceiling, window_s, backoff, probe
-        self.min_samples, self.ramp_s = min_samples, ramp_s
+        self.min_samples, self.ramp_s, self.headroom = min_samples, ramp_s, headroom
         self.rate: float | None = ceiling
+        self.announced_rate: float | None = None  # what the endpoint's headers say it admits
+        self._announced: collections.deque[float] = collections.deque(maxlen=15)
         if start is not None:
             self.rate = min(start, ceiling) if ceiling is not None else start
         self.slow_start = start is not None and (ceiling is None or start < ceiling)
@@ -142,8 +151,33 @@ class AdaptivePacer:
             self.rate *= (1.0 + self.probe) ** elapsed
         if self.ceiling is not None:
             self.rate = min(self.rate, self.ceiling)
-        elif not self.slow_start and now - self._last_cut > 120.0:
+        if self.announced_rate is not None:
+            self.rate = min(self.rate, self.announced_rate * self.headroom)
+        elif self.ceiling is None and not self.slow_start and now - self._last_cut > 120.0:
             self.rate = None  # two quiet minutes: the limit is gone or far away
+
+    def announce(self, rate: float, spare: float | None = None) -> None:
+        """The endpoint's headers state it admits `rate` requests/s: pace just under it once
+        less than a quarter of its bucket is `spare` (remaining / limit; a bucket of thousands
+        lets an unpaced burst run on until it is nearly spent, pacing it from the start would
+        only waste it).
+
+        The median of the last 15 statements, so one reading rounded to the millisecond (or
+        taken as the window turned) cannot move the pace; under a configured ceiling.
+        """
+        if not rate > 0.0:
+            return
+        self._announced.append(rate)
+        ordered = sorted(self._announced)
+        self.announced_rate = ordered[len(ordered) // 2]
+        if self.rate is None and spare is not None and spare > 0.25:
+            return
+        target = self.announced_rate * self.headroom
+        if self.ceiling is not None:
+            target = min(target, self.ceiling)
+        if self.rate is None or self.slow_start or self.rate > target:
+            self.rate, self.slow_start = target, False
+            self._last_grow = time.monotonic()
 
     def _trim(self, now: float) -> float:
         """Admitted requests per second over the window (or since the first, if more recent)."""
@@ -171,17 +205,24 @@ class AdaptivePacer:
         if sent_at < self._last_cut:
             return  # scheduled at the old rate, before the last cut: no news
         observed = self._trim(now)
-        if (self.rate is None or self.slow_start) and len(self._admitted) < self.min_samples:
-            return  # too little traffic yet to say what the limit is
-        self._last_cut, self.slow_start = now, False
-        floor = 0.5 * max((rate for _, rate in self._peaks), default=observed)
-        current = self.rate if self.rate is not None else observed
-        estimate = observed
         while self._waits and self._waits[0][0] < now - self.window_s:
             self._waits.popleft()
-        if self._waits:  # the longest recent wait is the tightest bound; never below R: no spiral
-            estimate = min(estimate, 1.0 / max(wait for _, wait in self._waits))
-            floor = min(floor, estimate * self.backoff)  # peaks may include the start-up burst
+        # the longest recent wait is the tightest bound on R (never below it: no spiral)
+        bound = 1.0 / max(wait for _, wait in self._waits) if self._waits else None
+        few = len(self._admitted) < self.min_samples
+        if (self.rate is None or self.slow_start) and few and bound is None:
+            return  # too little traffic yet to say what the limit is
+        self._last_cut, self.slow_start = now, False
+        if few:  # an unpaced start's first burst: only the Retry-After bound is evidence
+            floor, estimate = 0.1, bound if bound is not None else observed
+        else:
+            floor = 0.5 * max((rate for _, rate in self._peaks), default=observed)
+            estimate = observed if bound is None else min(observed, bound)
+            if bound is not None:
+                floor = min(floor, estimate * self.backoff)  # peaks may include the start-up burst
+        current = self.rate if self.rate is not None else estimate / self.backoff
+        if self.announced_rate is not None:
+            estimate = min(estimate, self.announced_rate)
         self.rate = max(floor, min(current * 0.95, estimate * self.backoff), 0.1)
         self._last_start = max(self._last_start, now)  # the next start waits a full new interval
 

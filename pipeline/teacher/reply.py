@@ -29,6 +29,8 @@ _STANDARD_KEYS = {
     "service_tier",
     "prompt_logprobs",
     "kv_transfer_params",
+    "metadata",
+    "moderation",
 }
 #: Message fields that carry a reasoning parser's output, in the order they are preferred.
 REASONING_FIELDS = ("reasoning_content", "reasoning")
@@ -116,6 +118,8 @@ def _tool_call(raw: Any, index: int) -> dict[str, Any]:
 
 
 def _extra(completion: Any) -> dict[str, Any]:
+    if isinstance(completion, dict):
+        return {key: value for key, value in completion.items() if key not in _STANDARD_KEYS}
     extra = dict(getattr(completion, "model_extra", None) or {})
     for key in _STANDARD_KEYS:
         extra.pop(key, None)
@@ -129,27 +133,28 @@ def _check(reply: TeacherReply) -> TeacherReply:
 
 
 def decode_completion(completion: Any, latency: float) -> TeacherReply:
-    """A TeacherReply from a (non-streamed) ChatCompletion; MalformedReply when it has no message."""
-    choices = getattr(completion, "choices", None)
-    if not choices:
+    """A TeacherReply from a (non-streamed) chat completion, as the JSON body (a dict) or the
+    SDK's ChatCompletion; MalformedReply when it has no message."""
+    choices = _get(completion, "choices")
+    if not choices or not isinstance(choices, list | tuple):
         raise MalformedReply("response has no choices")
     choice = choices[0]
-    message = getattr(choice, "message", None)
+    message = _get(choice, "message")
     if message is None:
         raise MalformedReply("response choice has no message")
     content = _get(message, "content")
-    usage = getattr(completion, "usage", None)
+    usage = _get(completion, "usage")
     return _check(
         TeacherReply(
             text=content if isinstance(content, str) else "",
             reasoning=_reasoning(message),
             tool_calls=[_tool_call(call, i) for i, call in enumerate(_get(message, "tool_calls") or [])],
             refusal=_get(message, "refusal") or None,
-            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+            prompt_tokens=int(_get(usage, "prompt_tokens") or 0),
+            completion_tokens=int(_get(usage, "completion_tokens") or 0),
             latency_s=latency,
             extra=_extra(completion),
-            finish_reason=getattr(choice, "finish_reason", None),
+            finish_reason=_get(choice, "finish_reason"),
         )
     )
 

@@ -119,6 +119,7 @@ class Knobs(BaseModel):
 
     latency: str = "0"  # distribution of added latency per chat request (seconds)
     rate_limit: float | None = None  # admit R requests/s (token bucket, burst R); 429 beyond
+    rate_limit_headers: bool = True  # state the bucket in OpenAI's x-ratelimit-*-requests headers
     errors: dict[str, float] = Field(
         default_factory=dict
     )  # "429"|"500"|"hang"|"malformed"|"truncated" -> rate
@@ -210,3 +211,15 @@ class RateLimiter:
             self.tokens -= 1.0
             return 0.0
         return (1.0 - self.tokens) / self.rate
+
+    def headers(self) -> dict[str, str]:
+        """The bucket as OpenAI states it: limit, whole requests remaining, and the time until
+        the bucket is full again as a Go duration (`25ms`, `1.5s`), from the remaining stated."""
+        remaining = int(self.tokens)
+        reset_s = (self.capacity - remaining) / self.rate
+        reset = f"{round(reset_s * 1000)}ms" if reset_s < 1.0 else f"{reset_s:.3f}s"
+        return {
+            "x-ratelimit-limit-requests": str(int(self.capacity)),
+            "x-ratelimit-remaining-requests": str(remaining),
+            "x-ratelimit-reset-requests": reset,
+        }

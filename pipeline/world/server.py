@@ -135,6 +135,8 @@ class _App:
         knobs = self.knobs
         if self.limiter is not None:
             wait = self.limiter.admit()
+            if knobs.rate_limit_headers:
+                request["ratelimit"] = self.limiter.headers()  # stamped by _stamp_ratelimit
             if wait > 0:
                 self.stats["rejected"] += 1
                 return self._error(
@@ -281,8 +283,15 @@ class _App:
         with self.log_lock, path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(row) + "\n")
 
+    @staticmethod
+    async def _stamp_ratelimit(request: web.Request, response: web.StreamResponse) -> None:
+        """Every reply to an admitted or refused chat request states the bucket (429s too)."""
+        if (headers := request.get("ratelimit")) is not None:
+            response.headers.update(headers)
+
     def application(self) -> web.Application:
         app = web.Application(client_max_size=256 * 1024 * 1024)
+        app.on_response_prepare.append(self._stamp_ratelimit)
         app.router.add_get("/", self.index)
         app.router.add_get("/wiki/{slug}", self.page)
         app.router.add_get("/images/{name}", self.image)

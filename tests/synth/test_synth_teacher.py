@@ -167,7 +167,7 @@ def test_concurrency_never_exceeds_limit_and_backs_off(fake_teacher):
                 active[0] -= 1
 
         client._client.post = spy
-        # 100 calls: the pacer's slow start (16/s doubling every 0.5 s) outgrows 4 in flight
+        # 100 calls, unpaced (no limit known): the concurrency limit alone holds them at 4
         await asyncio.gather(*(client.chat(MSG, seed=next(counter)) for _ in range(100)))
         await client.aclose()
 
@@ -308,10 +308,13 @@ def test_request_fields_follow_the_endpoint_settings(fake_teacher):
 
 
 def test_a_configured_rate_is_where_pacing_starts():
-    """A known limit needs no probing: the pacer starts at it; an unknown one is ramped up to."""
+    """A known limit needs no probing: the pacer starts at it; an unknown one starts unpaced,
+    or ramps up from 16/s where `slow_start` asks for it."""
     known = TeacherClient(_cfg(requests_per_s=50.0), base_url="http://127.0.0.1:9/v1")
     unknown = TeacherClient(_cfg(), base_url="http://127.0.0.1:9/v1")
+    ramped = TeacherClient(_cfg(slow_start=True), base_url="http://127.0.0.1:9/v1")
     assert known.pacer.rate == 50.0 and not known.pacer.slow_start
-    assert unknown.pacer.rate == 16.0 and unknown.pacer.slow_start
-    _run(known.aclose())
-    _run(unknown.aclose())
+    assert unknown.pacer.rate is None and not unknown.pacer.slow_start
+    assert ramped.pacer.rate == 16.0 and ramped.pacer.slow_start
+    for client in (known, unknown, ramped):
+        _run(client.aclose())

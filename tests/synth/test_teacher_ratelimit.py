@@ -1,0 +1,176 @@
+"""Rate-limit headers: reading them robustly, and the pacer starting where the limit is known."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
+
+from pipeline.config import TeacherConfig
+from pipeline.teacher import AdaptivePacer, TeacherClient
+from pipeline.teacher.ratelimit import request_limit, reset_seconds
+from pipeline.world.knobs import RateLimiter
+from tests.synth.conftest import Fault, completion
+
+MSG = [{"role": "user", "content": "hello"}]
+NOW = 1_700_000_000.0
+
+
+def _cfg(**kw) -> TeacherConfig:
+    return TeacherConfig(**{"model": "fake", "timeout_s": 5.0, "max_retries": 4, "cache": False, **kw})
+
+
+def test_openai_headers_give_the_refill_rate():
+    """OpenAI's example: 5,000 per minute, one used, full again in 12 ms -> 1 / 12 ms."""
+    headers = httpx.Headers(
+        {
+            "X-RateLimit-Limit-Requests": "5000",
+            "x-ratelimit-remaining-requests": "4999",
+            "x-ratelimit-reset-requests": "12ms",
+            "x-ratelimit-limit-tokens": "160000",  # token limits are not request limits
+        }
+    )
+    stated = request_limit(headers)
+    assert stated is not None and stated.limit == 5000 and stated.remaining == 4999
+    assert abs(stated.rate() - 5000 / 60) < 0.1
+    assert (
+        request_limit(
+            httpx.Headers(
+                {
+                    "x-ratelimit-limit-requests": "60",
+                    "x-ratelimit-remaining-requests": "60",
+                    "x-ratelimit-reset-requests": "0s",
+                }
+            )
+        ).rate()
+        is None
+    )  # full: no news
+    assert request_limit(httpx.Headers({"content-type": "application/json"})) is None
+
+
+def test_reset_in_every_shape_servers_send():
+    assert reset_seconds("6m0s") == 360.0 and reset_seconds("1m30.5s") == 90.5
+    assert reset_seconds("8.64s") == 8.64 and abs(reset_seconds("250us") - 0.00025) < 1e-12
+    assert reset_seconds("1h") == 3600.0 and reset_seconds("7") == 7.0  # seconds to wait
+    assert reset_seconds(str(int((NOW + 30) * 1000)), now=NOW) == 30.0  # Unix ms (OpenRouter)
+    assert reset_seconds(str(int(NOW + 30)), now=NOW) == 30.0  # Unix seconds
+    assert reset_seconds("Tue, 14 Nov 2023 22:13:50 GMT", now=NOW) == 30.0  # HTTP date
+    assert reset_seconds("2023-11-14T22:13:50Z", now=NOW) == 30.0  # ISO-8601
+    for junk in ("soon", "-3", "nan", "inf", "", "1x", "2023-11-14T22:13:50"):  # last: no zone
+        assert reset_seconds(junk, now=NOW) is None, junk
+
+
+def test_windowed_and_broken_limits():
+    """The IETF draft names its window; garbage is ignored, never raised."""
+    draft = {"x-ratelimit-limit": "100, 100;window=60, 10000;window=86400", "x-ratelimit-remaining": "98"}
+    assert request_limit(draft).rate() == 100 / 60
+    assert request_limit({"ratelimit-limit": "20;w=2", "ratelimit-remaining": "3"}).rate() == 10.0
+    assert request_limit({"x-ratelimit-limit": "lots", "x-ratelimit-remaining": "many"}) is None
+    assert (
+        request_limit(
+            {"x-ratelimit-limit": "40", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "?"}
+        ).rate()
+        is None
+    )
+
+
+def test_world_bucket_states_itself_as_openai_does():
+    """The offline world's token bucket, read back through the parser, gives its own rate."""
+    bucket = RateLimiter(40.0)
+    for _ in range(45):  # drain past the burst: some admitted, some refused
+        bucket.admit()
+        stated = request_limit(bucket.headers())
+        assert stated is not None and stated.limit == 40
+        if stated.remaining < 40:
+            assert abs(stated.rate() - 40.0) < 0.5
+
+
+def test_pacer_paces_under_a_stated_rate_and_never_probes_above_it():
+    async def go() -> tuple[float | None, float | None, float]:
+        pacer = AdaptivePacer(None)  # unpaced: nothing known
+        assert pacer.rate is None
+        for rate in (40.0, 40.0, 400.0, 40.0, 40.0):  # one misread (a turning window) is outvoted
+            pacer.announce(rate)
+        first = pacer.rate
+        pacer._last_grow -= 600.0  # ten minutes of creeping by 1%/s: capped at the stated rate
+        pacer._grow(time.monotonic())
+        begin = time.monotonic()
+        for _ in range(11):
+            await pacer.acquire()
+        return first, pacer.rate, time.monotonic() - begin
+
+    first, later, elapsed = asyncio.run(go())
+    assert first is not None and abs(first - 39.6) < 0.01 and later == first
+    assert elapsed >= 9 / 40 * 0.95  # evenly spaced starts at the stated rate (the first two at once)
+    capped = AdaptivePacer(20.0)
+    capped.announce(40.0)
+    assert capped.rate == 20.0  # a configured ceiling under the stated rate still binds
+
+
+def test_a_large_bucket_is_spent_unpaced_before_pacing_starts():
+    """5,000 a minute with 4,000 left: pacing at 83/s now would only waste the bucket; with a
+    fifth left it starts."""
+    pacer = AdaptivePacer(None)
+    pacer.announce(5000 / 60, spare=0.8)
+    assert pacer.rate is None and pacer.announced_rate == 5000 / 60
+    pacer.announce(5000 / 60, spare=0.2)
+    assert pacer.rate is not None and abs(pacer.rate - 0.99 * 5000 / 60) < 1e-9
+    assert request_limit({"x-ratelimit-limit": "40", "x-ratelimit-remaining": "10"}).spare() == 0.25
+
+
+def test_unpaced_start_cuts_on_its_first_burst_of_429s():
+    """Before any admission, a 429's Retry-After (a token bucket's wait for its next token,
+    under 1/R) is evidence enough: the pace drops to just under 1/wait."""
+    pacer = AdaptivePacer(None)
+    pacer.on_rejected(time.monotonic(), retry_after=0.025)
+    assert pacer.rate is not None and 38.0 <= pacer.rate <= 40.0
+    unhinted = AdaptivePacer(None)
+    unhinted.on_rejected(time.monotonic())  # no wait stated, no admissions: no evidence yet
+    assert unhinted.rate is None
+
+
+def test_client_paces_at_the_limit_a_loopback_server_states(fake_teacher):
+    """Every reply states 40 requests/s (OpenAI's headers): from the first reply on, the client
+    paces just under it instead of starting unpaced or ramping up from 16/s."""
+    stated = {  # 3 of 40 left, full again in 37 / 40 s
+        "x-ratelimit-limit-requests": "40",
+        "x-ratelimit-remaining-requests": "3",
+        "x-ratelimit-reset-requests": "925ms",
+    }
+    body = json.dumps(completion("ok"))
+    server = fake_teacher(lambda request: Fault(status=200, headers=stated, body=body))
+
+    async def go() -> tuple[float | None, float, dict]:
+        client = TeacherClient(_cfg(concurrency=32), base_url=server.base_url)
+        await client.chat(MSG, seed=0)
+        rate = client.pacer.rate
+        begin = time.monotonic()
+        await asyncio.gather(*(client.chat(MSG, seed=i) for i in range(1, 21)))
+        elapsed = time.monotonic() - begin
+        stats = client.stats()
+        await client.aclose()
+        return rate, elapsed, stats
+
+    rate, elapsed, stats = asyncio.run(go())
+    assert rate is not None and abs(rate - 39.6) < 0.01
+    assert elapsed >= 19 / 39.6 * 0.9  # 20 requests spaced at the stated rate
+    assert stats["limit_headers"] == 21 and stats["paced_rate_per_s"] == 39.6
+
+
+def test_client_starts_unpaced_where_no_limit_is_known(fake_teacher):
+    """No configured or stated limit: all 64 requests go at once (a slow start from 16/s would
+    spread them over about 1.4 s)."""
+    server = fake_teacher(lambda request: "ok", latency_s=0.2)
+
+    async def go() -> float:
+        client = TeacherClient(_cfg(concurrency=64), base_url=server.base_url)
+        begin = time.monotonic()
+        await asyncio.gather(*(client.chat(MSG, seed=i) for i in range(64)))
+        elapsed = time.monotonic() - begin
+        assert client.pacer.rate is None
+        await client.aclose()
+        return elapsed
+
+    assert asyncio.run(go()) < 1.0
