@@ -19,8 +19,10 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
+import resource
 import sys
 import tempfile
 import time
@@ -167,6 +169,28 @@ def synthetic(
     ), [str(defect)] if defect else []
 
 
+#: sha256 of the verdict and kept shards of the rescoring run at --n 10000, from the filter before
+#: the speed-ups (commit dd1ebd7; pyarrow writes these bytes): a faster filter must match it.
+BASELINE_SHA256 = {10_000: "fc5ea6558aec284ed8d9ce3e0c9bfa319a012cdffaa3e0a512a31ae319fd7f1d"}
+
+
+def _cpu_s() -> float:
+    """This process's CPU time, every thread (holds under shared load, unlike wall time)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def outputs_digest(store: RunStore) -> str:
+    """sha256 over the verdict and kept shards' bytes (names and order included): two filter
+    runs that agree byte for byte (verdicts, scores, reasons, kept set) have the same digest."""
+    digest = hashlib.sha256()
+    for stage in ("verdicts", "kept"):
+        for path in store.shard_paths(stage):
+            digest.update(f"{stage}/{path.name}".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def bench_rescoring(n: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         store = RunStore(Path(tmp) / "run")
@@ -185,17 +209,21 @@ def bench_rescoring(n: int) -> dict:
         start = time.perf_counter()
         read = sum(len(b) for b in iter_raw(store))
         read_s = time.perf_counter() - start
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), _cpu_s()
         outcome = run_filter(store, FilterConfig(), progress=False)
-        filter_s = time.perf_counter() - start
+        filter_s, filter_cpu_s = time.perf_counter() - start, _cpu_s() - cpu
+        digest = outputs_digest(store)
         start = time.perf_counter()
         again = run_filter(store, FilterConfig(max_recrops=3, drop_sandbox_errors=False), progress=False)
         refilter_s = time.perf_counter() - start
+        refilter_digest = outputs_digest(store)
     r = outcome.report
     return {
         "trajectories": read,
         "read_only_s": round(read_s, 2),
         "filter_s": round(filter_s, 2),
+        "filter_cpu_s": round(filter_cpu_s, 2),
+        "traj_per_cpu_s": round(read / filter_cpu_s, 1),
         "check_s": r["check_s"],
         "refilter_other_thresholds_s": round(refilter_s, 2),
         "traj_per_s": round(read / filter_s, 1),
@@ -203,6 +231,8 @@ def bench_rescoring(n: int) -> dict:
         "filter_over_read": round(filter_s / max(read_s, 1e-9), 2),
         "kept": r["kept"],
         "kept_after_refilter": again.report["kept"],
+        "outputs_sha256": digest,
+        "refilter_outputs_sha256": refilter_digest,
         "rules_precision_recall": detection(outcome.rows, truth),
     }
 
@@ -357,6 +387,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--skip-rescoring", action="store_true")
+    parser.add_argument(
+        "--expect-sha256", help="fail unless the rescoring outputs (verdicts + kept) hash to this baseline"
+    )
     parser.add_argument("--skip-world", action="store_true")
     parser.add_argument("--world-tasks", type=int, default=60)
     parser.add_argument("--world-entities", type=int, default=80)
@@ -370,10 +403,19 @@ def main() -> None:
     if not args.skip_rescoring:
         a = bench_rescoring(args.n)
         print(
-            f"(a) rescoring {a['trajectories']} trajectories rules-only: {a['filter_s']:.1f}s "
-            f"({a['traj_per_s']:.0f}/s; {a['goal_ratio']:.2f} of the 60 s goal; {a['filter_over_read']:.1f}x the "
-            f"{a['read_only_s']:.1f}s of only reading raw); re-filter with other thresholds {a['refilter_other_thresholds_s']:.1f}s"
+            f"(a) rescoring {a['trajectories']} trajectories rules-only: {a['filter_s']:.1f}s wall "
+            f"({a['traj_per_s']:.0f}/s), {a['filter_cpu_s']:.1f} CPU s ({a['traj_per_cpu_s']:.0f} per CPU second; "
+            f"goal >= 1000); {a['filter_over_read']:.1f}x the {a['read_only_s']:.1f}s of only reading raw; "
+            f"re-filter with other thresholds {a['refilter_other_thresholds_s']:.1f}s"
         )
+        expected = args.expect_sha256 or BASELINE_SHA256.get(args.n)
+        if expected:
+            same = a["outputs_sha256"] == expected
+            print(
+                f"    outputs sha256 {a['outputs_sha256']}: {'identical to' if same else 'DIFFERS from'} the baseline"
+            )
+            if not same:
+                raise SystemExit(1)
         det = a["rules_precision_recall"]
         print(
             f"    synthetic defects, rules alone: precision {det['precision']:.3f} recall {det['recall']:.3f}"

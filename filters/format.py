@@ -12,9 +12,10 @@ that often is not one to learn from); an unreadable step drops the trajectory.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
-from filters.base import WHOLE, Check, CheckContext, bad, ok
+from filters.base import WHOLE, Check, CheckContext, bad, call_arguments, ok
 from pipeline.schema import EXECUTOR_TOOLS, StepVerdict, Trajectory, Verdict
 
 #: tool -> (required list/str argument, element type); R1V4's executor arguments are lists.
@@ -28,7 +29,7 @@ _TURN = re.compile(r"^turn \d+: ")  # the parser's position prefix; the step ind
 _MODE_TOOLS = {"general": ("code",), "deepresearch": EXECUTOR_TOOLS}
 
 
-def argument_errors(tool: str, arguments: dict[str, Any]) -> list[str]:
+def argument_errors(tool: str, arguments: Mapping[str, Any]) -> list[str]:
     """What is wrong with a call's arguments (empty when valid)."""
     key, kind = _ARGUMENTS[tool]
     value = arguments.get(key)
@@ -60,10 +61,10 @@ class FormatCheck(Check):
             elif step.action == "tool_call":
                 if step.tool_name not in allowed:
                     problems.append(f"unknown tool {step.tool_name!r} for {trajectory.mode} mode")
-                elif step.arguments is None or (not step.arguments_dict() and step.arguments.strip() != "{}"):
+                elif step.arguments is None or (not call_arguments(step) and step.arguments.strip() != "{}"):
                     problems.append("arguments are not a JSON object")
                 else:
-                    problems.extend(argument_errors(step.tool_name, step.arguments_dict()))
+                    problems.extend(argument_errors(step.tool_name, call_arguments(step)))
                 if step.index == last:
                     problems.append("ends with a tool call, not an answer")
             elif step.index != last:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from functools import lru_cache
 
 from filters.base import Check, CheckContext, acknowledges_setback, bad, judge_step, lowered, ok
 from filters.judges import clip
@@ -51,13 +52,19 @@ def _digits(text: str) -> str:
     return re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)
 
 
+@lru_cache(maxsize=8192)
+def _figure_pattern(figure: str) -> re.Pattern[str]:
+    """The figure as a whole number (compiled once: `re`'s own cache holds only 512)."""
+    return re.compile(rf"(?<![\d.]){re.escape(figure)}(?!\d)")
+
+
 def unseen_figures(thought: str, seen: str) -> list[str]:
     """Numbers a thought says a text observation showed, which nothing seen contains."""
     out = []
     plain = _digits(seen)
     for match in _ATTRIBUTED.finditer(thought):
         for figure in _FIGURE.findall(match.group("claim")):
-            if not re.search(rf"(?<![\d.]){re.escape(_digits(figure))}(?!\d)", plain):
+            if not _figure_pattern(_digits(figure)).search(plain):
                 out.append(figure)
     return list(dict.fromkeys(out))
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 
-from filters.base import Check, CheckContext, acknowledges_setback, bad, judge_step, ok
+from filters.base import Check, CheckContext, acknowledges_setback, bad, call_arguments, judge_step, ok
 from filters.crops import Box, crops_in_code, named_images
 from pipeline.schema import StepVerdict, Trajectory, Verdict
 
@@ -30,7 +30,7 @@ def image_problems(trajectory: Trajectory, index: int, ctx: CheckContext, names:
             problems.append(f"degenerate image {stats.width}x{stats.height}")
         elif stats.std < cfg.uniform_std or stats.dominant > cfg.uniform_share:
             problems.append(f"near-uniform image (std {stats.std:.1f}, {stats.dominant:.0%} one tone)")
-    code = step.arguments_dict().get("code") if step.tool_name == "code" else None
+    code = call_arguments(step).get("code") if step.tool_name == "code" else None
     for crop in crops_in_code(code) if isinstance(code, str) else ():
         box = crop.box
         if box.width <= 0 or box.height <= 0:

@@ -26,21 +26,17 @@ class LeakCheck(Check):
     name = "leak"
 
     def run(self, trajectory: Trajectory, ctx: CheckContext) -> Verdict:
-        guard = ctx.leak_guard()
-        tid = trajectory.trajectory_id
+        fields = [(name, getattr(trajectory, name) or "") for name in WHOLE_FIELDS]
+        for step in trajectory.steps:
+            fields += [(name, getattr(step, name) or "") for name in STEP_FIELDS]
+        found = ctx.leak_guard().scan_many(fields, row=trajectory.trajectory_id)
+        per = len(STEP_FIELDS)
         verdicts: list[StepVerdict] = []
-        whole = [
-            m
-            for name in WHOLE_FIELDS
-            for m in guard.scan(getattr(trajectory, name) or "", row=tid, field_name=name)
-        ]
+        whole = [m for matches in found[: len(WHOLE_FIELDS)] for m in matches]
         if whole:
             verdicts.append(bad(WHOLE, _reason(whole)))
-        for step in trajectory.steps:
-            found = [
-                m
-                for name in STEP_FIELDS
-                for m in guard.scan(getattr(step, name) or "", row=tid, field_name=name)
-            ]
-            verdicts.append(bad(step.index, _reason(found)) if found else ok(step.index))
+        for k, step in enumerate(trajectory.steps):
+            start = len(WHOLE_FIELDS) + k * per
+            matches = [m for ms in found[start : start + per] for m in ms]
+            verdicts.append(bad(step.index, _reason(matches)) if matches else ok(step.index))
         return self.verdict(trajectory, verdicts)

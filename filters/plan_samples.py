@@ -16,7 +16,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from filters.base import lowered
+from filters.base import call_arguments, lowered
 from filters.crops import crops_in_code
 from pipeline.plan_format import MAX_STEPS, render_plan, validate_plan
 from pipeline.schema import PlanStep, Step, Trajectory
@@ -93,7 +93,7 @@ def plan_steps(trajectory: Trajectory) -> tuple[list[PlanStep], str]:
     produced: dict[str, int] = {}  # image_<k>.png -> plan step that produced it
     n_images = len(trajectory.images)
     for call in trajectory.tool_calls:
-        args = call.arguments_dict()
+        args = call_arguments(call)
         tool = call.tool_name or ""
         first = len(steps) + 1
 

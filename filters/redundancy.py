@@ -11,7 +11,7 @@ arguments; code compared without blank lines and comments) is redundant.
 
 from __future__ import annotations
 
-from filters.base import Check, CheckContext, acknowledges_setback, bad, ok
+from filters.base import Check, CheckContext, acknowledges_setback, bad, call_arguments, ok
 from filters.crops import Box, crops_in_code
 from pipeline.schema import Step, StepVerdict, Trajectory, Verdict, canonical_json
 
@@ -24,10 +24,10 @@ def _same_size(a: Box, b: Box, tolerance: float = 0.1) -> bool:
 
 def call_key(step: Step) -> str:
     """What makes two calls the same call."""
-    args = step.arguments_dict()
+    args = dict(call_arguments(step))
     if step.tool_name == "code" and isinstance(args.get("code"), str):
         lines = (line.strip() for line in args["code"].splitlines())
-        args = {**args, "code": "\n".join(line for line in lines if line and not line.startswith("#"))}
+        args["code"] = "\n".join(line for line in lines if line and not line.startswith("#"))
     return f"{step.tool_name}\x00{canonical_json(args)}"
 
 
@@ -51,7 +51,7 @@ class RedundancyCheck(Check):
             else:
                 first_seen[key] = step.index
             if step.tool_name == "code":
-                code = step.arguments_dict().get("code")
+                code = call_arguments(step).get("code")
                 for crop in crops_in_code(code) if isinstance(code, str) else ():
                     previous = last_box.get(crop.source)
                     overlap = previous.iou(crop.box) if previous is not None else 0.0

@@ -16,16 +16,16 @@ import io
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from filters.answer import AnswerCheck
 from filters.base import Check, CheckContext
-from filters.dedup import phash
 from filters.execution import ExecutionCheck
 from filters.final_answer import FinalAnswerCheck
 from filters.format import FormatCheck
@@ -37,8 +37,8 @@ from filters.plan_alignment import PlanAlignmentCheck
 from filters.plan_samples import plan_sample
 from filters.redundancy import RedundancyCheck
 from filters.select import Candidate, best_per_task, cap_with_quotas, check_quotas, dedup
+from pipeline.batch_gc import collect_per_batch
 from pipeline.config import FilterConfig
-from pipeline.images import ImageError
 from pipeline.leaks import LeakGuard
 from pipeline.schema import STEP_VERDICT_ARROW, TRAJECTORY_ARROW, Trajectory, Verdict, from_table, to_table
 from pipeline.store import RunStore, atomic_write_bytes
@@ -106,11 +106,21 @@ class FilterOutcome:
 # ------------------------------------------------------------------------------ raw reading
 
 
-def iter_raw(store: RunStore) -> Iterator[list[Trajectory]]:
-    """Raw trajectories shard by shard, first copy of each id only (as RunStore reads them)."""
+def iter_raw(store: RunStore, only: set[str] | None = None) -> Iterator[list[Trajectory]]:
+    """Raw trajectories shard by shard, first copy of each id only (as RunStore reads them).
+
+    `only`: these ids (and rows with no stored id, which get theirs on reading), picked out of
+    each shard before any row becomes a record: the callers still match ids on the records."""
     seen: set[str] = set()
+    wanted = None if only is None else pa.array(sorted(only), pa.string())
     for path in store.shard_paths("raw"):
-        batch = [t for t in from_table(pq.read_table(path), Trajectory) if t.trajectory_id not in seen]
+        table = pq.read_table(path)
+        if wanted is not None and "trajectory_id" in table.column_names:
+            ids = table["trajectory_id"]
+            table = table.filter(
+                pc.or_kleene(pc.is_in(ids, value_set=wanted), pc.fill_null(pc.equal(ids, ""), True))
+            )
+        batch = [t for t in from_table(table, Trajectory) if t.trajectory_id not in seen]
         seen.update(t.trajectory_id for t in batch)
         if batch:
             yield batch
@@ -174,7 +184,7 @@ def _row(trajectory: Trajectory, verdicts: list[Verdict]) -> dict[str, Any]:
             "keep": v.keep,
             "score": v.score,
             "reason": v.reason,
-            "steps": [s.model_dump() for s in v.steps],
+            "steps": [{"step": s.step, "ok": s.ok, "reason": s.reason} for s in v.steps],
         }
     return row
 
@@ -271,7 +281,22 @@ def run_filter(
     """Filter `store/raw` into `store/verdicts` and `store/kept`; returns the report.
 
     `leaks` is the guard of the `leak` check (default: built from the run folder and its config).
+    Garbage is collected per batch of raw trajectories (`pipeline.batch_gc`).
     """
+    with collect_per_batch() as collect:
+        return _filter(store, cfg, judge=judge, log=log, progress=progress, leaks=leaks, collect=collect)
+
+
+def _filter(
+    store: RunStore,
+    cfg: FilterConfig,
+    *,
+    judge: Judge | None,
+    log: logging.Logger | None,
+    progress: bool,
+    leaks: LeakGuard | None,
+    collect: Callable[[], int],
+) -> FilterOutcome:
     from tqdm import tqdm
 
     start = time.perf_counter()
@@ -318,30 +343,24 @@ def run_filter(
         try:
             for batch in iter_raw(store):
                 consume(batch, await _judge_batch(batch, checks, ctx))
+                del batch  # the collection below need not walk what is garbage already
+                collect()
         finally:
             await judge.aclose()
 
     if judge is None:
         for batch in iter_raw(store):
             consume(batch, [rule_verdicts(t, checks, ctx) for t in batch])
+            del batch  # the collection below need not walk what is garbage already
+            collect()
     else:
         asyncio.run(judged_pass(judge))
     bar.close()
     checked_s = time.perf_counter() - start
 
     # -- selection: best rollouts per task, dedup, plan samples of the survivors, cap + quotas
-    hashes: dict[str, int | None] = {}
-
-    def image_hash(ref: str) -> int | None:
-        if ref not in hashes:
-            try:
-                hashes[ref] = phash(store.images.open(ref)) if store.images.has(ref) else None
-            except (ImageError, OSError):
-                hashes[ref] = None
-        return hashes[ref]
-
     ranked, dropped = best_per_task(candidates, cfg.best_per_task)
-    ranked, dupes = dedup(ranked, cfg, image_hash)
+    ranked, dupes = dedup(ranked, cfg, ctx.image_hash)
     dropped.update(dupes)
     pool = list(ranked)
     for c in ranked:
@@ -356,8 +375,10 @@ def run_filter(
 
     # -- pass 2: the kept set, plan samples included, in id order
     kept: list[Trajectory] = [s for s in plans.values() if s.trajectory_id in chosen_ids]
-    for batch in iter_raw(store):
+    for batch in iter_raw(store, only=chosen_ids):
         kept.extend(t for t in batch if t.trajectory_id in chosen_ids)
+        del batch  # the collection below need not walk what is garbage already
+        collect()
     kept.sort(key=lambda t: t.trajectory_id)
 
     for row in rows:

@@ -148,5 +148,29 @@ def _excerpt(text: str, limit: int = 80) -> str:
 
 
 def render_plan(steps: Iterable[PlanStep]) -> str:
-    """The canonical JSON text of a plan (what a plan-mode sample's answer contains)."""
-    return json.dumps([s.model_dump() for s in steps], ensure_ascii=False, indent=2)
+    """The canonical JSON text of a plan (what a plan-mode sample's answer contains): exactly
+    `json.dumps(..., ensure_ascii=False, indent=2)`, built from the C encoder's scalars (the
+    stdlib's indented encoder is pure Python, and each call leaves a reference cycle behind)."""
+    value = [s.model_dump() for s in steps]
+    try:
+        return _indented(value, "\n")
+    except TypeError:  # a key the fast path does not spell (not a str): the stdlib's own way
+        return json.dumps(value, ensure_ascii=False, indent=2)
+
+
+def _indented(value: Any, newline: str) -> str:
+    """`value` as `json.dumps(value, ensure_ascii=False, indent=2)` writes it at this depth."""
+    if isinstance(value, dict) and value:
+        inner = newline + "  "
+        if not all(isinstance(key, str) for key in value):
+            raise TypeError("non-string key")
+        items = (_string(k) + ": " + _indented(v, inner) for k, v in value.items())
+        return "{" + inner + ("," + inner).join(items) + newline + "}"
+    if isinstance(value, (list, tuple)) and value:
+        inner = newline + "  "
+        return "[" + inner + ("," + inner).join(_indented(v, inner) for v in value) + newline + "]"
+    return _string(value) if isinstance(value, str) else _scalar(value)
+
+
+_string = json.encoder.encode_basestring  # what the encoder writes for a str (ensure_ascii=False)
+_scalar = json.JSONEncoder(ensure_ascii=False).encode

@@ -37,7 +37,11 @@ PLAN_TOOLS = ("image_search", "text_search", "web_visit", "code", "none")
 
 def canonical_json(value: Any) -> str:
     """One JSON spelling for hashing and storage: sorted keys, no ASCII escaping."""
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return _CANONICAL.encode(value)
+
+
+# json.dumps with these options would build an encoder on every call
+_CANONICAL = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
 def stable_hash(*parts: Any, length: int = 16) -> str:
@@ -197,13 +201,18 @@ class Step(Record):
 
     def arguments_dict(self) -> dict[str, Any]:
         """Arguments parsed from JSON text; {} when absent or unreadable."""
-        if not self.arguments:
-            return {}
-        try:
-            value = json.loads(self.arguments)
-        except ValueError:
-            return {}
-        return value if isinstance(value, dict) else {}
+        return parse_arguments(self.arguments)
+
+
+def parse_arguments(text: str | None) -> dict[str, Any]:
+    """A call's JSON arguments text as an object; {} when absent, unreadable or not an object."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 STEP_ARROW = pa.struct(

@@ -1,6 +1,7 @@
 """Packing: several samples per sequence, each keeping its own multimodal positions.
 
-`pack_lengths` assigns samples to sequences (best-fit decreasing, deterministic). `collate`
+`pack_lengths` assigns samples to sequences (the fewer bins of best-fit decreasing and minimum
+bin slack; deterministic, samples never cut). `collate`
 concatenates the samples of one sequence: ids, shifted targets, pixel values and grids in order,
 and position ids of shape (4, 1, L): row 0 restarts at 0 for each sample (transformers reads
 sample boundaries from it and masks attention block-diagonally: no attention across samples),
@@ -20,14 +21,29 @@ IGNORE = -100
 
 
 def pack_lengths(lengths: Sequence[int], max_len: int) -> list[list[int]]:
-    """Indices grouped into bins of total length <= max_len (best fit, longest first)."""
+    """Indices grouped into bins of total length <= max_len: the fewer bins of two packers.
+
+    Best-fit decreasing is fast but leaves a few hundred tokens free in most bins (0.963 at 8K
+    on the bench's set); minimum bin slack fills bins one at a time as full as the remaining
+    samples allow (0.987). Both are deterministic; a tie keeps best fit's bins.
+    """
+    for i, size in enumerate(lengths):
+        if size > max_len:
+            raise ValueError(f"sample {i} has {size} tokens > max_len {max_len}; the formatter drops these")
+    bins = min(_best_fit_decreasing(lengths, max_len), _min_bin_slack(lengths, max_len), key=len)
+    for b in bins:
+        b.sort()
+    bins.sort(key=lambda b: b[0])
+    return bins
+
+
+def _best_fit_decreasing(lengths: Sequence[int], max_len: int) -> list[list[int]]:
+    """Longest first, each into the bin it leaves least room in (O(n log n))."""
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     bins: list[list[int]] = []
     free: list[tuple[int, int]] = []  # sorted (remaining capacity, bin index)
     for i in order:
         size = lengths[i]
-        if size > max_len:
-            raise ValueError(f"sample {i} has {size} tokens > max_len {max_len}; the formatter drops these")
         pos = bisect.bisect_left(free, (size, -1))
         if pos < len(free):
             remaining, b = free.pop(pos)
@@ -36,9 +52,47 @@ def pack_lengths(lengths: Sequence[int], max_len: int) -> list[list[int]]:
             bins.append([])
         bins[b].append(i)
         bisect.insort(free, (remaining - size, b))
-    for b in bins:
-        b.sort()
-    bins.sort(key=lambda b: b[0])
+    return bins
+
+
+def _min_bin_slack(lengths: Sequence[int], max_len: int) -> list[list[int]]:
+    """Each bin: the longest sample left, then the subset of the rest that fills it most.
+
+    The subset is an exact subset-sum over distinct lengths (a Python int as the bitset of
+    reachable sums; `c` samples of one length enter as chunks 1, 2, 4, ... copies), longest
+    lengths first, stopping once the bin can be filled exactly. Samples of one length are taken
+    lowest index first. Cost: about one big-int shift per distinct length per bin (20,000
+    samples at 8K in a few seconds).
+    """
+    stacks: dict[int, list[int]] = {}  # length -> indices, lowest index last
+    for i in sorted(range(len(lengths)), key=lambda i: (lengths[i], i), reverse=True):
+        stacks.setdefault(lengths[i], []).append(i)
+    sizes = sorted(stacks, reverse=True)
+    bins: list[list[int]] = []
+    while sizes:
+        first = sizes[0]
+        chosen = [stacks[first].pop()]
+        room = max_len - first
+        full, mask = 1 << room, (1 << (room + 1)) - 1
+        reach = 1
+        steps: list[tuple[int, int, int]] = []  # (length, copies, reachable sums before)
+        for size in sizes:
+            if reach & full:
+                break
+            left = min(len(stacks[size]), room // size) if size else 0
+            chunk = 1
+            while left > 0 and not reach & full:
+                copies = min(chunk, left)
+                steps.append((size, copies, reach))
+                reach = (reach | (reach << (size * copies))) & mask
+                left, chunk = left - copies, chunk * 2
+        total = reach.bit_length() - 1
+        for size, copies, before in reversed(steps):
+            if not (before >> total) & 1:
+                chosen.extend(stacks[size].pop() for _ in range(copies))
+                total -= size * copies
+        bins.append(chosen)
+        sizes = [s for s in sizes if stacks[s]]
     return bins
 
 

@@ -159,3 +159,23 @@ def test_plan_sample_refuses_too_long_trajectories() -> None:
     ] + [Step(index=10, think="t", action="answer", answer="x")]
     sample, why = plan_sample(Trajectory(task_id="t", question="q", steps=steps, final_answer="x"))
     assert sample is None and "exceed" in why
+
+
+def test_reading_only_chosen_ids_keeps_the_first_copy_like_reading_all(tmp_path) -> None:
+    from filters.runner import iter_raw
+    from pipeline.store import RunStore
+
+    store = RunStore(tmp_path / "run")
+
+    def shard(rollouts: range, question: str) -> None:
+        store.write_records(
+            "raw", [Trajectory(task_id="t-1", question=question, rollout=r) for r in rollouts], Trajectory
+        )
+
+    shard(range(0, 3), "first copy")
+    shard(range(2, 5), "second copy")  # rollout 2 again: the reader keeps the first copy only
+    everything = [t for batch in iter_raw(store) for t in batch]
+    assert len(everything) == 5  # rollout 2 once, from whichever shard is read first
+    wanted = {t.trajectory_id for t in everything if t.rollout in (1, 2, 4)}
+    picked = [t for batch in iter_raw(store, only=wanted) for t in batch]
+    assert picked == [t for t in everything if t.trajectory_id in wanted] and len(picked) == 3

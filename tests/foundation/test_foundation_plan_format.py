@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from pipeline.plan_format import parse_plan, placeholders, read_plan, render_plan, validate_plan
+from pipeline.schema import PlanStep
 
 
 def step(description: str, tool: str, **parameters: str) -> dict:
@@ -91,3 +95,28 @@ def test_numbered_list_plan_is_an_error_that_says_the_format() -> None:
         and "JSON array of step objects" in errors[0]
         and '"tool_name"' in errors[0]
     )
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=16,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.text(), st.sampled_from(["text_search", "none"]), st.dictionaries(st.text(), _JSON)),
+        max_size=5,
+    )
+)
+def test_render_plan_is_exactly_the_stdlib_indented_dump(steps) -> None:
+    plan = [PlanStep(description=d, tool_name=t, parameters=p) for d, t, p in steps]
+    expected = json.dumps([s.model_dump() for s in plan], ensure_ascii=False, indent=2)
+    assert render_plan(plan) == expected
+
+
+def test_render_plan_falls_back_for_keys_that_are_not_strings() -> None:
+    plan = [PlanStep(description="d", tool_name="code", parameters={"k": {1: "a", 2.5: [True, None]}})]
+    assert render_plan(plan) == json.dumps([s.model_dump() for s in plan], ensure_ascii=False, indent=2)

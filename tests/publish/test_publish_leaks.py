@@ -120,6 +120,37 @@ def test_user_name_is_a_whole_word_needle_unless_generic(monkeypatch: pytest.Mon
     assert LeakGuard.for_run(None, Config()).scan("the square root of 4") == []
 
 
+def test_scan_many_matches_scanning_each_field(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the one substring pass over a row must find what per-field scans find, and count the same
+    monkeypatch.setenv("TF_JUDGE_KEY", "judge-secret-value-123")
+    cfg = load_config(overrides=["filter.judge_key_env=TF_JUDGE_KEY"])
+    fields = [
+        ("think", "nothing of the host here"),
+        ("observation_text", f"see {CHECKOUT}/pipeline/x.py and {CHECKOUT}/README.md"),
+        ("answer", ""),
+        ("error", "key judge-secret-value-123 rejected"),
+        ("plan", "a sandbox path /output/image_1.png only"),
+    ]
+    many, each = LeakGuard.for_run(tmp_path, cfg), LeakGuard.for_run(tmp_path, cfg)
+    assert many.scan_many(fields, row="r") == [
+        each.scan(text, row="r", field_name=name) for name, text in fields
+    ]
+    assert many.counts == each.counts and many.counts.matches == 2
+    clean = [(name, "nothing here") for name, _ in fields]
+    assert many.scan_many(clean, row="r") == [[] for _ in clean]
+    assert many.counts.fields == each.counts.fields + len(clean)
+
+
+def test_a_needle_without_a_literal_is_always_scanned() -> None:
+    from pipeline.leaks import Needle
+
+    guard = LeakGuard(
+        [Needle(r"token-\d{4}", "pattern only", "path"), Needle("abc/", "x", "path", literal="abc/")]
+    )
+    assert [m.label for m in guard.scan("a token-1234 b")] == ["pattern only"]
+    assert [m.label for m in guard.scan_many([("t", "a token-1234 b")])[0]] == ["pattern only"]
+
+
 # ------------------------------------------------------------------------------ publish
 
 
