@@ -39,6 +39,7 @@ from pipeline.teacher.cache import ReplayCache, request_key
 from pipeline.teacher.limits import AdaptiveLimiter, AdaptivePacer, TokenBudget
 from pipeline.teacher.ratelimit import request_limit
 from pipeline.teacher.reply import MalformedReply, StreamAccumulator, TeacherReply, decode_completion
+from pipeline.teacher.wire import BodyEncoder
 
 #: Key used when the config names no key variable (the oracle and local servers ignore it).
 PLACEHOLDER_KEY = "trajforge-no-key"
@@ -127,6 +128,7 @@ class TeacherClient:
         self.tokens = TokenBudget(cfg.tokens_per_min)
         self._stats: collections.Counter[str] = collections.Counter()
         self._latency_total = 0.0
+        self._encoder = BodyEncoder()
 
     # -- public API ---------------------------------------------------------------------
     async def chat(self, messages: list[dict[str, Any]], **overrides: Any) -> TeacherReply:
@@ -237,12 +239,16 @@ class TeacherClient:
     async def _post(self, request: dict[str, Any], start: float) -> TeacherReply:
         """One HTTP exchange, streamed or not, decoded into a reply."""
         body = _wire_body(request)
+        try:  # serialised here, each image URI checked once rather than re-escaped every turn
+            payload: dict[str, Any] = {"content": self._encoder.encode(body)}
+        except (TypeError, ValueError):  # not plain JSON (a pydantic value, NaN): the SDK's way
+            payload = {"body": body}
         if not body.get("stream"):  # the JSON body as is: building the SDK's typed model costs
-            completion = await self._client.post("/chat/completions", body=body, cast_to=object)
+            completion = await self._client.post("/chat/completions", **payload, cast_to=object)
             return decode_completion(completion, time.perf_counter() - start)
         stream = await self._client.post(
             "/chat/completions",
-            body=body,
+            **payload,
             cast_to=ChatCompletion,
             stream=True,
             stream_cls=openai.AsyncStream[ChatCompletionChunk],
