@@ -384,6 +384,15 @@ def _name(tool: str, width: int = 24) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
+def _mix(shares: dict[str, float], top: int = 4) -> str:
+    """The `top` most used tools, the rest as `other`."""
+    ranked = sorted(shares.items(), key=lambda kv: -kv[1])
+    cells = [f"{_name(t)} {v:.0%}" for t, v in ranked[:top]]
+    if rest := sum(v for _, v in ranked[top:]):
+        cells.append(f"other {rest:.0%}")
+    return ", ".join(cells) or "-"
+
+
 def table_lines(reports: dict[str, dict[str, Any]]) -> list[str]:
     """Reports side by side (one column each): the figures a person compares."""
     rows = [
@@ -406,7 +415,7 @@ def table_lines(reports: dict[str, dict[str, Any]]) -> list[str]:
     for key in extra:
         body.append([key, *(f"{r[key]:.1%}" if key in r else "-" for r in reports.values())])
     mixes = [r.get("tool_mix", {}) for r in reports.values()]
-    body.append(["tool mix", *(", ".join(f"{_name(t)} {v:.0%}" for t, v in m.items()) or "-" for m in mixes)])
+    body.append(["tool mix", *(_mix(m) for m in mixes)])
     splits = sorted(
         {s for r in reports.values() for s in {**r.get("by_benchmark", {}), **r.get("by_split", {})}}
     )
