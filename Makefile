@@ -63,8 +63,9 @@ view: $(STAMP)
 
 # The closed loop: the student `make sft` exported, the same architecture untrained, and the
 # oracle, on the world's held-out tasks (those $(RUN) did not synthesise from); one table.
+# Greedy (temperature 0): a sampled slip in a tiny student's tool-call JSON costs the whole turn.
 EVAL_ARGS ?= --limit 12 --set teacher.max_tokens=320 --set synth.max_turns=6 --set synth.format_retries=0 --set teacher.max_retries=1 \
-	--set teacher.image_max_pixels=65536
+	--set teacher.image_max_pixels=65536 --set teacher.temperature=0
 eval: $(STAMP)
 	$(BIN)/trajforge eval --run $(RUN)/evals/student --serve $(RUN)/sft/export --train-run $(RUN) --label student $(EVAL_ARGS)
 	$(BIN)/trajforge eval --run $(RUN)/evals/untrained --serve $(RUN)/sft/export --untrained --train-run $(RUN) --label untrained $(EVAL_ARGS)

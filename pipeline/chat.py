@@ -109,6 +109,22 @@ def _merge_text(content: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return merged
 
 
+def image_names(count: int) -> list[str]:
+    """Names the model uses for the task's input images (the tools resolve the same names)."""
+    return [f"image_{i}.png" for i in range(count)]
+
+
+def question_text(question: str, image_count: int) -> str:
+    """The first user turn's text: the question verbatim, then the names of its images.
+
+    One owner for training text and inference prompts (executor, planner, eval): thinking and
+    tool calls name `image_0.png`, so the student must see those names where it saw them in SFT.
+    """
+    if not image_count:
+        return question
+    return f"{question}\n\nImages: {', '.join(image_names(image_count))}"
+
+
 def prompt_messages(system_prompt: str, question: str, images: list[str]) -> list[Message]:
     """System + first user turn (task images, then the question)."""
     user = [{"type": "image", "image": ref} for ref in images] + [{"type": "text", "text": question}]
@@ -122,7 +138,8 @@ def trajectory_messages(
     trajectory: Trajectory, system_prompt: str, *, observation_role: ObservationRole = "user"
 ) -> list[Message]:
     """The whole conversation: prompt, then each assistant step and its observation."""
-    messages = prompt_messages(system_prompt, trajectory.question, trajectory.images)
+    question = question_text(trajectory.question, len(trajectory.images))
+    messages = prompt_messages(system_prompt, question, trajectory.images)
     for step in trajectory.steps:
         messages.append({"role": "assistant", "content": [{"type": "text", "text": step_text(step)}]})
         if step.action == "tool_call":

@@ -61,8 +61,8 @@ def command(server: str, model: str, port: int) -> list[str]:
     """The server's command line (loopback only)."""
     if server == "vllm":
         return [shutil.which("vllm") or "vllm", "serve", model, "--host", "127.0.0.1", "--port", str(port)]
-    exe = Path(sys.executable).with_name("transformers")
-    cli = [str(exe)] if exe.exists() else [shutil.which("transformers") or "transformers"]
+    # the stock CLI with trajforge's image-only processor registered (no torchvision needed)
+    cli = [sys.executable, "-m", "pipeline.serve_transformers"]
     # on CPU, float32 generates faster than the bf16 an export is saved in (1.4 s vs 2.1 s for 64
     # tokens of the tiny student, measured side by side)
     device = [] if has_gpu() else ["--device", "cpu", "--dtype", "float32"]
@@ -70,9 +70,23 @@ def command(server: str, model: str, port: int) -> list[str]:
 
 
 @contextlib.contextmanager
-def serve(model: str, *, server: str = "auto", log_path: Path, timeout_s: float = 600.0) -> Iterator[Served]:
-    """Start a server for `model` (a folder or Hub id), yield where it answers, stop it."""
+def serve(
+    model: str,
+    *,
+    server: str = "auto",
+    log_path: Path,
+    timeout_s: float = 600.0,
+    view_dir: Path | None = None,
+    text_replies: bool = False,
+) -> Iterator[Served]:
+    """Start a server for `model` (a folder or Hub id), yield where it answers, stop it.
+
+    `transformers serve` loads a local folder through `serving_view` (written to `view_dir`,
+    default beside the log), so the reply comes back as text when `text_replies`."""
     kind = pick_server(server)
+    if kind == "transformers" and Path(model).is_dir():
+        view = view_dir or log_path.parent / "served-model"
+        model = str(serving_view(Path(model), view, text_replies=text_replies))
     if kind == "transformers":
         try:
             import fastapi  # noqa: F401
@@ -154,6 +168,47 @@ def untrained_copy(source: Path, target: Path, *, seed: int = 0) -> Path:
     if not any(tmp.glob("*.safetensors")):
         raise ServeError(f"could not write an untrained copy of {source}")
     os.replace(tmp, target)
+    return target
+
+
+#: How `transformers serve` should read a student's reply: the whole turn as content. Its default
+#: for Qwen models splits `<think>` into reasoning and parses `<tool_call>` JSON itself, answering
+#: 500 when the JSON does not parse; an R1V4 student writes its tool calls as text, which
+#: trajforge's own reader reads (a malformed call is then the model's format error, counted).
+TEXT_RESPONSE_TEMPLATE = {
+    "defaults": {"role": "assistant"},
+    "start_anchor": "<|im_start|>assistant\n",
+    "fields": {
+        "content": {"close_pattern": r"\s*(?:<\|im_end\|>|<\|endoftext\|>)", "content": "text"},
+    },
+}
+
+
+def serving_view(model_dir: Path, target: Path, *, text_replies: bool) -> Path:
+    """`model_dir` as `pipeline.serve_transformers` loads it: weights and templates linked, both
+    configs naming the image-only processor, and with `text_replies` (an R1V4 text student) the
+    tokenizer config carrying `TEXT_RESPONSE_TEMPLATE`. The model folder stays untouched."""
+    import json as _json
+    import shutil as _shutil
+
+    from stages.sft.processor import IMAGE_ONLY_PROCESSOR
+
+    rewritten = ("tokenizer_config.json", "processor_config.json")
+    if not (model_dir / rewritten[0]).exists():
+        raise ServeError(f"{model_dir} has no tokenizer_config.json; cannot serve it as a text student")
+    _shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    for file in model_dir.iterdir():
+        if file.name not in rewritten:
+            (target / file.name).symlink_to(file.resolve())
+    for name in rewritten:
+        if not (model_dir / name).exists():
+            continue
+        data = _json.loads((model_dir / name).read_text())
+        data["processor_class"] = IMAGE_ONLY_PROCESSOR
+        if name == "tokenizer_config.json" and text_replies:
+            data["response_template"] = TEXT_RESPONSE_TEMPLATE
+        (target / name).write_text(_json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     return target
 
 

@@ -378,6 +378,21 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _name(tool: str, width: int = 24) -> str:
+    """A tool name as the table shows it: one line, cut (a weak model names tools with code)."""
+    flat = " ".join(tool.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def _mix(shares: dict[str, float], top: int = 4) -> str:
+    """The `top` most used tools, the rest as `other`."""
+    ranked = sorted(shares.items(), key=lambda kv: -kv[1])
+    cells = [f"{_name(t)} {v:.0%}" for t, v in ranked[:top]]
+    if rest := sum(v for _, v in ranked[top:]):
+        cells.append(f"other {rest:.0%}")
+    return ", ".join(cells) or "-"
+
+
 def table_lines(reports: dict[str, dict[str, Any]]) -> list[str]:
     """Reports side by side (one column each): the figures a person compares."""
     rows = [
@@ -400,7 +415,7 @@ def table_lines(reports: dict[str, dict[str, Any]]) -> list[str]:
     for key in extra:
         body.append([key, *(f"{r[key]:.1%}" if key in r else "-" for r in reports.values())])
     mixes = [r.get("tool_mix", {}) for r in reports.values()]
-    body.append(["tool mix", *(", ".join(f"{t} {v:.0%}" for t, v in m.items()) or "-" for m in mixes)])
+    body.append(["tool mix", *(_mix(m) for m in mixes)])
     splits = sorted(
         {s for r in reports.values() for s in {**r.get("by_benchmark", {}), **r.get("by_split", {})}}
     )

@@ -31,9 +31,11 @@ from pipeline.chat import (
     ToolProtocol,
     UriCache,
     assistant_message,
+    image_names,
     image_refs,
     observation_message,
     prompt_messages,
+    question_text,
     to_openai_messages,
 )
 from pipeline.config import SynthConfig, TeacherConfig
@@ -70,16 +72,9 @@ def reask_text(problem: str, protocol: ToolProtocol) -> str:
     return f"Your last reply could not be used: {problem}. Reply again: {form}."
 
 
-def image_names(count: int) -> list[str]:
-    """Names the model uses for the task's input images (the tools resolve the same names)."""
-    return [f"image_{i}.png" for i in range(count)]
-
-
 def user_text(task: Task, plan: Plan | None) -> str:
     """The first user turn's text: the question verbatim, the image names, then the plan."""
-    parts = [task.question]
-    if task.images:
-        parts.append("Images: " + ", ".join(image_names(len(task.images))))
+    parts = [question_text(task.question, len(task.images))]
     if plan is not None and plan.valid and plan.steps:
         parts.append("Plan:\n" + render_plan(plan.steps))
     return "\n\n".join(parts)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.chat import ImageEncoder, Message, prompt_messages, to_openai_messages
+from pipeline.chat import ImageEncoder, Message, prompt_messages, question_text, to_openai_messages
 from pipeline.plan_format import parse_plan, read_plan
 from pipeline.schema import EXECUTOR_TOOLS, Plan, Task
 from pipeline.teacher import TeacherClient, TeacherError
@@ -29,9 +29,7 @@ def plan_tools(task: Task) -> tuple[str, ...]:
 def planner_messages(task: Task) -> list[Message]:
     """System (planner prompt) + the task's images and question, verbatim."""
     prompt = load_prompt(PLANNER)
-    names = ", ".join(f"image_{i}.png" for i in range(len(task.images)))
-    text = task.question if not names else f"{task.question}\n\nImages: {names}"
-    return prompt_messages(prompt.text, text, list(task.images))
+    return prompt_messages(prompt.text, question_text(task.question, len(task.images)), list(task.images))
 
 
 def _retry_message(errors: list[str]) -> Message:

@@ -81,16 +81,28 @@ def _items(
 
 
 @contextlib.contextmanager
-def _model(serve_path: str | None, server: str, endpoint: str | None, model: str | None, log_path: Path):
-    """(base_url, model name) of the model under test; a served one is stopped afterwards."""
+def _model(
+    serve_path: str | None, server: str, endpoint: str | None, model: str | None, root: Path, protocol: str
+):
+    """(base_url, model name) of the model under test; a served one is stopped afterwards.
+
+    A text-protocol model's turns come back as text (trajforge reads them), never parsed by the
+    server: a malformed tool call is then the model's counted format error, not a server 500."""
     if serve_path is None:
         yield endpoint, model, None
         return
     from pipeline.serve import ServeError, serve
 
+    log_path = root / "logs" / "server.log"
     typer.echo(f"serving {serve_path} ({server}) on loopback; log: {log_path}", err=True)
     try:
-        with serve(serve_path, server=server, log_path=log_path) as served:
+        with serve(
+            serve_path,
+            server=server,
+            log_path=log_path,
+            view_dir=root / "served-model",
+            text_replies=protocol == "text",
+        ) as served:
             typer.echo(f"model server ({served.server}) at {served.base_url}", err=True)
             yield served.base_url, model or served.model, served.server
     except ServeError as exc:
@@ -178,7 +190,7 @@ def register(app: typer.Typer) -> None:
         world = world_for(cfg) if bench == "world" else contextlib.nullcontext(None)
         with (
             world as world_url,
-            _model(serve_path, server, endpoint, model, store.root / "logs" / "server.log") as (
+            _model(serve_path, server, endpoint, model, store.root, cfg.teacher.tool_protocol) as (
                 url,
                 name,
                 served_by,

@@ -95,12 +95,12 @@ def build_tiny_tokenizer(vocab_size: int = 512) -> Any:
 
 
 @cache
-def _image_only_processor_class() -> type:
+def image_only_processor_class() -> type:
     """Qwen3VLProcessor without the video processor (which needs torchvision)."""
     from transformers import Qwen3VLProcessor
     from transformers.processing_utils import ProcessorMixin
 
-    class Qwen3VLImageProcessorOnly(Qwen3VLProcessor):
+    class Qwen3VLImageProcessorOnly(Qwen3VLProcessor):  # named IMAGE_ONLY_PROCESSOR
         def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
             self.image_token, self.video_token = "<|image_pad|>", "<|video_pad|>"
             self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
@@ -129,7 +129,7 @@ def build_tiny_processor(
     *, min_pixels: int = 1024, max_pixels: int = 65_536, chat_template: str | None = None
 ) -> Any:
     """The offline processor used by tests and the `tiny` config."""
-    cls = _image_only_processor_class()
+    cls = image_only_processor_class()
     return cls(
         image_processor=image_processor(min_pixels=min_pixels, max_pixels=max_pixels),
         tokenizer=build_tiny_tokenizer(),
@@ -150,7 +150,7 @@ def load_processor(path: str | Path, *, min_pixels: int, max_pixels: int) -> Any
         template_file = Path(path) / "chat_template.jinja"
         if template_file.exists():
             template = template_file.read_text()
-        processor = _image_only_processor_class()(
+        processor = image_only_processor_class()(
             image_processor=image_processor(min_pixels=min_pixels, max_pixels=max_pixels),
             tokenizer=tokenizer,
             chat_template=template,
@@ -176,6 +176,8 @@ def make_processor(model_path: str | None, *, min_pixels: int, max_pixels: int) 
 
 #: What a saved processor folder names as its class: the transformers class, never our internal one.
 PROCESSOR_CLASS = "Qwen3VLProcessor"
+#: The image-only processor's name, for servers that register it (`pipeline.serve_transformers`).
+IMAGE_ONLY_PROCESSOR = "Qwen3VLImageProcessorOnly"
 IMAGE_PROCESSOR_TYPE = "Qwen2VLImageProcessor"
 VIDEO_PROCESSOR_TYPE = "Qwen3VLVideoProcessor"
 
@@ -226,7 +228,7 @@ def reload_processor(folder: str | Path) -> Any:
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     cfg = json.loads((folder / "processor_config.json").read_text()).get("image_processor", {})
     size = cfg.get("size", {})
-    return _image_only_processor_class()(
+    return image_only_processor_class()(
         image_processor=image_processor(
             min_pixels=size.get("shortest_edge", 1024),
             max_pixels=size.get("longest_edge", 1_048_576),

@@ -165,6 +165,12 @@ def test_avg_and_pass_at_k() -> None:
     assert report["accuracy"] == 0.5
     lines = table_lines({"student": report, "oracle": {**report, "accuracy": 1.0}})
     assert lines[0].split() == ["student", "oracle"] and any("pass@2" in line for line in lines)
+    garbled = {**report, "tool_mix": {'arguments": "from PIL import Image\nimg = Image.open(': 1.0}}
+    mix = next(line for line in table_lines({"student": garbled}) if line.startswith("tool mix"))
+    assert mix.endswith('arguments": "from PIL i… 100%')
+    many = {**report, "tool_mix": {f"t{i}": 0.1 for i in range(10)}}
+    mix = next(line for line in table_lines({"student": many}) if line.startswith("tool mix"))
+    assert mix.split(None, 2)[2] == "t0 10%, t1 10%, t2 10%, t3 10%, other 60%"
 
 
 def test_answer_judge_rescues_open_answers_only(tmp_path: Path, fake_teacher) -> None:

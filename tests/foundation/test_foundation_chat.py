@@ -56,3 +56,20 @@ def test_tool_role_and_errors() -> None:
     text = "".join(i.get("text", "") for i in tool["content"])
     assert "Error: timeout after 20 s" in text and "<observation>" not in text
     assert sum(i["type"] == "image" for i in tool["content"]) == 1 and IMAGE_MARKER in text
+
+
+def test_training_prompt_is_the_inference_prompt() -> None:
+    """SFT's first user turn is what the executor, planner and eval send (image names included):
+    a student trained without `Images: image_0.png` never saw the names its thinking uses."""
+    from pipeline.chat import prompt_messages
+    from pipeline.schema import Task
+    from stages.execute import user_text
+    from stages.plan import planner_messages
+
+    trajectory = make()
+    trajectory.images = ["img0", "img1"]
+    task = Task(question=trajectory.question, images=trajectory.images, source="test")
+    trained = trajectory_messages(trajectory, "S")[1]
+    assert trained == prompt_messages("S", user_text(task, None), task.images)[1]
+    assert trained == planner_messages(task)[1]
+    assert trained["content"][-1]["text"].endswith("Images: image_0.png, image_1.png")
