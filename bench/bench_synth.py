@@ -403,9 +403,11 @@ def bench_rate_limit(
     *,
     headers: bool = True,
     slow_start: bool = False,
+    configured: bool = False,
 ) -> dict:
     """`headers`: the bucket is stated in OpenAI's x-ratelimit headers (else the client learns
-    it from 429s and Retry-After alone); `slow_start`: the client ramps from 16/s."""
+    it from 429s and Retry-After alone); `slow_start`: the client ramps from 16/s; `configured`:
+    the user set `teacher.requests_per_s` to the limit, so even the first burst is paced."""
     from pipeline.config import TeacherConfig
     from pipeline.teacher import TeacherClient
 
@@ -425,6 +427,7 @@ def bench_rate_limit(
             max_retries=50,
             timeout_s=30,
             slow_start=slow_start,
+            requests_per_s=rate if configured else None,
         )
         client = TeacherClient(cfg, base_url=world.url + "/v1")
         messages = [{"role": "user", "content": "Rate-limit probe: a question the oracle does not know."}]
@@ -458,6 +461,7 @@ def bench_rate_limit(
         "R": rate,
         "limit_headers": headers,
         "slow_start": slow_start,
+        "configured": configured,
         "seconds": seconds,
         "in_flight": in_flight,
         "sustained_per_s": round(sustained, 2),
@@ -678,8 +682,9 @@ def main() -> None:
                 print(json.dumps({"latency_hiding": results["latency_hiding"]}), flush=True)
             if "rate" in only:
                 seconds = 15 if args.quick else 30
-                variants = {  # stated in headers (OpenAI); unstated: unpaced start, then slow start
+                variants = {  # stated in headers (OpenAI); also in config; unstated: unpaced, slow start
                     "rate_limit": {},
+                    "rate_limit_configured": {"configured": True},
                     "rate_limit_unstated": {"headers": False},
                     "rate_limit_unstated_slow_start": {"headers": False, "slow_start": True},
                 }
