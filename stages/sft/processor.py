@@ -2,7 +2,7 @@
 
 Everything downstream (formatter, trainer, export) only talks to a Qwen3-VL processor: its chat
 template renders the conversation, its tokenizer makes the ids, its image processor decides the
-image token counts. The tiny processor (tests, the `tiny` config) has a ~2K-token byte-level BPE split as
+image token counts. The tiny processor (tests, the `tiny` config) has a ~1.8K-token byte-level BPE split as
 Qwen splits and trained on what ships with trajforge (`tokenizer_corpus`), the Qwen special tokens, the PIL Qwen image processor (no torchvision needed) and
 a chat template of our own that renders the same format as the official Qwen3-VL template (a
 conformance test checks that against the official file when it is available).

@@ -10,9 +10,7 @@ keys, tool names and common words become whole tokens.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from importlib import resources
-from typing import Any
 
 from pipeline.format import IMAGE_MARKER
 
@@ -40,6 +38,19 @@ SAMPLE_TURNS = (
     "total is five.</think><answer>5</answer>",
     "<think>The question asks which option matches the color of the car; the car is blue, so the answer is B."
     "</think><answer>B</answer>",
+    "<think>The question asks in what year the company was founded and where it is headquartered; the "
+    "page of its founder should say both.</think>"
+    '<tool_call>{"name": "text_search", "arguments": {"queries": ["company founder", "founded in year"]}}</tool_call>',
+    "<observation>1. The Harbour Trading Company\n   Link: http://example.org/wiki/Harbour_Trading_Company\n"
+    "   Snippet: The company was founded in 1852 by a merchant born in the river town. Its headquarters are in "
+    "the capital; it employs 340 people.</observation>",
+    "<think>The painting in the picture is held by a museum; the page of the artist gives the birthplace, "
+    "occupation and the population of the town where the artist was born.</think>"
+    '<tool_call>{"name": "web_visit", "arguments": {"urls": ["http://example.org/wiki/Museum_of_Art"]}}</tool_call>',
+    "<think>The species described on the page grows to 45 millimetres; its habitat is the forest near the "
+    "mountain village, and it was first described by a naturalist.</think><answer>45</answer>",
+    "<think>The sculpture is 210 centimetres tall and was completed in 1910 by a sculptor from the island; the "
+    "institution that holds it is the national gallery.</think><answer>national gallery</answer>",
 )
 
 
@@ -63,41 +74,6 @@ def _tool_texts() -> list[str]:
     return texts
 
 
-def _strings(value: Any) -> Iterator[str]:
-    """Every string in nested dicts (keys too), lists and tuples, in their order."""
-    if isinstance(value, str):
-        yield value.replace("_", " ")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from _strings(key)
-            yield from _strings(item)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            yield from _strings(item)
-
-
-def _world_texts() -> list[str]:
-    """The offline world's fixed word tables (code, not a run's data): one line per table."""
-    from pipeline.world import kg, pages, tasks
-
-    tables = (
-        kg.TYPES,
-        kg.RELATIONS,
-        kg.OCCUPATIONS,
-        kg.INDUSTRIES,
-        kg.PLACE_KINDS,
-        kg.SPECIES_KINDS,
-        kg.MEDIA,
-        kg.ORG_SUFFIX,
-        kg.ARTWORK_NOUNS,
-        tasks.ATTRIBUTE_QUESTIONS,
-        tasks.RELATION_PHRASES,
-        tasks.RELATION_NOUN,
-        pages._FILLER,
-    )
-    return [" ".join(_strings(table)) for table in tables]
-
-
 def tokenizer_corpus() -> list[str]:
     """The fixed training texts of the tiny BPE (depends only on the installed trajforge)."""
-    return [*_prompt_texts(), *_tool_texts(), *_world_texts(), *SAMPLE_TURNS]
+    return [*_prompt_texts(), *_tool_texts(), *SAMPLE_TURNS]
