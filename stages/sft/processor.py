@@ -2,8 +2,8 @@
 
 Everything downstream (formatter, trainer, export) only talks to a Qwen3-VL processor: its chat
 template renders the conversation, its tokenizer makes the ids, its image processor decides the
-image token counts. The tiny processor (tests, the `tiny` config) has a byte-level BPE trained on
-a fixed corpus, the Qwen special tokens, the PIL Qwen image processor (no torchvision needed) and
+image token counts. The tiny processor (tests, the `tiny` config) has a ~1.8K-token byte-level BPE split as
+Qwen splits and trained on what ships with trajforge (`tokenizer_corpus`), the Qwen special tokens, the PIL Qwen image processor (no torchvision needed) and
 a chat template of our own that renders the same format as the official Qwen3-VL template (a
 conformance test checks that against the official file when it is available).
 """
@@ -59,23 +59,34 @@ TINY_CHAT_TEMPLATE = """
 {% endif -%}
 """.strip()
 
-_TINY_CORPUS = (
-    "<observation> </observation> <answer> </answer> system user assistant "
-    '{"name": "code", "arguments": {"code": "from PIL import Image"}} '
-    '{"name": "text_search", "arguments": {"queries": ["who"]}} image_search web_visit '
-    "The image shows a red square in the top left corner. Let me crop the region and look closer. "
-    "I should search for the entity in the picture, then read the page to verify the answer. "
-    "Step plan description tool_name parameters none query url image_path 0123456789 .,:;!?()[]{}"
+#: Qwen2/Qwen3's own pre-tokenizer pattern (from their `tokenizer.json`): letters with one leading
+#: non-letter (` the`, `_search`), digits one by one, punctuation runs, newlines.
+QWEN_PRETOKENIZE_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+    r"|\s+(?!\S)|\s+"
 )
+#: The tiny BPE's size: JSON keys, tags, tool names and the prompts' common words are single tokens.
+TINY_VOCAB_SIZE = 3072
 
 
-def build_tiny_tokenizer(vocab_size: int = 512) -> Any:
-    """A deterministic byte-level BPE with the Qwen special and added tokens (no download)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def build_tiny_tokenizer(vocab_size: int = TINY_VOCAB_SIZE) -> Any:
+    """A deterministic byte-level BPE, split as Qwen splits, with the Qwen special and added tokens.
+
+    Trained offline on trajforge's own prompts, tool schemas and sample turns
+    (`stages.sft.tokenizer_corpus`), never on a run's data, so every run builds the same one.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
+    from stages.sft.tokenizer_corpus import tokenizer_corpus
+
     core = Tokenizer(models.BPE())
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN_PRETOKENIZE_PATTERN), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     core.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -83,7 +94,7 @@ def build_tiny_tokenizer(vocab_size: int = 512) -> Any:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    core.train_from_iterator([_TINY_CORPUS], trainer)
+    core.train_from_iterator(tokenizer_corpus(), trainer)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=core,
         eos_token="<|im_end|>",

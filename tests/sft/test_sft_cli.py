@@ -49,7 +49,7 @@ def test_format_only_writes_samples_and_reports_drops(tmp_path):
     run = tmp_path / "run"
     write_kept_set(run, 3)
     result = CliRunner().invoke(
-        app, ["sft", "--run", str(run), "--format-only", "--set", "sft.overrides=[data.max_len=900]"]
+        app, ["sft", "--run", str(run), "--format-only", "--set", "sft.overrides=[data.max_len=600]"]
     )
     assert result.exit_code == 0, result.output
     summary = json.loads((run / "sft" / "format.json").read_text())
