@@ -122,8 +122,11 @@ class SynthWorker:
         teacher_base_url: str | None = None,
         tools_factory: ToolsFactory | None = None,
         worker_id: int = 0,
+        workers: int = 1,
     ):
-        self.cfg, self.worker_id = cfg, worker_id
+        """`workers`: how many SynthWorkers this run has; they split the teacher's configured
+        and stated request and token limits evenly (the limits are the key's, not each worker's)."""
+        self.cfg, self.worker_id, self.workers = cfg, worker_id, max(1, workers)
         apply_prompts(cfg)  # a Ray worker is another process: the config's prompt files apply here too
         self.store = RunStore(run_dir)
         self.teacher_base_url = teacher_base_url
@@ -147,7 +150,10 @@ class SynthWorker:
             return
         self._worker_lock.acquire()
         self._teacher = TeacherClient(
-            self.cfg.teacher, cache_dir=self.store.root / "cache" / "teacher", base_url=self.teacher_base_url
+            self.cfg.teacher,
+            cache_dir=self.store.root / "cache" / "teacher",
+            base_url=self.teacher_base_url,
+            share=1.0 / self.workers,
         )
         work_root = self.store.root / "cache" / "work" / f"w{self.worker_id}-{os.getpid()}"
         self._executor = Executor(
@@ -513,14 +519,15 @@ def run_synth(
 
 
 def _sum_dicts(dicts: list[dict[str, Any]]) -> dict[str, Any]:
-    """Counters add up across workers; rates, means and limits are averaged."""
+    """Counters add up across workers; rates, means and limits are averaged, except the teacher
+    pace, which workers split: the run's is their sum."""
     out: dict[str, Any] = {}
     averaged: dict[str, list[float]] = collections.defaultdict(list)
     for d in dicts:
         for key, value in d.items():
             if isinstance(value, bool) or not isinstance(value, int | float):
                 out.setdefault(key, value)
-            elif "rate" in key or "mean" in key or "limit" in key:
+            elif key != "paced_rate_per_s" and ("rate" in key or "mean" in key or key.endswith("_limit")):
                 averaged[key].append(value)
             else:
                 out[key] = round(out.get(key, 0) + value, 4)
@@ -640,7 +647,7 @@ class _RayPool:
         actor = ray.remote(num_cpus=0)(_RayWorker)
         self.workers = [
             actor.options(max_concurrency=10_000).remote(
-                cfg, str(store.root.resolve()), teacher_base_url, tools_factory, index
+                cfg, str(store.root.resolve()), teacher_base_url, tools_factory, index, self.size
             )
             for index in range(self.size)
         ]
@@ -665,9 +672,16 @@ class _RayPool:
 class _RayWorker:
     """The Ray actor: a SynthWorker on the actor's event loop (async methods run concurrently)."""
 
-    def __init__(self, cfg: Config, run_dir: str, teacher_base_url: str | None, tools_factory, index: int):
+    def __init__(
+        self, cfg: Config, run_dir: str, teacher_base_url: str | None, tools_factory, index: int, workers: int
+    ):
         self.worker = SynthWorker(
-            cfg, run_dir, teacher_base_url=teacher_base_url, tools_factory=tools_factory, worker_id=index
+            cfg,
+            run_dir,
+            teacher_base_url=teacher_base_url,
+            tools_factory=tools_factory,
+            worker_id=index,
+            workers=workers,
         )
 
     async def run_task(self, item: WorkItem) -> TaskResult:

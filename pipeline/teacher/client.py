@@ -98,8 +98,22 @@ def _describe(exc: BaseException) -> str:
 class TeacherClient:
     """Async teacher client with cache, flow control, retries and accounting (see module doc)."""
 
-    def __init__(self, cfg: TeacherConfig, *, cache_dir: Path | None = None, base_url: str | None = None):
+    def __init__(
+        self,
+        cfg: TeacherConfig,
+        *,
+        cache_dir: Path | None = None,
+        base_url: str | None = None,
+        share: float = 1.0,
+    ):
+        """`share`: this client's part of the endpoint's request and token limits. The limits a
+        user configures and the ones an endpoint states belong to the key, not to one process,
+        so a run's W synth workers (one client each) hold 1/W of them each; 1 for a lone client.
+        """
+        if not 0.0 < share <= 1.0:
+            raise ValueError(f"a client's share of the endpoint's limits must be in (0, 1], got {share}")
         self.cfg = cfg
+        self.share = share
         self.base_url = base_url or cfg.base_url
         if not self.base_url:
             raise TeacherError(
@@ -122,10 +136,10 @@ class TeacherClient:
         # costs about a second per burst on the unlimited servers most runs use); `slow_start`
         # ramps instead, for an endpoint that limits without saying so
         slow = cfg.slow_start and not cfg.requests_per_s
-        self.pacer = AdaptivePacer(
-            cfg.requests_per_s, start=float(min(16, max(1, cfg.concurrency))) if slow else None
-        )
-        self.tokens = TokenBudget(cfg.tokens_per_min)
+        ceiling = cfg.requests_per_s * share if cfg.requests_per_s else None
+        start = max(1.0, min(16, cfg.concurrency) * share) if slow else None
+        self.pacer = AdaptivePacer(ceiling, start=start)
+        self.tokens = TokenBudget(max(1, int(cfg.tokens_per_min * share)) if cfg.tokens_per_min else None)
         self._stats: collections.Counter[str] = collections.Counter()
         self._latency_total = 0.0
         self._encoder = BodyEncoder()
@@ -259,10 +273,11 @@ class TeacherClient:
         return folded.reply(time.perf_counter() - start)
 
     async def _on_response(self, response: Any) -> None:
-        """Every HTTP response, 429s included: a stated request limit sets the pace."""
+        """Every HTTP response, 429s included: a stated request limit sets the pace (this
+        client's share of it: the statement is the key's)."""
         if (stated := request_limit(response.headers)) is not None and (rate := stated.rate()):
             self._stats["limit_headers"] += 1
-            self.pacer.announce(rate, stated.spare())
+            self.pacer.announce(rate * self.share, stated.spare())
 
     def _on_error(self, exc: BaseException, sent_at: float) -> None:
         kind = f"HTTP {exc.status_code}" if isinstance(exc, openai.APIStatusError) else type(exc).__name__

@@ -98,3 +98,24 @@ def test_final_write_failing_costs_the_records_not_the_close(fake_teacher, tmp_p
     assert stats["written"] == 0 and stats["buffered"] == 2
     log = (worker.store.root / "logs" / "synth.log").read_text()
     assert "2 trajectories stay unwritten" in log and "read-only file system" in log
+
+
+def test_each_of_a_runs_workers_holds_its_share_of_the_teacher_limits(fake_teacher, tmp_path):
+    """`teacher.requests_per_s` and `tokens_per_min` are the run's: 4 workers pace at a quarter each."""
+    cfg = load_config(
+        None,
+        [f"run.root={tmp_path}", "run.name=r", "teacher.requests_per_s=40", "teacher.tokens_per_min=100000"],
+    )
+    base_url = fake_teacher(lambda body: "unused").base_url
+    worker = SynthWorker(
+        cfg, str(cfg.run.dir), teacher_base_url=base_url, tools_factory=lambda *a: {}, workers=4
+    )
+
+    async def scenario() -> tuple[float | None, int | None]:
+        await worker.start()
+        assert worker._teacher is not None
+        pace, tokens = worker._teacher.pacer.rate, worker._teacher.tokens.per_minute
+        await worker.close()
+        return pace, tokens
+
+    assert asyncio.run(scenario()) == (10.0, 25_000)

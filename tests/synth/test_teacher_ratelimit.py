@@ -174,3 +174,73 @@ def test_client_starts_unpaced_where_no_limit_is_known(fake_teacher):
         return elapsed
 
     assert asyncio.run(go()) < 1.0
+
+
+def _bucket_server(fake_teacher, rate: float):
+    """A loopback endpoint behind one token bucket (the world's), stating it in OpenAI's headers;
+    returns the server and the list of refusals."""
+    bucket, refused = RateLimiter(rate), []
+    body = json.dumps(completion("ok"))
+
+    def answer(request: dict) -> Fault:
+        wait = bucket.admit()
+        if wait:
+            refused.append(wait)
+            return Fault(status=429, headers={**bucket.headers(), "retry-after-ms": str(round(wait * 1000))})
+        return Fault(status=200, headers=bucket.headers(), body=body)
+
+    return fake_teacher(answer), refused
+
+
+def _two_workers(server, cfg: TeacherConfig, share: float, per_worker: int) -> tuple[float, list[dict]]:
+    async def worker(index: int) -> dict:
+        client = TeacherClient(cfg, base_url=server.base_url, share=share)
+        await asyncio.gather(*(client.chat(MSG, seed=index * 1000 + i) for i in range(per_worker)))
+        stats = client.stats()
+        await client.aclose()
+        return stats
+
+    async def go() -> tuple[float, list[dict]]:
+        begin = time.monotonic()
+        stats = await asyncio.gather(worker(0), worker(1))
+        return time.monotonic() - begin, list(stats)
+
+    return asyncio.run(go())
+
+
+def test_workers_split_a_configured_limit_instead_of_each_taking_all_of_it(fake_teacher):
+    """`teacher.requests_per_s` is the run's: two synth workers sharing one key pace at half of it
+    each, so the endpoint's bucket (20/s, a burst of 20) never refuses them. Each taking the whole
+    limit (as before) sends 40/s into it and draws 429s."""
+    server, refused = _bucket_server(fake_teacher, 20.0)
+    cfg = _cfg(concurrency=8, requests_per_s=20.0, tokens_per_min=9000)
+    elapsed, stats = _two_workers(server, cfg, share=0.5, per_worker=30)
+    assert refused == [] and sum(s.get("rejected_429", 0) for s in stats) == 0
+    assert all(9.8 <= s["paced_rate_per_s"] <= 10.0 for s in stats)  # the bucket's headers agree
+    assert elapsed >= 59 / 20.0 * 0.9  # 60 requests at the run's 20/s, not at 40/s
+    client = TeacherClient(cfg, base_url=server.base_url, share=0.25)
+    assert client.tokens.per_minute == 2250  # the token budget is split the same way
+    asyncio.run(client.aclose())
+
+
+def test_workers_split_a_limit_the_endpoint_states(fake_teacher):
+    """The headers state the key's refill rate, which every worker hears: each paces at its share
+    of it, so the two together stay just under the bucket once its burst is spent."""
+    server, _ = _bucket_server(fake_teacher, 20.0)
+    elapsed, stats = _two_workers(server, _cfg(concurrency=4), share=0.5, per_worker=40)
+    # 99% of 10/s each; a refusal as the burst ran out may cut one a little further
+    assert all(s["paced_rate_per_s"] is not None and 9.0 <= s["paced_rate_per_s"] <= 9.9 for s in stats)
+    assert elapsed >= (80 - 20) / 20.0 * 0.9  # after the burst of 20, at most the bucket's 20/s
+
+
+def test_the_run_summary_adds_up_the_workers_pace():
+    from pipeline.runner import _sum_dicts
+
+    summed = _sum_dicts(
+        [
+            {"paced_rate_per_s": 10.0, "limit_headers": 3, "concurrency_limit": 8, "mean_latency_s": 0.2},
+            {"paced_rate_per_s": 10.0, "limit_headers": 4, "concurrency_limit": 8, "mean_latency_s": 0.4},
+        ]
+    )
+    assert summed["paced_rate_per_s"] == 20.0 and summed["limit_headers"] == 7
+    assert summed["concurrency_limit"] == 8 and abs(summed["mean_latency_s"] - 0.3) < 1e-9
