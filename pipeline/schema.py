@@ -1,8 +1,10 @@
 """Typed records that flow between stages, each with one versioned Arrow schema.
 
-Every record is a pydantic model (validation at the boundary) and has an explicit Arrow schema
-(what lands in parquet). JSON-shaped payloads (tool arguments, plan parameters, metadata) are
-stored as JSON text so the Arrow schema never depends on what a teacher wrote.
+Every record is a pydantic model (validation at the boundary) and its Arrow schema (what lands in
+parquet) is derived from it by one set of rules (`arrow_type`), so the two cannot drift: str and
+string literals are strings, int is int32 unless annotated `Int64`, float is float64, lists are
+lists, nested records are structs. JSON-shaped payloads (tool arguments, plan parameters,
+metadata) are stored as JSON text so the Arrow schema never depends on what a teacher wrote.
 
 Image fields hold image *references* (sha256 hex of the bytes, see `pipeline.store.ImageStore`),
 never bytes; exported shards embed bytes later.
@@ -12,8 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import types
+import typing
 from collections.abc import Iterable, Sequence
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,6 +32,9 @@ Mode = Literal["deepresearch", "general", "plan"]
 TrajectoryStatus = Literal[
     "answered", "failed", "turn_limit", "token_limit", "imported", "refused", "truncated"
 ]
+
+#: An int stored as int64 (token counters); every other int is stored as int32.
+Int64 = Annotated[int, pa.int64()]
 
 #: Tool names of the R1V4 executor (DeepResearch mode has all four; General mode has `code`).
 EXECUTOR_TOOLS = ("code", "image_search", "text_search", "web_visit")
@@ -86,26 +93,6 @@ def task_id_for(question: str, images: Sequence[str], gold_answer: str | None, s
     return "t-" + stable_hash(source, question.strip(), list(images), gold_answer)
 
 
-TASK_ARROW = pa.schema(
-    [
-        ("task_id", pa.string()),
-        ("source", pa.string()),
-        ("source_id", pa.string()),
-        ("category", pa.string()),
-        ("mode", pa.string()),
-        ("question", pa.string()),
-        ("images", pa.list_(pa.string())),
-        ("gold_answer", pa.string()),
-        ("answer_aliases", pa.list_(pa.string())),
-        ("gold_plan", pa.string()),
-        ("gold_path", pa.string()),
-        ("gold_region", pa.list_(pa.float64())),
-        ("meta", pa.string()),
-        ("schema_version", pa.int32()),
-    ],
-    metadata={"trajforge.record": "Task", "trajforge.version": str(TASK_SCHEMA_VERSION)},
-)
-
 # --------------------------------------------------------------------------------------- Plan
 
 
@@ -131,25 +118,6 @@ class Plan(Record):
     prompt_version: str = ""
     schema_version: int = PLAN_SCHEMA_VERSION
 
-
-PLAN_STEP_ARROW = pa.struct(
-    [("description", pa.string()), ("tool_name", pa.string()), ("parameters", pa.string())]
-)
-PLAN_ARROW = pa.schema(
-    [
-        ("task_id", pa.string()),
-        ("steps", pa.list_(PLAN_STEP_ARROW)),
-        ("raw_text", pa.string()),
-        ("repairs", pa.list_(pa.string())),
-        ("valid", pa.bool_()),
-        ("errors", pa.list_(pa.string())),
-        ("attempts", pa.int32()),
-        ("teacher", pa.string()),
-        ("prompt_version", pa.string()),
-        ("schema_version", pa.int32()),
-    ],
-    metadata={"trajforge.record": "Plan", "trajforge.version": str(PLAN_SCHEMA_VERSION)},
-)
 
 # ------------------------------------------------------------------------- Observation / Step
 
@@ -192,8 +160,8 @@ class Step(Record):
     tool_latency_s: float = 0.0
     plan_step: int | None = None  # 1-based plan step this turn serves
     teacher_latency_s: float = 0.0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    prompt_tokens: Int64 = 0
+    completion_tokens: Int64 = 0
     repairs: list[str] = Field(default_factory=list)
     reasks: int = 0
     call_id: str | None = None  # a native tool call's id (sent back with its result)
@@ -214,31 +182,6 @@ def parse_arguments(text: str | None) -> dict[str, Any]:
         return {}
     return value if isinstance(value, dict) else {}
 
-
-STEP_ARROW = pa.struct(
-    [
-        ("index", pa.int32()),
-        ("think", pa.string()),
-        ("action", pa.string()),
-        ("tool_name", pa.string()),
-        ("arguments", pa.string()),
-        ("answer", pa.string()),
-        ("raw", pa.string()),
-        ("format_errors", pa.list_(pa.string())),
-        ("observation_text", pa.string()),
-        ("observation_images", pa.list_(pa.string())),
-        ("error", pa.string()),
-        ("tool_latency_s", pa.float64()),
-        ("plan_step", pa.int32()),
-        ("teacher_latency_s", pa.float64()),
-        ("prompt_tokens", pa.int64()),
-        ("completion_tokens", pa.int64()),
-        ("repairs", pa.list_(pa.string())),
-        ("reasks", pa.int32()),
-        ("call_id", pa.string()),
-        ("finish_reason", pa.string()),
-    ]
-)
 
 # --------------------------------------------------------------------------------- Trajectory
 
@@ -267,8 +210,8 @@ class Trajectory(Record):
     status: TrajectoryStatus = "answered"
     failure_reason: str | None = None
     format_errors: list[str] = Field(default_factory=list)
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    prompt_tokens: Int64 = 0
+    completion_tokens: Int64 = 0
     teacher_calls: int = 0
     wall_s: float = 0.0
     meta: str = "{}"
@@ -289,39 +232,6 @@ def trajectory_id_for(task_id: str, rollout: int, teacher: str, prompt_version: 
     """Task id + rollout index + teacher + prompt version: reruns land on the same id."""
     return f"{task_id}-r{rollout}-" + stable_hash(teacher, prompt_version, length=8)
 
-
-TRAJECTORY_ARROW = pa.schema(
-    [
-        ("trajectory_id", pa.string()),
-        ("task_id", pa.string()),
-        ("rollout", pa.int32()),
-        ("teacher", pa.string()),
-        ("prompt_version", pa.string()),
-        ("source", pa.string()),
-        ("source_id", pa.string()),
-        ("category", pa.string()),
-        ("mode", pa.string()),
-        ("question", pa.string()),
-        ("images", pa.list_(pa.string())),
-        ("gold_answer", pa.string()),
-        ("answer_aliases", pa.list_(pa.string())),
-        ("gold_region", pa.list_(pa.float64())),
-        ("plan", pa.string()),
-        ("plan_valid", pa.bool_()),
-        ("steps", pa.list_(STEP_ARROW)),
-        ("final_answer", pa.string()),
-        ("status", pa.string()),
-        ("failure_reason", pa.string()),
-        ("format_errors", pa.list_(pa.string())),
-        ("prompt_tokens", pa.int64()),
-        ("completion_tokens", pa.int64()),
-        ("teacher_calls", pa.int32()),
-        ("wall_s", pa.float64()),
-        ("meta", pa.string()),
-        ("schema_version", pa.int32()),
-    ],
-    metadata={"trajforge.record": "Trajectory", "trajforge.version": str(TRAJECTORY_SCHEMA_VERSION)},
-)
 
 # ------------------------------------------------------------------------------------ Verdict
 
@@ -346,23 +256,62 @@ class Verdict(Record):
     schema_version: int = VERDICT_SCHEMA_VERSION
 
 
-STEP_VERDICT_ARROW = pa.struct([("step", pa.int32()), ("ok", pa.bool_()), ("reason", pa.string())])
-VERDICT_ARROW = pa.schema(
-    [
-        ("trajectory_id", pa.string()),
-        ("check", pa.string()),
-        ("keep", pa.bool_()),
-        ("score", pa.float64()),
-        ("reason", pa.string()),
-        ("steps", pa.list_(STEP_VERDICT_ARROW)),
-        ("schema_version", pa.int32()),
-    ],
-    metadata={"trajforge.record": "Verdict", "trajforge.version": str(VERDICT_SCHEMA_VERSION)},
-)
-
 # ------------------------------------------------------------------------ Arrow conversions
 
 R = TypeVar("R", bound=Record)
+
+_SCALARS: dict[Any, pa.DataType] = {str: pa.string(), bool: pa.bool_(), int: pa.int32(), float: pa.float64()}
+
+
+def arrow_type(annotation: Any, metadata: Sequence[Any] = ()) -> pa.DataType:
+    """The Arrow type a field with this annotation is stored as: the one rule set for every record."""
+    for item in metadata:  # `Int64` and any other Annotated[..., pa.DataType] choose their own
+        if isinstance(item, pa.DataType):
+            return item
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        inner, *extra = typing.get_args(annotation)
+        return arrow_type(inner, extra)
+    if origin in (typing.Union, types.UnionType):  # Optional: Arrow fields are nullable anyway
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) != 1:
+            raise TypeError(f"no Arrow rule for the union {annotation!r}: store it as JSON text")
+        return arrow_type(args[0])
+    if origin is list:
+        (item,) = typing.get_args(annotation)
+        return pa.list_(arrow_type(item))
+    if origin is dict:  # canonical JSON text (`_to_row`)
+        return pa.string()
+    if origin is Literal and all(isinstance(v, str) for v in typing.get_args(annotation)):
+        return pa.string()
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return pa.struct(record_fields(annotation))
+    if annotation in _SCALARS:
+        return _SCALARS[annotation]
+    raise TypeError(f"no Arrow rule for {annotation!r}")
+
+
+def record_fields(model: type[BaseModel]) -> list[pa.Field]:
+    """A record's Arrow fields, in its field order."""
+    return [
+        pa.field(name, arrow_type(info.annotation, info.metadata))
+        for name, info in model.model_fields.items()
+    ]
+
+
+def record_schema(model: type[Record], version: int) -> pa.Schema:
+    """A record's versioned Arrow schema (its name and version in the schema metadata)."""
+    return pa.schema(
+        record_fields(model), metadata={"trajforge.record": model.__name__, "trajforge.version": str(version)}
+    )
+
+
+TASK_ARROW = record_schema(Task, TASK_SCHEMA_VERSION)
+PLAN_ARROW = record_schema(Plan, PLAN_SCHEMA_VERSION)
+TRAJECTORY_ARROW = record_schema(Trajectory, TRAJECTORY_SCHEMA_VERSION)
+VERDICT_ARROW = record_schema(Verdict, VERDICT_SCHEMA_VERSION)
+STEP_ARROW = arrow_type(Step)
+STEP_VERDICT_ARROW = arrow_type(StepVerdict)
 
 ARROW_SCHEMAS: dict[type[Record], pa.Schema] = {
     Task: TASK_ARROW,
