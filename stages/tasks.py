@@ -106,6 +106,8 @@ def seed_source(cfg: Config) -> HubSource:
         raise SeedError(f"seeds.source={seeds.source} needs seeds.path (a folder or file of seeds)")
     if not Path(seeds.path).exists():
         raise SeedError(f"seeds.path {seeds.path} does not exist; point it at your seed dataset")
+    if seeds.source == "jsonl" and Path(seeds.path).is_dir():
+        raise SeedError(f"seeds.source=jsonl reads one file; seeds.path {seeds.path} is a folder")
     # no split: a folder's every parquet file, a save_to_disk folder's first split
     return HubSource(seeds.path, split=None, builder=_SOURCE_BUILDERS.get(seeds.source))
 

@@ -144,27 +144,31 @@ def _saved_split(local: Path, split: str | None) -> Any:
     return loaded.to_iterable_dataset()
 
 
+def _files(local: Path, builder: str | None) -> tuple[str, list[str]]:
+    """(builder, files) for a local file, or for every parquet file under a local folder."""
+    if local.is_dir():
+        files = sorted(str(f) for f in local.rglob("*.parquet"))
+        if not files:
+            raise SeedError(f"{local}: no parquet files found (expected a dataset folder or a .parquet file)")
+        return "parquet", files
+    builder = builder or _BUILDERS.get(local.suffix.lower())
+    if builder not in ("parquet", "csv"):
+        raise SeedError(f"{local}: cannot read {local.suffix!r} files; give a parquet, JSON(L) or CSV file")
+    return builder, [str(local)]
+
+
 def _load_local(local: Path, source: HubSource) -> Any:
     import datasets
 
     if local.is_dir() and any((local / name).exists() for name in ("dataset_info.json", "dataset_dict.json")):
         return _saved_split(local, source.split)
-    split = source.split or "all"
-    if local.is_dir() and source.split is not None:  # a local copy of a Hub dataset's files
-        return datasets.load_dataset(str(local), source.subset, split=split, streaming=True)
-    if local.is_dir():
-        files = sorted(str(f) for f in local.rglob("*.parquet"))
-        if not files:
-            raise SeedError(f"{local}: no parquet files found (expected a dataset folder or a .parquet file)")
-        builder = "parquet"
-    else:
-        files = [str(local)]
-        builder = source.builder or _BUILDERS.get(local.suffix.lower(), "")
+    if local.is_dir() and source.split is not None:  # a local copy of a Hub dataset: splits by name
+        return datasets.load_dataset(str(local), source.subset, split=source.split, streaming=True)
+    builder, files = _files(local, source.builder)
     extra: dict[str, Any] = {"batch_size": _BATCH_ROWS} if builder == "parquet" else {}
-    if builder == "csv" and local.suffix.lower() == ".tsv":
+    if local.suffix.lower() == ".tsv":
         extra["delimiter"] = "\t"
-    if builder not in ("parquet", "csv"):
-        raise SeedError(f"{local}: cannot read {local.suffix!r} files; give a parquet, JSON(L) or CSV file")
+    split = source.split or "train"  # any name: it labels the files given
     return datasets.load_dataset(builder, data_files={split: files}, split=split, streaming=True, **extra)
 
 
