@@ -169,3 +169,24 @@ def test_a_local_read_copies_nothing_and_imports_no_torch(tmp_path: Path, layout
     assert done.stdout.strip() == "False"
     # (streaming leaves an empty lock file there, nothing else)
     assert sum(p.stat().st_size for p in cache.rglob("*") if p.is_file()) == 0
+
+
+def test_json_lines_keep_going_past_a_broken_line(tmp_path: Path) -> None:
+    """Objects over several lines or back to back, a top-level array, a line that is not JSON or
+    not UTF-8, and an object the file ends inside: each known by the line it starts on."""
+    from stages.benchmarks.json_lines import json_records
+
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(
+        b'{"a": 1}\n\n{not json\n{"b": [1,\n  2]} {"c": 3}\n[{"d": 1}, {"e": 2}]\n\xff\xfe\n{"f": "g"'
+    )
+    assert [(where, value, bool(error)) for where, value, error in json_records(path)] == [
+        ("line 1", {"a": 1}, False),
+        ("line 3", None, True),
+        ("line 4", {"b": [1, 2]}, False),
+        ("line 5", {"c": 3}, False),
+        ("line 6 item 0", {"d": 1}, False),
+        ("line 6 item 1", {"e": 2}, False),
+        ("line 7", None, True),
+        ("line 8", None, True),
+    ]
