@@ -1,11 +1,11 @@
 """Seeds -> tasks: read seed rows, normalise them into `Task` records, write `RUN/tasks/`.
 
-Sources: the offline world (`seeds.source: world`), a Hub dataset or a local copy of one read
-through `datasets` (`hub`: id, subset, split, streamed; `stages/benchmarks/hub.py`), a local
-Hugging Face dataset folder (`datasets.save_to_disk` output, or a folder of parquet files), a
-parquet file, or a JSONL file whose image columns name files next to it. A column mapping (our
-field -> source column path) comes from `seeds.columns`, on top of an optional preset
-(`stages/seed_presets.py`: common layouts and the seed sets R1V4 used).
+Sources: the offline world (`seeds.source: world`), or rows read by the one reader seeds and eval
+share (`stages/benchmarks/hub.py`): a Hub dataset or a local copy of one (`hub`: id, subset,
+split, streamed), a local Hugging Face dataset folder (`hf`: `datasets.save_to_disk` output, or a
+folder of parquet files), a parquet file, or a JSONL file whose image columns name files next to
+it. A column mapping (our field -> source column path) comes from `seeds.columns`, on top of an
+optional preset (`stages/seed_presets.py`: common layouts and the seed sets R1V4 used).
 
 Every image is copied into the run's content-addressed image store (tasks hold refs, tools and
 the teacher read the store). Rows are streamed (bounded memory); a broken row is skipped with a
@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import collections
 import io
-import json
 import logging
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 from PIL import Image
 
 from pipeline.config import Config, config_hash
@@ -95,64 +93,32 @@ def hub_source(cfg: Config) -> HubSource:
     return HubSource(where, seeds.subset, split, seeds.streaming)
 
 
-def _hub_rows(cfg: Config) -> Iterator[tuple[str, dict[str, Any], Path]]:
-    source = hub_source(cfg)
-    local = Path(source.id)
-    # relative image paths resolve next to a local copy; a Hub id's rows carry their images
-    base = local if local.is_dir() else local.parent if local.exists() else Path.cwd()
-    for number, row in enumerate(rows(source)):
-        yield f"row {number}", row, base
+#: What a file named by `seeds.source: jsonl|parquet` holds, whatever its suffix.
+_SOURCE_BUILDERS = {"jsonl": "json", "parquet": "parquet"}
+
+
+def seed_source(cfg: Config) -> HubSource:
+    """The rows the seeds config names, for the one reader (`stages/benchmarks/hub.py`)."""
+    seeds = cfg.seeds
+    if seeds.source == "hub":
+        return hub_source(cfg)
+    if not seeds.path:
+        raise SeedError(f"seeds.source={seeds.source} needs seeds.path (a folder or file of seeds)")
+    if not Path(seeds.path).exists():
+        raise SeedError(f"seeds.path {seeds.path} does not exist; point it at your seed dataset")
+    if seeds.source == "jsonl" and Path(seeds.path).is_dir():
+        raise SeedError(f"seeds.source=jsonl reads one file; seeds.path {seeds.path} is a folder")
+    # no split: a folder's every parquet file, a save_to_disk folder's first split
+    return HubSource(seeds.path, split=None, builder=_SOURCE_BUILDERS.get(seeds.source))
 
 
 def iter_rows(cfg: Config) -> Iterator[tuple[str, dict[str, Any], Path]]:
-    """(row id, row, folder relative paths resolve against), streamed from the source."""
-    seeds = cfg.seeds
-    if seeds.source == "hub":
-        yield from _hub_rows(cfg)
-        return
-    if not seeds.path:
-        raise SeedError(f"seeds.source={seeds.source} needs seeds.path (a folder or file of seeds)")
-    path = Path(seeds.path)
-    if not path.exists():
-        raise SeedError(f"seeds.path {path} does not exist; point it at your seed dataset")
-    if seeds.source == "jsonl":
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except ValueError as exc:
-                    yield f"line {number}", {"__error__": f"not valid JSON ({exc})"}, path.parent
-                    continue
-                yield (
-                    f"line {number}",
-                    row if isinstance(row, dict) else {"__error__": "not an object"},
-                    path.parent,
-                )
-        return
-    if seeds.source == "hf" and (path / "dataset_info.json").exists():
-        import datasets
-
-        dataset = datasets.load_from_disk(str(path))
-        if isinstance(dataset, datasets.DatasetDict):
-            dataset = dataset[next(iter(dataset))]
-        for column, feature in dataset.features.items():
-            if isinstance(feature, datasets.Image):
-                dataset = dataset.cast_column(column, datasets.Image(decode=False))
-        for number, row in enumerate(dataset):
-            yield f"row {number}", row, path
-        return
-    files = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
-    if not files:
-        raise SeedError(f"{path}: no parquet files found (expected a dataset folder or .parquet file)")
-    for file in files:
-        parquet = pq.ParquetFile(file)
-        number = 0
-        for batch in parquet.iter_batches(batch_size=64):
-            for row in batch.to_pylist():
-                yield f"{file.name} row {number}", row, file.parent
-                number += 1
+    """(row id, row, folder relative paths resolve against), streamed from the source; a broken
+    row comes as `{"__error__": why}`, so it costs that row only."""
+    source = seed_source(cfg)
+    base = source.base()
+    for row in rows(source):
+        yield row.where, row.data if row.data is not None else {"__error__": row.error}, base
 
 
 def _answers(value: Any) -> tuple[str | None, list[str]]:

@@ -10,7 +10,8 @@ used). A local file's layout is recognised from the file (`fmt` overrides):
 HRBench are single TSV files in Hub repos (the URLs VLMEvalKit's `DATASET_URL` downloads), fetched
 once with `hf_hub_download`; MMSearch and FVQA are Hub datasets, read through
 `datasets.load_dataset(id, subset, split=...)` (`hub.py`) and each row through its format's
-reader (`ROW_READERS`, shared with seeds). BrowseComp-VL is published only as JSONL + images in
+reader (`ROW_READERS`, shared with seeds). A local parquet or JSONL file is read by the same
+`hub.rows` seeds use, so a file means the same rows in eval and in seeds. BrowseComp-VL is published only as JSONL + images in
 WebWatcher's GitHub repo (`WebWatcher/benchmark/`), so it is read from a local file with
 `--data`. A local file never touches the network.
 """
@@ -25,7 +26,7 @@ import pyarrow.parquet as pq
 
 from stages.benchmarks import search_sets, vlmeval_tsv
 from stages.benchmarks.base import BadRow, EvalItem
-from stages.benchmarks.hub import HubSource, rows
+from stages.benchmarks.hub import HubSource, Row, rows
 
 __all__ = [
     "BENCHES",
@@ -105,9 +106,17 @@ def _name(path: Path) -> str:
     return path.stem
 
 
-def _parquet_rows(path: Path) -> Iterator[dict]:
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=16):
-        yield from batch.to_pylist()
+def _table_items(source: HubSource, fmt: str, name: str) -> Iterator[EvalItem | BadRow]:
+    """Items of a table-shaped source (parquet, a Hub dataset) through its format's row reader;
+    the source is opened now, so one that cannot be opened is a `SeedError` here."""
+    read, base, found = ROW_READERS[fmt], source.base(), rows(source)
+    return (
+        read(row.data, n, base, name) if row.data is not None else _bad(row) for n, row in enumerate(found)
+    )
+
+
+def _bad(row: Row) -> BadRow:
+    return BadRow(row.where, f"{row.where}: {row.error}")
 
 
 def load_items(
@@ -120,15 +129,15 @@ def load_items(
     if fmt == "vlmeval-tsv":
         yield from vlmeval_tsv.load(path, name)
     elif fmt in ROW_READERS:
-        for number, row in enumerate(_parquet_rows(path)):
-            yield ROW_READERS[fmt](row, number, path.parent, name)
+        yield from _table_items(HubSource(str(path), split=None), fmt, name)
     elif fmt == "browsecomp-vl":
         level = "level2" if "level2" in path.name else "level1" if "level1" in path.name else ""
-        for where, row, error in search_sets.json_objects(path):
-            if row is None:
-                yield BadRow(where, f"{where}: {error}")
+        local = HubSource(str(path), split=None, builder="json")
+        for row in rows(local):
+            if row.data is None:
+                yield _bad(row)
             else:
-                yield search_sets.browsecomp_item(row, where, path.parent, name, level)
+                yield search_sets.browsecomp_item(row.data, row.where, local.base(), name, level)
     else:
         raise FormatError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
@@ -153,8 +162,7 @@ def bench_items(name: str, fmt: str | None = None) -> Iterator[EvalItem | BadRow
     if fmt not in ROW_READERS:
         raise FormatError(f"--format {fmt} cannot read the Hub dataset {bench.repo_id}; use {bench.format}")
     # a benchmark is read whole and cached by datasets, so a rerun reads the local copy
-    source = HubSource(bench.repo_id, bench.subset, bench.split, streaming=False)
-    return (ROW_READERS[fmt](row, number, Path.cwd(), name) for number, row in enumerate(rows(source)))
+    return _table_items(HubSource(bench.repo_id, bench.subset, bench.split, streaming=False), fmt, name)
 
 
 def world_items(world_dir: Path, used: set[str] | None = None, first: int = 100) -> Iterator[EvalItem]:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -137,30 +136,6 @@ def fvqa_item(row: dict[str, Any], number: int, base: Path, benchmark: str) -> E
 
 def is_browsecomp(row: dict[str, Any]) -> bool:
     return "question" in row and ("answers" in row or "answer" in row)
-
-
-def json_objects(path: Path) -> Iterator[tuple[str, dict[str, Any] | None, str]]:
-    """(where, object or None, error) for one object per line or objects written back to back."""
-    text = path.read_text(encoding="utf-8")
-    decoder = json.JSONDecoder()
-    position, number = 0, 0
-    while True:
-        while position < len(text) and text[position].isspace():
-            position += 1
-        if position >= len(text):
-            return
-        number += 1
-        try:
-            value, position = decoder.raw_decode(text, position)
-        except ValueError as exc:
-            yield f"object {number}", None, f"not valid JSON ({exc.args[0][:80]})"
-            newline = text.find("\n", position)  # skip to the next line and go on
-            position = len(text) if newline < 0 else newline + 1
-            continue
-        if isinstance(value, dict):
-            yield f"object {number}", value, ""
-        else:
-            yield f"object {number}", None, "not an object"
 
 
 def browsecomp_item(
