@@ -51,7 +51,6 @@ class Entry:
     calls: int  # decode() calls until the decoder said it was done
     final: tuple  # what the last decode() call returned
     nbytes: int
-    taken: bool = False  # (in a child) the first image loaded from this file owns the core
 
 
 @dataclass
@@ -74,7 +73,7 @@ class DecodeCache:
     nbytes: int = 0
     decoded: int = 0  # files decoded by the zygote (each once while it stays cached)
     evicted: int = 0
-    hits: int = 0  # (in a child) loads that took a cached core
+    hits: int = 0  # (in a child) loads that took a cached core (each entry once)
     serving: bool = False
     _recording: _Recording | None = None
     _pending: dict[int, tuple[Any, Entry]] = field(default_factory=dict)
@@ -152,13 +151,16 @@ class DecodeCache:
         self.serving = True
 
     def _take(self, image: PIL.ImageFile.ImageFile) -> Entry | None:
+        """The entry for this load, removed from the child's cache (one pop: atomic, so even two
+        threads never share a core); None to decode normally."""
         if not self.entries or type(image.fp) not in (io.BufferedReader, io.FileIO):
             return None
-        entry = self.entries.get(_identity(os.fstat(image.fp.fileno())))
-        if entry is None or entry.taken or entry.signature != _signature(image):
+        key = _identity(os.fstat(image.fp.fileno()))
+        entry = self.entries.pop(key, None)
+        if entry is not None and entry.signature != _signature(image):
+            self.entries[key] = entry  # another mode or size (draft): a later plain open may take it
             return None
-        entry.taken = True
-        self.hits += 1
+        self.hits += entry is not None
         return entry
 
     # -- the two PIL hooks

@@ -150,6 +150,9 @@ def test_jpeg_draft_falls_back_to_a_normal_decode(files, cache):
         got = observed(image)
     assert cache.hits == 0
     assert got == want and got["size"] == (SIZE[0] // 2, SIZE[1] // 2)
+    with Image.open(path) as plain:  # the entry stayed for a plain open
+        plain.load()
+    assert cache.hits == 1
 
 
 def test_bounded_by_bytes_and_min_pixels(files, tmp_path):
@@ -289,3 +292,22 @@ def test_pool_sends_a_call_to_the_worker_holding_its_image(loop, files, tmp_path
         loop.run_until_complete(tool.aclose())
     stats = tool.stats()
     assert decoded == 1 and stats["decode_cache_decoded"] == 1 and stats["decode_cache_affine_calls"] == 1
+
+
+@sandboxed
+def test_sandbox_session_cells_share_one_cached_load(loop, files, tmp_path):
+    """A session child takes the core once; a later cell's open decodes the pristine file."""
+    tool = make_tool(loop, session=True)
+    code = (
+        "from PIL import Image\nim = Image.open(image_paths[0])\nprint(im.getpixel((3, 3)))\n"
+        "im.paste((1, 2, 3), (0, 0, 50, 50))\n" + HITS + "print(hits)\n"
+    )
+    images = {"image_0.png": files["png"]}
+    try:
+        first = call(loop, tool, code, images, tmp_path / "a")
+        second = call(loop, tool, code, images, tmp_path / "a")
+    finally:
+        loop.run_until_complete(tool.aclose())
+    want = str(tuple(int(v) for v in pixels()[3, 3]))
+    assert first.text.splitlines() == [want, "1"], first.text
+    assert second.text.splitlines() == [want, "1"], second.text
