@@ -97,21 +97,28 @@ CROP_CODE = (
 )
 
 
-async def alternated_crop_cpu(work: Path, image: Path, configs: dict[str, CodeToolConfig], n: int) -> dict:
-    """Sandbox CPU per R1V4-style crop call (re-open the input, crop, zoom, save) for each pool,
-    one pool per config, calls alternated so load swings hit every pool alike."""
+async def alternated_crop_cpu(
+    work: Path,
+    image: Path | None,
+    configs: dict[str, CodeToolConfig],
+    n: int,
+    *,
+    code: str = CROP_CODE,
+    warm: dict[str, Path] | None = None,
+) -> dict:
+    """Sandbox CPU per call of `code` (default: an R1V4-style crop call: re-open the input, crop,
+    zoom, save) for each pool, one pool per config, calls alternated so load swings hit every
+    pool alike; `warm`: the images of the first, unmeasured call (default: the call's)."""
+    images = {"image_0.png": image} if image else {}
     tools = {label: CodeTool(cfg) for label, cfg in configs.items()}
     try:
         for tool in tools.values():
             await tool.pool.start()
-            await tool.run(
-                {"code": CROP_CODE}, ToolContext("warm", work / "w", images={"image_0.png": image})
-            )
+            await tool.run({"code": code}, ToolContext("warm", work / "w", images=warm or images))
         before = {label: tool.stats()["sandbox_cpu_s"] for label, tool in tools.items()}
         for i in range(n):
             for tool in tools.values():
-                ctx = ToolContext(f"c{i}", work / f"c{i}", images={"image_0.png": image})
-                obs = await tool.run({"code": CROP_CODE}, ctx)
+                obs = await tool.run({"code": code}, ToolContext(f"c{i}", work / f"c{i}", images=images))
                 assert obs.error is None, obs.error
         return {label: (tool.stats()["sandbox_cpu_s"] - before[label]) / n for label, tool in tools.items()}
     finally:
@@ -161,6 +168,19 @@ async def decode_cache_crops(work: Path, n: int) -> list[dict]:
             }
         )
     return rows
+
+
+async def empty_call_full_cache(work: Path, n: int) -> dict:
+    """Sandbox CPU of a `pass` call (fork, wait, sweep) with eight 2560x2048 scenes (168 MB)
+    decoded in the zygote vs the cache off: what a bigger zygote adds to every fork."""
+    render = fast_input_images(work)["render"]
+    scenes = {}
+    for i in range(8):
+        scenes[f"image_{i}.png"] = work / f"scene{i}.png"
+        Image.open(render).rotate(i * 45).save(scenes[f"image_{i}.png"], compress_level=1)
+    configs = {"off": CodeToolConfig(workers=1, decode_cache_mb=0), "on": CodeToolConfig(workers=1)}
+    cpu = await alternated_crop_cpu(work, None, configs, n, code="pass", warm=scenes)
+    return {label: round(value * 1000, 2) for label, value in cpu.items()}
 
 
 def search_hit_rates(work: Path) -> dict:
@@ -310,7 +330,11 @@ def main() -> None:
     if args.only == "decode-cache":
         with tempfile.TemporaryDirectory() as tmp:
             rows = asyncio.run(decode_cache_crops(Path(tmp), 20))
+            empty = asyncio.run(empty_call_full_cache(Path(tmp), 100))
         print_decode_rows(rows)
+        print(
+            f"`pass` call, sandbox CPU: 168 MB decoded in the zygote {empty['on']} ms, cache off {empty['off']} ms"
+        )
         return
     if args.only == "image":
         with tempfile.TemporaryDirectory() as tmp:
