@@ -18,7 +18,8 @@ a file object that is not a plain file, an error) falls back to PIL's normal dec
 Security: teacher code is hostile and can read its own memory, which now holds the decoded
 images of other calls of the same run that this worker served (inputs of other trajectories, at
 most `decode_cache_mb`). No secrets live in the zygote; nothing else widens (no new mounts,
-files, or channels back to the zygote).
+files, or channels back to the zygote). The zygote decodes only staged files: inputs, and images
+earlier calls produced, which the host has already decoded itself (`code.py` reads each back).
 """
 
 from __future__ import annotations
@@ -213,6 +214,10 @@ class _Decoder:
         if self.recording is not None and extents is not None:
             self.recording.decoder = (*self.params, tuple(extents))
         return self.real.setimage(im, extents)
+
+    def cleanup(self) -> None:
+        if self.replay is None:  # a replayed decoder was never set up: nothing of it to free
+            self.real.cleanup()
 
     def decode(self, data: bytes) -> tuple:
         self.calls += 1
