@@ -589,10 +589,10 @@ _SYNTH_IMPORTS = (
 )
 
 
-def bench_cpu(tmp: Path, world: World, tasks: int, *, cold: bool = False) -> dict:
+def bench_cpu(tmp: Path, world: World, tasks: int, *, cold: bool = False, sets: dict | None = None) -> dict:
     """`cold`: leave the first-use imports inside the window (how this was measured before)."""
     world.knobs(latency="0.2", rate_limit=None, errors={}, defects={})
-    cfg = config(tmp, "cpu", world, **{"seeds.limit": tasks, "synth.in_flight": 32})
+    cfg = config(tmp, "cpu", world, **{"seeds.limit": tasks, "synth.in_flight": 32, **(sets or {})})
     store = prepare(cfg)
     for module in () if cold else _SYNTH_IMPORTS:
         importlib.import_module(module)
@@ -675,7 +675,7 @@ def main() -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="config override for trajforge's side of the latency bench (e.g. tools.code.workers=4)",
+        help="config override for trajforge's side of the latency and CPU benches (e.g. tools.code.workers=4)",
     )
     parser.add_argument(
         "--tasks", type=int, help="latency bench tasks (x4 rollouts; default 192, at most the world's 200)"
@@ -712,7 +712,7 @@ def main() -> None:
                     print(json.dumps({name: results[name]}), flush=True)
             if "cpu" in only:
                 results["cpu_per_trajectory"] = bench_cpu(
-                    tmp, world, tasks=16 if args.quick else 40, cold=args.cold_imports
+                    tmp, world, tasks=16 if args.quick else 40, cold=args.cold_imports, sets=sets
                 )
                 print(json.dumps({"cpu_per_trajectory": results["cpu_per_trajectory"]}), flush=True)
             if "memory" in only:

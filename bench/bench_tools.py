@@ -1,6 +1,7 @@
 """Tools benchmark: code-sandbox per-call overhead vs cold interpreters, search cache hit rates,
 local image-search latency and top-1 (the v1 baseline it replaced is quoted in the README),
-and the sandbox CPU of a crop call with large PNG inputs staged as they are vs as filter-free copies.
+the sandbox CPU of a crop call with large PNG inputs staged as they are vs as filter-free copies,
+and of repeated crop calls on one input with the zygote's decode cache off vs on.
 
 Overhead = host-observed time of a call whose user code is `pass` (so it is all sandbox cost:
 staging, fork, limits, output collection, IPC). Measured side by side in one run against
@@ -11,7 +12,7 @@ Image search: corpora of world-style emblems (300 = the default world, and 2,000
 are crops of a cluttered scene holding an emblem at 50-130 px and rescaled, tinted copies; each
 query is timed against the index.
 
-    python bench/bench_tools.py [--calls 200] [--cold 20] [--image-queries 20] [--only image|fast-inputs]
+    python bench/bench_tools.py [--calls 200] [--cold 20] [--image-queries 20] [--only image|fast-inputs|decode-cache]
 """
 
 from __future__ import annotations
@@ -89,36 +90,52 @@ def fast_input_images(work: Path) -> dict[str, Path]:
     return paths
 
 
+CROP_CODE = (
+    "from PIL import Image\nimg = Image.open(image_paths[0])\n"
+    "crop = img.crop((532, 1657, 685, 1760)).resize((612, 412), Image.Resampling.LANCZOS)\n"
+    "crop.save('/output/crop.png')\n"
+)
+
+
+async def alternated_crop_cpu(
+    work: Path,
+    image: Path | None,
+    configs: dict[str, CodeToolConfig],
+    n: int,
+    *,
+    code: str = CROP_CODE,
+    warm: dict[str, Path] | None = None,
+) -> dict:
+    """Sandbox CPU per call of `code` (default: an R1V4-style crop call: re-open the input, crop,
+    zoom, save) for each pool, one pool per config, calls alternated so load swings hit every
+    pool alike; `warm`: the images of the first, unmeasured call (default: the call's)."""
+    images = {"image_0.png": image} if image else {}
+    tools = {label: CodeTool(cfg) for label, cfg in configs.items()}
+    try:
+        for tool in tools.values():
+            await tool.pool.start()
+            await tool.run({"code": code}, ToolContext("warm", work / "w", images=warm or images))
+        before = {label: tool.stats()["sandbox_cpu_s"] for label, tool in tools.items()}
+        for i in range(n):
+            for tool in tools.values():
+                obs = await tool.run({"code": code}, ToolContext(f"c{i}", work / f"c{i}", images=images))
+                assert obs.error is None, obs.error
+        return {label: (tool.stats()["sandbox_cpu_s"] - before[label]) / n for label, tool in tools.items()}
+    finally:
+        for tool in tools.values():
+            await tool.aclose()
+
+
 async def fast_input_crops(work: Path, n: int) -> list[dict]:
-    """Sandbox CPU of an R1V4-style crop call (re-open the input, crop, zoom, save) with the
-    input staged as it is vs as its filter-free copy; two pools, calls alternated."""
-    code = (
-        "from PIL import Image\nimg = Image.open(image_paths[0])\n"
-        "crop = img.crop((532, 1657, 685, 1760)).resize((612, 412), Image.Resampling.LANCZOS)\n"
-        "crop.save('/output/crop.png')\n"
-    )
+    """Crop call with the large PNG input staged as it is vs as its filter-free copy (decode
+    cache off in both, so the child decodes)."""
     rows = []
     for kind, image in fast_input_images(work).items():
-        tools = {
-            label: CodeTool(CodeToolConfig(workers=1, fast_inputs_min_pixels=threshold))
+        configs = {
+            label: CodeToolConfig(workers=1, fast_inputs_min_pixels=threshold, decode_cache_mb=0)
             for label, threshold in (("as_is", 0), ("fast_copy", 1_000_000))
         }
-        try:
-            for tool in tools.values():
-                await tool.pool.start()
-                await tool.run({"code": code}, ToolContext("warm", work / "w", images={"image_0.png": image}))
-            before = {label: tool.stats()["sandbox_cpu_s"] for label, tool in tools.items()}
-            for i in range(n):
-                for tool in tools.values():
-                    ctx = ToolContext(f"c{i}", work / f"c{i}", images={"image_0.png": image})
-                    obs = await tool.run({"code": code}, ctx)
-                    assert obs.error is None, obs.error
-            cpu = {
-                label: (tool.stats()["sandbox_cpu_s"] - before[label]) / n for label, tool in tools.items()
-            }
-        finally:
-            for tool in tools.values():
-                await tool.aclose()
+        cpu = await alternated_crop_cpu(work, image, configs, n)
         rows.append(
             {
                 "image": kind,
@@ -129,6 +146,41 @@ async def fast_input_crops(work: Path, n: int) -> list[dict]:
             }
         )
     return rows
+
+
+async def decode_cache_crops(work: Path, n: int) -> list[dict]:
+    """Repeated crop calls on one 2560x2048 input (render PNG, photo PNG, photo JPEG q90) with the
+    zygote's decode cache off vs on; fast copies on in both (the default)."""
+    images = fast_input_images(work)
+    images["photo_jpeg"] = work / "photo.jpg"
+    Image.open(images["photo"]).save(images["photo_jpeg"], quality=90)
+    rows = []
+    for kind, image in images.items():
+        configs = {"off": CodeToolConfig(workers=1, decode_cache_mb=0), "on": CodeToolConfig(workers=1)}
+        cpu = await alternated_crop_cpu(work, image, configs, n)
+        rows.append(
+            {
+                "image": kind,
+                "bytes": image.stat().st_size,
+                "off_ms": round(cpu["off"] * 1000, 1),
+                "on_ms": round(cpu["on"] * 1000, 1),
+                "ratio": round(cpu["on"] / cpu["off"], 3),
+            }
+        )
+    return rows
+
+
+async def empty_call_full_cache(work: Path, n: int) -> dict:
+    """Sandbox CPU of a `pass` call (fork, wait, sweep) with eight 2560x2048 scenes (168 MB)
+    decoded in the zygote vs the cache off: what a bigger zygote adds to every fork."""
+    render = fast_input_images(work)["render"]
+    scenes = {}
+    for i in range(8):
+        scenes[f"image_{i}.png"] = work / f"scene{i}.png"
+        Image.open(render).rotate(i * 45).save(scenes[f"image_{i}.png"], compress_level=1)
+    configs = {"off": CodeToolConfig(workers=1, decode_cache_mb=0), "on": CodeToolConfig(workers=1)}
+    cpu = await alternated_crop_cpu(work, None, configs, n, code="pass", warm=scenes)
+    return {label: round(value * 1000, 2) for label, value in cpu.items()}
 
 
 def search_hit_rates(work: Path) -> dict:
@@ -241,6 +293,14 @@ def print_fast_rows(rows: list[dict]) -> None:
         )
 
 
+def print_decode_rows(rows: list[dict]) -> None:
+    for r in rows:
+        print(
+            f"repeated crop calls on a 2560x2048 {r['image']} ({r['bytes']} B), sandbox CPU per call: "
+            f"decode cache off {r['off_ms']} ms, on {r['on_ms']} ms -> ratio {r['ratio']}"
+        )
+
+
 def print_image_rows(rows: list[dict]) -> None:
     ms = 1000
     for row in rows:
@@ -259,13 +319,22 @@ def main() -> None:
     parser.add_argument("--cold", type=int, default=20)
     parser.add_argument("--image-queries", type=int, default=20)
     parser.add_argument("--image-sizes", default="300,2000")
-    parser.add_argument("--only", choices=["image", "fast-inputs"], default=None)
+    parser.add_argument("--only", choices=["image", "fast-inputs", "decode-cache"], default=None)
     args = parser.parse_args()
     sizes = [int(v) for v in args.image_sizes.split(",")]
     if args.only == "fast-inputs":
         with tempfile.TemporaryDirectory() as tmp:
             rows = asyncio.run(fast_input_crops(Path(tmp), 20))
         print_fast_rows(rows)
+        return
+    if args.only == "decode-cache":
+        with tempfile.TemporaryDirectory() as tmp:
+            rows = asyncio.run(decode_cache_crops(Path(tmp), 20))
+            empty = asyncio.run(empty_call_full_cache(Path(tmp), 100))
+        print_decode_rows(rows)
+        print(
+            f"`pass` call, sandbox CPU: 168 MB decoded in the zygote {empty['on']} ms, cache off {empty['off']} ms"
+        )
         return
     if args.only == "image":
         with tempfile.TemporaryDirectory() as tmp:
@@ -284,6 +353,7 @@ def main() -> None:
         rates = search_hit_rates(work)
         image_rows = image_search_latency(work, sizes, args.image_queries)
         fast_rows = asyncio.run(fast_input_crops(work, 20))
+        decode_rows = asyncio.run(decode_cache_crops(work, 20))
     ms = 1000
     print(
         f"code tool, warm pool, `pass` ({len(overhead)} calls): median {statistics.median(overhead) * ms:.1f} ms, "
@@ -318,6 +388,7 @@ def main() -> None:
     )
     print_image_rows(image_rows)
     print_fast_rows(fast_rows)
+    print_decode_rows(decode_rows)
     print(
         f"summary: {len(overhead) + len(crop)} sandbox calls, {rates['calls']} search calls in {rates['elapsed_s']:.1f} s, "
         f"{sum(r['queries'] for r in image_rows) * 2} image searches (v1 and now)"

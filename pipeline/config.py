@@ -126,6 +126,10 @@ class CodeToolConfig(Section):
     # a crop call on them costs about half the sandbox CPU); 0 stages every input as it is
     fast_inputs_min_pixels: int = 1_000_000
     fast_inputs_cache_mb: int = 2048  # disk the copies may take (least recently used go first)
+    # each worker's zygote keeps staged PNG/JPEG images of at least decode_cache_min_pixels decoded
+    # (memory per worker, least recently used go first; 0 = off): a call loads them without decoding
+    decode_cache_mb: int = 512
+    decode_cache_min_pixels: int = 1_000_000
 
 
 class SearchToolConfig(Section):

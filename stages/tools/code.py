@@ -91,6 +91,8 @@ class CodeTool(Tool):
             "worker_restarts": self.pool.restarts,
             "fast_inputs_made": self.pool.fast_inputs.made,
             "fast_inputs_reused": self.pool.fast_inputs.reused,
+            "decode_cache_decoded": self.pool.decoded,
+            "decode_cache_affine_calls": self.pool.affine,
             "mean_fast_inputs_s": round(self.pool.seconds["fast_inputs_s"] / calls, 4),
             "mean_queue_s": round(self.pool.seconds["queue_s"] / calls, 4),
             "mean_roundtrip_s": round(self.pool.seconds["roundtrip_s"] / calls, 4),

@@ -27,6 +27,8 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 WORKER_SCRIPT = Path(__file__).with_name("sandbox_worker.py")
+#: Modules the worker loads from beside itself (bound next to it under bwrap).
+WORKER_MODULES = (Path(__file__).with_name("decode_cache.py"),)
 #: Environment of the sandboxed interpreter: single-threaded maths libraries keep fork() safe.
 SANDBOX_ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -173,6 +175,8 @@ def bwrap_argv(dirs: WorkerDirs, *, output_bytes: int, tmp_bytes: int) -> list[s
         if not str(root).startswith("/usr/"):
             argv += ["--ro-bind", str(root), str(root)]
     argv += ["--ro-bind", str(WORKER_SCRIPT), "/sandbox/worker.py"]
+    for module in WORKER_MODULES:
+        argv += ["--ro-bind", str(module), f"/sandbox/{module.name}"]
     argv += ["--proc", "/proc", "--dev", "/dev"]
     if THP_SYSFS.is_dir():  # read-only: how glibc learns it may ask for huge pages (see SANDBOX_ENV)
         argv += ["--ro-bind", str(THP_SYSFS), str(THP_SYSFS)]

@@ -4,8 +4,10 @@ Each worker is one long-lived isolated process (see `isolation` and `sandbox_wor
 numpy and cv2 already imported, so a call costs a fork plus two pipe messages instead of an
 interpreter start and imports. Inputs are hard-linked (or copied) into the worker's staging
 folder, which the sandbox sees read-only at /input; large PNGs as their decode-friendly copies
-(`fast_inputs`: same pixels, a fraction of the decode). A worker that stops answering is killed and
-restarted, and the caller gets an error result; the pool keeps serving.
+(`fast_inputs`: same pixels, a fraction of the decode). Each zygote keeps large inputs decoded
+(`decode_cache`), so a call goes, when it can without waiting, to the free worker that last
+staged its first image. A worker that stops answering is killed and restarted, and the caller
+gets an error result; the pool keeps serving.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ log = logging.getLogger(__name__)
 #: Seconds the host waits beyond the wall limit before declaring a worker hung.
 GRACE_S = 5.0
 START_TIMEOUT_S = 60.0
+#: First images remembered with the worker that last staged them (for decode-cache affinity).
+_AFFINITY_ENTRIES = 4096
 
 
 @dataclass
@@ -55,6 +59,14 @@ def _limits(cfg: CodeToolConfig) -> dict:
         "max_file_bytes": cfg.max_file_mb * 1024 * 1024,
         "session_cpu_calls": cfg.session_cpu_calls,
     }
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino, info.st_mtime_ns)
 
 
 def _uid_base() -> int:
@@ -81,7 +93,13 @@ class Worker:
             self.mode, self.dirs, output_bytes=output_bytes, tmp_bytes=self.cfg.tmp_mb << 20
         )
         uid = None if self.mode == "unsafe-local" or os.geteuid() != 0 else _uid_base() + self.index
-        zygote_cfg = {"paths": paths, "uid": uid, "max_sessions": self.cfg.max_sessions}
+        zygote_cfg = {
+            "paths": paths,
+            "uid": uid,
+            "max_sessions": self.cfg.max_sessions,
+            "decode_cache_bytes": self.cfg.decode_cache_mb << 20,
+            "decode_cache_min_pixels": self.cfg.decode_cache_min_pixels,
+        }
         log_file = open(self.dirs.root / "worker.log", "ab")  # noqa: SIM115 - owned by the process
         self.proc = await asyncio.create_subprocess_exec(
             *argv,
@@ -183,18 +201,22 @@ class SandboxPool:
         self._free: asyncio.Condition | None = None
         self.calls = 0
         self.restarts = 0
+        self.decoded = 0  # images the zygotes decoded into their caches
+        self.affine = 0  # calls sent to the worker that last staged their first image
+        self._last_worker: collections.OrderedDict[tuple[int, int, int], Worker] = collections.OrderedDict()
         self.seconds: collections.Counter[str] = collections.Counter()  # summed call timings
 
     async def start(self) -> None:
         """Start every worker now (otherwise the first call pays the start-up)."""
         await asyncio.gather(*(w.start() for w in self.workers if not w.alive))
 
-    async def _acquire(self, preferred: Worker | None) -> Worker:
+    async def _acquire(self, preferred: Worker | None, likely: Worker | None = None) -> Worker:
+        """`preferred` (a session's worker) or else the first free one, `likely` first if it is free."""
         if self._free is None:
             self._free = asyncio.Condition()
         async with self._free:
             while True:
-                candidates = [preferred] if preferred else self.workers
+                candidates = [preferred] if preferred else ([likely] if likely else []) + self.workers
                 for worker in candidates:
                     if not worker.lock.locked():
                         await worker.lock.acquire()
@@ -217,7 +239,10 @@ class SandboxPool:
             copy = await self.fast_inputs.for_sandbox(path)
             staged.append((name, copy if copy.exists() else path))  # evicted meanwhile: the original
         t_fast = time.perf_counter()
-        worker = await self._acquire(self.sessions.get(session) if session else None)
+        first = _identity(staged[0][1]) if staged else None
+        likely = self._last_worker.get(first) if first else None
+        worker = await self._acquire(self.sessions.get(session) if session else None, likely)
+        self.affine += likely is worker
         try:
             t_start = time.perf_counter()
             if not worker.alive:
@@ -229,6 +254,11 @@ class SandboxPool:
             if session:
                 self.sessions[session] = worker
             worker.stage(staged)
+            if first:
+                self._last_worker[first] = worker
+                self._last_worker.move_to_end(first)
+                while len(self._last_worker) > _AFFINITY_ENTRIES:
+                    self._last_worker.popitem(last=False)
             for stale in worker.dirs.xfer.iterdir():
                 stale.unlink(missing_ok=True)
             t2 = time.perf_counter()
@@ -242,6 +272,7 @@ class SandboxPool:
             reply = await worker.request(message, self.cfg.wall_s + GRACE_S)
             t3 = time.perf_counter()
             self.calls += 1
+            self.decoded += int((reply or {}).get("decoded", 0))
             if reply is None:
                 self.restarts += 1
                 self._forget_sessions(worker)

@@ -10,6 +10,10 @@ uid, no capabilities) and has no network (the launcher unshares it).
 
 Session mode keeps one long-lived child per session key that executes successive cells in one
 namespace (variables persist; files under /output and /tmp do not).
+
+With `decode_cache_bytes` > 0 the zygote decodes a call's large staged images before forking
+and keeps them (`decode_cache.py`, loaded from beside this file): the child's code then loads
+them without decoding. The child can read that memory: it holds decoded images of this run only.
 """
 
 from __future__ import annotations
@@ -116,10 +120,12 @@ def run_cell(code: str, namespace: dict) -> int:
     return 0
 
 
-def stateless_child(request: dict, out_w: int, cfg: dict, base_vm: int) -> None:
+def stateless_child(request: dict, out_w: int, cfg: dict, base_vm: int, cache) -> None:
     """Runs in the forked child: never returns."""
     code = 1
     try:
+        if cache is not None:
+            cache.serve()
         os.setsid()
         os.dup2(out_w, 1)
         os.dup2(out_w, 2)
@@ -135,9 +141,13 @@ def stateless_child(request: dict, out_w: int, cfg: dict, base_vm: int) -> None:
         os._exit(code)
 
 
-def session_child(ctrl_r: int, status_w: int, out_w: int, cfg: dict, base_vm: int, limits: dict) -> None:
+def session_child(
+    ctrl_r: int, status_w: int, out_w: int, cfg: dict, base_vm: int, limits: dict, cache
+) -> None:
     """A long-lived child running successive cells in one namespace (session mode)."""
     try:
+        if cache is not None:
+            cache.serve()
         os.setsid()
         os.dup2(out_w, 1)
         os.dup2(out_w, 2)
@@ -169,10 +179,10 @@ def session_child(ctrl_r: int, status_w: int, out_w: int, cfg: dict, base_vm: in
 
 
 class Zygote:
-    def __init__(self, cfg: dict) -> None:
+    def __init__(self, cfg: dict, cache=None) -> None:
         self.cfg = cfg
         self.paths = cfg["paths"]
-        self.base_vm = _vm_size()
+        self.cache = cache  # decode_cache.DecodeCache, or None when off
         self.sessions: dict[str, dict] = {}
         # entries of /output and /tmp that hold bind mounts (a venv or checkout under the host's
         # /tmp is bound below the sandbox's /tmp): never emptied, and never walked on each call
@@ -253,14 +263,22 @@ class Zygote:
         return files, None
 
     # -- a stateless call
+    def prefill(self, request: dict) -> int:
+        """Decode the call's large images the cache lacks (counted in the call's CPU)."""
+        if self.cache is None:
+            return 0
+        return self.cache.prefill([os.path.join(self.paths["input"], name) for name in request["images"]])
+
     def run_stateless(self, request: dict) -> dict:
         limits = request["limits"]
+        decoded = self.prefill(request)
         out_r, out_w = os.pipe()
         started = time.perf_counter()
+        base_vm = _vm_size()  # now, not at start: the child's headroom stays memory_mb as the cache grows
         pid = os.fork()
         if pid == 0:
             os.close(out_r)
-            stateless_child(request, out_w, self.cfg, self.base_vm)
+            stateless_child(request, out_w, self.cfg, base_vm, self.cache)
         os.close(out_w)
         output, reason = self.pump(out_r, pid, None, started + limits["wall_s"], limits["max_output_bytes"])
         if reason != "exited":
@@ -271,7 +289,7 @@ class Zygote:
         os.close(out_r)
         exec_s = time.perf_counter() - started
         exit_code = os.waitstatus_to_exitcode(status) if status is not None else None
-        return self.finish(request, output, reason, exit_code, exec_s)
+        return dict(self.finish(request, output, reason, exit_code, exec_s), decoded=decoded)
 
     def _status(self, pid: int) -> int | None:
         try:
@@ -364,6 +382,9 @@ class Zygote:
     def run_session(self, request: dict) -> dict:
         limits = request["limits"]
         key = request["session"]
+        decoded = 0
+        if key not in self.sessions:  # a session child sees what was cached when it was forked
+            decoded = self.prefill(request)
         session = self.sessions.get(key) or self.open_session(key, limits)
         started = time.perf_counter()
         send(session["ctrl_w"], {"code": request["code"], "images": request["images"]})
@@ -389,15 +410,16 @@ class Zygote:
         response = self.finish(request, output, reason, exit_code, time.perf_counter() - started)
         if key not in self.sessions and response["error"]:
             response["error"] += " (session state was reset)"
-        return response
+        return dict(response, decoded=decoded)
 
     def open_session(self, key: str, limits: dict) -> dict:
         ctrl_r, ctrl_w = os.pipe()
         status_r, status_w = os.pipe()
         out_r, out_w = os.pipe()
+        base_vm = _vm_size()
         pid = os.fork()
         if pid == 0:
-            session_child(ctrl_r, status_w, out_w, self.cfg, self.base_vm, limits)
+            session_child(ctrl_r, status_w, out_w, self.cfg, base_vm, limits, self.cache)
         for fd in (ctrl_r, status_w, out_w):
             os.close(fd)
         session = {"pid": pid, "ctrl_w": ctrl_w, "status_r": status_r, "out_r": out_r}
@@ -479,6 +501,20 @@ def fast_png_by_default(image_module) -> None:
         image_module.register_save_all("PNG", wrap(image_module.SAVE_ALL["PNG"]))
 
 
+def _sibling(name: str):
+    """Import `name`.py from beside this file without putting the folder on sys.path (outside
+    bwrap that folder is stages/tools, whose code.py would shadow the stdlib's `code`)."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"sandbox_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
 def main() -> None:
     cfg = json.loads(sys.argv[1])
     proto_in, proto_out = os.dup(0), os.dup(1)
@@ -496,7 +532,10 @@ def main() -> None:
     PIL.Image.init()  # every format plugin, once here rather than (~20 ms) in each call's child
     fast_png_by_default(PIL.Image)
     del numpy, PIL
-    zygote = Zygote(cfg)
+    cache = None
+    if cfg.get("decode_cache_bytes", 0) > 0:
+        cache = _sibling("decode_cache").install(cfg["decode_cache_bytes"], cfg["decode_cache_min_pixels"])
+    zygote = Zygote(cfg, cache)
     send(proto_out, {"ready": True, "pid": os.getpid()})
     while True:
         request = recv(proto_in)
