@@ -120,15 +120,21 @@ def run_cell(code: str, namespace: dict) -> int:
     return 0
 
 
+def _child_start(out_w: int, cache) -> None:
+    """A forked child's first steps: its loads may take the decode cache's pixels, it leaves the
+    zygote's session and process group, and what it prints goes to the output pipe."""
+    if cache is not None:
+        cache.serve()
+    os.setsid()
+    os.dup2(out_w, 1)
+    os.dup2(out_w, 2)
+
+
 def stateless_child(request: dict, out_w: int, cfg: dict, base_vm: int, cache) -> None:
     """Runs in the forked child: never returns."""
     code = 1
     try:
-        if cache is not None:
-            cache.serve()
-        os.setsid()
-        os.dup2(out_w, 1)
-        os.dup2(out_w, 2)
+        _child_start(out_w, cache)
         os.closerange(3, 65536)
         confine(request["limits"], cfg["uid"], base_vm)
         os.chdir(cfg["paths"]["output"])
@@ -146,11 +152,7 @@ def session_child(
 ) -> None:
     """A long-lived child running successive cells in one namespace (session mode)."""
     try:
-        if cache is not None:
-            cache.serve()
-        os.setsid()
-        os.dup2(out_w, 1)
-        os.dup2(out_w, 2)
+        _child_start(out_w, cache)
         for fd in range(3, 65536):
             if fd not in (ctrl_r, status_w):
                 with contextlib.suppress(OSError):
