@@ -24,6 +24,7 @@ earlier calls produced, which the host has already decoded itself (`code.py` rea
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from collections import OrderedDict
@@ -166,17 +167,18 @@ class DecodeCache:
 
     # -- the two PIL hooks
     def load_prepare(self, image: PIL.ImageFile.ImageFile, original) -> None:
+        with contextlib.suppress(Exception):  # the cache never breaks a load: it decodes as usual
+            self._prepare(image)
+        original(image)
+
+    def _prepare(self, image: PIL.ImageFile.ImageFile) -> None:
         if self._recording is not None:
             self._recording.signature = _signature(image)
-        elif self.serving and image._im is None:
-            try:
-                entry = self._take(image)
-            except Exception:
-                entry = None
+        elif self.serving and _unloaded(image):
+            entry = self._take(image)
             if entry is not None:
                 image.im = entry.core
                 self._pending[id(entry.core)] = (entry.core, entry)
-        original(image)
 
     def wrap_decoder(self, decoder: Any, params: tuple) -> Any:
         if self._recording is None and not self._pending:
@@ -228,6 +230,12 @@ class _Decoder:
             self.recording.calls = self.calls
             self.recording.final = tuple(result)
         return result
+
+
+def _unloaded(image: PIL.Image.Image) -> bool:
+    """No pixels yet. Pillow 11+ keeps them in `_im` behind the `im` property; 10.x in `im`."""
+    state = vars(image)
+    return state.get("_im", state.get("im")) is None
 
 
 def _identity(info: os.stat_result) -> tuple:

@@ -111,6 +111,23 @@ def test_cached_load_is_observably_identical(files, cache, kind):
         assert got["text"]["late"] == "after the pixels"
 
 
+def test_a_failing_lookup_never_breaks_a_load(files, cache, monkeypatch):
+    """Whatever goes wrong inside the cache (a Pillow whose internals differ, a bug), the load
+    decodes as usual: the hook must never be why teacher code cannot open its image."""
+    path = files["png"]
+    with Image.open(path) as fresh:
+        want = observed(fresh)
+    serving(cache, [path])
+
+    def broken(image):
+        raise AttributeError("'PngImageFile' object has no attribute '_im'")  # as Pillow 10 said
+
+    monkeypatch.setattr(decode_cache, "_unloaded", broken)
+    with Image.open(path) as image:
+        assert observed(image) == want
+    assert cache.hits == 0
+
+
 @pytest.mark.parametrize("kind", ["png", "jpeg"])
 def test_file_object_position_matches_a_normal_load(files, cache, kind):
     path = files[kind]
