@@ -61,12 +61,16 @@ def _limits(cfg: CodeToolConfig) -> dict:
     }
 
 
+def _file_key(info: os.stat_result) -> tuple[int, int, int]:
+    """Which version of which file: what staging compares and what affinity remembers."""
+    return (info.st_dev, info.st_ino, info.st_mtime_ns)
+
+
 def _identity(path: Path) -> tuple[int, int, int] | None:
     try:
-        info = path.stat()
+        return _file_key(path.stat())
     except OSError:
         return None
-    return (info.st_dev, info.st_ino, info.st_mtime_ns)
 
 
 def _uid_base() -> int:
@@ -84,7 +88,7 @@ class Worker:
         self.dirs = WorkerDirs(root / f"w{index}")
         self.proc: asyncio.subprocess.Process | None = None
         self.lock = asyncio.Lock()
-        self.staged: dict[str, tuple[int, int]] = {}  # name -> (inode, mtime) of what is staged
+        self.staged: dict[str, tuple[int, int, int]] = {}  # name -> `_file_key` of what is staged
 
     async def start(self) -> None:
         self.dirs.create()
@@ -156,7 +160,7 @@ class Worker:
             if "/" in name or name.startswith("."):
                 raise ValueError(f"bad image name {name!r}")
             info = path.stat()
-            key = (info.st_ino, info.st_mtime_ns)
+            key = _file_key(info)
             if self.staged.get(name) == key:
                 continue
             target = self.dirs.input / name
