@@ -40,7 +40,7 @@ from filters.select import Candidate, best_per_task, cap_with_quotas, check_quot
 from pipeline.batch_gc import collect_per_batch
 from pipeline.config import FilterConfig
 from pipeline.leaks import LeakGuard
-from pipeline.schema import STEP_VERDICT_ARROW, TRAJECTORY_ARROW, Trajectory, Verdict, from_table, to_table
+from pipeline.schema import Trajectory, Verdict, from_table, record_fields, to_table
 from pipeline.store import RunStore, atomic_write_bytes
 
 #: Every check in the order they run (cheap structural checks first).
@@ -57,13 +57,9 @@ ALL_CHECKS: tuple[type[Check], ...] = (
 )
 CHECK_NAMES = tuple(c.name for c in ALL_CHECKS)
 _CHECKS_BY_NAME = {c.name: c for c in ALL_CHECKS}
+#: One check's verdict in a verdicts row: the Verdict record's own fields, less those the row holds once.
 _CHECK_STRUCT = pa.struct(
-    [
-        ("keep", pa.bool_()),
-        ("score", pa.float64()),
-        ("reason", pa.string()),
-        ("steps", pa.list_(STEP_VERDICT_ARROW)),
-    ]
+    [f for f in record_fields(Verdict) if f.name in ("keep", "score", "reason", "steps")]
 )
 IN_FLIGHT = 128  # trajectories judged concurrently (the client bounds the calls themselves)
 
@@ -389,7 +385,7 @@ def _filter(
             log.info("drop %s [%s] %s", row["trajectory_id"], row["category"], " | ".join(row["reasons"]))
     rows.sort(key=lambda r: r["trajectory_id"])
     write_shards(store, "verdicts", pa.Table.from_pylist(rows, schema=verdict_schema(checks)), cfg.shard_rows)
-    write_shards(store, "kept", to_table(kept, Trajectory).cast(TRAJECTORY_ARROW), cfg.shard_rows)
+    write_shards(store, "kept", to_table(kept, Trajectory), cfg.shard_rows)
 
     kept_categories = Counter(t.category for t in kept)
     extra = {

@@ -310,8 +310,6 @@ TASK_ARROW = record_schema(Task, TASK_SCHEMA_VERSION)
 PLAN_ARROW = record_schema(Plan, PLAN_SCHEMA_VERSION)
 TRAJECTORY_ARROW = record_schema(Trajectory, TRAJECTORY_SCHEMA_VERSION)
 VERDICT_ARROW = record_schema(Verdict, VERDICT_SCHEMA_VERSION)
-STEP_ARROW = arrow_type(Step)
-STEP_VERDICT_ARROW = arrow_type(StepVerdict)
 
 ARROW_SCHEMAS: dict[type[Record], pa.Schema] = {
     Task: TASK_ARROW,
