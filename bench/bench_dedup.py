@@ -86,7 +86,7 @@ def templated(n: int, seed: int = 0) -> tuple[list[DedupItem], dict[str, int | N
 
 
 def from_run(run: Path) -> tuple[list[DedupItem], Callable[[str], int | None]]:
-    from filters.runner import iter_raw
+    from filters.run_checks import iter_raw
     from pipeline.store import RunStore
 
     store = RunStore(run)

@@ -1,4 +1,4 @@
-"""Eval harness benchmark: questions per second through `stages.evaluate.Evaluator` (the synth
+"""Eval harness benchmark: questions per second through `stages.evaluate.evaluator.Evaluator` (the synth
 executor, image store, scoring and shard writing) against an endpoint with a fixed latency, as a
 ratio to the ideal, and the harness's CPU per question.
 
@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.config import load_config
 from pipeline.schema import Observation
 from pipeline.store import RunStore
-from stages.benchmarks import EvalItem
-from stages.evaluate import Evaluator, report_from
+from stages.evaluate.benchmarks import EvalItem
+from stages.evaluate.evaluator import Evaluator, report_from
 from stages.tools.base import Tool, ToolContext
 
 TURNS = 2
@@ -88,7 +88,7 @@ async def bare(base_url: str, batch: list[EvalItem], in_flight: int) -> float:
 
     import openai
 
-    from stages.execute import executor_prompt
+    from stages.synth.execute import executor_prompt
 
     client = openai.AsyncOpenAI(base_url=base_url, api_key="bench", max_retries=0)
     system = executor_prompt("general").text

@@ -33,12 +33,12 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from filters.runner import iter_raw, run_filter
+from filters.run_checks import iter_raw, run_filter
 from pipeline.config import FilterConfig
 from pipeline.format import render_turn
 from pipeline.schema import Step, Trajectory
 from pipeline.store import RunStore
-from pipeline.world.score import detection
+from world.score import detection
 
 CATEGORIES = ("perception", "search", "interleaved", "multihop")
 
@@ -249,13 +249,13 @@ def bench_world(
 
     from filters.judges import build_judge
     from pipeline.config import load_config
-    from pipeline.runner import run_synth
-    from pipeline.world import Knobs, WorldServer, build_world
-    from pipeline.world.knobs import DEFECTS
-    from pipeline.world.pages import HOST
-    from pipeline.world.score import run_defects
-    from pipeline.world.truth import truth_path
-    from stages.tasks import prepare_tasks
+    from stages.synth.runner import run_synth
+    from stages.tasks.seeds import prepare_tasks
+    from world import Knobs, WorldServer, build_world
+    from world.knobs import DEFECTS
+    from world.pages import HOST
+    from world.score import run_defects
+    from world.truth import truth_path
 
     rates = {name: rate for name in DEFECTS}
     with tempfile.TemporaryDirectory() as tmp:
@@ -316,7 +316,7 @@ def bench_world(
 def organic_failures(store: RunStore, planted: dict[str, list[str]]) -> set[str]:
     """Trajectories the world's own answer matcher marks wrong although no defect was injected
     (the teacher failed by itself): defective too, by the world's gold, not by our rules."""
-    from pipeline.world.judge import answer_matches
+    from world.oracle_judges import answer_matches
 
     return {
         t.trajectory_id

@@ -2,7 +2,7 @@
 
 Builds a synthetic kept set (noise images, so the bytes are incompressible like real photos),
 then times, side by side in one run:
-  - `pipeline.hub.build_folder` (bounded deterministic shards + card), and
+  - `stages.publish.hub.build_folder` (bounded deterministic shards + card), and
   - `datasets.Dataset.from_generator(...).to_parquet(...)` on the same rows (one file),
 and the resume check a second push does (hash every local file). Prints rows/s, MB/s and ratios.
 
@@ -23,9 +23,9 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.hub import build_folder, features, hub_row, sha256_file
 from pipeline.schema import Step, Trajectory
 from pipeline.store import RunStore
+from stages.publish.hub import build_folder, features, hub_row, sha256_file
 
 
 def make_kept(store: RunStore, rows: int, side: int) -> list[Trajectory]:

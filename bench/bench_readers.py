@@ -51,14 +51,14 @@ sets = {
 }
 out = {}
 if case == "eval-10k":
-    from stages.benchmarks import BadRow, load_items
+    from stages.evaluate.benchmarks import BadRow, load_items
     start = cpu()
     items = list(load_items(data / "end2end.parquet", "mmsearch"))
     out["read_cpu"] = cpu() - start
     out["rows"] = len(items)
     out["bad"] = sum(isinstance(i, BadRow) for i in items)
 else:
-    from stages.tasks import iter_rows, prepare_tasks
+    from stages.tasks.seeds import iter_rows, prepare_tasks
     from pipeline.store import RunStore
     cfg = load_config(None, [f"run.root={run_root}", "run.name=r", "seeds.limit=null", *sets[case]])
     if mode == "read":

@@ -57,8 +57,8 @@ class World:
     """`trajforge world serve` in a subprocess; knobs changed live via /admin/knobs."""
 
     def __init__(self) -> None:
-        from pipeline.world import build_world, is_built
-        from pipeline.world.build import DEFAULT_ENTITIES, DEFAULT_TASKS
+        from world import build_world, is_built
+        from world.build import DEFAULT_ENTITIES, DEFAULT_TASKS
 
         if not is_built(WORLD, seed=0, entities=DEFAULT_ENTITIES, tasks=DEFAULT_TASKS):  # and this version
             build_world(WORLD, seed=0)
@@ -132,7 +132,7 @@ def config(tmp: Path, name: str, world: World, **sets):
 def prepare(cfg) -> RunStore:
     import logging
 
-    from stages.tasks import prepare_tasks
+    from stages.tasks.seeds import prepare_tasks
 
     store = RunStore(cfg.run.dir)
     prepare_tasks(cfg, store, logging.getLogger("bench"))
@@ -140,7 +140,7 @@ def prepare(cfg) -> RunStore:
 
 
 def synth(cfg, store, world: World, *, use_ray: bool) -> dict:
-    from pipeline.runner import run_synth
+    from stages.synth.runner import run_synth
 
     return run_synth(
         cfg,
@@ -165,7 +165,7 @@ def recorded_conversations(cfg, store: RunStore) -> list[tuple[list[dict], int, 
     """
     from pipeline.chat import ImageEncoder, observation_message, prompt_messages, to_openai_messages
     from pipeline.schema import Task, Trajectory
-    from stages.execute import executor_prompt, user_text
+    from stages.synth.execute import executor_prompt, user_text
 
     tasks = {t.task_id: t for t in store.iter_records("tasks", Task)}
     encoder = ImageEncoder(store.images, cfg.teacher.image_max_pixels)
@@ -485,7 +485,7 @@ _CATEGORIES = (  # (module prefix, category), matched from the innermost frame o
     ("pipeline.teacher:prepare", "image encoding"),
     ("pipeline.store", "storage"),
     ("pyarrow", "storage"),
-    ("pipeline.runner:_write", "storage"),
+    ("stages.synth.runner:_write", "storage"),
     ("stages.tools", "tools"),
     ("bm25s", "tools"),
     ("trafilatura", "tools"),
@@ -501,12 +501,12 @@ _CATEGORIES = (  # (module prefix, category), matched from the innermost frame o
     ("anyio", "teacher client"),
     ("pipeline.teacher", "teacher client"),
     ("tenacity", "teacher client"),
-    ("stages.execute", "agent loop"),
-    ("stages.plan", "agent loop"),
+    ("stages.synth.execute", "agent loop"),
+    ("stages.synth.plan", "agent loop"),
     ("pipeline.format", "agent loop"),
     ("pipeline.chat", "agent loop"),
     ("pipeline.schema", "agent loop"),
-    ("pipeline.runner", "agent loop"),
+    ("stages.synth.runner", "agent loop"),
 )
 
 
@@ -576,12 +576,12 @@ class Sampler(threading.Thread):
 #: What a synth run imports on first use (the SDK, the tools' libraries): once per process, not
 #: per trajectory, so imported before the CPU window opens (as Ray is started before the timings).
 _SYNTH_IMPORTS = (
-    "pipeline.runner",
+    "stages.synth.runner",
     "stages.tools.registry",
-    "stages.tools.search",
-    "stages.tools.visit",
-    "stages.tools.text_index",
-    "stages.tools.image_index",
+    "stages.tools.search.search_tools",
+    "stages.tools.visit.web_visit",
+    "stages.tools.search.text_index",
+    "stages.tools.search.image_index",
     "bm25s",
     "bm25s.tokenization",
     "Stemmer",

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.config import CodeToolConfig, ToolsConfig
 from stages.tools.base import ToolContext
-from stages.tools.code import CodeTool
+from stages.tools.code.code_tool import CodeTool
 
 
 def pct(values: list[float], q: float) -> float:
@@ -183,7 +183,7 @@ async def empty_call_full_cache(work: Path, n: int) -> dict:
 def search_hit_rates(work: Path) -> dict:
     """Replays a trajectory-like query stream (repeats across rollouts) through a fresh cache."""
     from stages.tools.cache import ToolCache
-    from stages.tools.search import ImageSearchTool, LocalImages, LocalText, TextSearchTool
+    from stages.tools.search.search_tools import ImageSearchTool, LocalImages, LocalText, TextSearchTool
 
     corpus = work / "corpus"
     (corpus / "img").mkdir(parents=True)
@@ -216,7 +216,7 @@ def search_hit_rates(work: Path) -> dict:
 
 
 def image_corpus(root: Path, size: int) -> None:
-    from pipeline.world.images import draw_emblem
+    from world.images import draw_emblem
 
     (root / "img").mkdir(parents=True)
     with (root / "images.jsonl").open("w") as records:
@@ -232,7 +232,7 @@ def image_queries(work: Path, size: int, count: int) -> list[tuple[Path, str]]:
     """Half crops of a cluttered scene holding an emblem at 50-130 px, half rescaled tinted copies."""
     from PIL import ImageFilter
 
-    from pipeline.world.images import draw_emblem
+    from world.images import draw_emblem
 
     rng = np.random.default_rng(size)
     queries = []
@@ -258,7 +258,7 @@ def image_queries(work: Path, size: int, count: int) -> list[tuple[Path, str]]:
 
 
 def image_search_latency(work: Path, sizes: list[int], count: int) -> list[dict]:
-    from stages.tools.image_index import LocalImageIndex
+    from stages.tools.search.image_index import LocalImageIndex
 
     rows = []
     for size in sizes:

@@ -29,7 +29,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from filters.runner import build_checks, verdict_schema
+from filters.run_checks import build_checks, verdict_schema
 from pipeline.schema import Step, Trajectory
 from pipeline.store import RunStore
 from pipeline.view.data import RunData

@@ -21,6 +21,7 @@ import numpy as np
 
 from pipeline.config import FilterConfig
 from pipeline.images import ImageError
+from pipeline.phash import image_phash
 from pipeline.schema import Step, StepVerdict, Trajectory, Verdict, parse_arguments
 
 if TYPE_CHECKING:
@@ -75,8 +76,6 @@ class CheckContext:
     def _decode(self, ref: str) -> None:
         """One decode fills both caches: an input image the crop check sized is the one dedup
         hashes (a 768-px PNG decodes in about 13 ms; its hash and stats take under 1 ms each)."""
-        from filters.dedup import phash  # filters.dedup imports the checks
-
         self._stats[ref] = self._hashes[ref] = None
         if self.store is None or not self.store.images.has(ref):
             return
@@ -84,7 +83,7 @@ class CheckContext:
             image = self.store.images.open(ref)
         except (ImageError, OSError):
             return
-        for cache, compute in ((self._stats, compute_stats), (self._hashes, phash)):
+        for cache, compute in ((self._stats, compute_stats), (self._hashes, image_phash)):
             with suppress(ImageError, OSError):
                 cache[ref] = compute(image)
 

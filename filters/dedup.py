@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from datasketch import MinHash, MinHashLSH
 
-from filters.answer import normalize_answer
+from pipeline.answers import normalize_answer
 from pipeline.phash import image_phash
 
 NUM_PERM, BANDS, SEED = 64, 16, 1

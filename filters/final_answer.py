@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from filters.answer import answers_match, normalize_answer
+from filters.answer_check import answers_match, normalize_answer
 from filters.base import Check, CheckContext, bad, ok
 from pipeline.schema import Trajectory, Verdict
 

@@ -42,7 +42,7 @@ class WorldConfig(Section):
     tasks: int = 200
     host: str = "127.0.0.1"
     port: int = 0  # 0: pick a free port
-    # server knobs (pipeline.world.Knobs fields: latency, rate_limit, errors, defects, seed, ...)
+    # server knobs (world.Knobs fields: latency, rate_limit, errors, defects, seed, ...)
     knobs: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -65,8 +65,8 @@ def _used_task_ids(train_run: Path | None) -> set[str] | None:
 def _items(
     cfg: Any, bench: str | None, data: str | None, fmt: str | None, train_run: Path | None
 ) -> Iterator[Any]:
-    from stages.benchmarks import FormatError, bench_items, load_items, world_items
-    from stages.cells import SeedError
+    from stages.evaluate.benchmarks import FormatError, bench_items, load_items, world_items
+    from stages.readers.cells import SeedError
 
     try:
         if data:
@@ -91,7 +91,7 @@ def _model(
     if serve_path is None:
         yield endpoint, model, None
         return
-    from pipeline.serve import ServeError, serve
+    from stages.evaluate.serve import ServeError, serve
 
     log_path = root / "logs" / "server.log"
     typer.echo(f"serving {serve_path} ({server}) on loopback; log: {log_path}", err=True)
@@ -157,7 +157,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Evaluate a model through the synth executor and tools; resumable; prints a table."""
         from pipeline.commands.synth import world_for
-        from stages.evaluate import Evaluator, report_from, table_lines
+        from stages.evaluate.evaluator import Evaluator, report_from, table_lines
 
         logging.getLogger("httpx").setLevel(logging.WARNING)
         # a TERM (make, a scheduler) unwinds like Ctrl-C: shards flushed, a served model stopped
@@ -183,7 +183,7 @@ def register(app: typer.Typer) -> None:
         if untrained:
             if not serve_path:
                 raise fail("--untrained needs --serve PATH (the exported model whose architecture to copy)")
-            from pipeline.serve import untrained_copy
+            from stages.evaluate.serve import untrained_copy
 
             serve_path = str(untrained_copy(Path(serve_path), store.root / "untrained-model"))
         start = time.monotonic()
@@ -200,7 +200,7 @@ def register(app: typer.Typer) -> None:
             if url is not None:
                 cfg.teacher.base_url, cfg.teacher.model = url, name
             if served_by == "transformers":  # sample at teacher.temperature, as vLLM would
-                from pipeline.serve import sampling_body
+                from stages.evaluate.serve import sampling_body
 
                 body = sampling_body(str(serve_path), cfg.teacher.temperature, cfg.teacher.top_p)
                 cfg.teacher.extra_body = {**body, **cfg.teacher.extra_body}
@@ -239,7 +239,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Eval reports of several runs side by side (one table)."""
         from pipeline.store import RunStore
-        from stages.evaluate import table_lines
+        from stages.evaluate.evaluator import table_lines
 
         reports: dict[str, dict[str, Any]] = {}
         for spec in runs:

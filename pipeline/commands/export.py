@@ -24,9 +24,9 @@ def export_command(
 ) -> None:
     """Write the kept set as LLaMA-Factory ShareGPT (+ dataset_info.json) or ms-swift JSONL, with the
     framework settings that train exactly trajforge's text next to it."""
-    from pipeline.exports import FORMATS, export_run
     from pipeline.leaks import LeakGuard
     from pipeline.store import RunStore
+    from stages.publish.trainer_exports import FORMATS, export_run
 
     started = time.monotonic()
     if fmt not in FORMATS:
@@ -54,8 +54,8 @@ def export_command(
 
 def text_stats(store, processor_dir: Path):
     """The student processor's pixel budget and the longest kept sample in its tokens."""
-    from pipeline.export_settings import TextStats
     from pipeline.schema import Trajectory
+    from stages.publish.trainer_settings import TextStats
     from stages.sft.formatter import Formatter, Sample, store_image_size
     from stages.sft.processor import reload_processor
 

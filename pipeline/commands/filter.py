@@ -78,7 +78,7 @@ def filter_command(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Stepwise consistency filtering, dedup, capped selection and plan-mode samples."""
-    from filters.runner import run_filter
+    from filters.run_checks import run_filter
     from pipeline.leaks import LeakGuard
 
     overrides = list(sets or []) + ([f"filter.judge={judge}"] if judge else [])

@@ -22,7 +22,7 @@ def import_r1v4_command(
     sets: list[str] | None = SetOption,
 ) -> None:
     """Import R1V4-format trajectories; malformed lines are reported, never fatal."""
-    from pipeline.r1v4_import import import_r1v4
+    from stages.synth.imports.r1v4 import import_r1v4
 
     if not file.is_file():
         raise fail(f"{file} not found; pass the path of a .jsonl file")

@@ -42,10 +42,10 @@ def publish_command(
     a match refuses the publish, naming the row, the field and what matched.
     """
     from pipeline.config import ConfigError, secret
-    from pipeline.hub import build_folder, clear_folder, push_folder, scan_rows
     from pipeline.leaks import LeakGuard
     from pipeline.schema import Trajectory
     from pipeline.store import RunStore
+    from stages.publish.hub import build_folder, clear_folder, push_folder, scan_rows
 
     started = time.monotonic()
     cfg = load(_run_config(config, run), sets, run)

@@ -35,8 +35,8 @@ def world_for(cfg: Config) -> Iterator[str | None]:
     if not needs_world(cfg):
         yield None
         return
-    from pipeline.world import Knobs, WorldServer, build_world, is_built
-    from pipeline.world.truth import truth_path
+    from world import Knobs, WorldServer, build_world, is_built
+    from world.truth import truth_path
 
     world_dir = Path(cfg.world.dir)
     wanted = {"seed": cfg.world.seed, "entities": cfg.world.entities, "tasks": cfg.world.tasks}
@@ -111,8 +111,8 @@ def register(app: typer.Typer) -> None:
         """Seeds -> tasks -> plans -> raw trajectories, resumable; prints a summary."""
         import logging
 
-        from pipeline.runner import run_synth
-        from stages.tasks import SeedError, prepare_tasks
+        from stages.synth.runner import run_synth
+        from stages.tasks.seeds import SeedError, prepare_tasks
 
         logging.getLogger("httpx2").setLevel(logging.WARNING)  # one INFO line per teacher call is noise
         logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -58,11 +58,11 @@ def walk(
     from pipeline.commands.synth import world_for
     from pipeline.schema import Task
     from pipeline.teacher import TeacherClient
-    from stages.corpus import open_corpus
-    from stages.corpus.html_folder import WorldCorpus
-    from stages.tasks import seeds_fingerprint
-    from stages.walk.run import Walker, WalkSettings, run_walks
-    from stages.walk.teacher import WalkTeacher
+    from stages.readers.corpus import open_corpus
+    from stages.readers.corpus.html_folder import WorldCorpus
+    from stages.tasks.seeds import seeds_fingerprint
+    from stages.tasks.walk.run import Walker, WalkSettings, run_walks
+    from stages.tasks.walk.teacher import WalkTeacher
 
     logging.getLogger("httpx2").setLevel(logging.WARNING)  # one INFO line per teacher call is noise
     logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -43,8 +43,8 @@ def code_command(
 ) -> None:
     """Run a code file against images in the sandbox; print {text, images, error, timings}."""
     from stages.tools.base import ToolContext
-    from stages.tools.code import CodeTool
-    from stages.tools.isolation import SandboxUnavailable
+    from stages.tools.code.code_tool import CodeTool
+    from stages.tools.code.isolation import SandboxUnavailable
 
     cfg = load(config, set_)
     if not code_file.is_file():
@@ -90,7 +90,7 @@ def _run_search(
     tool_name: str, arguments: dict, config: Path | None, sets: list[str] | None, images: list[Path]
 ):
     from stages.tools.base import ToolContext
-    from stages.tools.isolation import SandboxUnavailable
+    from stages.tools.code.isolation import SandboxUnavailable
     from stages.tools.registry import build_tools, close_tools, tool_stats
 
     cfg = load(config, sets)

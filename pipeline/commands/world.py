@@ -38,7 +38,7 @@ def build(
     ),
 ) -> None:
     """Build a world deterministically."""
-    from pipeline.world import build_world, manifest
+    from world import build_world, manifest
 
     try:
         build_world(out, seed=seed, entities=entities, tasks=tasks)
@@ -63,7 +63,7 @@ def serve(
         None, "--error", help="Inject errors: KIND=RATE, KIND in 429,500,hang,malformed,truncated."
     ),
     defect: list[str] | None = typer.Option(
-        None, "--defect", help="Inject defects: NAME=RATE (a pipeline.world.knobs DEFECTS name, or all)."
+        None, "--defect", help="Inject defects: NAME=RATE (a world.knobs DEFECTS name, or all)."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the error and latency draws."),
     log: Path | None = typer.Option(
@@ -71,7 +71,7 @@ def serve(
     ),
 ) -> None:
     """Serve pages, images and the oracle teacher on loopback until Ctrl-C."""
-    from pipeline.world import Knobs, WorldServer, is_built
+    from world import Knobs, WorldServer, is_built
 
     if not is_built(world):
         raise fail(f"{world} is not a built world; run `trajforge world build --out {world}` first")
@@ -111,7 +111,7 @@ def score(
 ) -> None:
     """Join the world's truth (RUN/world/truth.jsonl) with the filter's verdicts: detection quality."""
     from pipeline.store import RunStore
-    from pipeline.world.score import ScoreError, score_run
+    from world.score import ScoreError, score_run
 
     try:
         result = score_run(run)

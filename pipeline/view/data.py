@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from pipeline.schema import Trajectory, from_table
 from pipeline.store import RunStore
 
-#: verdicts/ columns that describe the trajectory rather than one check (filters.runner.verdict_schema)
+#: verdicts/ columns that describe the trajectory rather than one check (filters.run_checks.verdict_schema)
 VERDICT_FIELDS = {
     "trajectory_id", "task_id", "category", "teacher", "source", "status", "tool_calls",
     "injected_defects", "passed", "score", "keep", "reasons",

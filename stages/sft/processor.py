@@ -187,7 +187,7 @@ def make_processor(model_path: str | None, *, min_pixels: int, max_pixels: int) 
 
 #: What a saved processor folder names as its class: the transformers class, never our internal one.
 PROCESSOR_CLASS = "Qwen3VLProcessor"
-#: The image-only processor's name, for servers that register it (`pipeline.serve_transformers`).
+#: The image-only processor's name, for servers that register it (`stages.evaluate.serve_transformers`).
 IMAGE_ONLY_PROCESSOR = "Qwen3VLImageProcessorOnly"
 IMAGE_PROCESSOR_TYPE = "Qwen2VLImageProcessor"
 VIDEO_PROCESSOR_TYPE = "Qwen3VLVideoProcessor"

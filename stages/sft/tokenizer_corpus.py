@@ -63,9 +63,9 @@ def _prompt_texts() -> list[str]:
 
 def _tool_texts() -> list[str]:
     """Each tool's name, description and parameter schema as the model sees them."""
-    from stages.tools.code import CodeTool
-    from stages.tools.search import ImageSearchTool, TextSearchTool
-    from stages.tools.visit import WebVisitTool
+    from stages.tools.code.code_tool import CodeTool
+    from stages.tools.search.search_tools import ImageSearchTool, TextSearchTool
+    from stages.tools.visit.web_visit import WebVisitTool
 
     texts = []
     for tool in (CodeTool, ImageSearchTool, TextSearchTool, WebVisitTool):

@@ -287,7 +287,7 @@ def train(
     started = time.perf_counter()
     records = trainer.fit(max_steps)
     if export and cfg.checkpoint.export and trainer.step >= trainer.total_steps:
-        from stages.sft.export import export as export_model
+        from stages.sft.student_export import export as export_model
 
         export_model(trainer.model, trainer.out / "export", processor_dir=trainer.out / "processor")
     if d.is_main and records:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.config import ToolsConfig
+from pipeline.config import Config, ToolsConfig
 from stages.tools.base import Tool
 from stages.tools.cache import ToolCache
-from stages.tools.code import CodeTool
+from stages.tools.code.code_tool import CodeTool
 
 CACHE_FILE = "tools_cache.sqlite"
 
@@ -24,7 +24,7 @@ def _corpus(cfg: ToolsConfig, corpus_dir: Path | None) -> Path:
 
 
 def build_text_backend(cfg: ToolsConfig, corpus_dir: Path | None):
-    from stages.tools import search
+    from stages.tools.search import search_tools as search
 
     backend = cfg.search.text_backend
     if backend == "ddgs":
@@ -36,7 +36,7 @@ def build_text_backend(cfg: ToolsConfig, corpus_dir: Path | None):
 
 
 def build_image_backend(cfg: ToolsConfig, corpus_dir: Path | None, cache_dir: Path):
-    from stages.tools import search
+    from stages.tools.search import search_tools as search
 
     if cfg.search.image_backend == "serper":
         client = search.SerperClient(cfg.search.serper_key_env)
@@ -52,8 +52,8 @@ def build_tools(cfg: ToolsConfig, mode: str, *, corpus_dir: Path | None, cache_d
     tools: dict[str, Tool] = {"code": CodeTool(cfg.code)}
     if mode == "general":
         return tools
-    from stages.tools.search import ImageSearchTool, TextSearchTool
-    from stages.tools.visit import WebVisitTool
+    from stages.tools.search.search_tools import ImageSearchTool, TextSearchTool
+    from stages.tools.visit.web_visit import WebVisitTool
 
     def cache(enabled: bool) -> ToolCache:
         return ToolCache(cache_dir / CACHE_FILE, enabled=enabled)
@@ -65,6 +65,12 @@ def build_tools(cfg: ToolsConfig, mode: str, *, corpus_dir: Path | None, cache_d
     tools["text_search"] = TextSearchTool(build_text_backend(cfg, corpus_dir), cache(cfg.search.cache), top_k)
     tools["web_visit"] = WebVisitTool(cfg.visit, cache(cfg.visit.cache))
     return tools
+
+
+def run_tools(cfg: Config, mode: str, run_dir: Path) -> dict[str, Tool]:
+    """A run's tools: local search over `tools.search.corpus_dir`, else the world's corpus."""
+    corpus = cfg.tools.search.corpus_dir or str(Path(cfg.world.dir) / "corpus")
+    return build_tools(cfg.tools, mode, corpus_dir=Path(corpus), cache_dir=run_dir / "cache" / "tools")
 
 
 def tool_stats(tools: dict[str, Tool]) -> dict[str, dict]:

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from stages.evaluate import summarise, table_lines
+from stages.evaluate.evaluator import summarise, table_lines
 from tests.eval.test_eval_loaders import png
 from tests.fake_openai import Fault, completion
 

@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from stages.benchmarks import BadRow, EvalItem, detect_format, load_items
-from stages.benchmarks.base import ANSWER_WITH_LETTER
-from stages.benchmarks.vlmeval_tsv import load as load_tsv
+from stages.evaluate.benchmarks import BadRow, EvalItem, detect_format, load_items
+from stages.readers.items import ANSWER_WITH_LETTER
+from stages.readers.vlmeval_tsv import load as load_tsv
 
 
 def png(width: int, height: int, colour: str = "red") -> bytes:
@@ -219,7 +219,7 @@ def _hub_standin(monkeypatch: pytest.MonkeyPatch, folder: Path, calls: list) -> 
 
 def test_mmsearch_bench_comes_through_datasets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     datasets = pytest.importorskip("datasets")
-    from stages.benchmarks import bench_items
+    from stages.evaluate.benchmarks import bench_items
 
     features = datasets.Features(
         {
@@ -254,7 +254,7 @@ def test_mmsearch_bench_comes_through_datasets(tmp_path: Path, monkeypatch: pyte
 
 def test_fvqa_bench_asks_for_the_test_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     datasets = pytest.importorskip("datasets")
-    from stages.benchmarks import bench_items
+    from stages.evaluate.benchmarks import bench_items
 
     features = datasets.Features(
         {
@@ -287,7 +287,7 @@ def test_tsv_benches_stay_the_files_vlmevalkit_downloads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     huggingface_hub = pytest.importorskip("huggingface_hub")
-    from stages.benchmarks import FormatError, bench_items
+    from stages.evaluate.benchmarks import FormatError, bench_items
 
     tsv = tmp_path / "VStarBench.tsv"
     write_tsv(tsv)
@@ -311,8 +311,8 @@ def test_tsv_benches_stay_the_files_vlmevalkit_downloads(
 
 def test_an_unreachable_bench_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     datasets = pytest.importorskip("datasets")
-    from stages.benchmarks import bench_items
-    from stages.cells import SeedError
+    from stages.evaluate.benchmarks import bench_items
+    from stages.readers.cells import SeedError
 
     def offline(path: str, name: str | None = None, **kwargs):
         raise ConnectionError("Couldn't reach 'lmms-lab/FVQA' on the Hub (LocalEntryNotFoundError)")

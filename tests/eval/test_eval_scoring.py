@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from filters.answer import answers_match as filter_match
+from filters.answer_check import answers_match as filter_match
 from pipeline.answers import answers_match, choice_letter, score
-from pipeline.world.judge import answer_matches as world_match
+from world.oracle_judges import answer_matches as world_match
 
 OPTIONS = {"A": "red", "B": "the blue car", "C": "green", "D": "yellow"}
 

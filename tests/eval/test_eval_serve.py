@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import serve
+from stages.evaluate import serve
 
 
 def test_command_is_loopback_and_float32_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(serve, "has_gpu", lambda: False)
     assert serve.pick_server("auto") == "transformers"
     cmd = serve.command("transformers", "runs/x/export", 8123)
-    assert cmd[1:3] == ["-m", "pipeline.serve_transformers"]
+    assert cmd[1:3] == ["-m", "stages.evaluate.serve_transformers"]
     assert cmd[3:6] == ["serve", "runs/x/export", "--host"] and "127.0.0.1" in cmd
     assert cmd[cmd.index("--dtype") + 1] == "float32" and cmd[cmd.index("--port") + 1] == "8123"
     vllm = serve.command("vllm", "m", 9000)
@@ -45,9 +45,9 @@ def test_sampling_body_carries_the_tokenizers_end_token(tmp_path: Path) -> None:
 def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random student exported as `make sft` exports it (weights, config, processor)."""
     pytest.importorskip("transformers")
-    from stages.sft.export import export
     from stages.sft.model import build_model, tiny_config
     from stages.sft.processor import build_tiny_processor, save_processor
+    from stages.sft.student_export import export
 
     base = tmp_path_factory.mktemp("student")
     processor = build_tiny_processor(max_pixels=16384)
@@ -66,7 +66,7 @@ def test_serving_view_hands_a_malformed_tool_call_back_as_text(tiny_export: Path
     template gives the turn back verbatim for trajforge's reader, and the export is untouched."""
     from transformers import AutoTokenizer
 
-    from pipeline.serve_transformers import register_image_only_processor
+    from stages.evaluate.serve_transformers import register_image_only_processor
 
     register_image_only_processor()
     from transformers import AutoProcessor

@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import stages.tasks
+import stages.evaluate.benchmarks
 from pipeline.cli import app
 from pipeline.schema import Task
 from pipeline.store import RunStore
-from stages.benchmarks import world_items
+from stages.evaluate.benchmarks import world_items
+from stages.readers.task_files import world_task_order
 
 
 def fake_tasks(n: int) -> list[Task]:
@@ -24,7 +25,7 @@ def fake_tasks(n: int) -> list[Task]:
 
 def test_held_out_excludes_the_training_runs_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
     tasks = fake_tasks(6)
-    monkeypatch.setattr(stages.tasks, "world_task_order", lambda _dir: tasks)
+    monkeypatch.setattr(stages.evaluate.benchmarks, "world_task_order", lambda _dir: tasks)
     used = {tasks[0].task_id, tasks[3].task_id}
     assert [i.question for i in world_items(Path("w"), used)] == ["q1", "q2", "q4", "q5"]
     # without a training run: all but the first `seeds.limit` in seed order
@@ -36,11 +37,11 @@ def test_held_out_excludes_the_training_runs_tasks(monkeypatch: pytest.MonkeyPat
 @pytest.mark.slow
 def test_oracle_on_held_out_world_tasks(tmp_path: Path) -> None:
     """The oracle through the real tools on a small world's held-out tasks: every answer right."""
-    from pipeline.world import build_world
+    from world import build_world
 
     world = build_world(tmp_path / "w", seed=7, entities=40, tasks=16, progress=False)
     train = RunStore(tmp_path / "train")
-    order = stages.tasks.world_task_order(world)
+    order = world_task_order(world)
     train.write_records("tasks", order[:10], Task, prefix="tasks")
     run = tmp_path / "eval"
     result = CliRunner().invoke(

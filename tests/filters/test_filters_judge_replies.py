@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from filters.judges import RESPONSE_FORMAT, Judge, build_judge
-from filters.runner import run_filter
+from filters.run_checks import run_filter
 from pipeline.config import FilterConfig, TeacherConfig
 from pipeline.schema import Step, Trajectory
 from pipeline.store import RunStore

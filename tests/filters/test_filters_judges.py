@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from filters.judges import build_judge, normalise_verdict, read_verdict
-from filters.runner import run_filter
+from filters.run_checks import run_filter
 from pipeline.config import FilterConfig, TeacherConfig
 from pipeline.schema import Step, Trajectory
 from pipeline.store import RunStore

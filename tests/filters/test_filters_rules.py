@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from filters.answer import AnswerCheck, answers_match
+from filters.answer_check import AnswerCheck, answers_match
 from filters.base import CheckContext
 from filters.crops import Box, crops_in_code
 from filters.final_answer import FinalAnswerCheck
@@ -332,7 +332,7 @@ def test_text_read_off_a_produced_image_is_left_to_the_image_checks(tmp_path: Pa
 
 
 def test_a_format_error_is_reported_once_under_its_step() -> None:
-    from filters.format import FormatCheck
+    from filters.format_check import FormatCheck
 
     error = "turn 0: bad tool_call JSON (Expecting property name at char 75)"
     broken = Step(index=0, think="Crop it.", action="invalid", format_errors=[error])
@@ -343,7 +343,7 @@ def test_a_format_error_is_reported_once_under_its_step() -> None:
 
 
 def test_repaired_turns_are_kept_up_to_max_repairs_and_unreadable_ones_dropped() -> None:
-    from filters.format import FormatCheck
+    from filters.format_check import FormatCheck
 
     def call(index: int, repairs: list[str]) -> Step:
         return Step(

@@ -162,7 +162,7 @@ def test_plan_sample_refuses_too_long_trajectories() -> None:
 
 
 def test_reading_only_chosen_ids_keeps_the_first_copy_like_reading_all(tmp_path) -> None:
-    from filters.runner import iter_raw
+    from filters.run_checks import iter_raw
     from pipeline.store import RunStore
 
     store = RunStore(tmp_path / "run")

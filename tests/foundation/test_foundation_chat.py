@@ -63,8 +63,8 @@ def test_training_prompt_is_the_inference_prompt() -> None:
     a student trained without `Images: image_0.png` never saw the names its thinking uses."""
     from pipeline.chat import prompt_messages
     from pipeline.schema import Task
-    from stages.execute import user_text
-    from stages.plan import planner_messages
+    from stages.synth.execute import user_text
+    from stages.synth.plan import planner_messages
 
     trajectory = make()
     trajectory.images = ["img0", "img1"]

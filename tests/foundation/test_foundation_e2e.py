@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 from pipeline.schema import Trajectory
 from pipeline.store import RunStore
-from pipeline.world.score import run_defects
+from world.score import run_defects
 
 
 def invoke(*args: str) -> str:

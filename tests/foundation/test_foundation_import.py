@@ -107,7 +107,7 @@ def test_sandbox_error_in_observation_is_recorded_as_step_error(tmp_path: Path) 
     )
     path = tmp_path / "one.jsonl"
     path.write_text(json.dumps(record) + "\n")
-    from pipeline.r1v4_import import import_r1v4
+    from stages.synth.imports.r1v4 import import_r1v4
 
     store = RunStore(tmp_path / "run")
     report = import_r1v4(path, store, progress=False)

@@ -132,8 +132,8 @@ def test_a_response_shaped_like_the_reports_figures_reads_every_step():
 def test_import_reads_report_style_outputs(tmp_path: Path):
     from PIL import Image
 
-    from pipeline.r1v4_import import import_r1v4
     from pipeline.store import RunStore
+    from stages.synth.imports.r1v4 import import_r1v4
 
     Image.new("RGB", (40, 30), (10, 20, 30)).save(tmp_path / "scene.png")
     record = {"id": "f6", "image": "scene.png", "question": "Who painted it?", "answer": "Ola Fugluth"}

@@ -40,8 +40,8 @@ def _python(name: str) -> Path:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A small kept set, its exported student (tiny model + standard processor) and both exports."""
-    from stages.sft.export import export
     from stages.sft.model import build_model, tiny_config
+    from stages.sft.student_export import export
 
     base = tmp_path_factory.mktemp("interop")
     # Images of at least 28 px a side: LLaMA-Factory stretches smaller ones to 28 px before the

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from publish_helpers import make_run
 
-from pipeline.dataset_card import pass_rates, size_category
-from pipeline.hub import build_folder
+from stages.publish.card import pass_rates, size_category
+from stages.publish.hub import build_folder
 
 
 def test_card_parses_with_huggingface_hub_and_names_every_config(tmp_path: Path) -> None:

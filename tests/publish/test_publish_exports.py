@@ -10,7 +10,9 @@ from publish_helpers import deepresearch, make_run
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.exports import (
+from pipeline.schema import Trajectory
+from pipeline.store import RunStore
+from stages.publish.trainer_exports import (
     conversation,
     export_run,
     flat_messages,
@@ -18,8 +20,6 @@ from pipeline.exports import (
     read_ms_swift,
     unflat_messages,
 )
-from pipeline.schema import Trajectory
-from pipeline.store import RunStore
 
 
 @pytest.fixture

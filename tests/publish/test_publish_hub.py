@@ -13,9 +13,9 @@ from publish_helpers import make_run
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.exports import conversation, flat_messages
-from pipeline.hub import SHARD_OVERHEAD_BYTES, build_folder, plan_shards
 from pipeline.schema import Trajectory
+from stages.publish.hub import SHARD_OVERHEAD_BYTES, build_folder, plan_shards
+from stages.publish.trainer_exports import conversation, flat_messages
 
 SUBSETS = ("deepresearch", "general", "plan")
 TOKEN = "hf_test_secret_token_0123456789"

@@ -15,13 +15,13 @@ from typer.testing import CliRunner
 
 from filters.base import CheckContext
 from filters.leak import LeakCheck
-from filters.runner import CHECK_NAMES
+from filters.run_checks import CHECK_NAMES
 from pipeline.cli import app
 from pipeline.config import Config, load_config
-from pipeline.exports import export_run
 from pipeline.leaks import CHECKOUT, LeakGuard
 from pipeline.schema import Step, Trajectory
 from pipeline.store import RunStore
+from stages.publish.trainer_exports import export_run
 from tests.publish.publish_helpers import make_run
 
 SECRET = "sk-live-7f3a9c2e11b04d5e"

@@ -58,8 +58,8 @@ def internal():
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory, internal):
     """The processor folder and an exported student (tiny model + the processor files)."""
-    from stages.sft.export import export
     from stages.sft.model import build_model, tiny_config
+    from stages.sft.student_export import export
 
     base = tmp_path_factory.mktemp("proc")
     processor_dir = save_processor(internal, base / "processor")

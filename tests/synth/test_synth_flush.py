@@ -8,9 +8,9 @@ import threading
 import pytest
 
 from pipeline.config import load_config
-from pipeline.runner import SynthWorker
 from pipeline.schema import Trajectory
 from pipeline.store import RunStore
+from stages.synth.runner import SynthWorker
 
 
 def _worker(tmp_path, base_url: str) -> SynthWorker:

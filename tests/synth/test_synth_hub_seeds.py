@@ -15,7 +15,7 @@ from PIL import Image
 from pipeline.config import load_config
 from pipeline.schema import Task
 from pipeline.store import RunStore
-from stages.tasks import SeedError, prepare_tasks
+from stages.tasks.seeds import SeedError, prepare_tasks
 
 datasets = pytest.importorskip("datasets")
 

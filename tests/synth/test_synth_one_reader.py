@@ -18,8 +18,8 @@ from PIL import Image
 from pipeline.config import load_config
 from pipeline.schema import Task
 from pipeline.store import RunStore
-from stages.benchmarks import BadRow, EvalItem, load_items
-from stages.tasks import prepare_tasks
+from stages.evaluate.benchmarks import BadRow, EvalItem, load_items
+from stages.tasks.seeds import prepare_tasks
 
 datasets = pytest.importorskip("datasets")
 ROOT = Path(__file__).resolve().parents[2]
@@ -142,7 +142,7 @@ def test_seeds_and_eval_read_the_same_rows(tmp_path: Path, layouts: dict[str, Pa
 def test_jsonl_rows_are_lines_and_images_resolve_next_to_the_file(
     tmp_path: Path, layouts: dict[str, Path]
 ) -> None:
-    from stages.tasks import iter_rows
+    from stages.tasks.seeds import iter_rows
 
     cfg = load_config(None, [f"run.root={tmp_path}", "seeds.source=jsonl", f"seeds.path={layouts['jsonl']}"])
     found = list(iter_rows(cfg))
@@ -158,7 +158,7 @@ def test_a_local_read_copies_nothing_and_imports_no_torch(tmp_path: Path, layout
     cache.mkdir()
     code = (
         "import sys\n"
-        "from stages.benchmarks.hub import HubSource, rows\n"
+        "from stages.readers.rows import HubSource, rows\n"
         f"found = list(rows(HubSource({str(layouts['parquet'])!r}, streaming=False)))\n"
         "assert len(found) == 3, found\n"
         "print('torch' in sys.modules)\n"
@@ -174,7 +174,7 @@ def test_a_local_read_copies_nothing_and_imports_no_torch(tmp_path: Path, layout
 def test_json_lines_keep_going_past_a_broken_line(tmp_path: Path) -> None:
     """Objects over several lines or back to back, a top-level array, a line that is not JSON or
     not UTF-8, and an object the file ends inside: each known by the line it starts on."""
-    from stages.benchmarks.json_lines import json_records
+    from stages.readers.json_lines import json_records
 
     path = tmp_path / "mixed.jsonl"
     path.write_bytes(

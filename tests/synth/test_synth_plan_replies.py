@@ -10,7 +10,7 @@ from pathlib import Path
 from pipeline.config import TeacherConfig
 from pipeline.schema import Task
 from pipeline.teacher import TeacherClient
-from stages.plan import make_plan
+from stages.synth.plan import make_plan
 
 try:  # the teacher client rewrite moves the encoder next to the messages
     from pipeline.chat import ImageEncoder

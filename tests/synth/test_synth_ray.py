@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.runner import run_synth
 from pipeline.schema import Trajectory
+from stages.synth.runner import run_synth
 from tests.synth.conftest import fake_tools, scripted_agent
 from tests.synth.test_synth_runner import make_run
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.runner import run_synth
 from pipeline.schema import Trajectory
+from stages.synth.runner import run_synth
 from tests.synth.conftest import completion, fake_tools
 from tests.synth.test_synth_runner import make_run
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipeline.runner import run_synth
 from pipeline.schema import Trajectory
 from pipeline.teacher import request_key
+from stages.synth.runner import run_synth
 from tests.synth.conftest import fake_tools, scripted_agent
 from tests.synth.test_synth_runner import make_run
 
@@ -26,7 +26,7 @@ CHILD = textwrap.dedent(
     import sys
     sys.path.insert(0, {repo!r})
     from pipeline.config import load_config
-    from pipeline.runner import run_synth
+    from stages.synth.runner import run_synth
     from pipeline.store import RunStore
     from tests.synth.conftest import fake_tools
     cfg = load_config(None, {sets!r})

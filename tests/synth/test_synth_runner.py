@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from pipeline.config import load_config
-from pipeline.runner import run_synth
 from pipeline.schema import Plan, Task, Trajectory
 from pipeline.store import RunStore
+from stages.synth.runner import run_synth
 from tests.synth.conftest import PLAN, Fault, completion, fake_tools, scripted_agent
 
 

@@ -11,8 +11,8 @@ import httpx
 from pipeline.config import TeacherConfig
 from pipeline.teacher import AdaptivePacer, TeacherClient
 from pipeline.teacher.ratelimit import request_limit, reset_seconds
-from pipeline.world.knobs import RateLimiter
 from tests.synth.conftest import Fault, completion
+from world.knobs import RateLimiter
 
 MSG = [{"role": "user", "content": "hello"}]
 NOW = 1_700_000_000.0
@@ -234,7 +234,7 @@ def test_workers_split_a_limit_the_endpoint_states(fake_teacher):
 
 
 def test_the_run_summary_adds_up_the_workers_pace():
-    from pipeline.runner import _sum_dicts
+    from stages.synth.runner import _sum_dicts
 
     summed = _sum_dicts(
         [

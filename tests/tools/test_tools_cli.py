@@ -10,7 +10,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from stages.tools.isolation import bwrap_works
+from stages.tools.code.isolation import bwrap_works
 
 runner = CliRunner()
 

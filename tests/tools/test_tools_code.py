@@ -13,8 +13,8 @@ from PIL import Image, ImageEnhance
 from pipeline.config import CodeToolConfig
 from pipeline.format import IMAGE_MARKER
 from stages.tools.base import ToolContext
-from stages.tools.code import CodeTool
-from stages.tools.isolation import bwrap_works
+from stages.tools.code.code_tool import CodeTool
+from stages.tools.code.isolation import bwrap_works
 
 pytestmark = pytest.mark.skipif(not bwrap_works(), reason="bubblewrap cannot create namespaces here")
 
@@ -239,7 +239,7 @@ def test_png_saves_default_to_fast_compression_but_keep_a_chosen_level(loop, too
 
 
 def test_tmp_is_emptied_between_calls_but_launcher_mounts_are_left_alone(loop, tool, ctx, tmp_path):
-    from stages.tools.sandbox_worker import _mounted_entries
+    from stages.tools.code.sandbox_worker import _mounted_entries
 
     # a venv or checkout under the host's /tmp is bound below the sandbox's /tmp: its top
     # entry must be skipped (walking a venv with rmtree on every call cost ~0.5 s of CPU)

@@ -17,11 +17,11 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from pipeline.config import CodeToolConfig
-from stages.tools import decode_cache
 from stages.tools.base import ToolContext
-from stages.tools.code import CodeTool
-from stages.tools.fast_inputs import write_unfiltered_png
-from stages.tools.isolation import bwrap_works
+from stages.tools.code import decode_cache
+from stages.tools.code.code_tool import CodeTool
+from stages.tools.code.fast_inputs import write_unfiltered_png
+from stages.tools.code.isolation import bwrap_works
 
 SIZE = (640, 480)
 

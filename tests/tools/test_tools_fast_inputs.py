@@ -12,9 +12,9 @@ from PIL import Image
 
 from pipeline.config import CodeToolConfig
 from stages.tools.base import ToolContext
-from stages.tools.code import CodeTool
-from stages.tools.fast_inputs import FastInputs, write_unfiltered_png
-from stages.tools.isolation import bwrap_works
+from stages.tools.code.code_tool import CodeTool
+from stages.tools.code.fast_inputs import FastInputs, write_unfiltered_png
+from stages.tools.code.isolation import bwrap_works
 
 
 def _photo(width: int, height: int, seed: int = 0) -> np.ndarray:

@@ -11,14 +11,14 @@ import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
 from pipeline.phash import box_hashes, phash, sliding_hashes
-from stages.tools.hamming import (
+from stages.tools.search.hamming import (
     NO_MATCH,
     HammingTable,
     brute_radius_matches,
     min_distances,
     radius_matches,
 )
-from stages.tools.image_index import MAX_DISTANCE, LocalImageIndex, to_gray, window_hashes
+from stages.tools.search.image_index import MAX_DISTANCE, LocalImageIndex, to_gray, window_hashes
 
 
 def flip_bits(values: np.ndarray, counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from stages.tools.base import ToolContext
 from stages.tools.cache import ToolCache
-from stages.tools.search import (
+from stages.tools.search.search_tools import (
     DdgsText,
     ImageSearchTool,
     LocalImages,
@@ -120,8 +120,8 @@ def test_text_index_is_persistent_and_reused_across_processes(corpus):
     built = sorted(p.name for p in (corpus / "index").glob("text-*"))
     assert len(built) == 1
     code = (
-        "import sys; from pathlib import Path; from stages.tools.text_index import LocalTextIndex\n"
-        "import stages.tools.text_index as m\n"
+        "import sys; from pathlib import Path; from stages.tools.search.text_index import LocalTextIndex\n"
+        "import stages.tools.search.text_index as m\n"
         "m.build_text_index = lambda *a: (_ for _ in ()).throw(SystemExit('rebuilt'))\n"
         f"print(LocalTextIndex(Path({str(corpus)!r})).search('basalt cliffs', 1)[0].title)"
     )
@@ -136,7 +136,7 @@ def test_first_searches_from_many_threads_all_find_results(corpus):
     half-loaded index (an empty result there was cached for every rollout of the task)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from stages.tools.text_index import LocalTextIndex
+    from stages.tools.search.text_index import LocalTextIndex
 
     for _ in range(3):
         index = LocalTextIndex(corpus)  # fresh: loads on first use
@@ -213,7 +213,7 @@ def test_image_search_on_a_result_url_resolves_it_to_the_corpus_file(corpus, tmp
 
 
 def test_image_url_from_record_or_page_origin():
-    from stages.tools.corpus import image_url
+    from stages.tools.search.local_corpus import image_url
 
     page = "https://wiki.example.org/wiki/Thing"
     assert image_url({"path": "images/a.png", "page_url": page}) == "https://wiki.example.org/images/a.png"
@@ -348,7 +348,7 @@ class SlowText:
         self.failing = False
 
     async def search(self, query: str, k: int):
-        from stages.tools.results import SearchHit
+        from stages.tools.search.results import SearchHit
 
         self.calls += 1
         await asyncio.sleep(0.05)

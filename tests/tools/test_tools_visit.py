@@ -13,8 +13,8 @@ import pytest
 from pipeline.config import VisitToolConfig
 from stages.tools.base import ToolContext
 from stages.tools.cache import ToolCache
-from stages.tools.ssrf import BlockedURL, address_problem, check_url
-from stages.tools.visit import WebVisitTool
+from stages.tools.visit.ssrf import BlockedURL, address_problem, check_url
+from stages.tools.visit.web_visit import WebVisitTool
 
 ARTICLE = (
     "<html><head><title>Velmora Lighthouse</title></head><body><nav>menu</nav><article><h1>Velmora Lighthouse</h1>"

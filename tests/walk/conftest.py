@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.world import build_world
+from world import build_world
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from stages.corpus import open_corpus
+from stages.readers.corpus import open_corpus
 
 
 def _png(colour: str = "red", size: int = 96) -> bytes:
@@ -120,7 +120,7 @@ def test_mediawiki_xml_dump(tmp_path: Path) -> None:
     images = tmp_path / "images"
     images.mkdir()
     (images / "Alpha.png").write_bytes(_png())
-    from stages.corpus.mediawiki import XmlDumpCorpus
+    from stages.readers.corpus.mediawiki import XmlDumpCorpus
 
     corpus = XmlDumpCorpus(path, images_dir=images, cache_dir=tmp_path)
     _check(corpus)

@@ -9,11 +9,11 @@ import pytest
 
 from pipeline.config import TeacherConfig
 from pipeline.teacher import TeacherClient
-from pipeline.world import Knobs, WorldServer
-from stages.corpus.html_folder import WorldCorpus
-from stages.walk.checks import concise, in_evidence, leaked
-from stages.walk.run import Walker, WalkSettings, run_walks
-from stages.walk.teacher import WalkTeacher
+from stages.readers.corpus.html_folder import WorldCorpus
+from stages.tasks.walk.checks import concise, in_evidence, leaked
+from stages.tasks.walk.run import Walker, WalkSettings, run_walks
+from stages.tasks.walk.teacher import WalkTeacher
+from world import Knobs, WorldServer
 
 
 def _walk(world: Path, knobs: Knobs, n: int = 3, max_walks: int = 6) -> Walker:

@@ -15,10 +15,10 @@ from pipeline.cli import app
 from pipeline.config import ToolsConfig
 from pipeline.schema import Task
 from pipeline.store import RunStore
-from pipeline.world import WorldServer
+from stages.tasks.walk.checks import leaked
 from stages.tools.base import ToolContext
 from stages.tools.registry import build_tools, close_tools
-from stages.walk.checks import leaked
+from world import WorldServer
 
 pytestmark = pytest.mark.slow
 

@@ -12,9 +12,9 @@ from PIL import Image
 
 from pipeline.images import encode_png, fit_pixels, read_image
 from pipeline.plan_format import parse_plan
-from pipeline.world import build_world, is_built, load_entities, load_tasks, manifest
-from pipeline.world.knowledge import Knowledge
-from pipeline.world.vision import LEGIBLE_TEXT_PX, MIN_CONTRAST, label_text_height
+from world import build_world, is_built, load_entities, load_tasks, manifest
+from world.knowledge import Knowledge
+from world.vision import LEGIBLE_TEXT_PX, MIN_CONTRAST, label_text_height
 
 TEACHER_PIXELS = 1_048_576  # teacher.image_max_pixels default
 
@@ -139,8 +139,8 @@ def test_multihop_follows_links_by_url_and_fits_the_planner(small_world: Path) -
     """Each later page is visited at the URL the previous page shows (in the text a visitor
     extracts), so H hops plan in H + 3 steps and 4 hops fit the planner's 10-step limit."""
     from pipeline.plan_format import MAX_STEPS
-    from pipeline.world.pages import page_url
-    from stages.tools.visit import extract
+    from stages.tools.visit.web_visit import extract
+    from world.pages import page_url
 
     tasks = [t for t in load_tasks(small_world) if t.category == "multihop"]
     assert max(json.loads(t.meta)["hops"] for t in tasks) == 4
@@ -190,9 +190,9 @@ def test_signature_index_matches_the_images_and_spares_the_oracle_their_decoding
     question apart from it (one decode of the sent image, none of the world's files)."""
     import base64
 
-    import pipeline.world.knowledge as knowledge_module
-    from pipeline.world.build import load_signatures
-    from pipeline.world.vision import thumbnail_signature
+    import world.knowledge as knowledge_module
+    from world.build import load_signatures
+    from world.vision import thumbnail_signature
 
     index = load_signatures(small_world)
     tasks = [t for t in load_tasks(small_world) if t.images]

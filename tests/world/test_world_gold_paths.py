@@ -11,10 +11,10 @@ import pytest
 from world_agent import run_task
 
 from pipeline.config import ToolsConfig
-from pipeline.world import WorldServer, load_tasks
-from pipeline.world.judge import answer_matches
-from stages.tools.isolation import bwrap_works
+from stages.tools.code.isolation import bwrap_works
 from stages.tools.registry import build_tools, close_tools
+from world import WorldServer, load_tasks
+from world.oracle_judges import answer_matches
 
 pytestmark = pytest.mark.skipif(not bwrap_works(), reason="code sandbox needs bubblewrap")
 
@@ -67,7 +67,7 @@ def test_every_gold_path_reaches_the_gold_answer(small_world: Path, tmp_path: Pa
 @pytest.mark.slow
 def test_default_world_gold_paths_all_reach_the_answer(tmp_path: Path) -> None:
     """The full default world (300 entities, 200 tasks): search ranking and image matching at scale."""
-    from pipeline.world import build_world
+    from world import build_world
 
     world = build_world(tmp_path / "w", seed=0, progress=False)
     tasks = load_tasks(world)

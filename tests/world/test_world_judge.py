@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 
 from pipeline.images import encode_png, read_image, to_data_uri
-from pipeline.world import load_tasks
-from pipeline.world.judge import judge_reply
-from pipeline.world.knowledge import Knowledge
-from pipeline.world.oracle import Message
+from world import load_tasks
+from world.knowledge import Knowledge
+from world.oracle import Message
+from world.oracle_judges import judge_reply
 
 CROP_OBS = "cropped (604, 412)\nSaved image_1.png: <image>"
 

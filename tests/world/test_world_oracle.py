@@ -13,13 +13,13 @@ from world_agent import data_uri, run_task
 
 from pipeline.format import parse_turn
 from pipeline.images import encode_png, read_image, to_data_uri
-from pipeline.world import Knobs, WorldServer, load_tasks
-from pipeline.world.judge import judge_reply
-from pipeline.world.knowledge import Knowledge
-from pipeline.world.oracle import Message, Oracle
 from prompts import load_prompt
-from stages.tools.isolation import bwrap_works
+from stages.tools.code.isolation import bwrap_works
 from stages.tools.registry import build_tools, close_tools
+from world import Knobs, WorldServer, load_tasks
+from world.knowledge import Knowledge
+from world.oracle import Message, Oracle
+from world.oracle_judges import judge_reply
 
 
 def _crop_uri(task, dx: int = 0) -> str:

@@ -14,8 +14,8 @@ import openai
 import pytest
 
 from pipeline.format import parse_turn
-from pipeline.world import Knobs, WorldServer, load_tasks
 from prompts import load_prompt
+from world import Knobs, WorldServer, load_tasks
 
 
 def _executor_messages(question: str) -> list[dict]:

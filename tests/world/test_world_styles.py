@@ -18,10 +18,10 @@ from world_agent import data_uri
 from pipeline.config import load_config
 from pipeline.format import SLIPS, parse_turn, render_turn
 from pipeline.lenient import last_object, read_json
-from pipeline.world import Knobs, WorldServer, load_tasks
-from pipeline.world.knobs import TeacherStyle
-from pipeline.world.style import REFUSAL
 from prompts import load_prompt
+from world import Knobs, WorldServer, load_tasks
+from world.knobs import TeacherStyle
+from world.style import REFUSAL
 
 TOOLS = [
     {

@@ -9,8 +9,8 @@ import pytest
 from PIL import ImageOps
 
 from pipeline.images import read_image
-from pipeline.world import load_tasks
-from pipeline.world.vision import locate, region_template
+from world import load_tasks
+from world.vision import locate, region_template
 
 
 @pytest.mark.parametrize("category", ["perception", "interleaved"])

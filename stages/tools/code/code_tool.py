@@ -1,0 +1,110 @@
+"""The `code` tool: teacher-written Python over the trajectory's images, in the sandbox.
+
+R1V4 semantics: the code sees every image of the trajectory so far (`image_paths`, inputs first,
+then images produced by earlier calls, all under /input), saves new images under /output and
+prints. The observation is the printed text followed by one `Saved image_<k>.png: <image>` line
+per new image, where `<image>` is the chat layout's image marker; each new image is registered
+in the ToolContext so later calls (code or image_search) can name it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import CodeToolConfig
+from pipeline.format import IMAGE_MARKER
+from pipeline.images import ImageError, read_image
+from pipeline.schema import Observation
+from stages.tools.args import code_string
+from stages.tools.base import Tool, ToolContext
+from stages.tools.code.sandbox import SandboxPool
+
+DESCRIPTION = (
+    "Run Python code on the images of this conversation (crop, resize, rotate, enhance contrast, denoise, "
+    "measure pixels). PIL, numpy and cv2 are available; there is no network. The list `image_paths` holds the "
+    "paths of all images so far (input images first, then images produced by earlier calls); save new images "
+    "under OUTPUT_DIR ('/output') and print what you found. Each saved image is shown back to you."
+)
+
+
+class CodeTool(Tool):
+    name = "code"
+    description = DESCRIPTION
+    parameters = {
+        "type": "object",
+        "properties": {"code": {"type": "string", "description": "Python source to execute."}},
+        "required": ["code"],
+    }
+
+    def __init__(self, cfg: CodeToolConfig, pool: SandboxPool | None = None) -> None:
+        self.cfg = cfg
+        self.pool = pool or SandboxPool(cfg, Path(cfg.work_dir) if cfg.work_dir else None)
+        self.errors = 0
+
+    async def _run(self, arguments: dict[str, Any], ctx: ToolContext) -> Observation:
+        code = code_string(arguments)
+        images = list(ctx.images.items())
+        scratch = ctx.workdir / "tool_images" / ".incoming"
+        session = ctx.trajectory_id if self.cfg.session else None
+        result = await self.pool.run(code, images, scratch, session=session)
+        lines = [result.stdout.rstrip("\n")] if result.stdout.strip() else []
+        produced: list[str] = []
+        error = result.error
+        for path, original in zip(result.files, result.names, strict=True):
+            try:
+                image = read_image(path, max_pixels=self.cfg.max_image_pixels)
+            except ImageError as exc:
+                error = error or f"{original}: {exc}"
+                path.unlink(missing_ok=True)
+                continue
+            name = f"image_{len(ctx.images)}.png"
+            target = ctx.workdir / "tool_images" / f"{ctx.trajectory_id or 'run'}_{name}"
+            if image.format == "PNG":
+                shutil.move(path, target)
+            else:
+                image.save(target, format="PNG")
+                path.unlink(missing_ok=True)
+            ctx.register_image(target.resolve(), name)
+            produced.append(str(target.resolve()))
+            lines.append(f"Saved {name}: {IMAGE_MARKER}")
+        if error:
+            self.errors += 1
+            if not any(error in line for line in lines[-1:]):  # a traceback already ends with it
+                lines.append(f"Error: {error}")
+        text = "\n".join(lines) if lines else "(the code printed nothing and saved no image)"
+        return Observation(text=text, images=produced, error=error, meta={"timings": result.timings})
+
+    def warm(self, ctx: ToolContext) -> None:
+        """Start the fast copies of the trajectory's input images (made once per pool)."""
+        for path in ctx.images.values():
+            self.pool.fast_inputs.prefetch(path)
+
+    def stats(self) -> dict[str, float]:
+        """Counts, and where a call's time goes (mean seconds: staging fast inputs, waiting for
+        a worker, the worker's round trip and the code's run inside it, CPU spent in the sandbox)."""
+        calls = max(1, self.pool.calls)
+        return {
+            "calls": self.pool.calls,
+            "errors": self.errors,
+            "worker_restarts": self.pool.restarts,
+            "fast_inputs_made": self.pool.fast_inputs.made,
+            "fast_inputs_reused": self.pool.fast_inputs.reused,
+            "decode_cache_decoded": self.pool.decoded,
+            "decode_cache_affine_calls": self.pool.affine,
+            "mean_fast_inputs_s": round(self.pool.seconds["fast_inputs_s"] / calls, 4),
+            "mean_queue_s": round(self.pool.seconds["queue_s"] / calls, 4),
+            "mean_roundtrip_s": round(self.pool.seconds["roundtrip_s"] / calls, 4),
+            "mean_exec_s": round(self.pool.seconds["exec_s"] / calls, 4),
+            "mean_total_s": round(self.pool.seconds["total_s"] / calls, 4),
+            "mean_cpu_s": round(self.pool.seconds["cpu_s"] / calls, 4),
+            "sandbox_cpu_s": round(self.pool.seconds["cpu_s"], 3),
+        }
+
+    async def end_session(self, trajectory_id: str) -> None:
+        """Drop the variables kept for a trajectory (session mode); a no-op otherwise."""
+        await self.pool.close_session(trajectory_id)
+
+    async def aclose(self) -> None:
+        await self.pool.aclose()

@@ -1,0 +1,338 @@
+"""Host side of the code sandbox: a warm pool of zygote workers, one call at a time each.
+
+Each worker is one long-lived isolated process (see `isolation` and `sandbox_worker`) with PIL,
+numpy and cv2 already imported, so a call costs a fork plus two pipe messages instead of an
+interpreter start and imports. Inputs are hard-linked (or copied) into the worker's staging
+folder, which the sandbox sees read-only at /input; large PNGs as their decode-friendly copies
+(`fast_inputs`: same pixels, a fraction of the decode). Each zygote keeps large inputs decoded
+(`decode_cache`), so a call goes, when it can without waiting, to the free worker that last
+staged its first image. A worker that stops answering is killed and restarted, and the caller
+gets an error result; the pool keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import json
+import logging
+import os
+import shutil
+import struct
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.config import CodeToolConfig
+from stages.tools.code.fast_inputs import FastInputs
+from stages.tools.code.isolation import SANDBOX_ENV, WorkerDirs, launch_argv, resolve_isolation
+
+log = logging.getLogger(__name__)
+
+#: Seconds the host waits beyond the wall limit before declaring a worker hung.
+GRACE_S = 5.0
+START_TIMEOUT_S = 60.0
+#: First images remembered with the worker that last staged them (for decode-cache affinity).
+_AFFINITY_ENTRIES = 4096
+
+
+@dataclass
+class SandboxResult:
+    stdout: str = ""
+    error: str | None = None
+    files: list[Path] = field(default_factory=list)  # images the code saved, in creation order
+    names: list[str] = field(default_factory=list)  # their file names under /output
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _limits(cfg: CodeToolConfig) -> dict:
+    return {
+        "cpu_s": cfg.cpu_s,
+        "wall_s": cfg.wall_s,
+        "memory_mb": cfg.memory_mb,
+        "max_processes": cfg.max_processes,
+        "max_output_bytes": cfg.max_output_bytes,
+        "max_images": cfg.max_images,
+        "max_file_bytes": cfg.max_file_mb * 1024 * 1024,
+        "session_cpu_calls": cfg.session_cpu_calls,
+    }
+
+
+def _file_key(info: os.stat_result) -> tuple[int, int, int]:
+    """Which version of which file: what staging compares and what affinity remembers."""
+    return (info.st_dev, info.st_ino, info.st_mtime_ns)
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    try:
+        return _file_key(path.stat())
+    except OSError:
+        return None
+
+
+def _uid_base() -> int:
+    """Unprivileged uids private to this process's workers (RLIMIT_NPROC counts per uid)."""
+    return 200_000 + (os.getpid() % 100_000) * 64
+
+
+class Worker:
+    """One zygote process and its staging folders."""
+
+    def __init__(self, index: int, mode: str, root: Path, cfg: CodeToolConfig) -> None:
+        self.index = index
+        self.mode = mode
+        self.cfg = cfg
+        self.dirs = WorkerDirs(root / f"w{index}")
+        self.proc: asyncio.subprocess.Process | None = None
+        self.lock = asyncio.Lock()
+        self.staged: dict[str, tuple[int, int, int]] = {}  # name -> `_file_key` of what is staged
+
+    async def start(self) -> None:
+        self.dirs.create()
+        output_bytes = max(self.cfg.max_file_mb, 1) * 1024 * 1024 * max(self.cfg.max_images, 1)
+        argv, paths = launch_argv(
+            self.mode, self.dirs, output_bytes=output_bytes, tmp_bytes=self.cfg.tmp_mb << 20
+        )
+        uid = None if self.mode == "unsafe-local" or os.geteuid() != 0 else _uid_base() + self.index
+        zygote_cfg = {
+            "paths": paths,
+            "uid": uid,
+            "max_sessions": self.cfg.max_sessions,
+            "decode_cache_bytes": self.cfg.decode_cache_mb << 20,
+            "decode_cache_min_pixels": self.cfg.decode_cache_min_pixels,
+        }
+        log_file = open(self.dirs.root / "worker.log", "ab")  # noqa: SIM115 - owned by the process
+        self.proc = await asyncio.create_subprocess_exec(
+            *argv,
+            json.dumps(zygote_cfg),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log_file,
+            env=dict(SANDBOX_ENV),
+            start_new_session=True,
+        )
+        log_file.close()
+        self.staged.clear()
+        ready = await asyncio.wait_for(self._recv(), START_TIMEOUT_S)
+        if not ready or not ready.get("ready"):
+            raise RuntimeError(
+                f"sandbox worker {self.index} failed to start; see {self.dirs.root / 'worker.log'}"
+            )
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    async def _send(self, message: dict) -> None:
+        assert self.proc and self.proc.stdin
+        body = json.dumps(message).encode()
+        self.proc.stdin.write(struct.pack(">I", len(body)) + body)
+        await self.proc.stdin.drain()
+
+    async def _recv(self) -> dict | None:
+        assert self.proc and self.proc.stdout
+        try:
+            head = await self.proc.stdout.readexactly(4)
+            return json.loads(await self.proc.stdout.readexactly(struct.unpack(">I", head)[0]))
+        except asyncio.IncompleteReadError:
+            return None
+
+    async def request(self, message: dict, timeout: float) -> dict | None:
+        """One round trip; None (and a dead worker) if the zygote hangs or dies."""
+        try:
+            await self._send(message)
+            return await asyncio.wait_for(self._recv(), timeout)
+        except (asyncio.TimeoutError, ConnectionError, BrokenPipeError):
+            await self.kill()
+            return None
+
+    def stage(self, images: list[tuple[str, Path]]) -> None:
+        """Make exactly these images visible at /input/<name> (hard links when possible)."""
+        wanted = {name for name, _ in images}
+        for name in list(self.staged):
+            if name not in wanted:
+                (self.dirs.input / name).unlink(missing_ok=True)
+                del self.staged[name]
+        for name, path in images:
+            if "/" in name or name.startswith("."):
+                raise ValueError(f"bad image name {name!r}")
+            info = path.stat()
+            key = _file_key(info)
+            if self.staged.get(name) == key:
+                continue
+            target = self.dirs.input / name
+            target.unlink(missing_ok=True)
+            try:
+                if info.st_mode & 0o004 == 0:
+                    raise OSError("not world-readable: copy instead")
+                os.link(path, target)
+            except OSError:
+                shutil.copyfile(path, target)
+                target.chmod(0o644)
+            self.staged[name] = key
+
+    async def kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, 9)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.proc.wait(), 5)
+        self.staged.clear()
+
+
+class SandboxPool:
+    """Warm workers; `run` picks a free one (or the one holding the session) and executes code."""
+
+    def __init__(self, cfg: CodeToolConfig, root: Path | None = None) -> None:
+        self.cfg = cfg
+        self.mode = resolve_isolation(cfg.isolation)
+        self._tmp = None if root else tempfile.TemporaryDirectory(prefix="trajforge-sandbox-")
+        self.root = Path(root or self._tmp.name)  # type: ignore[union-attr]
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o755)
+        self.workers = [Worker(i, self.mode, self.root, cfg) for i in range(max(1, cfg.workers))]
+        self.fast_inputs = FastInputs(
+            self.root / "fast-inputs",
+            min_pixels=cfg.fast_inputs_min_pixels,
+            max_bytes=cfg.fast_inputs_cache_mb << 20,
+            max_pixels=cfg.max_image_pixels,
+        )
+        self.sessions: dict[str, Worker] = {}
+        self._ids = itertools.count()
+        self._free: asyncio.Condition | None = None
+        self.calls = 0
+        self.restarts = 0
+        self.decoded = 0  # images the zygotes decoded into their caches
+        self.affine = 0  # calls sent to the worker that last staged their first image
+        self._last_worker: collections.OrderedDict[tuple[int, int, int], Worker] = collections.OrderedDict()
+        self.seconds: collections.Counter[str] = collections.Counter()  # summed call timings
+
+    async def start(self) -> None:
+        """Start every worker now (otherwise the first call pays the start-up)."""
+        await asyncio.gather(*(w.start() for w in self.workers if not w.alive))
+
+    async def _acquire(self, preferred: Worker | None, likely: Worker | None = None) -> Worker:
+        """`preferred` (a session's worker) or else the first free one, `likely` first if it is free."""
+        if self._free is None:
+            self._free = asyncio.Condition()
+        async with self._free:
+            while True:
+                candidates = [preferred] if preferred else ([likely] if likely else []) + self.workers
+                for worker in candidates:
+                    if not worker.lock.locked():
+                        await worker.lock.acquire()
+                        return worker
+                await self._free.wait()
+
+    async def _release(self, worker: Worker) -> None:
+        assert self._free is not None
+        async with self._free:
+            worker.lock.release()
+            self._free.notify_all()
+
+    async def run(
+        self, code: str, images: list[tuple[str, Path]], out_dir: Path, *, session: str | None = None
+    ) -> SandboxResult:
+        """Run `code` with `images` at /input/<name>; saved images are moved into `out_dir`."""
+        t0 = time.perf_counter()
+        staged = []
+        for name, path in images:
+            copy = await self.fast_inputs.for_sandbox(path)
+            staged.append((name, copy if copy.exists() else path))  # evicted meanwhile: the original
+        t_fast = time.perf_counter()
+        first = _identity(staged[0][1]) if staged else None
+        likely = self._last_worker.get(first) if first else None
+        worker = await self._acquire(self.sessions.get(session) if session else None, likely)
+        self.affine += likely is worker
+        try:
+            t_start = time.perf_counter()
+            if not worker.alive:
+                if worker.proc is not None:
+                    self.restarts += 1
+                await worker.start()
+                self._forget_sessions(worker)
+            t1 = time.perf_counter()
+            if session:
+                self.sessions[session] = worker
+            worker.stage(staged)
+            if first:
+                self._last_worker[first] = worker
+                self._last_worker.move_to_end(first)
+                while len(self._last_worker) > _AFFINITY_ENTRIES:
+                    self._last_worker.popitem(last=False)
+            for stale in worker.dirs.xfer.iterdir():
+                stale.unlink(missing_ok=True)
+            t2 = time.perf_counter()
+            message = {
+                "id": f"c{next(self._ids)}",
+                "code": code,
+                "images": [name for name, _ in images],
+                "limits": _limits(self.cfg),
+                "session": session,
+            }
+            reply = await worker.request(message, self.cfg.wall_s + GRACE_S)
+            t3 = time.perf_counter()
+            self.calls += 1
+            self.decoded += int((reply or {}).get("decoded", 0))
+            if reply is None:
+                self.restarts += 1
+                self._forget_sessions(worker)
+                return SandboxResult(
+                    error="sandbox worker stopped responding and was restarted; the call was lost",
+                    timings={"total_s": t3 - t0},
+                )
+            files = []
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for f in reply.get("files", []):  # move out before the worker is released and reused
+                source = worker.dirs.xfer / Path(f["path"]).name
+                target = out_dir / source.name
+                shutil.move(source, target)
+                files.append(target)
+            timings = {
+                "fast_inputs_s": t_fast - t0,
+                "queue_s": t_start - t_fast,
+                "start_s": t1 - t_start,
+                "stage_s": t2 - t1,
+                "exec_s": float(reply.get("exec_s", 0.0)),
+                "cpu_s": float(reply.get("cpu_s", 0.0)),  # inside the sandbox
+                "roundtrip_s": t3 - t2,
+                "total_s": t3 - t0,
+            }
+            self.seconds.update(timings)
+            return SandboxResult(
+                stdout=reply.get("stdout", ""),
+                error=reply.get("error"),
+                files=files,
+                names=[f["name"] for f in reply.get("files", [])],
+                timings=timings,
+            )
+        finally:
+            await self._release(worker)
+
+    def _forget_sessions(self, worker: Worker) -> None:
+        for key in [k for k, w in self.sessions.items() if w is worker]:
+            del self.sessions[key]
+
+    async def close_session(self, session: str) -> None:
+        worker = self.sessions.pop(session, None)
+        if worker is None or not worker.alive:
+            return
+        await self._acquire(worker)
+        try:
+            await worker.request({"id": "close", "op": "close", "session": session}, GRACE_S)
+        finally:
+            await self._release(worker)
+
+    async def aclose(self) -> None:
+        await self.fast_inputs.aclose()
+        for worker in self.workers:
+            if worker.proc is not None and worker.proc.stdin is not None:
+                with contextlib.suppress(Exception):
+                    worker.proc.stdin.close()
+            await worker.kill()
+        self.sessions.clear()
+        if self._tmp is not None:
+            self._tmp.cleanup()

@@ -1,0 +1,198 @@
+"""web_visit: fetch pages safely, extract the main text, optionally summarise toward the goal.
+
+Each hop (the URL and every redirect) goes through the SSRF guard, and the connection is pinned
+to the address the guard checked (the Host header and TLS SNI keep the real name), so DNS
+cannot be rebound between check and connect. Bodies are streamed up to `max_bytes`; only
+HTML, XHTML and plain text are read. trafilatura extracts the main text; pages longer than
+`max_chars` are summarised by an OpenAI-compatible model when one is configured (R1V4 used a
+32B model for this), otherwise truncated with a note.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import re
+from typing import Any
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+import httpx
+
+from pipeline.config import VisitToolConfig, secret
+from pipeline.schema import Observation
+from stages.tools.args import ArgumentError, string_list
+from stages.tools.base import Tool, ToolContext, batch_observation
+from stages.tools.cache import ToolCache
+from stages.tools.visit.ssrf import BlockedURL, Resolver, Target, check_url, system_resolver
+
+log = logging.getLogger(__name__)
+
+MAX_REDIRECTS = 5
+TEXT_TYPES = ("text/html", "application/xhtml+xml", "text/plain")
+USER_AGENT = "trajforge-web-visit/0.1 (+research data generation)"
+
+
+def pinned_request(target: Target) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """URL dialling the checked address, plus the Host header and SNI that keep the real name."""
+    parts = urlsplit(target.url)
+    host = target.connect_host
+    try:
+        if isinstance(ipaddress.ip_address(host), ipaddress.IPv6Address):
+            host = f"[{host}]"
+    except ValueError:
+        pass
+    url = urlunsplit((parts.scheme, f"{host}:{target.connect_port}", parts.path or "/", parts.query, ""))
+    default_port = 443 if target.scheme == "https" else 80
+    host_header = target.host if target.port == default_port else f"{target.host}:{target.port}"
+    extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+    return url, {"Host": host_header}, extensions
+
+
+def extract(html: str, url: str, content_type: str) -> tuple[str, str]:
+    """(title, main text) of a page."""
+    if "html" not in content_type:
+        return "", html.strip()
+    import trafilatura
+
+    title_match = re.search(r"<title[^>]*>(.*?)</title>", html, re.IGNORECASE | re.DOTALL)
+    title = re.sub(r"\s+", " ", title_match.group(1)).strip() if title_match else ""
+    text = trafilatura.extract(html, url=url, include_comments=False, include_tables=True, favor_recall=True)
+    if not text:  # tiny or unusual pages: fall back to the visible text
+        text = re.sub(r"<(script|style)[^>]*>.*?</\1>", " ", html, flags=re.IGNORECASE | re.DOTALL)
+        text = re.sub(r"<[^>]+>", " ", text)
+        text = re.sub(r"\s+", " ", text).strip()
+    return title, text
+
+
+class WebVisitTool(Tool):
+    name = "web_visit"
+    description = (
+        "Visit web pages and read their main text (long pages are summarised toward your goal). "
+        "Give one or more URLs, usually links from search results."
+    )
+    parameters = {
+        "type": "object",
+        "properties": {"urls": {"type": "array", "items": {"type": "string"}, "description": "Page URLs."}},
+        "required": ["urls"],
+    }
+
+    def __init__(
+        self,
+        cfg: VisitToolConfig,
+        cache: ToolCache,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        resolver: Resolver = system_resolver,
+    ) -> None:
+        self.cfg = cfg
+        self.cache = cache
+        self.resolver = resolver
+        self.client = httpx.AsyncClient(
+            transport=transport,
+            timeout=cfg.timeout_s,
+            follow_redirects=False,
+            headers={"User-Agent": USER_AGENT},
+        )
+        self.fetches = 0
+
+    async def fetch(self, url: str) -> dict[str, str]:
+        """Title, text and final URL of a page; BlockedURL or RuntimeError with a reason."""
+        current = url
+        for _ in range(MAX_REDIRECTS + 1):
+            target = await check_url(
+                current,
+                allow_hosts=self.cfg.allow_hosts,
+                host_overrides=self.cfg.host_overrides,
+                resolver=self.resolver,
+            )
+            request_url, headers, extensions = pinned_request(target)
+            request = self.client.build_request("GET", request_url, headers=headers, extensions=extensions)
+            response = await self.client.send(request, stream=True)
+            try:
+                if response.is_redirect:
+                    location = response.headers.get("location", "")
+                    if not location:
+                        raise RuntimeError(f"HTTP {response.status_code} redirect without a Location")
+                    current = urljoin(current, location)
+                    continue
+                if response.status_code >= 400:
+                    raise RuntimeError(f"HTTP {response.status_code} from {current}")
+                content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+                if content_type and content_type not in TEXT_TYPES:
+                    raise RuntimeError(f"{current} is {content_type}, not a readable page")
+                body = bytearray()
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) >= self.cfg.max_bytes:
+                        del body[self.cfg.max_bytes :]
+                        break
+            finally:
+                await response.aclose()
+            encoding = response.encoding or "utf-8"
+            html = bytes(body).decode(encoding, errors="replace")
+            title, text = await asyncio.to_thread(extract, html, current, content_type or "text/html")
+            return {"url": current, "title": title, "text": text}
+        raise RuntimeError(f"more than {MAX_REDIRECTS} redirects starting at {url}")
+
+    async def summarise(self, page: dict[str, str], goal: str) -> str:
+        text = page["text"]
+        if len(text) <= self.cfg.max_chars:
+            return text
+        if self.cfg.summarizer_base_url and self.cfg.summarizer_model:
+            key = f"{self.cfg.summarizer_model}:{goal}:{page['url']}"
+            cached = self.cache.get("visit-summary", key)
+            if cached is not None:
+                return cached
+            from openai import AsyncOpenAI
+
+            api_key = secret(self.cfg.summarizer_key_env, purpose="the page summariser") or "none"
+            client = AsyncOpenAI(base_url=self.cfg.summarizer_base_url, api_key=api_key, timeout=120)
+            prompt = (
+                f"Goal: {goal or 'answer the question'}\n\nExtract from the page below everything relevant to the goal "
+                "(facts, names, dates, numbers), then summarise the rest briefly.\n\n"
+                f"Page: {page['title']} ({page['url']})\n\n{text[:60_000]}"
+            )
+            reply = await client.chat.completions.create(
+                model=self.cfg.summarizer_model,
+                messages=[{"role": "user", "content": prompt}],
+                max_tokens=1024,
+            )
+            summary = (reply.choices[0].message.content or "").strip()
+            await client.close()
+            self.cache.put("visit-summary", key, summary)
+            return summary
+        return (
+            text[: self.cfg.max_chars]
+            + f"\n[... truncated: {len(text) - self.cfg.max_chars} more characters]"
+        )
+
+    async def _fetch_counted(self, url: str) -> dict[str, str]:
+        self.fetches += 1
+        return await self.fetch(url)
+
+    async def _run(self, arguments: dict[str, Any], ctx: ToolContext) -> Observation:
+        try:
+            urls = string_list(arguments, "urls", self.name, limit=5)
+        except ArgumentError as exc:
+            return Observation(error=str(exc))
+        blocks, errors = [], []
+        for number, url in enumerate(urls, 1):
+            try:
+                page = await self.cache.get_or_fetch("visit", url, lambda url=url: self._fetch_counted(url))
+                body = await self.summarise(page, ctx.goal or ctx.question)
+                blocks.append(f"{number}. {page['title'] or '(untitled)'}\n   Link: {page['url']}\n{body}")
+            except BlockedURL as exc:
+                errors.append(f"{url}: blocked: {exc}")
+                blocks.append(f"{number}. {url}\n   Not visited: {exc}")
+            except (httpx.HTTPError, RuntimeError, OSError) as exc:
+                errors.append(f"{url}: {type(exc).__name__}: {exc}")
+                blocks.append(f"{number}. {url}\n   Failed: {exc}")
+        return batch_observation(blocks, errors, len(urls))
+
+    def stats(self) -> dict[str, float]:
+        return {**self.cache.stats(), "fetches": self.fetches}
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+        self.cache.close()

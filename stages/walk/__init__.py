@@ -1,1 +1,0 @@
-"""Harder tasks from an encyclopedia: R1V4's constrained random walk (see `stages.walk.run`)."""
