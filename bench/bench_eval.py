@@ -88,7 +88,7 @@ async def bare(base_url: str, batch: list[EvalItem], in_flight: int) -> float:
 
     import openai
 
-    from stages.synth.execute import executor_prompt
+    from stages.synth import executor_prompt
 
     client = openai.AsyncOpenAI(base_url=base_url, api_key="bench", max_retries=0)
     system = executor_prompt("general").text

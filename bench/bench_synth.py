@@ -165,14 +165,14 @@ def recorded_conversations(cfg, store: RunStore) -> list[tuple[list[dict], int, 
     """
     from pipeline.chat import ImageEncoder, observation_message, prompt_messages, to_openai_messages
     from pipeline.schema import Task, Trajectory
-    from stages.synth.execute import executor_prompt, user_text
+    from stages.synth import executor_prompt
 
     tasks = {t.task_id: t for t in store.iter_records("tasks", Task)}
     encoder = ImageEncoder(store.images, cfg.teacher.image_max_pixels)
     out = []
     for traj in store.read_records("raw", Trajectory):
         task = tasks[traj.task_id]
-        messages = prompt_messages(executor_prompt(task.mode).text, user_text(task, None), list(task.images))
+        messages = prompt_messages(executor_prompt(task.mode).text, task.question, list(task.images))
         for step in traj.steps:
             messages.append({"role": "assistant", "content": [{"type": "text", "text": step.raw}]})
             messages.append(observation_message(step, cfg.synth.observation_role))

@@ -23,6 +23,7 @@ from pipeline.config import FilterConfig
 from pipeline.images import ImageError
 from pipeline.phash import image_phash
 from pipeline.schema import Step, StepVerdict, Trajectory, Verdict, parse_arguments
+from pipeline.tool_spec import ToolTable
 
 if TYPE_CHECKING:
     from filters.judges import Judge, JudgeResult
@@ -50,6 +51,7 @@ class CheckContext:
     store: RunStore | None = None
     judge: Judge | None = None
     leaks: LeakGuard | None = None  # the host's needles (default: from the run folder and its config)
+    tools: ToolTable | None = None  # the tools calls are judged against (default: the run's tools.json)
     _stats: dict[str, ImageStats | None] = field(default_factory=dict)
     _hashes: dict[str, int | None] = field(default_factory=dict)
 
@@ -60,6 +62,28 @@ class CheckContext:
 
             self.leaks = LeakGuard.for_run(self.store.root if self.store is not None else None)
         return self.leaks
+
+    def tool_table(self) -> ToolTable:
+        """The tools the trajectories were offered: given, or recorded by the run's synth."""
+        if self.tools is None and self.store is not None:
+            self.tools = self.store.tool_table()
+        if self.tools is None:
+            raise ValueError(
+                "no tool table: this run recorded none (tools.json); pass the tools the trajectories were "
+                "offered (CheckContext(tools=...); `trajforge filter` uses trajforge's own)"
+            )
+        return self.tools
+
+    def code_argument(self, step: Step) -> str | None:
+        """The argument that holds the code a call runs in the sandbox (None: its tool runs none)."""
+        spec = self.tool_table().get(step.tool_name)
+        return spec.argument if spec is not None and spec.runs_code else None
+
+    def code_of(self, step: Step) -> str | None:
+        """The code a call ran in the sandbox (None when its tool runs no code)."""
+        key = self.code_argument(step)
+        code = call_arguments(step).get(key) if key else None
+        return code if isinstance(code, str) else None
 
     def image_stats(self, ref: str) -> ImageStats | None:
         """Size and flatness of a stored image (None when absent or unreadable); cached by ref."""

@@ -14,9 +14,9 @@ from pipeline.schema import Step, StepVerdict, Trajectory, Verdict
 _TRACEBACK = "Traceback (most recent call last)"
 
 
-def sandbox_error(step: Step) -> str | None:
+def sandbox_error(step: Step, ctx: CheckContext) -> str | None:
     """The error of a code step: recorded by the tool, or a traceback printed in its output."""
-    if step.tool_name != "code":
+    if ctx.code_of(step) is None:
         return None
     if step.error:
         return step.error
@@ -35,7 +35,7 @@ class ExecutionCheck(Check):
         verdicts: list[StepVerdict] = []
         fatal = False
         for step in trajectory.tool_calls:
-            error = sandbox_error(step)
+            error = sandbox_error(step, ctx)
             if error is not None:
                 verdicts.append(bad(step.index, f"sandbox error: {error[:200]}"))
                 fatal |= cfg.drop_sandbox_errors

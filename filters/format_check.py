@@ -12,44 +12,18 @@ that often is not one to learn from); an unreadable step drops the trajectory.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import Any
 
 from filters.base import WHOLE, Check, CheckContext, bad, call_arguments, ok
-from pipeline.schema import EXECUTOR_TOOLS, StepVerdict, Trajectory, Verdict
+from pipeline.schema import StepVerdict, Trajectory, Verdict
 
-#: tool -> (required list/str argument, element type); R1V4's executor arguments are lists.
-_ARGUMENTS: dict[str, tuple[str, type]] = {
-    "code": ("code", str),
-    "image_search": ("image_paths", list),
-    "text_search": ("queries", list),
-    "web_visit": ("urls", list),
-}
 _TURN = re.compile(r"^turn \d+: ")  # the parser's position prefix; the step index says it already
-_MODE_TOOLS = {"general": ("code",), "deepresearch": EXECUTOR_TOOLS}
-
-
-def argument_errors(tool: str, arguments: Mapping[str, Any]) -> list[str]:
-    """What is wrong with a call's arguments (empty when valid)."""
-    key, kind = _ARGUMENTS[tool]
-    value = arguments.get(key)
-    errors = []
-    extra = sorted(set(arguments) - {key})
-    if extra:
-        errors.append(f"{tool}: unexpected arguments {extra}")
-    if kind is str:
-        if not isinstance(value, str) or not value.strip():
-            errors.append(f"{tool}: '{key}' must be a non-empty string")
-    elif not isinstance(value, list) or not value or not all(isinstance(v, str) and v.strip() for v in value):
-        errors.append(f"{tool}: '{key}' must be a non-empty list of strings")
-    return errors
 
 
 class FormatCheck(Check):
     name = "format"
 
     def run(self, trajectory: Trajectory, ctx: CheckContext) -> Verdict:
-        allowed = _MODE_TOOLS.get(trajectory.mode, EXECUTOR_TOOLS)
+        allowed = ctx.tool_table().for_mode(trajectory.mode)
         verdicts: list[StepVerdict] = []
         last = len(trajectory.steps) - 1
         for step in trajectory.steps:
@@ -59,12 +33,13 @@ class FormatCheck(Check):
             if step.action == "invalid":
                 problems.append("no readable tool_call or answer")
             elif step.action == "tool_call":
-                if step.tool_name not in allowed:
+                spec = allowed.get(step.tool_name)
+                if spec is None:
                     problems.append(f"unknown tool {step.tool_name!r} for {trajectory.mode} mode")
                 elif step.arguments is None or (not call_arguments(step) and step.arguments.strip() != "{}"):
                     problems.append("arguments are not a JSON object")
                 else:
-                    problems.extend(argument_errors(step.tool_name, call_arguments(step)))
+                    problems.extend(spec.argument_errors(call_arguments(step)))
                 if step.index == last:
                     problems.append("ends with a tool call, not an answer")
             elif step.index != last:

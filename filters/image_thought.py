@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 
-from filters.base import Check, CheckContext, acknowledges_setback, bad, call_arguments, judge_step, ok
+from filters.base import Check, CheckContext, acknowledges_setback, bad, judge_step, ok
 from filters.crops import Box, crops_in_code, named_images
 from pipeline.schema import StepVerdict, Trajectory, Verdict
 
@@ -30,8 +30,8 @@ def image_problems(trajectory: Trajectory, index: int, ctx: CheckContext, names:
             problems.append(f"degenerate image {stats.width}x{stats.height}")
         elif stats.std < cfg.uniform_std or stats.dominant > cfg.uniform_share:
             problems.append(f"near-uniform image (std {stats.std:.1f}, {stats.dominant:.0%} one tone)")
-    code = call_arguments(step).get("code") if step.tool_name == "code" else None
-    for crop in crops_in_code(code) if isinstance(code, str) else ():
+    code = ctx.code_of(step)
+    for crop in crops_in_code(code) if code is not None else ():
         box = crop.box
         if box.width <= 0 or box.height <= 0:
             problems.append(f"empty crop box {_fmt(box)}")
@@ -62,18 +62,18 @@ class ImageThoughtCheck(Check):
     name = "image"
     judged = True
 
-    def _pairs(self, trajectory: Trajectory) -> list[int]:
+    def _pairs(self, trajectory: Trajectory, ctx: CheckContext) -> list[int]:
         steps = trajectory.steps
         return [
             i
             for i, s in enumerate(steps[:-1])
-            if s.action == "tool_call" and (s.observation_images or s.tool_name == "code")
+            if s.action == "tool_call" and (s.observation_images or ctx.code_argument(s) is not None)
         ]
 
     def run(self, trajectory: Trajectory, ctx: CheckContext) -> Verdict:
         names = named_images(trajectory)
         verdicts: list[StepVerdict] = []
-        for i in self._pairs(trajectory):
+        for i in self._pairs(trajectory, ctx):
             problems = image_problems(trajectory, i, ctx, names)
             following = trajectory.steps[i + 1]
             if problems and not acknowledges_setback(following.think):
@@ -90,7 +90,7 @@ class ImageThoughtCheck(Check):
             return verdict
         asks = [
             (i, ref)
-            for i in self._pairs(trajectory)
+            for i in self._pairs(trajectory, ctx)
             if trajectory.steps[i + 1].think.strip()
             for ref in trajectory.steps[i].observation_images[: ctx.config.judge_images_per_step]
         ]

@@ -20,16 +20,11 @@ from filters.base import call_arguments, lowered
 from filters.crops import crops_in_code
 from pipeline.plan_format import MAX_STEPS, render_plan, validate_plan
 from pipeline.schema import PlanStep, Step, Trajectory
+from pipeline.tool_spec import ToolTable
 
 PROMPT_VERSION = "plan-from-trajectory"
 _WORD = re.compile(r"\S+")
 _IMAGE_NAME = re.compile(r"(?:/input/)?(image_\d+\.(?:png|jpe?g|webp))")
-_LABELS = {
-    "image_search": "Entity identified in Step {k}",
-    "text_search": "Result from Step {k}",
-    "web_visit": "Result from Step {k}",
-    "code": "Text read in Step {k}",
-}
 _OPERATIONS = (
     ("rotate", "rotate"),
     ("contrast", "enhance the contrast of"),
@@ -44,7 +39,7 @@ _OPERATIONS = (
 @dataclass
 class _Source:
     step: int  # 1-based plan step
-    tool: str
+    label: str  # what the step found, as a placeholder names it ("Result from Step {k}")
     text: str  # lowered observation text
 
 
@@ -63,7 +58,7 @@ def _span_placeholder(query: str, question: str, sources: list[_Source]) -> str:
                 continue
             origin = next((s for s in sources if needle in s.text), None)
             if origin is not None:
-                out.append("[" + _LABELS.get(origin.tool, "Result from Step {k}").format(k=origin.step) + "]")
+                out.append("[" + origin.label.format(k=origin.step) + "]")
                 i = j
                 break
         else:
@@ -86,7 +81,7 @@ def _operation(code: str, image: str) -> str:
     return f"analyse {image}"
 
 
-def plan_steps(trajectory: Trajectory) -> tuple[list[PlanStep], str]:
+def plan_steps(trajectory: Trajectory, tools: ToolTable) -> tuple[list[PlanStep], str]:
     """The executed calls as plan steps with placeholders, or ([], why not)."""
     steps: list[PlanStep] = []
     sources: list[_Source] = []
@@ -105,28 +100,24 @@ def plan_steps(trajectory: Trajectory) -> tuple[list[PlanStep], str]:
         def add(description: str, tool: str = tool, **parameters: str) -> None:
             steps.append(PlanStep(description=description, tool_name=tool, parameters=parameters))
 
-        if tool == "image_search":
-            for path in args.get("image_paths") or []:
-                ref = image_ref(str(path))
-                add(f"Reverse image search {ref} to identify what it shows", image_path=ref)
-        elif tool == "text_search":
-            for query in args.get("queries") or []:
-                q = _span_placeholder(str(query), trajectory.question, sources)
-                add(f"Search the web for {q}", query=q)
-        elif tool == "web_visit":
-            for url in args.get("urls") or []:
-                found = next((s for s in sources if lowered(str(url)) in s.text), None)
-                u = f"[URL found in Step {found.step}]" if found else str(url)
-                add(f"Visit {u} and read the relevant details", url=u)
-        elif tool == "code":
-            code = str(args.get("code", ""))
-            match = _IMAGE_NAME.search(code)
-            operation = _operation(code, image_ref(match.group(1)) if match else "the image")
-            add(f"Use code to {operation}", operation=operation)
-        else:
+        spec = tools.get(tool)
+        if spec is None or not spec.plan_parameter:
             return [], f"tool {tool!r} has no planner form"
+        values = args.get(spec.argument)
+        for value in (values if isinstance(values, list) else [values]) if values else []:
+            if spec.runs_code:  # the code itself is no plan parameter: say what it does
+                match = _IMAGE_NAME.search(str(value))
+                value = _operation(str(value), image_ref(match.group(1)) if match else "the image")
+            elif spec.plan_parameter == "image_path":
+                value = image_ref(str(value))
+            elif spec.plan_parameter == "query":
+                value = _span_placeholder(str(value), trajectory.question, sources)
+            elif spec.plan_parameter == "url":
+                found = next((s for s in sources if lowered(str(value)) in s.text), None)
+                value = f"[URL found in Step {found.step}]" if found else str(value)
+            add(spec.plan_step.format(tool=tool, value=value), **{spec.plan_parameter: str(value)})
         if len(steps) >= first:  # what this call returned may feed later steps
-            sources.append(_Source(len(steps), tool, lowered(call.observation_text or "")))
+            sources.append(_Source(len(steps), spec.plan_label, lowered(call.observation_text or "")))
             for _ in call.observation_images:
                 produced[f"image_{n_images}.png"] = len(steps)
                 n_images += 1
@@ -147,15 +138,15 @@ def plan_steps(trajectory: Trajectory) -> tuple[list[PlanStep], str]:
     return steps, ""
 
 
-def plan_sample(trajectory: Trajectory) -> tuple[Trajectory | None, str]:
+def plan_sample(trajectory: Trajectory, tools: ToolTable) -> tuple[Trajectory | None, str]:
     """A plan-mode Trajectory derived from a kept one, or (None, why not)."""
     if trajectory.mode == "plan":
         return None, "already a plan sample"
-    steps, why = plan_steps(trajectory)
+    steps, why = plan_steps(trajectory, tools)
     if not steps:
         return None, why
     rendered = render_plan(steps)
-    _, errors = validate_plan(json.loads(rendered))
+    _, errors = validate_plan(json.loads(rendered), tools)
     if errors:
         return None, "derived plan invalid: " + "; ".join(errors[:3])
     sample = Trajectory(

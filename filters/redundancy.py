@@ -22,12 +22,12 @@ def _same_size(a: Box, b: Box, tolerance: float = 0.1) -> bool:
     ) <= tolerance * max(a.height, 1.0)
 
 
-def call_key(step: Step) -> str:
-    """What makes two calls the same call."""
+def call_key(step: Step, code_argument: str | None = None) -> str:
+    """What makes two calls the same call (code compared without blank lines and comments)."""
     args = dict(call_arguments(step))
-    if step.tool_name == "code" and isinstance(args.get("code"), str):
-        lines = (line.strip() for line in args["code"].splitlines())
-        args["code"] = "\n".join(line for line in lines if line and not line.startswith("#"))
+    if code_argument and isinstance(args.get(code_argument), str):
+        lines = (line.strip() for line in args[code_argument].splitlines())
+        args[code_argument] = "\n".join(line for line in lines if line and not line.startswith("#"))
     return f"{step.tool_name}\x00{canonical_json(args)}"
 
 
@@ -43,16 +43,16 @@ class RedundancyCheck(Check):
         verdicts: list[StepVerdict] = []
         for step in trajectory.tool_calls:
             problems: list[str] = []
-            key = call_key(step)
+            key = call_key(step, ctx.code_argument(step))
             if key in first_seen:
                 repeats += 1
                 if repeats > cfg.max_repeated_calls:
                     problems.append(f"repeats the {step.tool_name} call of step {first_seen[key]}")
             else:
                 first_seen[key] = step.index
-            if step.tool_name == "code":
-                code = call_arguments(step).get("code")
-                for crop in crops_in_code(code) if isinstance(code, str) else ():
+            code = ctx.code_of(step)
+            if code is not None:
+                for crop in crops_in_code(code):
                     previous = last_box.get(crop.source)
                     overlap = previous.iou(crop.box) if previous is not None else 0.0
                     retry = (

@@ -42,6 +42,7 @@ from pipeline.config import FilterConfig
 from pipeline.leaks import LeakGuard
 from pipeline.schema import Trajectory, Verdict, from_table, record_fields, to_table
 from pipeline.store import RunStore, atomic_write_bytes
+from pipeline.tool_spec import ToolTable
 
 #: Every check in the order they run (cheap structural checks first).
 ALL_CHECKS: tuple[type[Check], ...] = (
@@ -273,14 +274,18 @@ def run_filter(
     log: logging.Logger | None = None,
     progress: bool = True,
     leaks: LeakGuard | None = None,
+    tools: ToolTable | None = None,
 ) -> FilterOutcome:
     """Filter `store/raw` into `store/verdicts` and `store/kept`; returns the report.
 
-    `leaks` is the guard of the `leak` check (default: built from the run folder and its config).
+    `leaks` is the guard of the `leak` check (default: built from the run folder and its config);
+    `tools` the tools calls are judged against (default: the ones the run recorded, `tools.json`).
     Garbage is collected per batch of raw trajectories (`pipeline.batch_gc`).
     """
     with collect_per_batch() as collect:
-        return _filter(store, cfg, judge=judge, log=log, progress=progress, leaks=leaks, collect=collect)
+        return _filter(
+            store, cfg, judge=judge, log=log, progress=progress, leaks=leaks, tools=tools, collect=collect
+        )
 
 
 def _filter(
@@ -291,6 +296,7 @@ def _filter(
     log: logging.Logger | None,
     progress: bool,
     leaks: LeakGuard | None,
+    tools: ToolTable | None,
     collect: Callable[[], int],
 ) -> FilterOutcome:
     from tqdm import tqdm
@@ -299,7 +305,7 @@ def _filter(
     log = log or logging.getLogger("trajforge.filter")
     check_quotas(cfg.quotas)
     checks = build_checks(cfg.checks)
-    ctx = CheckContext(config=cfg, store=store, judge=judge, leaks=leaks)
+    ctx = CheckContext(config=cfg, store=store, judge=judge, leaks=leaks, tools=tools)
     rows: list[dict[str, Any]] = []
     candidates: list[Candidate] = []
     plans: dict[str, Trajectory] = {}  # source trajectory id -> its plan sample
@@ -328,7 +334,7 @@ def _filter(
                 )
             )
             if cfg.plan_samples and trajectory.mode != "plan":
-                sample, why = plan_sample(trajectory)
+                sample, why = plan_sample(trajectory, ctx.tool_table())
                 if sample is None:
                     plan_skips[why.split(":")[0]] += 1
                 else:

@@ -125,9 +125,15 @@ def question_text(question: str, image_count: int) -> str:
     return f"{question}\n\nImages: {', '.join(image_names(image_count))}"
 
 
-def prompt_messages(system_prompt: str, question: str, images: list[str]) -> list[Message]:
-    """System + first user turn (task images, then the question)."""
-    user = [{"type": "image", "image": ref} for ref in images] + [{"type": "text", "text": question}]
+def prompt_messages(
+    system_prompt: str, question: str, images: list[str], plan: str | None = None
+) -> list[Message]:
+    """System + the first user turn, built here and only here: the task images, then the
+    question verbatim with the images' names and, for an executor that was given one, the plan."""
+    text = question_text(question, len(images))
+    if plan:
+        text = f"{text}\n\nPlan:\n{plan}"
+    user = [{"type": "image", "image": ref} for ref in images] + [{"type": "text", "text": text}]
     return [
         {"role": "system", "content": [{"type": "text", "text": system_prompt}]},
         {"role": "user", "content": user},
@@ -138,8 +144,7 @@ def trajectory_messages(
     trajectory: Trajectory, system_prompt: str, *, observation_role: ObservationRole = "user"
 ) -> list[Message]:
     """The whole conversation: prompt, then each assistant step and its observation."""
-    question = question_text(trajectory.question, len(trajectory.images))
-    messages = prompt_messages(system_prompt, question, trajectory.images)
+    messages = prompt_messages(system_prompt, trajectory.question, trajectory.images)
     for step in trajectory.steps:
         messages.append({"role": "assistant", "content": [{"type": "text", "text": step_text(step)}]})
         if step.action == "tool_call":

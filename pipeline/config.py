@@ -160,6 +160,7 @@ class ToolsConfig(Section):
     code: CodeToolConfig = Field(default_factory=CodeToolConfig)
     search: SearchToolConfig = Field(default_factory=SearchToolConfig)
     visit: VisitToolConfig = Field(default_factory=VisitToolConfig)
+    extra: list[str] = Field(default_factory=list)  # your own tools: "package.module:Class" (stages/tools/registry.py)
 
 
 class SynthConfig(Section):

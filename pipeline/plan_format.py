@@ -14,17 +14,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from pipeline.lenient import JsonRead, last_array
-from pipeline.schema import PLAN_TOOLS, PlanStep
+from pipeline.schema import PlanStep
+from pipeline.tool_spec import NO_TOOL, ToolTable
 
 MIN_STEPS, MAX_STEPS = 2, 10
-#: Parameter names each planner tool takes (R1V4: singular forms in plans).
-PLAN_PARAMETERS: dict[str, set[str]] = {
-    "image_search": {"image_path"},
-    "text_search": {"query"},
-    "web_visit": {"url"},
-    "code": {"operation"},
-    "none": set(),
-}
 _PLACEHOLDER_RE = re.compile(r"\[([^\[\]]*?\bstep\s*(\d+)\b[^\[\]]*?)\]", re.IGNORECASE)
 PLAN_KEYS = {"description", "tool_name", "parameters"}
 #: What the planner is told when a reply holds no plan array (shown back to it on retry).
@@ -84,12 +77,14 @@ def extract_plan_json(text: str) -> Any:
 
 def validate_plan(
     data: Any,
+    tools: ToolTable,
     *,
-    tools: Iterable[str] = PLAN_TOOLS,
+    mode: str | None = None,
     require_final_none: bool = True,
 ) -> tuple[list[PlanStep], list[str]]:
-    """Check a parsed plan; returns the readable steps and every error found."""
-    allowed = set(tools)
+    """Check a parsed plan against the plannable tools (of `mode`'s, when given); returns the
+    readable steps and every error found."""
+    allowed = set(tools.plan_tools(mode))
     errors: list[str] = []
     if not isinstance(data, list):
         return [], ["plan must be a JSON array of steps"]
@@ -116,12 +111,12 @@ def validate_plan(
         if not isinstance(params, dict):
             errors.append(f"{where}: parameters must be an object")
             params = {}
-        elif tool in PLAN_PARAMETERS and tool != "code":
-            expected = PLAN_PARAMETERS[tool]
-            if set(params) != expected:
-                errors.append(
-                    f"{where}: {tool} takes parameters {sorted(expected) or '{}'}, got {sorted(params)}"
-                )
+        elif (
+            tool in allowed
+            and (expected := _plan_parameters(tools, tool)) is not None
+            and set(params) != expected
+        ):
+            errors.append(f"{where}: {tool} takes parameters {sorted(expected) or '{}'}, got {sorted(params)}")
         for text in [description, *_strings(params)]:
             for placeholder, target in placeholders(text):
                 if not 1 <= target < number:
@@ -129,17 +124,26 @@ def validate_plan(
                         f"{where}: placeholder {placeholder} must point to an earlier step (1..{number - 1})"
                     )
         steps.append(PlanStep(description=description, tool_name=str(tool), parameters=params))
-    if require_final_none and steps and steps[-1].tool_name != "none":
+    if require_final_none and steps and steps[-1].tool_name != NO_TOOL:
         errors.append("the last step must be a 'none' reasoning or verification step")
     return steps, errors
 
 
-def parse_plan(text: str, **kwargs: Any) -> tuple[list[PlanStep], list[str]]:
+def _plan_parameters(tools: ToolTable, tool: str) -> set[str] | None:
+    """The parameter names a step with `tool` must take; None: free-form (a code step describes
+    its image operation in its own words)."""
+    spec = tools.get(tool)
+    if spec is None:
+        return set()  # `none`
+    return None if spec.runs_code else {spec.plan_parameter or ""}
+
+
+def parse_plan(text: str, tools: ToolTable, **kwargs: Any) -> tuple[list[PlanStep], list[str]]:
     """Extract and validate a plan from a planner reply."""
     read = read_plan(text)
     if not read.ok:
         return [], [f"plan is not valid JSON: {read.error}"]
-    return validate_plan(read.value, **kwargs)
+    return validate_plan(read.value, tools, **kwargs)
 
 
 def _excerpt(text: str, limit: int = 80) -> str:

@@ -36,10 +36,6 @@ TrajectoryStatus = Literal[
 #: An int stored as int64 (token counters); every other int is stored as int32.
 Int64 = Annotated[int, pa.int64()]
 
-#: Tool names of the R1V4 executor (DeepResearch mode has all four; General mode has `code`).
-EXECUTOR_TOOLS = ("code", "image_search", "text_search", "web_visit")
-#: Tool names a plan step may use: R1V4's planner tools plus `code` (thinking-with-images steps).
-PLAN_TOOLS = ("image_search", "text_search", "web_visit", "code", "none")
 
 
 def canonical_json(value: Any) -> str:

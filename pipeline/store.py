@@ -22,6 +22,7 @@ from PIL import Image
 
 from pipeline.images import MAX_PIXELS, decode_image, encode_png, read_image
 from pipeline.schema import R, Record, from_table, to_table
+from pipeline.tool_spec import ToolTable
 
 SHARD_SUFFIX = ".parquet"
 TMP_PREFIX = ".tmp-"
@@ -186,6 +187,14 @@ class RunStore:
         return removed
 
     # -- report ---------------------------------------------------------------------------
+    @property
+    def tools_path(self) -> Path:
+        return self.root / "tools.json"
+
+    def tool_table(self) -> ToolTable | None:
+        """The tools this run offered its teacher (None for a run that recorded none: an import)."""
+        return ToolTable.load(self.tools_path)
+
     def update_report(self, section: str, values: dict[str, Any]) -> None:
         """Merge one stage's summary into report.json (atomic rewrite)."""
         report = self.read_report()

@@ -8,7 +8,10 @@ system prompts); such a prompt's version is a hash of its content (`h<12 hex>`),
 `RUN/prompts/`, so later commands (exports, SFT) find the same text without the config.
 
 A template's variables are `$name` placeholders (string.Template), so braces in JSON examples
-need no escaping.
+need no escaping. The executor and planner templates hold `$tools` / `$plan_tools`, filled from
+the tools' own declarations (`with_tools`): with the tools a template was shipped for, the
+rendered prompt keeps the template's version; with any other tool set its version is a hash of
+the rendered text, so a trajectory id changes exactly when the prompt the teacher saw does.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from string import Template
 _NAME_RE = re.compile(r"^(?P<name>[a-z0-9_]+)\.(?P<version>v\d+|h[0-9a-f]{12})\.txt$")
 _overrides: dict[str, Prompt] = {}  # name -> the user's prompt (process-wide, set from the config)
 _extra: dict[tuple[str, str], Prompt] = {}  # prompts saved by runs (found by their hash version)
+_rendered: dict[tuple[str, str], Prompt] = {}  # templates filled with another tool set this process
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,7 @@ def shipped() -> dict[tuple[str, str], Prompt]:
 
 def all_prompts() -> dict[tuple[str, str], Prompt]:
     """Every prompt known to this process: shipped, saved by runs, and the user's."""
-    found = {**shipped(), **_extra}
+    found = {**shipped(), **_extra, **_rendered}
     found.update({(p.name, p.version): p for p in _overrides.values()})
     return found
 
@@ -85,9 +89,25 @@ def use_files(files: dict[str, str]) -> list[Prompt]:
     return chosen
 
 
+def with_tools(template: Prompt, fields: dict[str, str], shipped_fields: dict[str, str]) -> Prompt:
+    """`template` with its tool placeholders filled. `shipped_fields` are the same placeholders
+    filled with the built-in tools: equal fields keep the template's version, other fields make
+    a new prompt versioned by its text (remembered, and saved into the run by `save_used`)."""
+    wanted = {key: value for key, value in fields.items() if f"${key}" in template.text}
+    if not wanted:
+        return template  # a user's own prompt, or a template that lists no tools
+    text = Template(template.text).safe_substitute(wanted)
+    if all(shipped_fields.get(key) == value for key, value in wanted.items()):
+        return Prompt(template.name, template.version, text)
+    prompt = Prompt(template.name, content_version(text), text)
+    _rendered[(prompt.name, prompt.version)] = prompt
+    return prompt
+
+
 def save_used(folder: Path) -> None:
-    """Write the user's prompts into a run (`RUN/prompts/<name>.<version>.txt`)."""
-    for prompt in _overrides.values():
+    """Write the user's prompts, and prompts filled with other tools, into a run
+    (`RUN/prompts/<name>.<version>.txt`), so later commands read the text the teacher saw."""
+    for prompt in [*_overrides.values(), *_rendered.values()]:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{prompt.id}.txt"
         if not path.exists():

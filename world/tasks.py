@@ -20,6 +20,7 @@ from typing import Any
 
 from pipeline.plan_format import validate_plan
 from pipeline.schema import Task
+from pipeline.tool_spec import ToolSpec, ToolTable
 from world.kg import Entity
 from world.pages import page_url
 from world.scenes import Emblem, Plate, where
@@ -142,9 +143,21 @@ def enhance_code(source: str, out: str) -> str:
     )
 
 
+#: The planner's tools as the world's gold plans use them (the world knows R1V4's tools as any
+#: outside teacher does: from the prompt, not from trajforge's code).
+PLAN_TOOLS = ToolTable.of(
+    [
+        ToolSpec("image_search", plan_parameter="image_path"),
+        ToolSpec("text_search", plan_parameter="query"),
+        ToolSpec("web_visit", plan_parameter="url"),
+        ToolSpec("code", plan_parameter="operation", runs_code=True),
+    ]
+)
+
+
 def _plan(steps: list[dict[str, Any]], last: str) -> str:
     plan = [*steps, {"description": last, "tool_name": "none", "parameters": {}}]
-    _, errors = validate_plan(plan)
+    _, errors = validate_plan(plan, PLAN_TOOLS)
     if errors:
         raise AssertionError(f"gold plan invalid: {errors}")
     return json.dumps(plan, ensure_ascii=False)

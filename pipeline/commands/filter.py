@@ -11,6 +11,13 @@ import typer
 from pipeline.commands.common import ConfigOption, SetOption, fail, load, open_run, stage_logger
 
 
+def _tools(cfg: Any) -> Any:
+    """trajforge's own tools (with the config's extras): what a run without tools.json offered."""
+    from stages.tools.registry import tool_table
+
+    return tool_table(cfg.tools)
+
+
 def _judge(mode: str, cfg: Any, store: Any) -> Any:
     """The judge for `--judge teacher|custom` (None for `none`): no network call otherwise."""
     if mode == "none":
@@ -97,6 +104,7 @@ def filter_command(
             log=log,
             progress=progress,
             leaks=LeakGuard.for_run(store.root, cfg),
+            tools=store.tool_table() or _tools(cfg),  # an import records none: trajforge's own
         )
     except ValueError as exc:
         raise fail(str(exc)) from None

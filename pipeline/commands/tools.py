@@ -135,7 +135,9 @@ def search_text(
     set_: list[str] | None = SetOption,
 ) -> None:
     """text_search with the configured backend (tools.search.text_backend)."""
-    _run_search("text_search", {"queries": queries}, config, set_, [])
+    from stages.tools.search.search_tools import TextSearchTool
+
+    _run_search(TextSearchTool.spec.name, {"queries": queries}, config, set_, [])
 
 
 @search_app.command("image")
@@ -149,7 +151,9 @@ def search_image(
     if missing:
         raise fail(f"image(s) not found: {', '.join(missing)}")
     names = [f"image_{i}.png" for i in range(len(images))]
-    _run_search("image_search", {"image_paths": names}, config, set_, images)
+    from stages.tools.search.search_tools import ImageSearchTool
+
+    _run_search(ImageSearchTool.spec.name, {"image_paths": names}, config, set_, images)
 
 
 @tools_app.command("visit")
@@ -159,7 +163,9 @@ def visit_command(
     set_: list[str] | None = SetOption,
 ) -> None:
     """web_visit (SSRF guard, extraction, optional summary) on the URLs."""
-    _run_search("web_visit", {"urls": urls}, config, set_, [])
+    from stages.tools.visit.web_visit import WebVisitTool
+
+    _run_search(WebVisitTool.spec.name, {"urls": urls}, config, set_, [])
 
 
 tools_app.add_typer(search_app, name="search")

@@ -30,7 +30,7 @@ def highlight_css() -> str:
 
 def code_block(tool_name: str | None, arguments: dict[str, Any], raw_arguments: str | None) -> Markup:
     """A tool call as highlighted source: Python for `code`, JSON for every other tool."""
-    if tool_name == "code" and isinstance(arguments.get("code"), str):
+    if isinstance(arguments.get("code"), str):  # any tool whose argument is code
         return Markup(highlight(arguments["code"], PythonLexer(), _formatter()))
     text = json.dumps(arguments, indent=2, ensure_ascii=False) if arguments else (raw_arguments or "")
     return Markup(highlight(text, JsonLexer(), _formatter()))

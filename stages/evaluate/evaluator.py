@@ -31,9 +31,10 @@ from pipeline.config import Config
 from pipeline.schema import Step, Task, Trajectory, stable_hash, to_table, trajectory_id_for
 from pipeline.store import RunStore
 from pipeline.teacher import TeacherClient
+from pipeline.tool_spec import ToolTable
 from stages.evaluate.benchmarks import BadRow, EvalItem
 from stages.synth import Executor, executor_prompt
-from stages.tools.registry import run_tools
+from stages.tools.registry import run_tools, tool_table
 
 STAGE = "eval"
 #: Per-item columns beside the trajectory schema.
@@ -110,9 +111,11 @@ def failed_turn(traj: Trajectory) -> None:
     )
 
 
-def eval_ids(task: Task, model: str, protocol: str, rollouts: int) -> dict[int, str]:
+def eval_ids(
+    task: Task, model: str, protocol: str, rollouts: int, tools: ToolTable | None = None
+) -> dict[int, str]:
     """Rollout -> trajectory id (task + rollout + model + prompt: what resume checks)."""
-    prompt_id = executor_prompt(task.mode, protocol).id  # type: ignore[arg-type]
+    prompt_id = executor_prompt(task.mode, protocol, tools).id  # type: ignore[arg-type]
     return {r: trajectory_id_for(task.task_id, r, model, prompt_id) for r in range(rollouts)}
 
 
@@ -188,6 +191,7 @@ class Evaluator:
             synth=self.cfg.synth,
             teacher_cfg=self.cfg.teacher,
             work_root=self.store.root / "cache" / "work" / f"eval-{os.getpid()}",
+            tool_table=tool_table(self.cfg.tools),
         )
         slots = asyncio.Semaphore(max(1, in_flight))
         pending: set[asyncio.Task[None]] = set()
@@ -210,7 +214,9 @@ class Evaluator:
                 self.log.warning("eval item %s skipped: %s", item.item_id, exc)
                 return
             self._tools_for(task.mode)
-            ids = eval_ids(task, self.cfg.teacher.model, self.cfg.teacher.tool_protocol, rollouts)
+            ids = eval_ids(
+                task, self.cfg.teacher.model, self.cfg.teacher.tool_protocol, rollouts, tool_table(self.cfg.tools)
+            )
             todo = [r for r, tid in ids.items() if tid not in written]
             result.already += len(ids) - len(todo)
             await asyncio.gather(*(one(task, item, r) for r in todo))

@@ -46,15 +46,10 @@ IMAGE_TOKEN = IMAGE_MARKER
 #: A literal placeholder inside text is neutralised so placeholders and images always pair up.
 ESCAPED_IMAGE_TOKEN = "&lt;image&gt;"
 SUBSETS = ("deepresearch", "general", "plan")
-SYSTEM_PROMPT_NAMES = {
-    "deepresearch": "executor_deepresearch",
-    "general": "executor_general",
-    "plan": "planner",
-}
 ExportFormat = Literal["llamafactory", "ms-swift"]
 FORMATS: tuple[str, ...] = ("llamafactory", "ms-swift")
 FlatMessage = dict[str, str]
-_PROMPT_ID_RE = re.compile(r"(?P<name>[a-z0-9_]+)\.(?P<version>v\d+)")
+_PROMPT_ID_RE = re.compile(r"(?P<name>[a-z0-9_]+)\.(?P<version>v\d+|h[0-9a-f]{12})")
 
 
 # ------------------------------------------------------------------------------ conversation
@@ -62,16 +57,14 @@ _PROMPT_ID_RE = re.compile(r"(?P<name>[a-z0-9_]+)\.(?P<version>v\d+)")
 
 def system_prompt(trajectory: Trajectory) -> str:
     """The mode's system prompt, at the version the trajectory names when it names one."""
-    from prompts import load_prompt
+    from stages.synth import PROMPT_FOR_MODE
+    from stages.synth import system_prompt as mode_prompt
 
-    name = SYSTEM_PROMPT_NAMES[trajectory.mode]
+    name = PROMPT_FOR_MODE[trajectory.mode]
     for match in _PROMPT_ID_RE.finditer(trajectory.prompt_version or ""):
         if match["name"] == name:
-            try:
-                return load_prompt(name, match["version"]).text
-            except KeyError:
-                break
-    return load_prompt(name).text
+            return mode_prompt(trajectory.mode, match["version"]).text
+    return mode_prompt(trajectory.mode).text
 
 
 def conversation(trajectory: Trajectory, observation_role: ObservationRole = "user") -> list[Message]:

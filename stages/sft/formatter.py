@@ -27,7 +27,6 @@ from pipeline.store import RunStore
 
 IGNORE = -100
 ASSISTANT_HEADER = "assistant\n"
-PROMPT_FOR_MODE = {"deepresearch": "executor_deepresearch", "general": "executor_general", "plan": "planner"}
 
 SAMPLE_ARROW = pa.schema(
     [
@@ -95,9 +94,9 @@ class Drop:
 
 def system_prompt(mode: str) -> str:
     """The mode's system prompt (the same prompt the executor or planner ran with)."""
-    from prompts import load_prompt
+    from stages.synth import system_prompt as mode_prompt
 
-    return load_prompt(PROMPT_FOR_MODE.get(mode, "executor_deepresearch")).text
+    return mode_prompt(mode).text
 
 
 class Formatter:

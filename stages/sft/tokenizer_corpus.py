@@ -55,23 +55,20 @@ SAMPLE_TURNS = (
 
 
 def _prompt_texts() -> list[str]:
-    """Every prompt template shipped in `prompts/` (sorted, so the corpus order is fixed)."""
+    """Every prompt template shipped in `prompts/` (sorted, so the corpus order is fixed), with
+    its tool lists filled from the built-in tools, as a teacher sees it."""
+    from stages.synth import fill_shipped
+
     folder = resources.files("prompts")
     names = sorted(entry.name for entry in folder.iterdir() if entry.name.endswith(".txt"))
-    return [folder.joinpath(name).read_text(encoding="utf-8") for name in names]
+    return [fill_shipped(folder.joinpath(name).read_text(encoding="utf-8"), "_native" in name) for name in names]
 
 
 def _tool_texts() -> list[str]:
     """Each tool's name, description and parameter schema as the model sees them."""
-    from stages.tools.code.code_tool import CodeTool
-    from stages.tools.search.search_tools import ImageSearchTool, TextSearchTool
-    from stages.tools.visit.web_visit import WebVisitTool
+    from stages.tools.registry import tool_table
 
-    texts = []
-    for tool in (CodeTool, ImageSearchTool, TextSearchTool, WebVisitTool):
-        schema = {"name": tool.name, "description": tool.description, "parameters": tool.parameters}
-        texts.append(json.dumps({"type": "function", "function": schema}))
-    return texts
+    return [json.dumps({"type": "function", "function": spec.function_schema()}) for spec in tool_table()]
 
 
 def tokenizer_corpus() -> list[str]:

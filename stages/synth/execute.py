@@ -35,7 +35,6 @@ from pipeline.chat import (
     image_refs,
     observation_message,
     prompt_messages,
-    question_text,
     to_openai_messages,
 )
 from pipeline.config import SynthConfig, TeacherConfig
@@ -44,20 +43,10 @@ from pipeline.plan_format import render_plan
 from pipeline.schema import Plan, Step, Task, Trajectory, canonical_json
 from pipeline.store import RunStore
 from pipeline.teacher import TeacherClient, TeacherError, TeacherReply, refusal_of
-from prompts import Prompt, load_prompt
+from pipeline.tool_spec import ToolTable
+from prompts import Prompt
+from stages.synth.system_prompts import executor_prompt
 from stages.tools.base import Tool, ToolContext
-
-EXECUTOR_PROMPTS = {"deepresearch": "executor_deepresearch", "general": "executor_general"}
-
-
-def executor_prompt(mode: str, protocol: ToolProtocol = "text") -> Prompt:
-    """The system prompt of an executor mode (its id is the trajectory's prompt_version).
-
-    Native tool calling has its own prompts (the tools travel as function schemas); training
-    text is always R1V4 text under the text prompt, whatever protocol the teacher used.
-    """
-    name = EXECUTOR_PROMPTS.get(mode, EXECUTOR_PROMPTS["deepresearch"])
-    return load_prompt(f"{name}_native" if protocol == "native" else name)
 
 
 def reask_text(problem: str, protocol: ToolProtocol) -> str:
@@ -70,14 +59,6 @@ def reask_text(problem: str, protocol: ToolProtocol) -> str:
             "</tool_call> or <answer>...</answer>, and nothing else"
         )
     return f"Your last reply could not be used: {problem}. Reply again: {form}."
-
-
-def user_text(task: Task, plan: Plan | None) -> str:
-    """The first user turn's text: the question verbatim, the image names, then the plan."""
-    parts = [question_text(task.question, len(task.images))]
-    if plan is not None and plan.valid and plan.steps:
-        parts.append("Plan:\n" + render_plan(plan.steps))
-    return "\n\n".join(parts)
 
 
 class PlanTracker:
@@ -151,6 +132,7 @@ class Executor:
     synth: SynthConfig
     teacher_cfg: TeacherConfig
     work_root: Path
+    tool_table: ToolTable | None = None  # the tools the prompts list (default: the built-in ones)
     stats: ExecStats = field(default_factory=ExecStats)
     # images encoded once per worker, not per rollout; it counts every encoding (and its CPU)
     # by this worker's encoders, the planner's included
@@ -174,7 +156,7 @@ class Executor:
 
     async def run(self, task: Task, rollout: int, plan: Plan | None) -> Trajectory:
         """One rollout, start to finish; never raises for the rollout's own trouble."""
-        prompt = executor_prompt(task.mode, self.protocol)
+        prompt = executor_prompt(task.mode, self.protocol, self.tool_table)
         traj = Trajectory(
             task_id=task.task_id,
             rollout=rollout,
@@ -225,7 +207,8 @@ class Executor:
         )
         for tool in tools.values():  # e.g. the code tool's fast input copies, hidden by turn one
             tool.warm(ctx)
-        messages: list[Message] = prompt_messages(prompt.text, user_text(task, plan), list(task.images))
+        plan_text = render_plan(plan.steps) if plan is not None and plan.valid and plan.steps else None
+        messages: list[Message] = prompt_messages(prompt.text, task.question, list(task.images), plan_text)
         encoder = self.encoder()
         tracker = PlanTracker(plan)
         request = self.rollout_request(traj.rollout, traj.trajectory_id)

@@ -10,26 +10,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.chat import ImageEncoder, Message, prompt_messages, question_text, to_openai_messages
+from pipeline.chat import ImageEncoder, Message, prompt_messages, to_openai_messages
 from pipeline.plan_format import parse_plan, read_plan
-from pipeline.schema import EXECUTOR_TOOLS, Plan, Task
+from pipeline.schema import Plan, Task
 from pipeline.teacher import TeacherClient, TeacherError
-from prompts import load_prompt
-
-PLANNER = "planner"
-
-
-def plan_tools(task: Task) -> tuple[str, ...]:
-    """Planner tool names allowed for a task's mode (General mode has only code)."""
-    if task.mode == "general":
-        return ("code", "none")
-    return (*EXECUTOR_TOOLS, "none")
+from pipeline.tool_spec import ToolTable
+from stages.synth.system_prompts import planner_prompt
+from stages.tools.registry import tool_table
 
 
-def planner_messages(task: Task) -> list[Message]:
+def planner_messages(task: Task, tools: ToolTable | None = None) -> list[Message]:
     """System (planner prompt) + the task's images and question, verbatim."""
-    prompt = load_prompt(PLANNER)
-    return prompt_messages(prompt.text, question_text(task.question, len(task.images)), list(task.images))
+    prompt = planner_prompt(tools)
+    return prompt_messages(prompt.text, task.question, list(task.images))
 
 
 def _retry_message(errors: list[str]) -> Message:
@@ -48,10 +41,13 @@ async def make_plan(
     *,
     retries: int,
     request: dict[str, Any] | None = None,
+    tools: ToolTable | None = None,
 ) -> Plan:
-    """Ask the teacher for a plan, validating and retrying; always returns a Plan record."""
-    prompt = load_prompt(PLANNER)
-    messages = planner_messages(task)
+    """Ask the teacher for a plan, validating and retrying (against the plannable tools of the
+    task's mode); always returns a Plan record."""
+    prompt = planner_prompt(tools)
+    table = tools or tool_table()
+    messages = planner_messages(task, tools)
     await encoder.prepare(messages)
     errors: list[str] = []
     text = ""
@@ -64,7 +60,7 @@ async def make_plan(
             break
         # a reasoning planner may leave the array in its reasoning when the content is empty
         text = reply.text if reply.text.strip() else reply.reasoning
-        steps, errors = parse_plan(text, tools=plan_tools(task))
+        steps, errors = parse_plan(text, table, mode=task.mode)
         if not errors:
             return Plan(
                 task_id=task.task_id,

@@ -33,14 +33,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import prompts
 from pipeline.config import Config, apply_prompts
 from pipeline.logs import item_logger
 from pipeline.schema import Plan, Task, Trajectory, trajectory_id_for
 from pipeline.store import RunStore
 from pipeline.teacher import TeacherClient
-from stages.synth.execute import Executor, executor_prompt
+from stages.synth.execute import Executor
 from stages.synth.plan import make_plan
-from stages.tools.registry import run_tools
+from stages.synth.system_prompts import executor_prompt, planner_prompt
+from stages.tools.registry import run_tools, tool_table
 
 log = logging.getLogger("trajforge.synth")
 
@@ -64,10 +66,22 @@ class WorkItem:
 
 def trajectory_ids(task: Task, cfg: Config) -> dict[int, str]:
     """Rollout index -> the trajectory id that rollout gets (what resume checks)."""
-    prompt_id = executor_prompt(task.mode, cfg.teacher.tool_protocol).id
+    prompt_id = executor_prompt(task.mode, cfg.teacher.tool_protocol, tool_table(cfg.tools)).id
     return {
         r: trajectory_id_for(task.task_id, r, cfg.teacher.model, prompt_id) for r in range(cfg.synth.rollouts)
     }
+
+
+def record_tools(cfg: Config, store: RunStore) -> None:
+    """Save the tool table this run offers (`RUN/tools.json`, what the filter judges calls
+    against) and every prompt it fills with tools other than the built-in ones."""
+    table = tool_table(cfg.tools)
+    table.save(store.tools_path)
+    for mode in ("deepresearch", "general"):
+        for protocol in {"text", cfg.teacher.tool_protocol}:
+            executor_prompt(mode, protocol, table)  # type: ignore[arg-type]
+    planner_prompt(table)
+    prompts.save_used(store.root / "prompts")
 
 
 def pending_work(cfg: Config, store: RunStore) -> tuple[Iterator[WorkItem], int, int]:
@@ -156,6 +170,7 @@ class SynthWorker:
             synth=self.cfg.synth,
             teacher_cfg=self.cfg.teacher,
             work_root=work_root,
+            tool_table=tool_table(self.cfg.tools),
         )
         self._write_lock = asyncio.Lock()
         self._slots = asyncio.Semaphore(max(1, self.cfg.synth.in_flight))
@@ -172,7 +187,9 @@ class SynthWorker:
                     await spare.aclose()
         if plan is None and self.cfg.synth.plan:
             encoder = self._executor.encoder()
-            plan = await make_plan(task, self._teacher, encoder, retries=self.cfg.synth.plan_retries)
+            plan = await make_plan(
+                task, self._teacher, encoder, retries=self.cfg.synth.plan_retries, tools=self._executor.tool_table
+            )
             self._plans.append(plan)
             if not plan.valid:
                 self.log.warning(
@@ -484,6 +501,7 @@ def run_synth(
     """Run every pending (task, rollout); returns the summary (also saved in report.json)."""
     with RunLock(store.root), _Stop() as stop:
         store.clear_temporaries()  # half-written shards of a killed run (never complete ones)
+        record_tools(cfg, store)
         items, todo, done = pending_work(cfg, store)
         meter = Progress(todo, done, enabled=progress)
         try:

@@ -14,7 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.config import ToolsConfig
 from pipeline.schema import Observation
+from pipeline.tool_spec import ToolSpec
+from stages.tools.cache import ToolCache
+
+CACHE_FILE = "tools_cache.sqlite"
 
 
 @dataclass
@@ -38,16 +43,43 @@ class ToolContext:
         return name
 
 
-class Tool(ABC):
-    """Base class: subclasses set `name`, `description`, `parameters` and implement `_run`."""
+@dataclass(frozen=True)
+class ToolEnv:
+    """What a run gives its tools to be built with: the local corpus, the cache folder."""
 
+    corpus_dir: Path | None
+    cache_dir: Path
+
+    def cache(self, enabled: bool) -> ToolCache:
+        """A tool's own handle on the run's shared SQLite result cache (hit counts per tool)."""
+        return ToolCache(self.cache_dir / CACHE_FILE, enabled=enabled)
+
+
+class Tool(ABC):
+    """Base class: a subclass declares its `spec` (name, modes, schema, how prompts and plans
+    show it), builds itself from the config in `create`, and implements `_run`."""
+
+    spec: ToolSpec
     name: str = ""
     description: str = ""
     parameters: dict[str, Any] = {}
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        spec = cls.__dict__.get("spec")
+        if spec is not None:  # the declaration is the one source of the name and schema
+            cls.name, cls.description, cls.parameters = spec.name, spec.description, dict(spec.parameters)
+        elif cls.__dict__.get("name"):  # a bare tool (a test double): its spec from what it says
+            cls.spec = ToolSpec(cls.name, description=cls.description, parameters=dict(cls.parameters))
+
+    @classmethod
+    def create(cls, cfg: ToolsConfig, env: ToolEnv) -> Tool:
+        """The tool as a run's config sets it up (a tool the registry builds must define it)."""
+        raise NotImplementedError(f"{cls.__name__} must define `create(cfg, env)` to be built from a config")
+
     def schema(self) -> dict[str, Any]:
-        """OpenAI-style function schema (also what the system prompt lists)."""
-        return {"name": self.name, "description": self.description, "parameters": self.parameters}
+        """OpenAI-style function schema (what native tool calling sends)."""
+        return self.spec.function_schema()
 
     async def run(self, arguments: dict[str, Any], ctx: ToolContext) -> Observation:
         """Run the tool; any exception becomes an error observation with the latency measured."""

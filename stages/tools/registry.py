@@ -1,70 +1,63 @@
-"""Build the tool set for a mode from the config; close it when the run ends.
+"""The tools trajforge offers, one line each, and the run's tool set built from the config.
 
-DeepResearch mode gets R1V4's four executor tools, General mode only `code`. Each tool has its
-own handle on the shared SQLite cache under `cache_dir`, so hit counts are per tool.
+Each tool declares itself once (`Tool.spec`: name, modes, JSON schema, how prompts and plans
+show it); everything else derives from the table built here: the prompts' tool lists, the
+native function schemas, the plan format, the format check (through the run's `tools.json`).
+Adding a tool is its module plus one line in `BUILTIN_TOOLS`, or, from outside trajforge, one
+line in the config: `tools.extra: ["my_package.my_tool:MyTool"]`.
 """
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 from pipeline.config import Config, ToolsConfig
-from stages.tools.base import Tool
-from stages.tools.cache import ToolCache
+from pipeline.tool_spec import ToolSpec, ToolTable
+from stages.tools.base import CACHE_FILE, Tool, ToolEnv
 from stages.tools.code.code_tool import CodeTool
+from stages.tools.search.search_tools import ImageSearchTool, TextSearchTool
+from stages.tools.visit.web_visit import WebVisitTool
 
-CACHE_FILE = "tools_cache.sqlite"
+__all__ = ["BUILTIN_TOOLS", "CACHE_FILE", "build_tools", "close_tools", "run_tools", "tool_classes", "tool_table"]
 
-
-def _corpus(cfg: ToolsConfig, corpus_dir: Path | None) -> Path:
-    chosen = Path(cfg.search.corpus_dir) if cfg.search.corpus_dir else corpus_dir
-    if chosen is None:
-        raise ValueError("local search needs a corpus: set tools.search.corpus_dir or build the world")
-    return chosen
-
-
-def build_text_backend(cfg: ToolsConfig, corpus_dir: Path | None):
-    from stages.tools.search import search_tools as search
-
-    backend = cfg.search.text_backend
-    if backend == "ddgs":
-        return search.DdgsText()
-    if backend == "serper":
-        return search.SerperText(search.SerperClient(cfg.search.serper_key_env))
-    index_dir = Path(cfg.search.index_dir) if cfg.search.index_dir else None
-    return search.LocalText(_corpus(cfg, corpus_dir), index_dir)
+#: R1V4's executor tools, in the order the prompts list them.
+BUILTIN_TOOLS: tuple[type[Tool], ...] = (
+    CodeTool,
+    ImageSearchTool,
+    TextSearchTool,
+    WebVisitTool,
+)
 
 
-def build_image_backend(cfg: ToolsConfig, corpus_dir: Path | None, cache_dir: Path):
-    from stages.tools.search import search_tools as search
+def _load(reference: str) -> type[Tool]:
+    """`package.module:Class` -> the class, with an error that says what to fix."""
+    module_name, _, class_name = reference.partition(":")
+    try:
+        found = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ValueError(f"tools.extra: cannot load {reference!r} ({exc}); write it as 'package.module:Class'") from exc
+    if not (isinstance(found, type) and issubclass(found, Tool) and isinstance(getattr(found, "spec", None), ToolSpec)):
+        raise ValueError(f"tools.extra: {reference!r} is not a trajforge Tool subclass with a `spec`")
+    return found
 
-    if cfg.search.image_backend == "serper":
-        client = search.SerperClient(cfg.search.serper_key_env)
-        return search.SerperLens(client, cfg.search.public_image_base_url, cache_dir / "public_images")
-    index_dir = Path(cfg.search.index_dir) if cfg.search.index_dir else None
-    return search.LocalImages(_corpus(cfg, corpus_dir), index_dir)
+
+def tool_classes(cfg: ToolsConfig | None = None) -> tuple[type[Tool], ...]:
+    """The built-in tools, then the config's `tools.extra`."""
+    return BUILTIN_TOOLS + tuple(_load(ref) for ref in (cfg.extra if cfg is not None else []))
+
+
+def tool_table(cfg: ToolsConfig | None = None) -> ToolTable:
+    """Every declared tool (all modes): what prompts, plans and the filters derive from."""
+    return ToolTable.of(cls.spec for cls in tool_classes(cfg))
 
 
 def build_tools(cfg: ToolsConfig, mode: str, *, corpus_dir: Path | None, cache_dir: Path) -> dict[str, Tool]:
-    """name -> tool for `mode` ("deepresearch": all four; "general": code only)."""
+    """name -> tool for `mode`, in prompt order ("general" offers `code` only)."""
     if mode not in ("deepresearch", "general"):
         raise ValueError(f"unknown tool mode {mode!r}; use 'deepresearch' or 'general'")
-    tools: dict[str, Tool] = {"code": CodeTool(cfg.code)}
-    if mode == "general":
-        return tools
-    from stages.tools.search.search_tools import ImageSearchTool, TextSearchTool
-    from stages.tools.visit.web_visit import WebVisitTool
-
-    def cache(enabled: bool) -> ToolCache:
-        return ToolCache(cache_dir / CACHE_FILE, enabled=enabled)
-
-    top_k = cfg.search.top_k
-    tools["image_search"] = ImageSearchTool(
-        build_image_backend(cfg, corpus_dir, cache_dir), cache(cfg.search.cache), top_k
-    )
-    tools["text_search"] = TextSearchTool(build_text_backend(cfg, corpus_dir), cache(cfg.search.cache), top_k)
-    tools["web_visit"] = WebVisitTool(cfg.visit, cache(cfg.visit.cache))
-    return tools
+    env = ToolEnv(corpus_dir=corpus_dir, cache_dir=cache_dir)
+    return {cls.spec.name: cls.create(cfg, env) for cls in tool_classes(cfg) if mode in cls.spec.modes}
 
 
 def run_tools(cfg: Config, mode: str, run_dir: Path) -> dict[str, Tool]:

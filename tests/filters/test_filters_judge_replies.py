@@ -18,6 +18,7 @@ from filters.run_checks import run_filter
 from pipeline.config import FilterConfig, TeacherConfig
 from pipeline.schema import Step, Trajectory
 from pipeline.store import RunStore
+from stages.tools.registry import tool_table
 from tests.fake_openai import Fault, completion
 
 PAYLOAD = {"question": "Who?", "gold_answer": "New York City", "aliases": [], "predicted": "NYC"}
@@ -219,7 +220,7 @@ def test_filter_run_counts_unknowns_and_applies_the_policy(fake_teacher, tmp_pat
         best_per_task=2,
     )
     judge = build_judge("custom", TeacherConfig(max_retries=0), cfg, cache_dir=store.root / "cache")
-    outcome = run_filter(store, cfg, judge=judge, progress=False)
+    outcome = run_filter(store, cfg, judge=judge, progress=False, tools=tool_table())
     rows = {r["task_id"]: r for r in outcome.rows}
     counts = outcome.report["judge_verdicts"]
     assert counts["unknown"] == 2 and counts["unknown_by_kind"] == {"step": 2}

@@ -17,6 +17,7 @@ from pipeline.config import FilterConfig, TeacherConfig
 from pipeline.schema import Step, Trajectory
 from pipeline.store import RunStore
 from prompts import load_prompt
+from stages.tools.registry import tool_table
 
 
 def judge_kind(system: str) -> str:
@@ -189,7 +190,7 @@ def test_judges_rescue_paraphrases_and_catch_unsupported_claims(tmp_path: Path, 
         judge = build_judge(
             "custom", TeacherConfig(), cfg, cache_dir=store.root / "cache" / "judge", store=store
         )
-        outcome = run_filter(store, cfg, judge=judge, progress=False)
+        outcome = run_filter(store, cfg, judge=judge, progress=False, tools=tool_table())
         return {r["task_id"]: r for r in outcome.rows}
 
     rows = run()

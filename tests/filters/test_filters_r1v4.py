@@ -19,6 +19,9 @@ from pipeline.images import to_data_uri
 from pipeline.plan_format import validate_plan
 from pipeline.schema import Trajectory
 from pipeline.store import RunStore
+from stages.tools.registry import tool_table
+
+TOOLS = tool_table()  # what the checks judge calls against
 
 SCENE = 320
 
@@ -218,7 +221,7 @@ def test_kept_set_holds_clean_trajectories_and_valid_plan_samples(filtered: tupl
     assert {p.trajectory_id for p in plans}.isdisjoint({t.trajectory_id for t in executors})
     for plan in plans:
         assert plan.category == "plan" and len(plan.steps) == 1 and plan.steps[0].action == "answer"
-        steps, errors = validate_plan(json.loads(plan.steps[0].answer or ""))
+        steps, errors = validate_plan(json.loads(plan.steps[0].answer or ""), TOOLS)
         assert errors == []
         assert steps[-1].tool_name == "none"
         assert [s.tool_name for s in steps[:-1]] in (["code", "text_search"], ["code", "code", "text_search"])

@@ -20,6 +20,9 @@ from filters.plan_alignment import PlanAlignmentCheck
 from pipeline.config import FilterConfig
 from pipeline.schema import Step, Trajectory
 from pipeline.store import RunStore
+from stages.tools.registry import tool_table
+
+TOOLS = tool_table()  # what the checks judge calls against
 
 
 def call(
@@ -104,15 +107,15 @@ def test_answers_match(pred: str, gold: str, aliases: list[str], expected: bool)
 
 def test_answer_without_gold_is_kept_unless_required() -> None:
     t = traj([answer(0, "x")])
-    assert AnswerCheck().run(t, CheckContext()).keep
-    assert not AnswerCheck().run(t, CheckContext(config=FilterConfig(require_gold=True))).keep
+    assert AnswerCheck().run(t, CheckContext(tools=TOOLS)).keep
+    assert not AnswerCheck().run(t, CheckContext(tools=TOOLS, config=FilterConfig(require_gold=True))).keep
 
 
 def test_last_thought_contradicting_answer_is_dropped() -> None:
     bad = traj([answer(0, "Arlo Quen", think="So the final answer is Velmora Dynamics.")])
     good = traj([answer(0, "Velmora Dynamics", think="The answer is Velmora Dynamics, per the page.")])
     silent = traj([answer(0, "Arlo Quen", think="I have enough evidence.")])
-    ctx = CheckContext()
+    ctx = CheckContext(tools=TOOLS)
     assert not FinalAnswerCheck().run(bad, ctx).keep
     assert FinalAnswerCheck().run(good, ctx).keep
     assert FinalAnswerCheck().run(silent, ctx).keep
@@ -156,7 +159,7 @@ def test_plan_alignment_with_annotations() -> None:
         ],
         plan=PLAN,
     )
-    ctx = CheckContext()
+    ctx = CheckContext(tools=TOOLS)
     check = PlanAlignmentCheck()
     assert check.run(full, ctx).keep and check.run(full, ctx).score == 1.0
     verdict = check.run(skipped, ctx)
@@ -169,7 +172,7 @@ def test_plan_alignment_without_annotations_uses_tool_order() -> None:
     t = traj(
         [call(0, "code", {"code": "x"}), call(1, "web_visit", {"urls": ["u"]}), answer(2, "A")], plan=PLAN
     )
-    verdict = PlanAlignmentCheck().run(t, CheckContext())
+    verdict = PlanAlignmentCheck().run(t, CheckContext(tools=TOOLS))
     assert not verdict.keep and "image_search" in verdict.reason
 
 
@@ -188,7 +191,7 @@ CROP = "from PIL import Image\nim = Image.open('/input/image_0.png')\nim.crop(({
 
 def test_blank_crop_followed_by_a_claim_is_dropped_but_an_admitted_miss_is_kept(tmp_path: Path) -> None:
     store, scene, good, blank = _store_with_scene(tmp_path)
-    ctx = CheckContext(store=store)
+    ctx = CheckContext(tools=TOOLS, store=store)
     code = {"code": CROP.format(100, 100, 200, 200)}
     claim = traj(
         [call(0, "code", code, images=[blank]), answer(1, "A", think="The label clearly reads Quill.")],
@@ -213,7 +216,7 @@ def test_blank_crop_followed_by_a_claim_is_dropped_but_an_admitted_miss_is_kept(
 
 def test_crop_missing_gold_region_or_outside_the_image(tmp_path: Path) -> None:
     store, scene, good, _ = _store_with_scene(tmp_path)
-    ctx = CheckContext(store=store)
+    ctx = CheckContext(tools=TOOLS, store=store)
     gold = [300.0, 300.0, 380.0, 380.0]
     miss = traj(
         [
@@ -270,7 +273,7 @@ def test_grounding_rules() -> None:
             answer(1, "A", think="The page confirms it."),
         ]
     )
-    ctx = CheckContext()
+    ctx = CheckContext(tools=TOOLS)
     check = GroundingCheck()
     assert check.run(supported, ctx).keep
     assert "Arlo Quen Labs" in check.run(made_up, ctx).reason
@@ -297,8 +300,8 @@ def test_shifted_same_size_retries_after_a_miss_are_a_recrop_loop() -> None:
         ]
         + [answer(3, "A")]
     )
-    assert "re-cropping" in RedundancyCheck().run(loop, CheckContext()).reason
-    assert RedundancyCheck().run(tour, CheckContext()).keep
+    assert "re-cropping" in RedundancyCheck().run(loop, CheckContext(tools=TOOLS)).reason
+    assert RedundancyCheck().run(tour, CheckContext(tools=TOOLS)).keep
 
 
 def test_a_figure_the_thought_attributes_to_an_observation_must_have_appeared() -> None:
@@ -306,7 +309,7 @@ def test_a_figure_the_thought_attributes_to_an_observation_must_have_appeared() 
     visit = call(0, "web_visit", {"urls": ["u"]}, obs=obs)
 
     def verdict(think: str):
-        return GroundingCheck().run(traj([visit, answer(1, "A", think=think)]), CheckContext())
+        return GroundingCheck().run(traj([visit, answer(1, "A", think=think)]), CheckContext(tools=TOOLS))
 
     assert verdict("The page states the employees: 2362, founded 1786.").keep
     made_up = verdict("The observation also confirms that this entry was last revised in 1979.")
@@ -326,7 +329,7 @@ def test_text_read_off_a_produced_image_is_left_to_the_image_checks(tmp_path: Pa
     after_search = traj(
         [call(0, "text_search", {"queries": ["q"]}, obs="1. Elm Road"), answer(1, "A", think=think)]
     )
-    ctx = CheckContext(store=store)
+    ctx = CheckContext(tools=TOOLS, store=store)
     assert GroundingCheck().run(after_crop, ctx).keep
     assert "Main Street" in GroundingCheck().run(after_search, ctx).reason
 
@@ -337,7 +340,7 @@ def test_a_format_error_is_reported_once_under_its_step() -> None:
     error = "turn 0: bad tool_call JSON (Expecting property name at char 75)"
     broken = Step(index=0, think="Crop it.", action="invalid", format_errors=[error])
     t = traj([broken, answer(1, "A")], format_errors=[f"step 0: {error}"])
-    reason = FormatCheck().run(t, CheckContext()).reason
+    reason = FormatCheck().run(t, CheckContext(tools=TOOLS)).reason
     assert reason.count("bad tool_call JSON") == 1
     assert reason.startswith("step 0: bad tool_call JSON") and "turn 0" not in reason
 
@@ -356,12 +359,12 @@ def test_repaired_turns_are_kept_up_to_max_repairs_and_unreadable_ones_dropped()
         )
 
     repaired = traj([call(0, ["json_fence"]), call(1, ["trailing_comma"]), answer(2, "A")])
-    verdict = FormatCheck().run(repaired, CheckContext(config=FilterConfig(max_repairs=2)))
+    verdict = FormatCheck().run(repaired, CheckContext(tools=TOOLS, config=FilterConfig(max_repairs=2)))
     assert verdict.keep and verdict.steps[0].reason == "repaired: json_fence"
-    strict = FormatCheck().run(repaired, CheckContext(config=FilterConfig(max_repairs=1)))
+    strict = FormatCheck().run(repaired, CheckContext(tools=TOOLS, config=FilterConfig(max_repairs=1)))
     assert not strict.keep and "2 repaired turns (more than filter.max_repairs=1)" in strict.reason
     unreadable = Step(
         index=0, think="", action="invalid", format_errors=["turn 0: no <tool_call> or <answer> found"]
     )
-    dropped = FormatCheck().run(traj([unreadable, answer(1, "A")]), CheckContext())
+    dropped = FormatCheck().run(traj([unreadable, answer(1, "A")]), CheckContext(tools=TOOLS))
     assert not dropped.keep and "no <tool_call> or <answer> found" in dropped.reason

@@ -13,6 +13,9 @@ from filters.plan_samples import plan_sample
 from filters.select import Candidate, best_per_task, cap_with_quotas
 from pipeline.plan_format import validate_plan
 from pipeline.schema import Step, Trajectory
+from stages.tools.registry import tool_table
+
+TOOLS = tool_table()  # what the checks judge calls against
 
 
 def cand(tid: str, task: str, category: str = "search", score: float = 1.0, calls: int = 2) -> Candidate:
@@ -132,10 +135,10 @@ def test_plan_sample_uses_placeholders_and_validates() -> None:
         ],
         final_answer="Arlo Quen",
     )
-    sample, why = plan_sample(t)
+    sample, why = plan_sample(t, TOOLS)
     assert sample is not None, why
     assert sample.mode == "plan" and sample.category == "plan" and sample.trajectory_id != t.trajectory_id
-    steps, errors = validate_plan(json.loads(sample.steps[0].answer))
+    steps, errors = validate_plan(json.loads(sample.steps[0].answer), TOOLS)
     assert errors == []
     assert steps[1].parameters == {"image_path": "[Image produced in Step 1]"}
     assert steps[2].parameters == {"query": "[Entity identified in Step 2] founder"}
@@ -157,7 +160,7 @@ def test_plan_sample_refuses_too_long_trajectories() -> None:
         )
         for i in range(10)
     ] + [Step(index=10, think="t", action="answer", answer="x")]
-    sample, why = plan_sample(Trajectory(task_id="t", question="q", steps=steps, final_answer="x"))
+    sample, why = plan_sample(Trajectory(task_id="t", question="q", steps=steps, final_answer="x"), TOOLS)
     assert sample is None and "exceed" in why
 
 

@@ -63,13 +63,12 @@ def test_training_prompt_is_the_inference_prompt() -> None:
     a student trained without `Images: image_0.png` never saw the names its thinking uses."""
     from pipeline.chat import prompt_messages
     from pipeline.schema import Task
-    from stages.synth.execute import user_text
     from stages.synth.plan import planner_messages
 
     trajectory = make()
     trajectory.images = ["img0", "img1"]
     task = Task(question=trajectory.question, images=trajectory.images, source="test")
     trained = trajectory_messages(trajectory, "S")[1]
-    assert trained == prompt_messages("S", user_text(task, None), task.images)[1]
+    assert trained == prompt_messages("S", task.question, task.images)[1]
     assert trained == planner_messages(task)[1]
     assert trained["content"][-1]["text"].endswith("Images: image_0.png, image_1.png")

@@ -9,6 +9,9 @@ from hypothesis import strategies as st
 
 from pipeline.plan_format import parse_plan, placeholders, read_plan, render_plan, validate_plan
 from pipeline.schema import PlanStep
+from stages.tools.registry import tool_table
+
+TOOLS = tool_table()
 
 
 def step(description: str, tool: str, **parameters: str) -> dict:
@@ -28,38 +31,38 @@ GOOD = [
 
 
 def test_valid_plan_round_trips_through_render() -> None:
-    steps, errors = validate_plan(GOOD)
+    steps, errors = validate_plan(GOOD, TOOLS)
     assert errors == []
-    again, errors = parse_plan("Here is the plan:\n```json\n" + render_plan(steps) + "\n```")
+    again, errors = parse_plan("Here is the plan:\n```json\n" + render_plan(steps) + "\n```", TOOLS)
     assert errors == [] and again == steps
 
 
 def test_placeholder_must_point_to_an_earlier_step() -> None:
     bad = [GOOD[0], step("Use [Result from Step 3]", "text_search", query="[Result from Step 2]"), GOOD[3]]
-    _, errors = validate_plan(bad)
+    _, errors = validate_plan(bad, TOOLS)
     assert any("[Result from Step 3]" in e for e in errors)
     assert any("[Result from Step 2]" in e for e in errors)
     assert placeholders("see [Entity from step 12] and [x]") == [("[Entity from step 12]", 12)]
 
 
 def test_schema_errors_are_reported_not_raised() -> None:
-    assert validate_plan({"steps": []})[1] == ["plan must be a JSON array of steps"]
-    _, errors = validate_plan([GOOD[3]])
+    assert validate_plan({"steps": []}, TOOLS)[1] == ["plan must be a JSON array of steps"]
+    _, errors = validate_plan([GOOD[3]], TOOLS)
     assert any("1 steps" in e for e in errors)
-    _, errors = validate_plan([*GOOD[:3]] * 4)
+    _, errors = validate_plan([*GOOD[:3]] * 4, TOOLS)
     assert any("12 steps" in e for e in errors) and any("last step" in e for e in errors)
-    _, errors = validate_plan([step("x", "browse", url="u"), {"description": "y"}, GOOD[3]])
+    _, errors = validate_plan([step("x", "browse", url="u"), {"description": "y"}, GOOD[3]], TOOLS)
     assert any("'browse'" in e for e in errors) and any("missing" in e for e in errors)
-    _, errors = validate_plan([step("x", "text_search", url="u"), GOOD[3]])
+    _, errors = validate_plan([step("x", "text_search", url="u"), GOOD[3]], TOOLS)
     assert any("text_search takes parameters ['query']" in e for e in errors)
-    assert parse_plan("not json at all")[1][0].startswith("plan is not valid JSON")
-    assert json.loads(render_plan(validate_plan(GOOD)[0]))[1]["parameters"]["query"].startswith("[Person")
+    assert parse_plan("not json at all", TOOLS)[1][0].startswith("plan is not valid JSON")
+    assert json.loads(render_plan(validate_plan(GOOD, TOOLS)[0]))[1]["parameters"]["query"].startswith("[Person")
 
 
 def test_plan_replies_as_real_planners_write_them() -> None:
     """Thinking aloud before the array, a fence, a trailing comma: read (the last plan-like array
     wins, placeholders inside strings never count as arrays); each repair named."""
-    body = render_plan(validate_plan(GOOD)[0])
+    body = render_plan(validate_plan(GOOD, TOOLS)[0])
     with_comma = body[: body.rindex("}")] + "},\n]"
     reply = (
         "The photo shows a person; I need [Person identified in Step 1] first. A draft: [1, 2].\n"
@@ -71,7 +74,7 @@ def test_plan_replies_as_real_planners_write_them() -> None:
     assert read.ok and read.value == GOOD
     assert {"prose_outside_json", "trailing_comma"} <= set(read.repairs)
     assert read_plan(body).repairs == [] and read_plan("```json\n" + body + "\n```").repairs == ["json_fence"]
-    steps, errors = parse_plan(reply)
+    steps, errors = parse_plan(reply, TOOLS)
     assert errors == [] and [s.tool_name for s in steps] == [
         "image_search",
         "text_search",
@@ -88,7 +91,7 @@ def test_numbered_list_plan_is_an_error_that_says_the_format() -> None:
         '2. Search [Person identified in Step 1]: text_search, query = "[Person identified in Step 1] birthplace"\n'
         "3. Verify: none"
     )
-    steps, errors = parse_plan(reply)
+    steps, errors = parse_plan(reply, TOOLS)
     assert steps == [] and len(errors) == 1
     assert (
         "numbered list" in errors[0]

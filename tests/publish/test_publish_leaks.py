@@ -22,7 +22,10 @@ from pipeline.leaks import CHECKOUT, LeakGuard
 from pipeline.schema import Step, Trajectory
 from pipeline.store import RunStore
 from stages.publish.trainer_exports import export_run
+from stages.tools.registry import tool_table
 from tests.publish.publish_helpers import make_run
+
+TOOLS = tool_table()  # what the checks judge calls against
 
 SECRET = "sk-live-7f3a9c2e11b04d5e"
 KEY_VAR = "TRAJFORGE_TEST_SERPER_KEY"
@@ -203,7 +206,7 @@ def test_leak_check_drops_a_thought_that_repeats_a_secret(tmp_path: Path, monkey
     monkeypatch.setenv(KEY_VAR, SECRET)
     cfg = load_config(overrides=[f"tools.search.serper_key_env={KEY_VAR}"])
     store = RunStore(tmp_path / "run")
-    ctx = CheckContext(store=store, leaks=LeakGuard.for_run(store.root, cfg))
+    ctx = CheckContext(tools=TOOLS, store=store, leaks=LeakGuard.for_run(store.root, cfg))
     verdict = LeakCheck().run(leaky(store), ctx)
     assert "leak" in CHECK_NAMES and not verdict.keep
     assert f"think holds secret ${KEY_VAR}" in verdict.reason and SECRET not in verdict.reason

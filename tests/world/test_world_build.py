@@ -14,6 +14,7 @@ from pipeline.images import encode_png, fit_pixels, read_image
 from pipeline.plan_format import parse_plan
 from world import build_world, is_built, load_entities, load_tasks, manifest
 from world.knowledge import Knowledge
+from world.tasks import PLAN_TOOLS
 from world.vision import LEGIBLE_TEXT_PX, MIN_CONTRAST, label_text_height
 
 TEACHER_PIXELS = 1_048_576  # teacher.image_max_pixels default
@@ -77,7 +78,7 @@ def test_tasks_have_gold_answers_plans_and_paths_in_executor_shapes(small_world:
     entities = load_entities(small_world)
     for task in tasks:
         assert task.gold_answer and all(Path(p).is_absolute() and Path(p).is_file() for p in task.images)
-        steps, errors = parse_plan(task.gold_plan or "")
+        steps, errors = parse_plan(task.gold_plan or "", PLAN_TOOLS)
         assert not errors and steps[-1].tool_name == "none"
         path = json.loads(task.gold_path or "[]")
         assert (
@@ -146,7 +147,7 @@ def test_multihop_follows_links_by_url_and_fits_the_planner(small_world: Path) -
     assert max(json.loads(t.meta)["hops"] for t in tasks) == 4
     for task in tasks:
         meta, path = json.loads(task.meta), json.loads(task.gold_path)
-        plan, errors = parse_plan(task.gold_plan)
+        plan, errors = parse_plan(task.gold_plan, PLAN_TOOLS)
         assert not errors and len(plan) == meta["hops"] + 3 <= MAX_STEPS
         assert [s.tool_name for s in plan[1:-1]] == ["web_visit"] * (meta["hops"] + 1)
         visits = [s for s in path if s["tool_name"] == "web_visit"]

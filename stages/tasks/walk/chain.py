@@ -14,6 +14,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pipeline.plan_format import validate_plan
+from stages.tools.registry import tool_table
+from stages.tools.search.search_tools import ImageSearchTool, TextSearchTool
+from stages.tools.visit.web_visit import WebVisitTool
+
+SEARCH, IMAGE_SEARCH, VISIT = TextSearchTool.spec.name, ImageSearchTool.spec.name, WebVisitTool.spec.name
 
 
 @dataclass
@@ -27,7 +32,7 @@ class Hop:
     relation: str
     property: str
     question: str  # the question after this hop's rewrite
-    tool: str = "text_search"  # text_search (query) or web_visit (the next page shows this URL)
+    tool: str = SEARCH  # text_search (query) or web_visit (the next page shows this URL)
     query: str = ""
     verified: bool = True  # the search was run over the corpus and found the page
 
@@ -75,49 +80,49 @@ def gold(chain: Chain, text_only: bool) -> tuple[list[dict[str, Any]], list[dict
     plan: list[dict[str, Any]] = []
     if text_only:
         path.append(
-            _step(f"The question names {chain.final_title}; I will search for it.", "text_search",
+            _step(f"The question names {chain.final_title}; I will search for it.", SEARCH,
                   {"queries": [chain.final_title]}, chain.final_url)
         )  # fmt: skip
-        plan.append({"description": f"Search for {chain.final_title}", "tool_name": "text_search",
+        plan.append({"description": f"Search for {chain.final_title}", "tool_name": SEARCH,
                      "parameters": {"query": chain.final_title}})  # fmt: skip
     else:
         path.append(
             _step("I do not know what the picture shows; a reverse image search should identify it.",
-                  "image_search", {"image_paths": ["image_0.png"]}, chain.final_url)
+                  IMAGE_SEARCH, {"image_paths": ["image_0.png"]}, chain.final_url)
         )  # fmt: skip
         plan.append({"description": "Reverse image search the picture to identify the entity",
-                     "tool_name": "image_search", "parameters": {"image_path": "image_0.png"}})  # fmt: skip
+                     "tool_name": IMAGE_SEARCH, "parameters": {"image_path": "image_0.png"}})  # fmt: skip
     found = f"the entity identified in Step {len(plan)}"
     for hop in reversed(chain.hops):
-        if hop.tool == "web_visit":
+        if hop.tool == VISIT:
             path.append(
                 _step(f"The page of {hop.next_title} links to its {hop.relation}; I will read it to find that entry.",
-                      "web_visit", {"urls": [hop.next_url]}, hop.url)
+                      VISIT, {"urls": [hop.next_url]}, hop.url)
             )  # fmt: skip
             plan.append({"description": f"Visit the page of {found} and find the linked {hop.relation}",
-                         "tool_name": "web_visit", "parameters": {"url": f"[URL of {found}]"}})  # fmt: skip
+                         "tool_name": VISIT, "parameters": {"url": f"[URL of {found}]"}})  # fmt: skip
         else:
             path.append(
                 _step(f"I now know {hop.next_title}; I will search for the entry described through it "
                       f"({hop.relation}, {hop.property}).".replace(", )", ")"),
-                      "text_search", {"queries": [hop.query]}, hop.url)
+                      SEARCH, {"queries": [hop.query]}, hop.url)
             )  # fmt: skip
             plan.append({"description": f"Search for the entry whose relation to {found} is: {hop.relation}",
-                         "tool_name": "text_search",
+                         "tool_name": SEARCH,
                          "parameters": {"query": f"[Name of {found}] {hop.relation} {hop.property}".strip()}})  # fmt: skip
         found = f"the entity found in Step {len(plan)}"
     path.append(
         _step(f"The search found the page of {chain.seed_title}; I will read it for the answer.",
-              "web_visit", {"urls": [chain.seed_url]}, chain.answer)
+              VISIT, {"urls": [chain.seed_url]}, chain.answer)
     )  # fmt: skip
     plan.append({"description": f"Visit the page of {found} and read the answer",
-                 "tool_name": "web_visit", "parameters": {"url": f"[URL of {found}]"}})  # fmt: skip
+                 "tool_name": VISIT, "parameters": {"url": f"[URL of {found}]"}})  # fmt: skip
     path.append({"think": f"The page of {chain.seed_title} states it: {chain.answer}.", "tool_name": "answer",
                  "arguments": {"answer": chain.answer}, "expect": {}})  # fmt: skip
     plan.append(
         {"description": "Check the chain of entities and answer", "tool_name": "none", "parameters": {}}
     )
-    _, errors = validate_plan(plan)
+    _, errors = validate_plan(plan, tool_table())
     if errors:
         raise ValueError(f"walked chain made an invalid plan: {errors}")
     return path, plan

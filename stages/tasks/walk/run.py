@@ -24,7 +24,7 @@ from typing import Any
 from pipeline.images import ImageError, decode_image
 from pipeline.schema import Task
 from stages.readers.corpus.base import Corpus, Page
-from stages.tasks.walk.chain import Chain, Hop, dumps, gold
+from stages.tasks.walk.chain import VISIT, Chain, Hop, dumps, gold
 from stages.tasks.walk.checks import concise, in_evidence, leaked, normalise
 from stages.tasks.walk.teacher import WalkTeacher
 
@@ -231,7 +231,7 @@ class Walker:
         if any(h.link == current.url for h in hits):
             return hop
         if current.url in nxt.shown_urls:
-            hop.tool, hop.query = "web_visit", ""
+            hop.tool, hop.query = VISIT, ""
             return hop
         return None
 

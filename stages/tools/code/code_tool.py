@@ -13,12 +13,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import CodeToolConfig
+from pipeline.config import CodeToolConfig, ToolsConfig
 from pipeline.format import IMAGE_MARKER
 from pipeline.images import ImageError, read_image
 from pipeline.schema import Observation
+from pipeline.tool_spec import ToolSpec
 from stages.tools.args import code_string
-from stages.tools.base import Tool, ToolContext
+from stages.tools.base import Tool, ToolContext, ToolEnv
 from stages.tools.code.sandbox import SandboxPool
 
 DESCRIPTION = (
@@ -30,13 +31,33 @@ DESCRIPTION = (
 
 
 class CodeTool(Tool):
-    name = "code"
-    description = DESCRIPTION
-    parameters = {
-        "type": "object",
-        "properties": {"code": {"type": "string", "description": "Python source to execute."}},
-        "required": ["code"],
-    }
+    spec = ToolSpec(
+        name="code",
+        modes=("deepresearch", "general"),
+        description=DESCRIPTION,
+        parameters={
+            "type": "object",
+            "properties": {"code": {"type": "string", "description": "Python source to execute."}},
+            "required": ["code"],
+        },
+        prompt=(
+            "Runs Python with PIL, numpy and cv2 in a sandbox without network. The images of this "
+            "conversation are at /input/<name> (image_0.png is the first input image) and listed in order in "
+            "`image_paths`, followed by every image produced by earlier calls. Open an image, crop, zoom, "
+            "rotate, enhance contrast or denoise it, save the result under /output/ and print what you found. "
+            "Each saved image is shown back to you as a new image (image_<k>.png) that later calls can use."
+        ),
+        text_usage='{"code": "<python source>"}',
+        plan_parameter="operation",
+        plan_step="Use code to {value}",
+        plan_prompt="an image operation such as cropping, zooming, rotating or enhancing a region",
+        plan_label="Text read in Step {k}",
+        runs_code=True,
+    )
+
+    @classmethod
+    def create(cls, cfg: ToolsConfig, env: ToolEnv) -> CodeTool:
+        return cls(cfg.code)
 
     def __init__(self, cfg: CodeToolConfig, pool: SandboxPool | None = None) -> None:
         self.cfg = cfg

@@ -15,10 +15,11 @@ from typing import Any, Protocol
 
 import httpx
 
-from pipeline.config import secret
+from pipeline.config import ToolsConfig, secret
 from pipeline.schema import Observation
+from pipeline.tool_spec import ToolSpec
 from stages.tools.args import ArgumentError, string_list
-from stages.tools.base import Tool, ToolContext, batch_observation
+from stages.tools.base import Tool, ToolContext, ToolEnv, batch_observation
 from stages.tools.cache import ToolCache, normalise_query
 from stages.tools.search.results import SearchHit, format_hits
 
@@ -178,6 +179,36 @@ class SerperLens:
         ]
 
 
+# ------------------------------------------------------------------------------ backends by config
+
+
+def _corpus(cfg: ToolsConfig, corpus_dir: Path | None) -> Path:
+    chosen = Path(cfg.search.corpus_dir) if cfg.search.corpus_dir else corpus_dir
+    if chosen is None:
+        raise ValueError("local search needs a corpus: set tools.search.corpus_dir or build the world")
+    return chosen
+
+
+def text_backend(cfg: ToolsConfig, corpus_dir: Path | None) -> TextBackend:
+    """The configured web search: ddgs, Serper, or BM25 over a local corpus."""
+    backend = cfg.search.text_backend
+    if backend == "ddgs":
+        return DdgsText()
+    if backend == "serper":
+        return SerperText(SerperClient(cfg.search.serper_key_env))
+    index_dir = Path(cfg.search.index_dir) if cfg.search.index_dir else None
+    return LocalText(_corpus(cfg, corpus_dir), index_dir)
+
+
+def image_backend(cfg: ToolsConfig, corpus_dir: Path | None, cache_dir: Path) -> ImageBackend:
+    """The configured reverse image search: Serper's Google Lens, or pHash over a local corpus."""
+    if cfg.search.image_backend == "serper":
+        client = SerperClient(cfg.search.serper_key_env)
+        return SerperLens(client, cfg.search.public_image_base_url, cache_dir / "public_images")
+    index_dir = Path(cfg.search.index_dir) if cfg.search.index_dir else None
+    return LocalImages(_corpus(cfg, corpus_dir), index_dir)
+
+
 # ------------------------------------------------------------------------------ the tools
 
 
@@ -202,18 +233,31 @@ class _SearchTool(Tool):
 
 class TextSearchTool(_SearchTool):
     backend: TextBackend
-    name = "text_search"
-    description = (
-        "Search the web for text. Give one or more queries; each returns a numbered list of results "
-        "with title, link and snippet."
-    )
-    parameters = {
-        "type": "object",
-        "properties": {
-            "queries": {"type": "array", "items": {"type": "string"}, "description": "Search queries."}
+    spec = ToolSpec(
+        name="text_search",
+        modes=("deepresearch",),
+        description=(
+            "Search the web for text. Give one or more queries; each returns a numbered list of results "
+            "with title, link and snippet."
+        ),
+        parameters={
+            "type": "object",
+            "properties": {
+                "queries": {"type": "array", "items": {"type": "string"}, "description": "Search queries."}
+            },
+            "required": ["queries"],
         },
-        "required": ["queries"],
-    }
+        prompt="Web search; returns a numbered list of title, link and snippet per query.",
+        text_usage='{"queries": ["..."]}',
+        native_usage="(queries)",
+        plan_parameter="query",
+        plan_prompt="web search",
+        plan_step="Search the web for {value}",
+    )
+
+    @classmethod
+    def create(cls, cfg: ToolsConfig, env: ToolEnv) -> TextSearchTool:
+        return cls(text_backend(cfg, env.corpus_dir), env.cache(cfg.search.cache), cfg.search.top_k)
 
     async def _run(self, arguments: dict[str, Any], ctx: ToolContext) -> Observation:
         try:
@@ -264,23 +308,41 @@ def resolve_image(ref: str, ctx: ToolContext, backend: ImageBackend | None = Non
 
 class ImageSearchTool(_SearchTool):
     backend: ImageBackend
-    name = "image_search"
-    description = (
-        "Reverse image search. Give the names of images of this conversation (e.g. image_0.png, or a crop "
-        "made by code such as image_2.png); each returns a numbered list of matching pages with title, link "
-        "and image."
-    )
-    parameters = {
-        "type": "object",
-        "properties": {
-            "image_paths": {
-                "type": "array",
-                "items": {"type": "string"},
-                "description": "Image names or paths.",
-            }
+    spec = ToolSpec(
+        name="image_search",
+        modes=("deepresearch",),
+        description=(
+            "Reverse image search. Give the names of images of this conversation (e.g. image_0.png, or a crop "
+            "made by code such as image_2.png); each returns a numbered list of matching pages with title, link "
+            "and image."
+        ),
+        parameters={
+            "type": "object",
+            "properties": {
+                "image_paths": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "Image names or paths.",
+                }
+            },
+            "required": ["image_paths"],
         },
-        "required": ["image_paths"],
-    }
+        prompt=(
+            "Reverse image search for a whole image or a crop you saved; returns matching pages as a numbered "
+            "list of title, link and image."
+        ),
+        text_usage='{"image_paths": ["image_0.png"]}',
+        native_usage='(image_paths, e.g. ["image_0.png"])',
+        plan_parameter="image_path",
+        plan_step="Reverse image search {value} to identify what it shows",
+        plan_prompt="reverse image search for the image or a crop of it",
+        plan_label="Entity identified in Step {k}",
+    )
+
+    @classmethod
+    def create(cls, cfg: ToolsConfig, env: ToolEnv) -> ImageSearchTool:
+        backend = image_backend(cfg, env.corpus_dir, env.cache_dir)
+        return cls(backend, env.cache(cfg.search.cache), cfg.search.top_k)
 
     async def _run(self, arguments: dict[str, Any], ctx: ToolContext) -> Observation:
         try:

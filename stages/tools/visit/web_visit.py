@@ -19,10 +19,11 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 
-from pipeline.config import VisitToolConfig, secret
+from pipeline.config import ToolsConfig, VisitToolConfig, secret
 from pipeline.schema import Observation
+from pipeline.tool_spec import ToolSpec
 from stages.tools.args import ArgumentError, string_list
-from stages.tools.base import Tool, ToolContext, batch_observation
+from stages.tools.base import Tool, ToolContext, ToolEnv, batch_observation
 from stages.tools.cache import ToolCache
 from stages.tools.visit.ssrf import BlockedURL, Resolver, Target, check_url, system_resolver
 
@@ -66,16 +67,29 @@ def extract(html: str, url: str, content_type: str) -> tuple[str, str]:
 
 
 class WebVisitTool(Tool):
-    name = "web_visit"
-    description = (
-        "Visit web pages and read their main text (long pages are summarised toward your goal). "
-        "Give one or more URLs, usually links from search results."
+    spec = ToolSpec(
+        name="web_visit",
+        modes=("deepresearch",),
+        description=(
+            "Visit web pages and read their main text (long pages are summarised toward your goal). "
+            "Give one or more URLs, usually links from search results."
+        ),
+        parameters={
+            "type": "object",
+            "properties": {"urls": {"type": "array", "items": {"type": "string"}, "description": "Page URLs."}},
+            "required": ["urls"],
+        },
+        prompt="Fetches web pages and returns their main text.",
+        text_usage='{"urls": ["..."]}',
+        native_usage="(urls)",
+        plan_parameter="url",
+        plan_step="Visit {value} and read the relevant details",
+        plan_prompt="read a web page",
     )
-    parameters = {
-        "type": "object",
-        "properties": {"urls": {"type": "array", "items": {"type": "string"}, "description": "Page URLs."}},
-        "required": ["urls"],
-    }
+
+    @classmethod
+    def create(cls, cfg: ToolsConfig, env: ToolEnv) -> WebVisitTool:
+        return cls(cfg.visit, env.cache(cfg.visit.cache))
 
     def __init__(
         self,
