@@ -494,7 +494,7 @@ def iter_records(path: Path) -> Iterator[tuple[int, Any]]:
         import pyarrow.parquet as pq
 
         for number, row in enumerate(pq.read_table(path).to_pylist(), 1):
-            yield number, row
+            yield number, {k: _json_column(k, v) for k, v in row.items()}
         return
     with open(path, encoding="utf-8", errors="replace") as handle:
         head = handle.read(1 << 16).lstrip()
@@ -513,6 +513,19 @@ def iter_records(path: Path) -> Iterator[tuple[int, Any]]:
                 yield number, json.loads(line)
             except ValueError as exc:
                 yield number, LineError(f"not valid JSON ({getattr(exc, 'msg', exc)})")
+
+
+#: Columns that parquet exports (Mini-o3's, the Hub's) often hold as JSON text.
+_JSON_COLUMNS = {"messages", "conversations", "trace", "answer", "functions", "images", "response"}
+
+
+def _json_column(key: str, value: Any) -> Any:
+    if key in _JSON_COLUMNS and isinstance(value, str) and value.lstrip()[:1] in ("[", "{"):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
 
 
 def import_file(
