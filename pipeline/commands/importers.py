@@ -27,8 +27,8 @@ def import_command(
     sets: list[str] | None = SetOption,
 ) -> None:
     """Import trajectories in a published format; malformed records are reported, never fatal."""
-    from stages.synth.imports import FORMATS, LineError, import_trajectories
     from stages.synth.imports.base import parse_tool_map
+    from stages.synth.imports.registry import FORMATS, LineError, import_trajectories
 
     if fmt not in FORMATS:
         raise fail(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
