@@ -356,8 +356,8 @@ def gold_of(record: Mapping[str, Any]) -> tuple[str | None, list[str]]:
             continue
         flat = list(_flatten(value))
         if flat:
-            aliases = [str(a) for a in record.get("answer_aliases") or []] if key != "answer" or len(flat) == 1 else []
-            return flat[0], list(dict.fromkeys(flat[1:] + aliases))
+            aliases = flat[1:] + [str(a) for a in record.get("answer_aliases") or []]
+            return flat[0], list(dict.fromkeys(aliases))
     return None, []
 
 

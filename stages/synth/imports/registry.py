@@ -34,9 +34,7 @@ def _looks(record: dict[str, Any]) -> Detection | None:
     response = record.get("response")
     if isinstance(response, dict) and "full_response" in response:
         return Detection("r1v4", "'response.full_response' holds R1V4 text")
-    if (isinstance(response, str) and "<sandbox_output>" in response) or (
-        isinstance(response, str) and "<code>" in response and "question" in record
-    ):
+    if isinstance(response, str) and ("<sandbox_output>" in response or "<code>" in response):
         return Detection("thyme", "'response' holds <code> and <sandbox_output> blocks")
     messages = record.get("messages") or record.get("conversations") or record.get("trace")
     if isinstance(messages, str):
