@@ -136,8 +136,6 @@ def _turn(message: Message, think: str, reasoning: str) -> ImportTurn:
         call_id = calls[0].get("id") if calls else None
         content = think if message.role == "call" else message.text
         turn = read_reply(content, reasoning=reasoning or message.reasoning, tool_calls=calls).turns[0]
-        if not content.strip() and not (reasoning or message.reasoning):
-            turn.repairs = [r for r in turn.repairs if r != "missing_think_tags"]
     else:
         turn = code_turn(message.text) if "<code>" in message.text and "<tool_call>" not in message.text else None
         if turn is None:
