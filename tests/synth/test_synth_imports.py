@@ -265,6 +265,35 @@ def test_sharegpt_function_call_and_observation_roles(tmp_path: Path) -> None:
     }  # fmt: skip
 
 
+def test_sharegpt_dataset_info_beside_the_file_renames_columns_and_tags(tmp_path: Path) -> None:
+    """LLaMA-Factory's `dataset_info.json` entry for this file names its columns and role tags."""
+    info = {
+        "other": {"file_name": "other.json", "formatting": "sharegpt", "columns": {"messages": "nope"}},
+        "mine": {
+            "file_name": "lf.jsonl",
+            "formatting": "sharegpt",
+            "columns": {"messages": "dialog", "images": "pictures"},
+            "tags": {"role_tag": "speaker", "content_tag": "text", "user_tag": "asker", "assistant_tag": "bot",
+                     "observation_tag": "result", "function_tag": "act"},
+        },
+    }  # fmt: skip
+    (tmp_path / "dataset_info.json").write_text(json.dumps(info))
+    row = {
+        "dialog": [
+            {"speaker": "asker", "text": "<image>How many?"},
+            {"speaker": "bot", "text": "<think>Count them.</think>"},
+            {"speaker": "act", "text": json.dumps({"name": "python", "arguments": {"code": "count()"}})},
+            {"speaker": "result", "text": "3 <image>"},
+            {"speaker": "bot", "text": "<think>Three.</think><answer>3</answer>"},
+        ],
+        "pictures": [uri(GREY), uri(RED)],
+    }
+    _, (t,), store = run_import("sharegpt", write_jsonl(tmp_path / "lf.jsonl", [row]), tmp_path / "run")
+    assert t.question == "How many?" and colors(store, t.images) == [GREY]
+    assert (t.steps[0].tool_name, t.steps[0].observation_text) == ("code", "3 <image>")
+    assert colors(store, t.steps[0].observation_images) == [RED] and t.final_answer == "3"
+
+
 def test_placeholders_and_images_that_do_not_pair_cost_that_record_only(tmp_path: Path) -> None:
     good = {"messages": [{"role": "user", "content": "<image>Q?"}, {"role": "assistant", "content": "<think>t</think><answer>a</answer>"}], "images": [uri(RED)]}
     short = {**good, "images": []}

@@ -485,6 +485,7 @@ class Context:
     images: Images
     tools: ToolMap
     base: Path
+    file: Path | None = None  # the imported file (a format may read a sidecar that names it)
 
 
 def iter_records(path: Path) -> Iterator[tuple[int, Any]]:
@@ -543,7 +544,8 @@ def import_file(
 
     report = ImportReport(format=fmt)
     done = store.written_ids("raw", "trajectory_id")
-    ctx = Context(images=Images(store, path.resolve().parent), tools=tools, base=path.resolve().parent)
+    base = path.resolve().parent
+    ctx = Context(images=Images(store, base), tools=tools, base=base, file=path.resolve())
     rollouts = Rollouts()
     batch: list[Trajectory] = []
     images_before = _count_images(store)

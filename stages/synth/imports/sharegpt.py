@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 from pipeline import lenient
@@ -75,22 +74,23 @@ def grounding_turn(text: str) -> Turn | None:
     return turn
 
 
-def _columns(base: Path) -> tuple[dict[str, str], dict[str, str]]:
-    """Column and tag names from a `dataset_info.json` beside the file (first sharegpt entry)."""
-    info = base / "dataset_info.json"
-    if info.is_file():
-        try:
-            entries = json.loads(info.read_text(encoding="utf-8"))
-        except ValueError:
-            entries = {}
-        for entry in entries.values() if isinstance(entries, dict) else []:
-            if isinstance(entry, dict) and entry.get("formatting") == "sharegpt":
-                return dict(entry.get("columns") or {}), dict(entry.get("tags") or {})
+def _columns(ctx: Context) -> tuple[dict[str, str], dict[str, str]]:
+    """Column and tag names from the `dataset_info.json` entry beside the file that names it."""
+    info = ctx.base / "dataset_info.json"
+    if not info.is_file() or ctx.file is None:
+        return {}, {}
+    try:
+        entries = json.loads(info.read_text(encoding="utf-8"))
+    except ValueError:
+        return {}, {}
+    for entry in entries.values() if isinstance(entries, dict) else []:
+        if isinstance(entry, dict) and entry.get("file_name") == ctx.file.name:
+            return dict(entry.get("columns") or {}), dict(entry.get("tags") or {})
     return {}, {}
 
 
-def messages_of(record: dict[str, Any], base: Path) -> list[Message]:
-    columns, tags = _columns(base)
+def messages_of(record: dict[str, Any], ctx: Context) -> list[Message]:
+    columns, tags = _columns(ctx)
     raw = record.get(columns.get("messages", "")) or record.get("messages") or record.get("conversations")
     if isinstance(raw, str):
         try:
@@ -133,9 +133,9 @@ def _calls(text: str) -> list[dict[str, Any]]:
 
 
 def read(record: dict[str, Any], ctx: Context) -> ImportRecord:
-    columns, _ = _columns(ctx.base)
+    columns, _ = _columns(ctx)
     images = record.get(columns.get("images", "images")) or record.get("image") or []
-    result = build_record(messages_of(record, ctx.base), ctx, images if isinstance(images, list) else [images])
+    result = build_record(messages_of(record, ctx), ctx, images if isinstance(images, list) else [images])
     result.tools = tool_specs(record.get(columns.get("tools", "tools")), ctx.tools)
     if any(t.turn.tool_name == "grounding" for t in result.turns) and not any(
         t.name == "grounding" for t in result.tools
