@@ -7,11 +7,21 @@ each tool's argument shape. It tells repaired from unreadable: a step whose slip
 (`Step.repairs`) passes, saying what was repaired, and its training text is canonical anyway;
 a trajectory with more than `filter.max_repairs` repaired turns is dropped (a teacher that slips
 that often is not one to learn from); an unreadable step drops the trajectory.
+
+An imported trajectory that declares its tools (`Trajectory.meta["tools"]`, written by
+`trajforge import`) is judged against those: a call must name a declared tool and fit the JSON
+schema the record declared for it (checked with `jsonschema`), whether or not trajforge has a
+tool of that name; without declared tools, calls are judged against trajforge's executor tools.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Mapping
+from typing import Any
+
+import jsonschema
 
 from filters.base import WHOLE, Check, CheckContext, bad, call_arguments, ok
 from pipeline.schema import StepVerdict, Trajectory, Verdict
@@ -19,11 +29,38 @@ from pipeline.schema import StepVerdict, Trajectory, Verdict
 _TURN = re.compile(r"^turn \d+: ")  # the parser's position prefix; the step index says it already
 
 
+def declared_tools(trajectory: Trajectory) -> dict[str, dict[str, Any]]:
+    """The tools an imported record declared, by name, with their JSON schemas ({} if none)."""
+    try:
+        meta = json.loads(trajectory.meta or "{}")
+    except ValueError:
+        return {}
+    tools = meta.get("tools") if isinstance(meta, dict) else None
+    if not isinstance(tools, list):
+        return {}
+    return {
+        t["name"]: t.get("parameters") if isinstance(t.get("parameters"), dict) else {}
+        for t in tools
+        if isinstance(t, dict) and isinstance(t.get("name"), str)
+    }
+
+
+def schema_errors(tool: str, schema: Mapping[str, Any], arguments: Mapping[str, Any]) -> list[str]:
+    """What is wrong with a call's arguments under the schema its record declared."""
+    try:
+        validator = jsonschema.Draft202012Validator(dict(schema))
+        errors = sorted(validator.iter_errors(dict(arguments)), key=lambda e: list(e.path))
+    except jsonschema.SchemaError:
+        return []  # a record's broken schema constrains nothing; its calls are still JSON objects
+    return [f"{tool}: {'/'.join(map(str, e.path)) + ': ' if e.path else ''}{e.message}" for e in errors[:3]]
+
+
 class FormatCheck(Check):
     name = "format"
 
     def run(self, trajectory: Trajectory, ctx: CheckContext) -> Verdict:
-        allowed = ctx.tool_table().for_mode(trajectory.mode)
+        declared = declared_tools(trajectory)  # an imported record's own tools, else the run's
+        table = None if declared else ctx.tool_table().for_mode(trajectory.mode)
         verdicts: list[StepVerdict] = []
         last = len(trajectory.steps) - 1
         for step in trajectory.steps:
@@ -33,12 +70,15 @@ class FormatCheck(Check):
             if step.action == "invalid":
                 problems.append("no readable tool_call or answer")
             elif step.action == "tool_call":
-                spec = allowed.get(step.tool_name)
-                if spec is None:
-                    problems.append(f"unknown tool {step.tool_name!r} for {trajectory.mode} mode")
+                spec = table.get(step.tool_name) if table is not None else None
+                if step.tool_name not in declared and spec is None:
+                    where = "among the tools the record declared" if declared else f"for {trajectory.mode} mode"
+                    problems.append(f"unknown tool {step.tool_name!r} {where}")
                 elif step.arguments is None or (not call_arguments(step) and step.arguments.strip() != "{}"):
                     problems.append("arguments are not a JSON object")
-                else:
+                elif declared:
+                    problems.extend(schema_errors(step.tool_name, declared[step.tool_name], call_arguments(step)))
+                elif spec is not None:
                     problems.extend(spec.argument_errors(call_arguments(step)))
                 if step.index == last:
                     problems.append("ends with a tool call, not an answer")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -123,6 +124,14 @@ def question_text(question: str, image_count: int) -> str:
     if not image_count:
         return question
     return f"{question}\n\nImages: {', '.join(image_names(image_count))}"
+
+
+_IMAGE_NAMES_TAIL = re.compile(r"\n\nImages: image_\d+\.png(?:, image_\d+\.png)*\s*$")
+
+
+def question_from_text(text: str) -> str:
+    """The question in a first user turn that `question_text` wrote (its image names dropped)."""
+    return _IMAGE_NAMES_TAIL.sub("", text)
 
 
 def prompt_messages(

@@ -52,8 +52,11 @@ REPAIRS: dict[str, str] = {
     "untagged_tool_call": "a tool call written without <tool_call> tags",
     "unclosed_action": "<tool_call> or <answer> not closed at the end of the reply",
     "own_observation": "the teacher wrote its own <observation>; the reply was cut there",
-    "extra_actions": "more than one action in one reply; the first was kept",
+    "extra_actions": "more than one tool call in one reply; the first was kept",
 }
+#: A reply that calls a tool and also answers wrote its answer before the observation came back:
+#: a defect of the trajectory (an error: re-asked in synthesis, dropped at import), not a slip.
+CALL_AND_ANSWER = "calls a tool and answers in the same turn (the answer came before the observation)"
 #: The slips the offline world's teacher styles can inject (`world.knobs.teacher_style.slips`).
 SLIPS = (
     "json_fence",
@@ -308,9 +311,11 @@ def _read_native(content: str, reasoning: str, calls: list[dict[str, Any]]) -> P
     turn = _read_text_turn(content, reasoning, need_action=False)
     turn.errors.clear()  # the content is only the think here; its missing action is no error
     repairs = [r for r in turn.repairs if r not in ("missing_think_tags", "prose_outside_tags")]
-    if turn.tool_name is not None or turn.answer is not None:
-        repairs.append("extra_actions")  # a text action beside a native call: the call wins
-        turn.tool_name = turn.arguments = turn.answer = None
+    if turn.answer is not None:
+        turn.errors.append(f"turn 0: {CALL_AND_ANSWER}")
+    elif turn.tool_name is not None:
+        repairs.append("extra_actions")  # a text call beside a native call: the native call wins
+    turn.tool_name = turn.arguments = turn.answer = None
     if len(calls) > 1:
         repairs.append("extra_actions")
     call = calls[0]
@@ -412,8 +417,11 @@ def _read_action(rest: str, turn: Turn, *, need_action: bool) -> None:
     else:
         turn.answer = body.strip()
     tail = after.strip()
-    if tail and _ACTION_RE.search(tail):
-        turn.repairs.append("extra_actions")
+    if tail and (other := _ACTION_RE.search(tail)):
+        if other.group(1) != tag:
+            turn.errors.append(f"turn 0: {CALL_AND_ANSWER}")
+        else:
+            turn.repairs.append("extra_actions")
     elif tail and not tail.strip("}] \n"):
         turn.repairs.append("stray_brace")
     elif tail:

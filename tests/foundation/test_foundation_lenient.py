@@ -46,7 +46,7 @@ SLIPPED = {
     "untagged_tool_call": f"<think>Check the size.</think>\n```json\n{CALL}\n```",
     "unclosed_action": f"<think>Check the size.</think><tool_call>{CALL}",
     "own_observation": f"<think>Check the size.</think><tool_call>{CALL}</tool_call><observation>(2,2)</observation>",
-    "extra_actions": f"<think>Check the size.</think><tool_call>{CALL}</tool_call><answer>big</answer>",
+    "extra_actions": f"<think>Check the size.</think><tool_call>{CALL}</tool_call><tool_call>{CALL}</tool_call>",
 }
 
 
@@ -89,6 +89,22 @@ def test_what_cannot_be_repaired_is_an_error_to_reask(text, error):
     parsed = read_reply(text)
     assert parsed.turns[0].action == "invalid" or parsed.errors
     assert any(error in e for e in parsed.errors)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"<think>Check the size.</think><tool_call>{CALL}</tool_call><answer>big</answer>",
+        f"<think>Check the size.</think><answer>big</answer><tool_call>{CALL}</tool_call>",
+    ],
+)
+def test_a_turn_that_calls_a_tool_and_answers_is_an_error_not_a_repair(text):
+    """The answer was written before the observation came back: a defect to re-ask (synth) or
+    drop (import), never a slip the reader mends by keeping the first action."""
+    parsed = read_reply(text)
+    assert any("calls a tool and answers" in e for e in parsed.errors)
+    native = read_reply("<think>x</think><answer>big</answer>", tool_calls=[{"name": "code", "arguments": "{}"}])
+    assert any("calls a tool and answers" in e for e in native.errors)
 
 
 def test_reasoning_field_and_native_calls():

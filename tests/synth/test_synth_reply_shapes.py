@@ -225,3 +225,22 @@ def test_unreadable_reply_is_shown_back_then_becomes_an_unreadable_step(fake_tea
     reask = server.requests[1]["messages"][-1]["content"]
     assert "no <tool_call> or <answer> found" in reask and "<think>" in reask
     assert trajectory.status == "answered" and summary["executor"]["reasks"] == 1
+
+
+def test_a_reply_that_calls_a_tool_and_answers_is_reasked(fake_teacher, tmp_path):
+    """The answer came before the observation: synthesis re-asks instead of keeping the call."""
+
+    def handler(body):
+        last = body["messages"][-1]
+        if last["role"] == "user" and "could not be used" in str(last["content"]):
+            return completion("<think>Crop first.</think><tool_call>" + json.dumps(CROP) + "</tool_call>")
+        if _turns(body) == 0:
+            return completion("<think>Crop; it is x.</think><tool_call>" + json.dumps(CROP) + "</tool_call><answer>x</answer>")
+        return completion("<think>The crop shows x.</think><answer>x</answer>")
+
+    server = fake_teacher(handler)
+    trajectory, summary = _run(server, tmp_path)
+    first = trajectory.steps[0]
+    assert first.reasks == 1 and first.tool_name == "code" and first.format_errors == []
+    assert "calls a tool and answers" in str(server.requests[1]["messages"][-1]["content"])
+    assert trajectory.status == "answered" and summary["executor"]["reasks"] == 1
