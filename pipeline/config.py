@@ -144,8 +144,10 @@ class SearchToolConfig(Section):
 
 
 class VisitToolConfig(Section):
-    timeout_s: float = 15.0
-    max_bytes: int = 2_000_000
+    timeout_s: float = 15.0  # each connect / read
+    deadline_s: float = 30.0  # one page's whole visit: connect, redirects, body, extraction
+    max_bytes: int = 2_000_000  # of the page after decompression
+    max_extract_chars: int = 1_000_000  # of HTML (scripts and styles cut) given to trafilatura
     allow_hosts: list[str] = Field(default_factory=list)  # SSRF exceptions (the world server)
     # like curl --resolve: "world.trajforge.local" -> "127.0.0.1:8123" (the world's live port)
     host_overrides: dict[str, str] = Field(default_factory=dict)
