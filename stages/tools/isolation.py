@@ -7,7 +7,11 @@ the config says `isolation: unsafe-local`, which runs with rlimits only and logs
 What each mode guarantees (the hostile-snippet tests check the bwrap row):
 - bwrap: empty root with read-only /usr, the Python install and the venv; /input read-only,
   /output and /tmp size-capped tmpfs; no network, own PID/IPC/UTS namespaces, cleared
-  environment; the code runs under a per-worker unprivileged uid with no capabilities.
+  environment; the code runs under a per-worker unprivileged uid with no capabilities (each
+  live session child under a uid of its own); a seccomp filter (`seccomp_filter`) refuses new
+  namespaces, mounts, ptrace and kernel-object calls; the zygote is PID 1 (no bwrap init whose
+  command line would show the host's staging paths). /proc/self/mountinfo still names the host
+  folders bound in (the venv, the staging folder): names only, nothing more is readable.
 - namespaces: no network, own PID namespace, unprivileged uid and rlimits, but the host file
   system stays visible (read access is limited only by file permissions).
 - unsafe-local: rlimits only. For a trusted laptop, never for teacher-written code at scale.
@@ -154,11 +158,15 @@ def _system_binds() -> list[str]:
     return args
 
 
-def bwrap_argv(dirs: WorkerDirs, *, output_bytes: int, tmp_bytes: int) -> list[str]:
+def bwrap_argv(
+    dirs: WorkerDirs, *, output_bytes: int, tmp_bytes: int, seccomp_fd: int | None = None
+) -> list[str]:
     """bubblewrap command line for one worker (the zygote config is appended by the caller)."""
     python_roots = sorted({Path(sys.base_prefix).resolve(), Path(sys.prefix).absolute()})
-    argv = [shutil.which("bwrap") or "bwrap", "--die-with-parent", "--new-session"]
+    argv = [shutil.which("bwrap") or "bwrap", "--die-with-parent", "--new-session", "--as-pid-1"]
     argv += ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+    if seccomp_fd is not None:
+        argv += ["--seccomp", str(seccomp_fd)]
     argv += ["--cap-drop", "ALL"]
     for cap in ZYGOTE_CAPS:
         argv += ["--cap-add", cap]
@@ -189,11 +197,14 @@ def bwrap_argv(dirs: WorkerDirs, *, output_bytes: int, tmp_bytes: int) -> list[s
     return argv
 
 
-def launch_argv(mode: str, dirs: WorkerDirs, *, output_bytes: int, tmp_bytes: int) -> tuple[list[str], dict]:
+def launch_argv(
+    mode: str, dirs: WorkerDirs, *, output_bytes: int, tmp_bytes: int, seccomp_fd: int | None = None
+) -> tuple[list[str], dict]:
     """(argv, in-sandbox paths) for a worker under the given isolation mode."""
     if mode == "bwrap":
         paths = {"input": "/input", "output": "/output", "xfer": "/xfer", "tmp": "/tmp"}
-        return bwrap_argv(dirs, output_bytes=output_bytes, tmp_bytes=tmp_bytes), paths
+        argv = bwrap_argv(dirs, output_bytes=output_bytes, tmp_bytes=tmp_bytes, seccomp_fd=seccomp_fd)
+        return argv, paths
     paths = {
         "input": str(dirs.input),
         "output": str(dirs.output),

@@ -23,7 +23,9 @@ from stages.tools.page_text import strip_blocks, title_of, visible_text
 from stages.tools.visit import WebVisitTool, extract
 
 BOMB_BYTES = 200 * 1024 * 1024  # what each bomb inflates to
-ARTICLE = "<html><head><title>Harbour</title></head><body><p>The harbour light was built in 1871.</p></body></html>"
+ARTICLE = (
+    "<html><head><title>Harbour</title></head><body><p>The harbour light was built in 1871.</p></body></html>"
+)
 
 
 def _gzip_zeros(size: int) -> bytes:
@@ -117,7 +119,9 @@ def server():
 
 
 def make_tool(tmp_path: Path, port: int, **overrides) -> WebVisitTool:
-    cfg = VisitToolConfig(host_overrides={"world.trajforge.local": f"127.0.0.1:{port}"}, timeout_s=5, **overrides)
+    cfg = VisitToolConfig(
+        host_overrides={"world.trajforge.local": f"127.0.0.1:{port}"}, timeout_s=5, **overrides
+    )
     return WebVisitTool(cfg, ToolCache(tmp_path / "visit.sqlite", enabled=False))
 
 
