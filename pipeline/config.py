@@ -64,6 +64,7 @@ class SeedsConfig(Section):
     mode: Literal["deepresearch", "general"] | None = None  # None: the preset's, else deepresearch
     dedupe: bool = True  # drop rows whose question + images repeat an earlier row
     max_image_pixels: int = 64_000_000  # decoding guard for seed images
+    max_question_chars: int = 8000  # longer questions are refused (a row, not the run)
 
 
 class TeacherConfig(Section):
