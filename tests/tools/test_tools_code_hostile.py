@@ -135,3 +135,19 @@ def test_one_session_cannot_kill_another(loop, tmp_path, ctx):
         assert second.error is None and second.text.strip() == "42", second.text
     finally:
         loop.run_until_complete(session_tool.aclose())
+
+
+def test_saved_images_lose_their_text_chunks(loop, tool, ctx):
+    """What the code read of /proc rode out in a PNG text chunk, byte for byte (issue 26)."""
+    code = (
+        "from PIL import Image, PngImagePlugin\n"
+        "info = PngImagePlugin.PngInfo()\n"
+        "info.add_text('mounts', open('/proc/self/mountinfo').read())\n"
+        "info.add_itxt('note', 'hidden words', zip=True)\n"
+        "Image.new('RGB', (6, 6), (1, 2, 3)).save('/output/a.png', pnginfo=info)\n"
+    )
+    obs = run(loop, tool, code, ctx)
+    assert obs.error is None, obs.text
+    with Image.open(obs.images[0]) as saved:
+        assert saved.text == {} and saved.getpixel((0, 0)) == (1, 2, 3)
+        assert b"mounts" not in Path(obs.images[0]).read_bytes()
