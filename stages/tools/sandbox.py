@@ -29,7 +29,7 @@ from pathlib import Path
 
 from pipeline.config import CodeToolConfig
 from stages.tools.fast_inputs import FastInputs
-from stages.tools.isolation import SANDBOX_ENV, WorkerDirs, launch_argv, resolve_isolation
+from stages.tools.isolation import SANDBOX_ENV, WorkerDirs, launch_argv, module_fds, resolve_isolation
 from stages.tools.seccomp_filter import program_fd
 
 log = logging.getLogger(__name__)
@@ -102,12 +102,15 @@ class Worker:
         self.dirs.create()
         output_bytes = max(self.cfg.max_file_mb, 1) * 1024 * 1024 * max(self.cfg.max_images, 1)
         seccomp_fd = program_fd() if self.mode == "bwrap" else None
+        files = module_fds() if self.mode == "bwrap" else {}
+        passed = [*files.values()] + ([] if seccomp_fd is None else [seccomp_fd])
         argv, paths = launch_argv(
             self.mode,
             self.dirs,
             output_bytes=output_bytes,
             tmp_bytes=self.cfg.tmp_mb << 20,
             seccomp_fd=seccomp_fd,
+            files=files,
         )
         uid = None if self.mode == "unsafe-local" or os.geteuid() != 0 else _worker_uid(self.index)
         zygote_cfg = {
@@ -128,12 +131,12 @@ class Worker:
                 stderr=log_file,
                 env=dict(SANDBOX_ENV),
                 start_new_session=True,
-                pass_fds=() if seccomp_fd is None else (seccomp_fd,),
+                pass_fds=passed,
             )
         finally:
             log_file.close()
-            if seccomp_fd is not None:
-                os.close(seccomp_fd)
+            for fd in passed:
+                os.close(fd)
         self.staged.clear()
         ready = await asyncio.wait_for(self._recv(), START_TIMEOUT_S)
         if not ready or not ready.get("ready"):

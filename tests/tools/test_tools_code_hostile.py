@@ -151,3 +151,13 @@ def test_saved_images_lose_their_text_chunks(loop, tool, ctx):
     with Image.open(obs.images[0]) as saved:
         assert saved.text == {} and saved.getpixel((0, 0)) == (1, 2, 3)
         assert b"mounts" not in Path(obs.images[0]).read_bytes()
+
+
+def test_the_mount_table_names_no_checkout_file(loop, tool, ctx):
+    from stages.tools.isolation import WORKER_MODULES, WORKER_SCRIPT
+
+    obs = run(loop, tool, "print(open('/proc/self/mountinfo').read())", ctx)
+    assert obs.error is None and "/input" in obs.text
+    for path in (WORKER_SCRIPT, *WORKER_MODULES):
+        assert str(path) not in obs.text
+    assert str(WORKER_SCRIPT.parent) not in obs.text
