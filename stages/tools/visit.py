@@ -190,19 +190,23 @@ class WebVisitTool(Tool):
             urls = string_list(arguments, "urls", self.name, limit=5)
         except ArgumentError as exc:
             return Observation(error=str(exc))
-        blocks, errors = [], []
-        for number, url in enumerate(urls, 1):
-            try:
-                page = await self.cache.get_or_fetch("visit", url, lambda url=url: self._fetch_counted(url))
-                body = await self.summarise(page, ctx.goal or ctx.question)
-                blocks.append(f"{number}. {page['title'] or '(untitled)'}\n   Link: {page['url']}\n{body}")
-            except BlockedURL as exc:
-                errors.append(f"{url}: blocked: {exc}")
-                blocks.append(f"{number}. {url}\n   Not visited: {exc}")
-            except Exception as exc:  # one bad page (or redirect) costs that URL only
-                errors.append(f"{url}: {type(exc).__name__}: {exc}")
-                blocks.append(f"{number}. {url}\n   Failed: {exc}")
+        # the pages are visited side by side, each under `deadline_s`: the call's fetching ends
+        # within one deadline however many URLs it names
+        results = await asyncio.gather(*(self._visit_one(n, url, ctx) for n, url in enumerate(urls, 1)))
+        blocks = [block for block, _ in results]
+        errors = [error for _, error in results if error]
         return batch_observation(blocks, errors, len(urls))
+
+    async def _visit_one(self, number: int, url: str, ctx: ToolContext) -> tuple[str, str | None]:
+        """(block, error or None) for one URL: a bad page or redirect costs this URL only."""
+        try:
+            page = await self.cache.get_or_fetch("visit", url, lambda: self._fetch_counted(url))
+            body = await self.summarise(page, ctx.goal or ctx.question)
+            return f"{number}. {page['title'] or '(untitled)'}\n   Link: {page['url']}\n{body}", None
+        except BlockedURL as exc:
+            return f"{number}. {url}\n   Not visited: {exc}", f"{url}: blocked: {exc}"
+        except Exception as exc:
+            return f"{number}. {url}\n   Failed: {exc}", f"{url}: {type(exc).__name__}: {exc}"
 
     def stats(self) -> dict[str, float]:
         return {**self.cache.stats(), "fetches": self.fetches}
