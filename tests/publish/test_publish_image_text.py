@@ -35,3 +35,25 @@ def test_text_chunks_of_an_image_are_scanned(tmp_path, monkeypatch):
 def test_compressed_and_international_chunks_are_read():
     fields = dict(image_text_fields(_png(Title="t", zBlob="/somewhere/deep/inside")))
     assert fields == {"Title": "t", "zBlob": "/somewhere/deep/inside"}
+
+
+def test_publish_refuses_a_kept_image_whose_text_chunk_holds_the_run_folder(tmp_path):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+    from pipeline.schema import Trajectory
+    from tests.publish.publish_helpers import deepresearch, make_run
+
+    run, out = tmp_path / "run", tmp_path / "hub"
+    store = make_run(run, deep=1, gen=0, plans=0)
+    trajectory = deepresearch(store, 7)
+    chunk = _png(Comment=f"mounted at {run.resolve()}/cache/x")
+    trajectory.steps[0].observation_images = [store.images.put_bytes(chunk)]
+    store.write_records("kept", [trajectory], Trajectory)
+    argv = ["publish", "--run", str(run), "--repo", "me/demo", "--dry-run", "--out", str(out)]
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code != 0
+    assert (
+        "publish refused" in result.output and "[Comment]" in result.output and "run folder" in result.output
+    )
+    assert not list(out.glob("data/*/*.parquet")), "nothing is written before the scan passes"
