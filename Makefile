@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml
 	@command -v bwrap >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
 		(apt-get update -qq && apt-get install -y -qq bubblewrap) >/dev/null 2>&1 || \
 		echo "note: bubblewrap not installed; the code sandbox falls back to namespaces + rlimits"; }
+	@ldconfig -p 2>/dev/null | grep -q libseccomp.so || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+		(apt-get update -qq && apt-get install -y -qq libseccomp2) >/dev/null 2>&1 || \
+		echo "note: libseccomp2 not installed; the code sandbox runs without its seccomp filter"; }
 	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
 		(apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 || \
 		echo "note: chromium not installed; the viewer's browser tests will skip"; }

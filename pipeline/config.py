@@ -9,6 +9,7 @@ fall back to a default).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -64,6 +65,7 @@ class SeedsConfig(Section):
     mode: Literal["deepresearch", "general"] | None = None  # None: the preset's, else deepresearch
     dedupe: bool = True  # drop rows whose question + images repeat an earlier row
     max_image_pixels: int = 64_000_000  # decoding guard for seed images
+    max_question_chars: int = 8000  # longer questions are refused (a row, not the run)
 
 
 class TeacherConfig(Section):
@@ -144,8 +146,10 @@ class SearchToolConfig(Section):
 
 
 class VisitToolConfig(Section):
-    timeout_s: float = 15.0
-    max_bytes: int = 2_000_000
+    timeout_s: float = 15.0  # each connect / read
+    deadline_s: float = 30.0  # one page's whole visit: connect, redirects, body, extraction
+    max_bytes: int = 2_000_000  # of the page after decompression
+    max_extract_chars: int = 1_000_000  # of HTML (scripts and styles cut) given to trafilatura
     allow_hosts: list[str] = Field(default_factory=list)  # SSRF exceptions (the world server)
     # like curl --resolve: "world.trajforge.local" -> "127.0.0.1:8123" (the world's live port)
     host_overrides: dict[str, str] = Field(default_factory=dict)
@@ -295,6 +299,36 @@ def validation_message(exc: ValidationError) -> str:
     return "\n".join(f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
 
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+#: Prefixes of common API keys (OpenAI/Anthropic, Hugging Face, GitHub, Slack, AWS, Google).
+_KEY_PREFIXES = ("sk-", "sk_", "hf_", "ghp_", "gho_", "github_pat_", "xox", "AKIA", "AIza")
+
+
+def _looks_like_a_key(value: str) -> bool:
+    """A value in an `*_env` field that is a key rather than a variable name."""
+    if not _ENV_NAME.fullmatch(value):
+        return True
+    if value.startswith(_KEY_PREFIXES) and len(value) >= 20:
+        return True
+    # variable names are words: long runs mixing lower case, upper case and digits are keys
+    return len(value) >= 24 and not value.isupper() and any(c.isdigit() for c in value)
+
+
+def refuse_pasted_secrets(tree: dict[str, Any], where: str = "") -> None:
+    """ConfigError (never echoing the value) for an `*_env` field that holds a key itself:
+    a config is saved into the run and logged, and must only ever name the variable."""
+    for key, value in tree.items():
+        dotted = f"{where}.{key}" if where else str(key)
+        if isinstance(value, dict):
+            refuse_pasted_secrets(value, dotted)
+        elif str(key).endswith("_env") and isinstance(value, str) and value and _looks_like_a_key(value):
+            raise ConfigError(
+                f"{dotted} must be the NAME of an environment variable (like OPENAI_API_KEY), not the key "
+                "itself; the value given looks like a secret and was not saved or logged. Export the key "
+                f"(export MY_KEY=...) and set {dotted}=MY_KEY"
+            )
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load a YAML config (default: configs/default.yaml) and apply dotted overrides."""
     path = Path(path) if path else DEFAULT_CONFIG
@@ -309,6 +343,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     for item in overrides or []:
         key, value = parse_override(item)
         set_path(tree, key, value)
+    refuse_pasted_secrets(tree)
     try:
         config = Config.model_validate(tree)
     except ValidationError as exc:
@@ -336,6 +371,11 @@ def secret(env_name: str | None, *, purpose: str) -> str | None:
     """Read a secret from the environment at the moment of use; never stored or logged."""
     if not env_name:
         return None
+    if _looks_like_a_key(env_name):
+        raise ConfigError(
+            f"{purpose}: the configured variable name looks like a key itself; put the key in an "
+            "environment variable and name that variable in the config"
+        )
     value = os.environ.get(env_name)
     if value is None:
         raise ConfigError(

@@ -11,7 +11,9 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import os
 import re
+import stat
 import warnings
 from pathlib import Path
 
@@ -62,19 +64,39 @@ def decode_image(
     return image
 
 
-def read_image(path: str | Path, **limits: int) -> Image.Image:
-    """Guarded read of an image file."""
+def read_file_bytes(path: str | Path, max_bytes: int = MAX_BYTES) -> bytes:
+    """The bytes of a regular file of at most `max_bytes`, or ImageError.
+
+    Paths come from seed rows and tool arguments: `/dev/zero` would read until memory runs out
+    and a FIFO would block forever. The file is opened non-blocking (a FIFO without a writer
+    opens at once), checked to be a regular file on the open descriptor (no race with a swap),
+    and never read past `max_bytes`, even if it grows meanwhile."""
     path = Path(path)
     try:
-        size = path.stat().st_size
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         raise ImageError(f"{path}: cannot read ({exc.strerror}); check the path") from exc
-    max_bytes = limits.get("max_bytes", MAX_BYTES)
-    if size > max_bytes:
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise ImageError(f"{path}: not a regular file (a device, FIFO or folder); give an image file")
+    with os.fdopen(fd, "rb") as handle:
+        if info.st_size > max_bytes:
+            raise ImageError(
+                f"{path}: {info.st_size} bytes exceeds the {max_bytes}-byte limit; downscale or re-encode it"
+            )
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:
         raise ImageError(
-            f"{path}: {size} bytes exceeds the {max_bytes}-byte limit; downscale or re-encode it"
+            f"{path}: more than {max_bytes} bytes (it grew while read); downscale or re-encode it"
         )
-    return decode_image(path.read_bytes(), name=str(path), **limits)
+    return data
+
+
+def read_image(path: str | Path, **limits: int) -> Image.Image:
+    """Guarded read of an image file (a regular file within the byte limit, then decoded)."""
+    data = read_file_bytes(path, limits.get("max_bytes", MAX_BYTES))
+    return decode_image(data, name=str(path), **limits)
 
 
 def header_size(path: str | Path) -> tuple[int, int]:

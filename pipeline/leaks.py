@@ -175,6 +175,14 @@ class LeakGuard:
         self.counts.chars += sum(len(text) for _, text in fields)
         return [[] for _ in fields]
 
+    def scan_image(self, row: str, data: bytes, name: str = "image") -> list[Match]:
+        """The text an image carries (PNG tEXt/zTXt/iTXt chunks, comments): sandbox code can
+        write what it read of the host there, and it would be published byte for byte."""
+        matches: list[Match] = []
+        for key, text in image_text_fields(data):
+            matches.extend(self.scan(text, row=row, field_name=f"{name}[{key}]"))
+        return matches
+
     def scan_row(self, row: str, record: Any) -> list[Match]:
         """Every string inside `record` (dicts, lists, nested), named like `messages[3].content`."""
         self.counts.rows += 1
@@ -229,6 +237,22 @@ class LeakGuard:
                 Needle(re.escape(value.strip()), f"${var} ({name})", "secret", literal=value.strip())
             )
         return cls(needles, secrets_too_short=sorted(set(short)))
+
+
+def image_text_fields(data: bytes) -> list[tuple[str, str]]:
+    """(key, text) of the text an image file carries; [] for an unreadable one (PIL caps each
+    PNG text chunk at 1 MB and all of them at 64 MB)."""
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            found = dict(getattr(image, "text", {}) or {})
+            found.update({k: v for k, v in image.info.items() if k not in found and isinstance(v, str | bytes)})
+    except Exception:  # a broken image carries nothing readable; its decode fails elsewhere
+        return []
+    return [(str(k), v.decode("utf-8", "replace") if isinstance(v, bytes) else v) for k, v in found.items()]
 
 
 def text_fields(record: Any, prefix: str = "") -> Iterator[tuple[str, str]]:

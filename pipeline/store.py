@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from pipeline.images import MAX_PIXELS, decode_image, encode_png, read_image
+from pipeline.images import MAX_PIXELS, decode_image, encode_png, read_file_bytes, read_image
 from pipeline.schema import R, Record, from_table, to_table
 from pipeline.tool_spec import ToolTable
 
@@ -91,9 +91,10 @@ class ImageStore:
     def put_file(self, path: str | Path, *, verified: bool = False) -> str:
         """Store a file's bytes. `verified`: the caller has just read it through
         `pipeline.images` (a tool's output), so it is not decoded a second time."""
+        data = read_file_bytes(path)  # a regular file, size-limited
         if not verified:
-            read_image(path, max_pixels=self.max_pixels)  # guard before trusting the bytes
-        return self.put_bytes(Path(path).read_bytes(), verify=False)
+            decode_image(data, name=str(path), max_pixels=self.max_pixels)  # guard before trusting
+        return self.put_bytes(data, verify=False)
 
     def open(self, ref: str) -> Image.Image:
         return read_image(self.path(ref), max_pixels=self.max_pixels)

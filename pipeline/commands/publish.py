@@ -66,7 +66,7 @@ def publish_command(
     for var in guard.secrets_too_short:
         typer.echo(f"  warning: ${var} is shorter than 8 characters; its value is not scanned for", err=True)
     records = store.read_records("kept", Trajectory)
-    refuse_leaks(scan_rows(records, guard), allow_paths, "the kept set")
+    refuse_leaks(scan_rows(records, guard, store), allow_paths, "the kept set")
     staging = out is None and not dry_run
     folder = out or (run / "hub" if dry_run else run / "cache" / "publish-staging")
     if staging:

@@ -31,6 +31,20 @@ def _corpus_dir(cfg) -> Path:
     )
 
 
+def _check_images(paths: list[Path]) -> None:
+    """Only real image files are staged for a tool (not /etc/passwd, devices or FIFOs)."""
+    from pipeline.images import ImageError, read_image
+
+    problems = []
+    for path in paths:
+        try:
+            read_image(path)
+        except ImageError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise fail("--image takes image files (PNG/JPEG/WebP/...): " + "; ".join(problems))
+
+
 @tools_app.command("code")
 def code_command(
     image: list[Path] = typer.Option(
@@ -49,9 +63,7 @@ def code_command(
     cfg = load(config, set_)
     if not code_file.is_file():
         raise fail(f"code file {code_file} not found")
-    missing = [str(p) for p in image if not p.is_file()]
-    if missing:
-        raise fail(f"image(s) not found: {', '.join(missing)}")
+    _check_images(image)
     out.mkdir(parents=True, exist_ok=True)
 
     async def main() -> dict:
@@ -147,9 +159,7 @@ def search_image(
     set_: list[str] | None = SetOption,
 ) -> None:
     """image_search with the configured backend (tools.search.image_backend)."""
-    missing = [str(p) for p in images if not p.is_file()]
-    if missing:
-        raise fail(f"image(s) not found: {', '.join(missing)}")
+    _check_images(images)
     names = [f"image_{i}.png" for i in range(len(images))]
     from stages.tools.search.search_tools import ImageSearchTool
 

@@ -85,12 +85,18 @@ def text_row(trajectory: Trajectory) -> tuple[dict[str, Any], list[str]]:
     return row, refs
 
 
-def scan_rows(records: Iterable[Trajectory], guard: LeakGuard) -> list[Match]:
-    """The guard's matches in the text of every row a build of `records` would publish."""
+def scan_rows(records: Iterable[Trajectory], guard: LeakGuard, store: RunStore | None = None) -> list[Match]:
+    """The guard's matches in the text of every row a build of `records` would publish, and
+    (given the store) in the text chunks of its images."""
     matches: list[Match] = []
     for trajectory in records:
-        row, _ = text_row(trajectory)
-        matches.extend(guard.scan_row(f"{trajectory.trajectory_id} ({trajectory.mode})", row))
+        row, refs = text_row(trajectory)
+        label = f"{trajectory.trajectory_id} ({trajectory.mode})"
+        matches.extend(guard.scan_row(label, row))
+        for index, ref in enumerate(refs if store is not None else []):
+            path = store.images.path(ref)  # type: ignore[union-attr]
+            if path.exists():
+                matches.extend(guard.scan_image(label, path.read_bytes(), f"images[{index}]"))
     return matches
 
 

@@ -213,7 +213,10 @@ def export_run(
             else:
                 flat, refs = flat_messages(conversation(trajectory, "user"))
                 paths = [str(out / copier.relpath(ref)) for ref in refs]
-            if leaks := guard.scan_row(trajectory.trajectory_id, flat):
+            leaks = guard.scan_row(trajectory.trajectory_id, flat)
+            for index, ref in enumerate(refs):  # text chunks the images carry
+                leaks += guard.scan_image(trajectory.trajectory_id, store.images.read_bytes(ref), f"images[{index}]")
+            if leaks:
                 raise ValueError("host-specific text: " + "; ".join(m.describe() for m in leaks[:3]))
         except (FileNotFoundError, KeyError, StopIteration, ValueError) as exc:
             report.skipped.append(f"{trajectory.trajectory_id}: {exc}")

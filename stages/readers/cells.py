@@ -16,7 +16,7 @@ from typing import Any
 
 from PIL import Image
 
-from pipeline.images import data_uri_bytes, is_data_uri
+from pipeline.images import ImageError, data_uri_bytes, is_data_uri, read_file_bytes
 
 #: Text this long made only of base64 characters is an image, not a file name.
 _BASE64_MIN_CHARS = 256
@@ -56,10 +56,10 @@ def image_bytes(value: Any, base: Path) -> bytes:
             except (binascii.Error, ValueError) as exc:
                 raise SeedError(f"image cell is not valid base64 ({exc})") from None
         file = Path(value) if Path(value).is_absolute() else base / value
-        try:
-            return file.read_bytes()
-        except OSError as exc:
-            raise SeedError(f"image file {file} cannot be read ({exc.strerror})") from None
+        try:  # only a regular file, size-limited: a row may name /dev/zero or a FIFO
+            return read_file_bytes(file)
+        except ImageError as exc:
+            raise SeedError(f"image file {exc}") from None
     raise SeedError(f"image cell of type {type(value).__name__} is not an image")
 
 

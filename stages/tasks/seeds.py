@@ -189,6 +189,11 @@ class TaskBuilder:
         question = get("question")
         if not isinstance(question, str) or not question.strip():
             raise SeedError(f"{row_id}: empty or non-text question")
+        if len(question) > self.cfg.seeds.max_question_chars:
+            raise SeedError(
+                f"{row_id}: the question has {len(question)} characters, over seeds.max_question_chars="
+                f"{self.cfg.seeds.max_question_chars}; shorten it or raise the limit"
+            )
         cells = get("images") if "images" in m else [get("image")]
         if cells is None or (isinstance(cells, list) and any(c is None for c in cells)):
             raise SeedError(f"{row_id}: no image")

@@ -8,6 +8,7 @@ produced; the executor moves them into the run's content-addressed image store a
 
 from __future__ import annotations
 
+import re
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -100,6 +101,19 @@ class Tool(ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most tools hold nothing
         """Release pools, clients and caches."""
+
+
+#: An absolute file path (two or more parts) that is not part of a URL.
+_HOST_PATH = re.compile(r"(?<![:/\w])(?:/[\w.@+-]+){2,}/?")
+
+
+def public_error(exc: BaseException, path: Path | None = None, name: str = "the image") -> str:
+    """An error as the teacher may see it: no host path (run folder, cache, checkout). The file
+    the call was about reads as its conversation name; other paths as `<path>`."""
+    text = f"{type(exc).__name__}: {exc}"
+    if path is not None:
+        text = text.replace(str(path), name)
+    return _HOST_PATH.sub("<path>", text)
 
 
 def batch_observation(blocks: list[str], errors: list[str], asked: int) -> Observation:

@@ -76,3 +76,18 @@ def test_search_text_and_visit_commands(tmp_path):
     assert result.exit_code == 1
     payload = json.loads(result.stdout[result.stdout.index("{") :])
     assert "blocked" in payload["error"]
+
+
+@pytest.mark.parametrize("command", [["tools", "code"], ["tools", "search", "image"]])
+def test_image_options_take_only_real_image_files(tmp_path, command):
+    """`--image /etc/passwd` once staged the file for the sandbox (issue 26)."""
+    code = tmp_path / "c.py"
+    code.write_text("print(open(image_paths[0]).read()[:40])\n")
+    for path in ("/etc/passwd", "/dev/zero"):
+        if command[1] == "code":
+            argv = [*command, "--image", path, "--code-file", str(code), "--out", str(tmp_path / "out")]
+        else:
+            argv = [*command, path]
+        result = runner.invoke(app, [*argv, "--set", "tools.code.workers=1"])
+        assert result.exit_code != 0
+        assert "--image takes image files" in result.output and "root:" not in result.output

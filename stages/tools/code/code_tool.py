@@ -22,6 +22,9 @@ from stages.tools.args import code_string
 from stages.tools.base import Tool, ToolContext, ToolEnv
 from stages.tools.code.sandbox import SandboxPool
 
+#: What a PNG's info may hold for it to be kept byte for byte (no text, EXIF or ICC profile).
+PLAIN_PNG_INFO = frozenset({"dpi", "gamma", "transparency", "aspect", "srgb", "chromaticity"})
+
 DESCRIPTION = (
     "Run Python code on the images of this conversation (crop, resize, rotate, enhance contrast, denoise, "
     "measure pixels). PIL, numpy and cv2 are available; there is no network. The list `image_paths` holds the "
@@ -82,9 +85,10 @@ class CodeTool(Tool):
                 continue
             name = f"image_{len(ctx.images)}.png"
             target = ctx.workdir / "tool_images" / f"{ctx.trajectory_id or 'run'}_{name}"
-            if image.format == "PNG":
+            if image.format == "PNG" and set(image.info) <= PLAIN_PNG_INFO:
                 shutil.move(path, target)
-            else:
+            else:  # re-encoded without text chunks, EXIF or ICC: nothing rides along unseen
+                image.info = {k: v for k, v in image.info.items() if k == "transparency"}
                 image.save(target, format="PNG")
                 path.unlink(missing_ok=True)
             ctx.register_image(target.resolve(), name)

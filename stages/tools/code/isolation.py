@@ -7,7 +7,12 @@ the config says `isolation: unsafe-local`, which runs with rlimits only and logs
 What each mode guarantees (the hostile-snippet tests check the bwrap row):
 - bwrap: empty root with read-only /usr, the Python install and the venv; /input read-only,
   /output and /tmp size-capped tmpfs; no network, own PID/IPC/UTS namespaces, cleared
-  environment; the code runs under a per-worker unprivileged uid with no capabilities.
+  environment; the code runs under a per-worker unprivileged uid with no capabilities (each
+  live session child under a uid of its own); a seccomp filter (`seccomp_filter`) refuses new
+  namespaces, mounts, ptrace and kernel-object calls; the zygote is PID 1 (no bwrap init whose
+  command line would show the host's staging paths) and its own code is copied in (`--file`),
+  not bound from the checkout. /proc/self/mountinfo still names the host folders that must be
+  bound (the Python install and venv, the staging folder): names only, nothing more is readable.
 - namespaces: no network, own PID namespace, unprivileged uid and rlimits, but the host file
   system stays visible (read access is limited only by file permissions).
 - unsafe-local: rlimits only. For a trusted laptop, never for teacher-written code at scale.
@@ -154,11 +159,34 @@ def _system_binds() -> list[str]:
     return args
 
 
-def bwrap_argv(dirs: WorkerDirs, *, output_bytes: int, tmp_bytes: int) -> list[str]:
+def module_fds() -> dict[str, int]:
+    """In-sandbox path -> readable fd of the worker's code, for bwrap's `--file` (a copy: the
+    sandbox's mount table then names no checkout path). The caller closes them after launch."""
+    fds = {}
+    sources = [(WORKER_SCRIPT, "/sandbox/worker.py")]
+    sources += [(module, f"/sandbox/{module.name}") for module in WORKER_MODULES]
+    for source, target in sources:
+        fd = os.memfd_create(f"trajforge-{source.name}", 0)
+        os.write(fd, source.read_bytes())
+        os.lseek(fd, 0, os.SEEK_SET)
+        fds[target] = fd
+    return fds
+
+
+def bwrap_argv(
+    dirs: WorkerDirs,
+    *,
+    output_bytes: int,
+    tmp_bytes: int,
+    seccomp_fd: int | None = None,
+    files: dict[str, int] | None = None,
+) -> list[str]:
     """bubblewrap command line for one worker (the zygote config is appended by the caller)."""
     python_roots = sorted({Path(sys.base_prefix).resolve(), Path(sys.prefix).absolute()})
-    argv = [shutil.which("bwrap") or "bwrap", "--die-with-parent", "--new-session"]
+    argv = [shutil.which("bwrap") or "bwrap", "--die-with-parent", "--new-session", "--as-pid-1"]
     argv += ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+    if seccomp_fd is not None:
+        argv += ["--seccomp", str(seccomp_fd)]
     argv += ["--cap-drop", "ALL"]
     for cap in ZYGOTE_CAPS:
         argv += ["--cap-add", cap]
@@ -174,9 +202,13 @@ def bwrap_argv(dirs: WorkerDirs, *, output_bytes: int, tmp_bytes: int) -> list[s
     for root in python_roots:
         if not str(root).startswith("/usr/"):
             argv += ["--ro-bind", str(root), str(root)]
-    argv += ["--ro-bind", str(WORKER_SCRIPT), "/sandbox/worker.py"]
-    for module in WORKER_MODULES:
-        argv += ["--ro-bind", str(module), f"/sandbox/{module.name}"]
+    if files:
+        for target, fd in files.items():
+            argv += ["--perms", "0444", "--file", str(fd), target]
+    else:
+        argv += ["--ro-bind", str(WORKER_SCRIPT), "/sandbox/worker.py"]
+        for module in WORKER_MODULES:
+            argv += ["--ro-bind", str(module), f"/sandbox/{module.name}"]
     argv += ["--proc", "/proc", "--dev", "/dev"]
     if THP_SYSFS.is_dir():  # read-only: how glibc learns it may ask for huge pages (see SANDBOX_ENV)
         argv += ["--ro-bind", str(THP_SYSFS), str(THP_SYSFS)]
@@ -189,11 +221,22 @@ def bwrap_argv(dirs: WorkerDirs, *, output_bytes: int, tmp_bytes: int) -> list[s
     return argv
 
 
-def launch_argv(mode: str, dirs: WorkerDirs, *, output_bytes: int, tmp_bytes: int) -> tuple[list[str], dict]:
+def launch_argv(
+    mode: str,
+    dirs: WorkerDirs,
+    *,
+    output_bytes: int,
+    tmp_bytes: int,
+    seccomp_fd: int | None = None,
+    files: dict[str, int] | None = None,
+) -> tuple[list[str], dict]:
     """(argv, in-sandbox paths) for a worker under the given isolation mode."""
     if mode == "bwrap":
         paths = {"input": "/input", "output": "/output", "xfer": "/xfer", "tmp": "/tmp"}
-        return bwrap_argv(dirs, output_bytes=output_bytes, tmp_bytes=tmp_bytes), paths
+        argv = bwrap_argv(
+            dirs, output_bytes=output_bytes, tmp_bytes=tmp_bytes, seccomp_fd=seccomp_fd, files=files
+        )
+        return argv, paths
     paths = {
         "input": str(dirs.input),
         "output": str(dirs.output),

@@ -6,8 +6,9 @@ interpreter start and imports. Inputs are hard-linked (or copied) into the worke
 folder, which the sandbox sees read-only at /input; large PNGs as their decode-friendly copies
 (`fast_inputs`: same pixels, a fraction of the decode). Each zygote keeps large inputs decoded
 (`decode_cache`), so a call goes, when it can without waiting, to the free worker that last
-staged its first image. A worker that stops answering is killed and restarted, and the caller
-gets an error result; the pool keeps serving.
+staged its first image. A worker that stops answering, or whose zygote fails inside its own
+machinery (`internal` in the reply), is killed and restarted, and the caller gets an error
+result; the pool keeps serving and never reuses a worker left in an unknown state.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from pathlib import Path
 
 from pipeline.config import CodeToolConfig
 from stages.tools.code.fast_inputs import FastInputs
-from stages.tools.code.isolation import SANDBOX_ENV, WorkerDirs, launch_argv, resolve_isolation
+from stages.tools.code.isolation import SANDBOX_ENV, WorkerDirs, launch_argv, module_fds, resolve_isolation
+from stages.tools.code.seccomp_filter import program_fd
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,8 @@ GRACE_S = 5.0
 START_TIMEOUT_S = 60.0
 #: First images remembered with the worker that last staged them (for decode-cache affinity).
 _AFFINITY_ENTRIES = 4096
+#: uids per worker: the stateless child's, then one per live session child (cut to fit).
+UIDS_PER_WORKER = 64
 
 
 @dataclass
@@ -75,7 +79,11 @@ def _identity(path: Path) -> tuple[int, int, int] | None:
 
 def _uid_base() -> int:
     """Unprivileged uids private to this process's workers (RLIMIT_NPROC counts per uid)."""
-    return 200_000 + (os.getpid() % 100_000) * 64
+    return 200_000 + (os.getpid() % 100_000) * 64 * UIDS_PER_WORKER
+
+
+def _worker_uid(index: int) -> int:
+    return _uid_base() + (index % 64) * UIDS_PER_WORKER
 
 
 class Worker:
@@ -93,28 +101,42 @@ class Worker:
     async def start(self) -> None:
         self.dirs.create()
         output_bytes = max(self.cfg.max_file_mb, 1) * 1024 * 1024 * max(self.cfg.max_images, 1)
+        seccomp_fd = program_fd() if self.mode == "bwrap" else None
+        files = module_fds() if self.mode == "bwrap" else {}
+        passed = [*files.values()] + ([] if seccomp_fd is None else [seccomp_fd])
         argv, paths = launch_argv(
-            self.mode, self.dirs, output_bytes=output_bytes, tmp_bytes=self.cfg.tmp_mb << 20
+            self.mode,
+            self.dirs,
+            output_bytes=output_bytes,
+            tmp_bytes=self.cfg.tmp_mb << 20,
+            seccomp_fd=seccomp_fd,
+            files=files,
         )
-        uid = None if self.mode == "unsafe-local" or os.geteuid() != 0 else _uid_base() + self.index
+        uid = None if self.mode == "unsafe-local" or os.geteuid() != 0 else _worker_uid(self.index)
         zygote_cfg = {
             "paths": paths,
             "uid": uid,
+            "session_uids": min(self.cfg.max_sessions, UIDS_PER_WORKER - 1),
             "max_sessions": self.cfg.max_sessions,
             "decode_cache_bytes": self.cfg.decode_cache_mb << 20,
             "decode_cache_min_pixels": self.cfg.decode_cache_min_pixels,
         }
         log_file = open(self.dirs.root / "worker.log", "ab")  # noqa: SIM115 - owned by the process
-        self.proc = await asyncio.create_subprocess_exec(
-            *argv,
-            json.dumps(zygote_cfg),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=log_file,
-            env=dict(SANDBOX_ENV),
-            start_new_session=True,
-        )
-        log_file.close()
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                *argv,
+                json.dumps(zygote_cfg),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=log_file,
+                env=dict(SANDBOX_ENV),
+                start_new_session=True,
+                pass_fds=passed,
+            )
+        finally:
+            log_file.close()
+            for fd in passed:
+                os.close(fd)
         self.staged.clear()
         ready = await asyncio.wait_for(self._recv(), START_TIMEOUT_S)
         if not ready or not ready.get("ready"):
@@ -284,10 +306,21 @@ class SandboxPool:
                     error="sandbox worker stopped responding and was restarted; the call was lost",
                     timings={"total_s": t3 - t0},
                 )
+            if reply.get("internal"):  # the zygote's own state is suspect: replace it
+                log.warning(
+                    "sandbox worker %d failed internally (%s); replacing it", worker.index, reply.get("error")
+                )
+                await worker.kill()
+                self.restarts += 1
+                self._forget_sessions(worker)
+                return SandboxResult(
+                    error=f"{reply.get('error')}; the worker was replaced, the call was lost",
+                    timings={"total_s": t3 - t0},
+                )
             files = []
             out_dir.mkdir(parents=True, exist_ok=True)
             for f in reply.get("files", []):  # move out before the worker is released and reused
-                source = worker.dirs.xfer / Path(f["path"]).name
+                source = worker.dirs.xfer / Path(f["path"]).name  # named by the zygote
                 target = out_dir / source.name
                 shutil.move(source, target)
                 files.append(target)

@@ -9,7 +9,14 @@ folder the host reads. The child never sees the protocol pipes, cannot signal th
 uid, no capabilities) and has no network (the launcher unshares it).
 
 Session mode keeps one long-lived child per session key that executes successive cells in one
-namespace (variables persist; files under /output and /tmp do not).
+namespace (variables persist; files under /output and /tmp do not). When the zygote may switch
+uids, each live session child has a uid of its own (`uid + 1 + slot`), so one trajectory's code
+cannot signal or trace another trajectory's session.
+
+What the code saves is copied out under a name of the zygote's making (`<call>_<k>.img`); the
+code's own name is only reported, cleaned and cut to NAME_CHARS. /output and /tmp are emptied
+before and after every call, whatever happened. A request the zygote itself fails on is answered
+with `internal: true`, and the host replaces the worker rather than reuse it.
 
 With `decode_cache_bytes` > 0 the zygote decodes a call's large staged images before forking
 and keeps them (`decode_cache.py`, loaded from beside this file): the child's code then loads
@@ -32,6 +39,18 @@ import time
 import traceback
 
 IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00", b"MM\x00*", b"RIFF")
+#: Characters of a saved file's name that are reported back (the copy is named by the zygote).
+NAME_CHARS = 100
+
+
+def clean_name(name: str) -> str:
+    """A saved file's name as reported: printable, no path, at most NAME_CHARS characters."""
+    name = "".join(ch if ch.isprintable() and ch not in "/\\" else "_" for ch in name)
+    if len(name) > NAME_CHARS:
+        stem, dot, ext = name.rpartition(".")
+        ext = ext[:10] if dot and stem else ""
+        name = name[: NAME_CHARS - len(ext) - 2] + "~" + (f".{ext}" if ext else "")
+    return name or "_"
 
 
 # ------------------------------------------------------------------------------ framing
@@ -186,6 +205,8 @@ class Zygote:
         self.paths = cfg["paths"]
         self.cache = cache  # decode_cache.DecodeCache, or None when off
         self.sessions: dict[str, dict] = {}
+        #: session uid slots: a live session child runs as uid + 1 + slot (when uids are used)
+        self.free_slots = list(range(cfg.get("session_uids", 0)))
         # entries of /output and /tmp that hold bind mounts (a venv or checkout under the host's
         # /tmp is bound below the sandbox's /tmp): never emptied, and never walked on each call
         self.mounted = {path: _mounted_entries(path) for path in (self.paths["output"], self.paths["tmp"])}
@@ -210,8 +231,9 @@ class Zygote:
         """In namespaces mode the PID namespace also holds the launcher; only sandbox uids die."""
         if self.cfg["uid"] is None:
             return True
+        uid = self.cfg["uid"]
         try:
-            return os.stat(f"/proc/{pid}").st_uid == self.cfg["uid"]
+            return uid <= os.stat(f"/proc/{pid}").st_uid <= uid + self.cfg.get("session_uids", 0)
         except OSError:
             return False
 
@@ -223,6 +245,11 @@ class Zygote:
                 return
             if pid == 0:
                 return
+
+    def clear_dirs(self) -> None:
+        """Empty /output and /tmp (before and after each call: nothing carries over)."""
+        self.clear_dir(self.paths["output"])
+        self.clear_dir(self.paths["tmp"])
 
     def clear_dir(self, path: str) -> None:
         keep = self.mounted.get(path, set())
@@ -259,9 +286,9 @@ class Zygote:
             )
         files = []
         for index, (_, name, path) in enumerate(entries):
-            target = os.path.join(self.paths["xfer"], f"{call_id}_{index}_{os.path.basename(name)}")
+            target = os.path.join(self.paths["xfer"], f"{call_id}_{index}.img")
             shutil.copyfile(path, target)
-            files.append({"name": name, "path": target})
+            files.append({"name": clean_name(name), "path": target})
         return files, None
 
     # -- a stateless call
@@ -372,11 +399,12 @@ class Zygote:
         elif exit_code:
             error = _last_line(output) or f"the code exited with status {exit_code}"
         files: list[dict] = []
-        if error is None or reason != "output":
-            files, image_error = self.collect(limits, request["id"])
-            error = error or image_error
-        self.clear_dir(self.paths["output"])
-        self.clear_dir(self.paths["tmp"])
+        try:
+            if error is None or reason != "output":
+                files, image_error = self.collect(limits, request["id"])
+                error = error or image_error
+        finally:
+            self.clear_dirs()
         text = output[: limits["max_output_bytes"]].decode("utf-8", "replace")
         return {"id": request["id"], "stdout": text, "error": error, "files": files, "exec_s": exec_s}
 
@@ -419,12 +447,16 @@ class Zygote:
         status_r, status_w = os.pipe()
         out_r, out_w = os.pipe()
         base_vm = _vm_size()
+        slot = self.free_slots.pop(0) if self.free_slots else None
+        child_cfg = self.cfg
+        if self.cfg["uid"] is not None and slot is not None:
+            child_cfg = dict(self.cfg, uid=self.cfg["uid"] + 1 + slot)
         pid = os.fork()
         if pid == 0:
-            session_child(ctrl_r, status_w, out_w, self.cfg, base_vm, limits, self.cache)
+            session_child(ctrl_r, status_w, out_w, child_cfg, base_vm, limits, self.cache)
         for fd in (ctrl_r, status_w, out_w):
             os.close(fd)
-        session = {"pid": pid, "ctrl_w": ctrl_w, "status_r": status_r, "out_r": out_r}
+        session = {"pid": pid, "ctrl_w": ctrl_w, "status_r": status_r, "out_r": out_r, "slot": slot}
         self.sessions[key] = session
         return session
 
@@ -437,6 +469,8 @@ class Zygote:
         for fd in (session["ctrl_w"], session["status_r"], session["out_r"]):
             os.close(fd)
         self.kill_stragglers()
+        if session["slot"] is not None:
+            self.free_slots.append(session["slot"])
 
     def handle(self, request: dict) -> dict:
         op = request.get("op", "run")
@@ -444,6 +478,7 @@ class Zygote:
             self.close_session(request["session"])
             return {"id": request["id"], "closed": True}
         before = _cpu_s()
+        self.clear_dirs()
         if request.get("session"):
             while len(self.sessions) >= self.cfg["max_sessions"] and request["session"] not in self.sessions:
                 self.close_session(next(iter(self.sessions)))
@@ -551,6 +586,7 @@ def main() -> None:
                 "stdout": "",
                 "files": [],
                 "error": f"sandbox internal error: {exc!r}",
+                "internal": True,  # the host replaces this worker
             }
         send(proto_out, response)
 

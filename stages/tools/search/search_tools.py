@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import shutil
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,9 +20,11 @@ from pipeline.config import ToolsConfig, secret
 from pipeline.schema import Observation
 from pipeline.tool_spec import ToolSpec
 from stages.tools.args import ArgumentError, string_list
-from stages.tools.base import Tool, ToolContext, ToolEnv, batch_observation
+from stages.tools.base import Tool, ToolContext, ToolEnv, batch_observation, public_error
 from stages.tools.cache import ToolCache, normalise_query
 from stages.tools.search.results import SearchHit, format_hits
+
+log = logging.getLogger(__name__)
 
 SERPER_URL = "https://google.serper.dev"
 
@@ -364,8 +367,10 @@ class ImageSearchTool(_SearchTool):
                 rows = await self.cache.get_or_fetch(kind, key, fetch)
                 hits = [SearchHit(**h) for h in rows]
             except Exception as exc:
-                errors.append(f"{ref}: {type(exc).__name__}: {exc}")
-                blocks.append(f"{header}\nSearch failed: {exc}")
+                log.warning("image_search on %s (%s) failed: %s: %s", ref, path, type(exc).__name__, exc)
+                message = public_error(exc, path, Path(ref).name)  # no run-folder path to the teacher
+                errors.append(f"{ref}: {message}")
+                blocks.append(f"{header}\nSearch failed: {message.split(': ', 1)[-1]}")
                 continue
             blocks.append(format_hits(header, hits))
         return batch_observation(blocks, errors, len(refs))

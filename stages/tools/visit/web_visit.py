@@ -2,8 +2,11 @@
 
 Each hop (the URL and every redirect) goes through the SSRF guard, and the connection is pinned
 to the address the guard checked (the Host header and TLS SNI keep the real name), so DNS
-cannot be rebound between check and connect. Bodies are streamed up to `max_bytes`; only
-HTML, XHTML and plain text are read. trafilatura extracts the main text; pages longer than
+cannot be rebound between check and connect. Bodies are streamed and inflated up to `max_bytes`
+(`page_body`: one gzip/deflate layer, bounded while it inflates); only HTML, XHTML and plain
+text are read. One page's whole visit (connect, redirects, body, extraction) runs under
+`deadline_s`. Extraction is linear in the page: scripts and styles are cut by a forward-only
+scan (`page_text`), at most `max_extract_chars` go to trafilatura. Pages longer than
 `max_chars` are summarised by an OpenAI-compatible model when one is configured (R1V4 used a
 32B model for this), otherwise truncated with a note.
 """
@@ -13,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import re
 from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
@@ -25,6 +27,8 @@ from pipeline.tool_spec import ToolSpec
 from stages.tools.args import ArgumentError, string_list
 from stages.tools.base import Tool, ToolContext, ToolEnv, batch_observation
 from stages.tools.cache import ToolCache
+from stages.tools.visit.page_body import ACCEPT_ENCODING, read_body
+from stages.tools.visit.page_text import strip_blocks, title_of, visible_text
 from stages.tools.visit.ssrf import BlockedURL, Resolver, Target, check_url, system_resolver
 
 log = logging.getLogger(__name__)
@@ -50,19 +54,18 @@ def pinned_request(target: Target) -> tuple[str, dict[str, str], dict[str, Any]]
     return url, {"Host": host_header}, extensions
 
 
-def extract(html: str, url: str, content_type: str) -> tuple[str, str]:
-    """(title, main text) of a page."""
+def extract(html: str, url: str, content_type: str, *, max_chars: int = 1_000_000) -> tuple[str, str]:
+    """(title, main text) of a page, in time linear in its length (see `page_text`)."""
     if "html" not in content_type:
         return "", html.strip()
     import trafilatura
 
-    title_match = re.search(r"<title[^>]*>(.*?)</title>", html, re.IGNORECASE | re.DOTALL)
-    title = re.sub(r"\s+", " ", title_match.group(1)).strip() if title_match else ""
+    lower = html.lower()
+    title = title_of(html, lower)
+    html = strip_blocks(html, lower)[:max_chars]  # trafilatura costs ~3 us a character
     text = trafilatura.extract(html, url=url, include_comments=False, include_tables=True, favor_recall=True)
     if not text:  # tiny or unusual pages: fall back to the visible text
-        text = re.sub(r"<(script|style)[^>]*>.*?</\1>", " ", html, flags=re.IGNORECASE | re.DOTALL)
-        text = re.sub(r"<[^>]+>", " ", text)
-        text = re.sub(r"\s+", " ", text).strip()
+        text = visible_text(html)
     return title, text
 
 
@@ -106,12 +109,20 @@ class WebVisitTool(Tool):
             transport=transport,
             timeout=cfg.timeout_s,
             follow_redirects=False,
-            headers={"User-Agent": USER_AGENT},
+            headers={"User-Agent": USER_AGENT, "Accept-Encoding": ACCEPT_ENCODING},
         )
         self.fetches = 0
 
     async def fetch(self, url: str) -> dict[str, str]:
-        """Title, text and final URL of a page; BlockedURL or RuntimeError with a reason."""
+        """Title, text and final URL of a page within `deadline_s`; BlockedURL or RuntimeError."""
+        try:
+            return await asyncio.wait_for(self._fetch(url), self.cfg.deadline_s)
+        except asyncio.TimeoutError:
+            raise RuntimeError(
+                f"the visit took longer than {self.cfg.deadline_s:g} s (tools.visit.deadline_s) and was stopped"
+            ) from None
+
+    async def _fetch(self, url: str) -> dict[str, str]:
         current = url
         for _ in range(MAX_REDIRECTS + 1):
             target = await check_url(
@@ -122,7 +133,10 @@ class WebVisitTool(Tool):
             )
             request_url, headers, extensions = pinned_request(target)
             request = self.client.build_request("GET", request_url, headers=headers, extensions=extensions)
-            response = await self.client.send(request, stream=True)
+            try:
+                response = await self.client.send(request, stream=True)
+            except httpx.InvalidURL as exc:  # httpx parses a redirect's Location as it arrives
+                raise BlockedURL(f"{current} redirects to a URL that cannot be visited ({exc})") from None
             try:
                 if response.is_redirect:
                     location = response.headers.get("location", "")
@@ -135,17 +149,17 @@ class WebVisitTool(Tool):
                 content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
                 if content_type and content_type not in TEXT_TYPES:
                     raise RuntimeError(f"{current} is {content_type}, not a readable page")
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) >= self.cfg.max_bytes:
-                        del body[self.cfg.max_bytes :]
-                        break
+                body = await read_body(
+                    response.aiter_raw(), response.headers.get("content-encoding", ""), self.cfg.max_bytes
+                )
             finally:
                 await response.aclose()
             encoding = response.encoding or "utf-8"
-            html = bytes(body).decode(encoding, errors="replace")
-            title, text = await asyncio.to_thread(extract, html, current, content_type or "text/html")
+            html = body.decode(encoding, errors="replace")
+            # in a thread the deadline stops waiting, not the work: the character cap bounds that
+            title, text = await asyncio.to_thread(
+                extract, html, current, content_type or "text/html", max_chars=self.cfg.max_extract_chars
+            )
             return {"url": current, "title": title, "text": text}
         raise RuntimeError(f"more than {MAX_REDIRECTS} redirects starting at {url}")
 
@@ -190,19 +204,23 @@ class WebVisitTool(Tool):
             urls = string_list(arguments, "urls", self.name, limit=5)
         except ArgumentError as exc:
             return Observation(error=str(exc))
-        blocks, errors = [], []
-        for number, url in enumerate(urls, 1):
-            try:
-                page = await self.cache.get_or_fetch("visit", url, lambda url=url: self._fetch_counted(url))
-                body = await self.summarise(page, ctx.goal or ctx.question)
-                blocks.append(f"{number}. {page['title'] or '(untitled)'}\n   Link: {page['url']}\n{body}")
-            except BlockedURL as exc:
-                errors.append(f"{url}: blocked: {exc}")
-                blocks.append(f"{number}. {url}\n   Not visited: {exc}")
-            except (httpx.HTTPError, RuntimeError, OSError) as exc:
-                errors.append(f"{url}: {type(exc).__name__}: {exc}")
-                blocks.append(f"{number}. {url}\n   Failed: {exc}")
+        # the pages are visited side by side, each under `deadline_s`: the call's fetching ends
+        # within one deadline however many URLs it names
+        results = await asyncio.gather(*(self._visit_one(n, url, ctx) for n, url in enumerate(urls, 1)))
+        blocks = [block for block, _ in results]
+        errors = [error for _, error in results if error]
         return batch_observation(blocks, errors, len(urls))
+
+    async def _visit_one(self, number: int, url: str, ctx: ToolContext) -> tuple[str, str | None]:
+        """(block, error or None) for one URL: a bad page or redirect costs this URL only."""
+        try:
+            page = await self.cache.get_or_fetch("visit", url, lambda: self._fetch_counted(url))
+            body = await self.summarise(page, ctx.goal or ctx.question)
+            return f"{number}. {page['title'] or '(untitled)'}\n   Link: {page['url']}\n{body}", None
+        except BlockedURL as exc:
+            return f"{number}. {url}\n   Not visited: {exc}", f"{url}: blocked: {exc}"
+        except Exception as exc:
+            return f"{number}. {url}\n   Failed: {exc}", f"{url}: {type(exc).__name__}: {exc}"
 
     def stats(self) -> dict[str, float]:
         return {**self.cache.stats(), "fetches": self.fetches}
