@@ -123,6 +123,19 @@ def test_another_systems_sandbox_paths_are_data_not_leaks(tmp_path: Path) -> Non
     )
     observation = '{"result": "/tmp/out/crop.png", "type": "code", "images": ["data:image/png;base64,iVBOR"]}'
     assert guard.scan(code) == [] and guard.scan(observation) == []
+    step = Step(
+        index=0,
+        think="Crop the sign.",
+        action="tool_call",
+        tool_name="code",
+        arguments=json.dumps({"code": code}),
+        observation_text=observation,
+    )
+    answer = Step(index=1, think="The crop shows it.", action="answer", answer="The Meadow")
+    imported = Trajectory(
+        task_id="t-foreign", question="Which place?", steps=[step, answer], final_answer="The Meadow"
+    )
+    assert LeakCheck().run(imported, CheckContext(leaks=guard)).keep
 
 
 def test_this_hosts_temporary_paths_are_leaks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
