@@ -14,7 +14,9 @@ website ...", "The race is the **Epsom Derby**, won by ...") while golds are sho
 
 It does not carry the gold when the reply names it only to reject it ("not 18 but 20",
 "No, not Paris", "rather than Paris") or hedges between it and another candidate ("Paris or
-Lyon", "either 18 or 20"): any such mention vetoes the reply.
+Lyon", "either 18 or 20"): any such mention vetoes the reply. Nor when its first sentence bolds
+another answer and the gold only comes up later ("The original name was **Parva**. Before that
+the band was briefly called Runston Parva ...").
 """
 
 from __future__ import annotations
@@ -214,7 +216,7 @@ def leading_polarity(reply: str) -> str | None:
 
 def _short_name(reply: Sequence[Token], form: Sequence[str]) -> list[tuple[int, int]]:
     """Two or more words of a name, in order, ending with its last word ("Jesse James")."""
-    if len(form) < 3 or not all(w.isalpha() for w in form):
+    if not 3 <= len(form) <= 4 or not all(w.isalpha() and w not in STOPWORDS for w in form):
         return []
     found = []
     for end, tok in enumerate(reply):
@@ -242,8 +244,28 @@ def carries(reply: str, golds: Sequence[str], tolerance: float = 0.01, question:
         for form in gold_forms(gold):
             mentions += _mentions(said, form, tolerance) or _short_name(said, form)
     if mentions:
+        if _headline_differs(reply, said, golds, mentions):
+            return False  # the reply's own bolded answer is a variant of the gold, not the gold
         return not any(_rejected(said, s, e) for s, e in mentions)
     return question is not None and _described(said, golds, set(stems(question)))
+
+
+def _headline_differs(
+    reply: str, said: Sequence[Token], golds: Sequence[str], mentions: Sequence[tuple[int, int]]
+) -> bool:
+    """Whether the first sentence bolds an answer that shares words with the gold but is not it,
+    and the gold itself only comes up later ("The original name was **Parva**. Before that the
+    band was briefly called Runston Parva ...")."""
+    first = said[0].sentence
+    if any(said[s].sentence == first for s, _ in mentions):
+        return False
+    gold_words = {w for g in golds for form in gold_forms(g) for w in form if w not in STOPWORDS}
+    for bold in re.finditer(r"\*\*([^*\n]+)\*\*|__([^_\n]+)__", reply):
+        if len(_SENTENCE_END.split(_plain(reply[: bold.start()]))) - 1 != first:
+            break
+        if gold_words & set(stems(bold.group(1) or bold.group(2))):
+            return True
+    return False
 
 
 def _near(word: str, other: str) -> bool:

@@ -45,6 +45,17 @@ from pipeline.schema import Step, Trajectory
         ("The answer is Lyon rather than Paris.", "Paris", False),
         ("It is either Paris or Lyon; the sources disagree.", "Paris", False),
         ("Paris or Lyon, I cannot tell which.", "Paris", False),
+        # the first sentence's bolded answer is the reply's answer; a later aside is not
+        (
+            "The original name was **Parva**. Before that the band was briefly called Runston Parva.",
+            "Runston Parva",
+            False,
+        ),
+        (
+            "The composer is **Mozart**. He lived 1756–1791.",
+            "1756 1791",
+            True,
+        ),  # another part of the question
         # words, numbers and units must really be the gold's
         ("Parisian cafes line the street.", "Paris", False),
         ("The race was won in 2018.", "18", False),
