@@ -289,7 +289,8 @@ def _described(said: Sequence[Token], golds: Sequence[str], asked: set[str]) -> 
     for gold in golds:
         for form in gold_forms(gold):
             content = {w for w in form if w not in STOPWORDS}
-            informative = (content - asked) or content
+            # a number is never an echo of the question ("Person 4" for "... in scene 4?")
+            informative = {w for w in content if w not in asked or w[:1].isdigit()} or content
             if len(form) < 2 or not informative:
                 continue
             places = {

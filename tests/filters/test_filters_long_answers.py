@@ -74,6 +74,10 @@ def test_descriptive_gold_is_matched_by_the_words_the_question_does_not_use() ->
     reply = "The city is **Dover**; it has a mild maritime climate."
     assert answers_match(reply, "The weather in Dover", question=question)
     assert not answers_match("The city is **Folkestone**.", "The weather in Dover", question=question)
+    # a number is never an echo of the question
+    question = "Who founded the company whose logo appears in scene 4?"
+    assert not answers_match("It was founded by Person 5.", "Person 4", question=question)
+    assert answers_match("It was founded by **Person 4**.", "Person 4", question=question)
     question = "Which country declared independence on 16 February 1918, the first Soviet republic to do so?"
     assert answers_match(
         "The country is **Lithuania**.", "Republic of Lithuania (1918–1940)", question=question
