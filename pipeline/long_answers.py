@@ -53,10 +53,12 @@ _YES_NO = {"yes": "yes", "no": "no", "true": "yes", "false": "no"}
 
 @dataclass(frozen=True)
 class Token:
-    """One word of a text: its compared form and the sentence it belongs to."""
+    """One word of a text: its compared form, the sentence it belongs to, and whether a comma
+    comes right before it (", or X," is an aside naming X, not a hedge)."""
 
     stem: str
     sentence: int
+    after_comma: bool = False
 
 
 def _plain(text: str) -> str:
@@ -118,8 +120,11 @@ def tokens(text: str) -> tuple[Token, ...]:
     """The words of a text, stemmed, each with its sentence number."""
     out: list[Token] = []
     for sentence, part in enumerate(_SENTENCE_END.split(_plain(text))):
-        words = _numbers_as_digits(_TOKEN.findall(re.sub(r"(?<=\w)[-–—]|[-–—](?=[^\W\d])", " ", part)))
-        out += [Token(stem(w), sentence) for w in words]
+        part = re.sub(r"(?<=\w)[-–—]|[-–—](?=[^\W\d])", " ", part)
+        part = re.sub(r"\b(thousand|million|billion),", r"\1", part)  # one thousand, nine hundred
+        for k, chunk in enumerate(part.split(",")):
+            words = _numbers_as_digits(_TOKEN.findall(chunk))
+            out += [Token(stem(w), sentence, after_comma=k > 0 and i == 0) for i, w in enumerate(words)]
     return tuple(out)
 
 
@@ -180,7 +185,16 @@ def _rejected(reply: Sequence[Token], start: int, end: int) -> bool:
     after = [t.stem for t in reply[end : end + 1] if t.sentence == sentence]
     if _NEGATORS & set(before):
         return True
-    return bool(_HEDGES & set(before[-1:] + after)) or "either" in before
+    # ", or X," is an aside that names X ("The Spira Mirabilis, or logarithmic spiral, ...")
+    aside = (
+        start >= 1
+        and reply[start - 1].stem == "or"
+        and reply[start - 1].after_comma
+        and end < len(reply)
+        and reply[end].after_comma
+        and reply[end].sentence == sentence
+    )
+    return (not aside and before[-1:] == ["or"]) or bool(_HEDGES & set(after)) or "either" in before
 
 
 def _number_unit(form: Sequence[str]) -> tuple[str, str] | None:

@@ -45,6 +45,12 @@ from pipeline.schema import Step, Trajectory
         ("The answer is Lyon rather than Paris.", "Paris", False),
         ("It is either Paris or Lyon; the sources disagree.", "Paris", False),
         ("Paris or Lyon, I cannot tell which.", "Paris", False),
+        ("It is Lyon, or Paris.", "Paris", False),
+        (
+            "The Spira Mirabilis, or logarithmic spiral, shapes the nautilus shell.",
+            "logarithmic spiral",
+            True,
+        ),
         # the first sentence's bolded answer is the reply's answer; a later aside is not
         (
             "The original name was **Parva**. Before that the band was briefly called Runston Parva.",
