@@ -22,7 +22,7 @@ from functools import lru_cache
 _PAIRS = {"“": "”", "‘": "’", "«": "»", "„": "“", '"': '"', "'": "'"}
 _SINGLE = {"‘", "’", "'"}
 _READING = re.compile(
-    r"\b(?:titled|title(?:d| is| reads)?|named|called|reads|read|says|said|shows|showed|states|stated|"
+    r"\b(?:titled|title(?:d| is| reads)?|named|called|reads|reading|read|says|said|shows|showed|states|stated|"
     r"labell?ed|label(?: is| reads)?|text(?: is| reads)?|heading|caption)\s*:?\s*$",
     re.IGNORECASE,
 )
