@@ -49,6 +49,7 @@ _UNITS = {
 }  # fmt: skip
 _SCALES = {"hundred": 100, "thousand": 1000, "million": 1_000_000, "billion": 1_000_000_000}
 _YES_NO = {"yes": "yes", "no": "no", "true": "yes", "false": "no"}
+_LABEL = frozenset({"action", "final", "short", "answer"})  # "Action: Final Answer\nYes, ..."
 
 
 @dataclass(frozen=True)
@@ -223,8 +224,10 @@ def _mentions(reply: Sequence[Token], form: Sequence[str], tolerance: float) -> 
 
 
 def leading_polarity(reply: str) -> str | None:
-    """ "yes"/"no" when the reply opens with one ("Yes, the ...", "**No.**"), else None."""
-    words = stems(reply)
+    """ "yes"/"no" when the reply opens with one ("Yes, the ...", "**No.**", "Final answer: yes")."""
+    words = stems(reply)[:6]
+    while words and words[0] in _LABEL:
+        words = words[1:]
     return _YES_NO.get(words[0]) if words else None
 
 

@@ -28,6 +28,7 @@ from pipeline.schema import Step, Trajectory
         ),
         ("**No.** The troop does not offer it.", "No", True),
         ("No, the website says nothing of the kind.", "Yes", False),
+        ("Action: Final Answer\nYes. The site lists it.", "yes", True),
         ("The program involves **18 senior University leaders** from four campuses.", "18", True),
         ("The notable race is the **Epsom Derby**, won by the horse Santa Claus.", "Derby", True),
         ("All 298 people on board died.", "two hundred and ninety eight", True),
