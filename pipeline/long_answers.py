@@ -8,7 +8,8 @@ website ...", "The race is the **Epsom Derby**, won by ...") while golds are sho
   casefolded, without accents, lightly stemmed (plurals, -ing), with number words as digits, and
   across spacing ("juke boxes" is "jukebox"); a number must come with the gold's unit, if any;
 - a person's name is shortened the usual way ("Jesse James" for "Jesse Woodson James": two or
-  more of its words, in order, ending with the surname);
+  more of its words, in order, ending with the surname), or a title of three or more words has
+  one word spelt otherwise ("The Comedie of Errors");
 - every informative word of a descriptive gold is in the reply (`question` given: words the
   question already uses say nothing; "The weather in Dover" for a question about weather).
 
@@ -259,7 +260,11 @@ def carries(reply: str, golds: Sequence[str], tolerance: float = 0.01, question:
     mentions: list[tuple[int, int]] = []
     for gold in golds:
         for form in gold_forms(gold):
-            mentions += _mentions(said, form, tolerance) or _short_name(said, form)
+            mentions += (
+                _mentions(said, form, tolerance)
+                or _short_name(said, form)
+                or _title_spelt_otherwise(said, form)
+            )
     if mentions:
         if _headline_differs(reply, said, golds, mentions):
             return False  # the reply's own bolded answer is a variant of the gold, not the gold
@@ -285,9 +290,14 @@ def _headline_differs(
     return False
 
 
-def _near(word: str, other: str) -> bool:
-    """Long words a slip of the pen apart ("Symphomes" for "Symphonies"): two edits in eight letters."""
-    if min(len(word), len(other)) < 8 or abs(len(word) - len(other)) > 2 or word[:3] != other[:3]:
+def _near(word: str, other: str, shortest: int = 8, prefix: int = 3) -> bool:
+    """Words a slip of the pen (or an old spelling) apart: at most two edits, both words at least
+    `shortest` letters, the first `prefix` letters alike ("Symphomes" for "Symphonies")."""
+    if (
+        min(len(word), len(other)) < shortest
+        or abs(len(word) - len(other)) > 2
+        or word[:prefix] != other[:prefix]
+    ):
         return False
     row = list(range(len(other) + 1))
     for i, a in enumerate(word, 1):
@@ -295,6 +305,22 @@ def _near(word: str, other: str) -> bool:
         for j, b in enumerate(other, 1):
             prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (a != b))
     return row[-1] <= 2
+
+
+def _title_spelt_otherwise(reply: Sequence[Token], form: Sequence[str]) -> list[tuple[int, int]]:
+    """A title of three or more words written with one word spelt otherwise ("The Comedie of
+    Errors" for "The Comedy of Errors"): every other word exact, that one a near spelling."""
+    if len(form) < 3 or not all(w.isalpha() for w in form):
+        return []
+    found = []
+    for start in range(len(reply) - len(form) + 1):
+        window = reply[start : start + len(form)]
+        if len({t.sentence for t in window}) > 1:
+            continue
+        differ = [(t.stem, w) for t, w in zip(window, form, strict=True) if t.stem != w]
+        if len(differ) == 1 and _near(*differ[0], shortest=5, prefix=4):
+            found.append((start, start + len(form)))
+    return found
 
 
 def _described(said: Sequence[Token], golds: Sequence[str], asked: set[str]) -> bool:

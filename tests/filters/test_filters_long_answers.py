@@ -38,6 +38,8 @@ from pipeline.schema import Step, Trajectory
         ("The device is the **jukebox**, a coin-operated phonograph.", "juke boxes", True),
         ("It is **Leviathan**, Hobbes's book of 1651.", "Leviathan by Thomas Hobbes", True),
         ("The soap is **The Archers**.", "The Archers - Radio Soap", True),
+        ("The original play is **The Comedy of Errors**.", "The Comedie of Errors", True),
+        ("The original play is **The Tragedy of Errors**.", "The Comedie of Errors", False),
         ("He was born in the **1930s**.", "1930-1939", True),
         # named only to be rejected, or one of several candidates
         ("It is not 18 but 20.", "18", False),
