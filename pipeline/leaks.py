@@ -26,7 +26,6 @@ owner: publish, the exports, SFT formatting and the filter's `leak` check all ca
 from __future__ import annotations
 
 import getpass
-import itertools
 import os
 import re
 import tempfile
@@ -54,7 +53,7 @@ SHARED_FOLDERS = frozenset({"/tmp", "/var/tmp", "/root", "/private/tmp", "/dev/s
 SANDBOX_NAMES = frozenset(
     {"in", "out", "input", "output", "inputs", "outputs", "images", "image", "work", "sandbox", "code"}
 )
-MAX_ENTRIES = 20000  # entries of a shared folder turned into needles (a huge /tmp is cut here)
+MAX_ENTRIES = 5000  # entries of a shared folder turned into needles: the newest (this run's own) first
 #: A path needle starts a path: not inside a word or a URL's host or path (`http://x.org/root`).
 PATH_START = r"(?<![\w.-])"
 PATH_END = r"(?![\w-])"
@@ -302,7 +301,10 @@ def _entries_needle(folder: str, label: str) -> list[Needle]:
     """One needle for the entries that exist under a shared folder now (`/tmp/pytest-of-me`)."""
     try:
         with os.scandir(folder) as it:
-            names = [e.name for e in itertools.islice(it, MAX_ENTRIES) if e.name not in SANDBOX_NAMES]
+            entries = [e for e in it if e.name not in SANDBOX_NAMES]
+        if len(entries) > MAX_ENTRIES:  # a huge shared /tmp: the newest entries (this run's among them)
+            entries = sorted(entries, key=_mtime, reverse=True)[:MAX_ENTRIES]
+        names = [e.name for e in entries]
     except OSError:
         return []
     if not names:
@@ -311,6 +313,13 @@ def _entries_needle(folder: str, label: str) -> list[Needle]:
     alternation = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
     pattern = PATH_START + re.escape(prefix) + f"(?:{alternation})" + PATH_END
     return [Needle(pattern, label, "path", literal=prefix, fallback=True)]
+
+
+def _mtime(entry: os.DirEntry[str]) -> float:
+    try:
+        return entry.stat(follow_symlinks=False).st_mtime
+    except OSError:
+        return 0.0
 
 
 def _home() -> Path | None:
