@@ -39,7 +39,11 @@ class AnswerCheck(Check):
         if predicted is None or not predicted.strip():
             return self.verdict(trajectory, [bad(where, "no final answer")], score=0.0)
         if answers_match(
-            predicted, trajectory.gold_answer, trajectory.answer_aliases, ctx.config.number_tolerance
+            predicted,
+            trajectory.gold_answer,
+            trajectory.answer_aliases,
+            ctx.config.number_tolerance,
+            question=trajectory.question,
         ):
             return self.verdict(trajectory, [ok(where, "matches gold")])
         return self.verdict(

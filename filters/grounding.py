@@ -2,8 +2,9 @@
 
 Rules, where a claim can be checked mechanically against what the trajectory has seen so far
 (question, plan, every earlier observation and call): a cited URL must have appeared; a quoted
-title, name or label the thought says it read must appear (unless read off an image the step
-just produced: rules cannot see pixels); a number of three or more digits the thought says an
+title, name or label the thought says it read must appear, word for word (unless read off an image
+the step just produced: rules cannot see pixels; what counts as a quotation, and what as a guess,
+is `filters.quotations`'); a number of three or more digits the thought says an
 observation, page or result shows must appear; a failed or empty call must not be followed by a
 thought that reads as success. With `filter.strict_entities`, multi-word proper
 names must also have appeared (good for closed worlds, noisy for open-web data). A step judge
@@ -18,14 +19,10 @@ from functools import lru_cache
 
 from filters.base import Check, CheckContext, acknowledges_setback, bad, judge_step, lowered, ok
 from filters.judges import clip
+from filters.quotations import read_claims, was_read
 from pipeline.schema import Step, StepVerdict, Trajectory, Verdict
 
 _URL = re.compile(r"https?://[^\s\"'<>\])}]+")
-_QUOTED = re.compile(
-    r"\b(?:titled|title(?:d| is| reads)?|named|called|reads|says|shows|labell?ed|label(?: is| reads)?|text(?: is| reads)?)"
-    r"\s*:?\s*[\"“‘]([^\"”’\n]{3,100})[\"”’]",
-    re.IGNORECASE,
-)
 # "the observation/page/results ... confirms/shows/states ... <claim>": a claim the thought
 # attributes to a text the agent read (not to an image, whose content rules cannot see)
 _ATTRIBUTED = re.compile(
@@ -88,9 +85,9 @@ def rule_problems(trajectory: Trajectory, index: int, strict_entities: bool) -> 
         if lowered(url.rstrip(".,;:")) not in seen:
             problems.append(f"cites a URL no observation showed: {url[:80]}")
     # text read off an image produced just before is the image checks' business, not the rules'
-    for quote in () if step.observation_images else _QUOTED.findall(thought):
+    for quote in () if step.observation_images else read_claims(thought):
         seen = seen or _seen_text(trajectory, index + 1)
-        if lowered(quote.strip(" .,")) not in seen:
+        if not was_read(quote, seen):
             problems.append(f"claims to read {quote[:60]!r}, which no observation contains")
     if _ATTRIBUTED.search(thought):
         seen = seen or _seen_text(trajectory, index + 1)

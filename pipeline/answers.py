@@ -4,9 +4,10 @@
   `\\boxed{...}` is unwrapped; `1,234` -> `1234`; `U.S.A.` -> `usa`, `3.14` stays).
 - `answers_match`: normalised exact match against the gold answer or an alias; numbers within a
   relative tolerance when they have a fraction (measurements: 3.14 vs 3.1416), exactly when they
-  are whole (years, counts, ids: 1% of 1900 is 19 years); `contains=True` also accepts the gold
-  as a whole-word span of a longer reply ("It is Paris" for "Paris"), which suits a judge that
-  reads prose, not a strict score.
+  are whole (years, counts, ids: 1% of 1900 is 19 years); a long-form reply also matches when it
+  carries the gold (`pipeline.long_answers`: a leading yes/no, the gold's words inside it, a
+  number with its unit, a shortened name), unless it names the gold only to reject it or hedges
+  between it and another candidate. Real agents answer in sentences; golds are short.
 - `choice_letter`: the option a multiple-choice reply picks, in every shape models write it:
   `B`, `(B)`, `B.`, `B) text`, `B. some text`, `Option B`, `The answer is B`, `Answer: (B)`,
   or the option's text itself (alone, or as the only option named in the reply).
@@ -19,6 +20,8 @@ import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
+
+from pipeline.long_answers import carries
 
 _ARTICLES = re.compile(r"\b(?:a|an|the)\b")
 _BOXED = re.compile(r"\\boxed\{(.*)\}")
@@ -87,9 +90,13 @@ def answers_match(
     aliases: Sequence[str] = (),
     tolerance: float = 0.01,
     *,
-    contains: bool = False,
+    question: str | None = None,
 ) -> bool:
-    """Whether `predicted` names the gold answer (or an alias), numbers within `tolerance`."""
+    """Whether `predicted` names the gold answer (or an alias), numbers within `tolerance`.
+
+    `question`, when given, lets a descriptive gold match by its informative words (those the
+    question does not already use).
+    """
     if predicted is None or gold is None:
         return False
     pred = normalize_answer(predicted)
@@ -101,9 +108,7 @@ def answers_match(
             continue
         if pred == want or _numbers_match(pred, want, tolerance):
             return True
-        if contains and re.search(rf"(^| ){re.escape(want)}( |$)", pred):
-            return True
-    return False
+    return carries(predicted, [gold, *aliases], tolerance, question)
 
 
 def choice_letter(predicted: str | None, options: Mapping[str, str]) -> str | None:
@@ -139,6 +144,7 @@ def score(
     aliases: Sequence[str] = (),
     options: Mapping[str, str] | None = None,
     tolerance: float = 0.01,
+    question: str | None = None,
 ) -> bool:
     """Whether a prediction is right: the option picked when there are options, else the text."""
     if predicted is None or gold is None:
@@ -149,4 +155,4 @@ def score(
         if wanted is None:  # the gold is an option's text, not its letter
             wanted = choice_letter(gold, options)
         return picked is not None and picked == wanted
-    return answers_match(predicted, gold, aliases, tolerance)
+    return answers_match(predicted, gold, aliases, tolerance, question=question)

@@ -4,10 +4,14 @@ A dataset is published, exported and trained on far from the machine that made i
 of that machine teaches a student to expect local paths where the web gives URLs, and a secret in
 a thought or observation is a leaked key. The guard builds its needles once per run:
 
-- paths: the run folder, the checkout, the home directory, every path the config names
-  (`world.dir`, `tools.search.corpus_dir`, ...) as given and resolved, and any folder in the
-  temporary directory (`/tmp/<name>/...`: worlds, runs and tests of the host); paths the sandbox
-  shows the model (`/input`, `/output`, a file in `/tmp`) are not host-specific and never needles;
+- paths: the run folder, the checkout, the working directory, the home directory, every path the
+  config names (`world.dir`, `tools.search.corpus_dir`, ...) as given and resolved, and this
+  process's temporary folder (`tempfile.gettempdir()`). A folder every machine has (`/tmp`,
+  `/root`, `/home/ubuntu`) is no needle itself, since any system's paths live there: under it,
+  only the entries that exist on this machine when the guard is built are (`/tmp/pytest-of-me/`,
+  `/tmp/i19world/`), never sandbox-style names (`/tmp/in`, `/tmp/out`). So `/tmp/in/image_0.png`
+  in another system's sandbox code is data, not a leak; paths the sandbox shows the model
+  (`/input`, `/output`) are never needles;
 - the user name, as a whole word, unless it is a generic account name (`root`, `ubuntu`, ...)
   that names no one and would match ordinary prose;
 - secrets: the value of every environment variable the config names through a field ending in
@@ -41,10 +45,15 @@ GENERIC_USERS = frozenset(
 )
 MIN_SECRET_CHARS = 8  # shorter values would match ordinary text; `secrets_too_short` names them
 MIN_USER_CHARS = 3
-#: A folder in the temporary directory (`/tmp/i19world/`, `/tmp/pytest-of-me/`, `/tmp/tmpab12cd34/`):
-#: where worlds, runs and tests of a host live. A file the sandbox's code saves directly in its
-#: own /tmp (`/tmp/crop.png`) is not one.
-TEMP_FOLDER = r"[\w.-]+/"
+#: Folders every machine has, so any system's paths live in them: no needle themselves; only
+#: the entries that exist under them on this machine are.
+SHARED_FOLDERS = frozenset({"/tmp", "/var/tmp", "/root", "/private/tmp", "/dev/shm"})
+#: Entry names that code sandboxes use for their own files (`/tmp/in/image_0.png`,
+#: `/tmp/out/crop.png`): never needles, even where this machine happens to have one.
+SANDBOX_NAMES = frozenset(
+    {"in", "out", "input", "output", "inputs", "outputs", "images", "image", "work", "sandbox", "code"}
+)
+MAX_ENTRIES = 5000  # entries of a shared folder turned into needles: the newest (this run's own) first
 #: A path needle starts a path: not inside a word or a URL's host or path (`http://x.org/root`).
 PATH_START = r"(?<![\w.-])"
 PATH_END = r"(?![\w-])"
@@ -58,6 +67,7 @@ class Needle:
     label: str
     kind: str  # "path" | "user" | "secret"
     literal: str = ""  # text every match contains ("": none known, the regex always runs)
+    fallback: bool = False  # tried after every other needle (a shared folder's entries)
 
     @property
     def secret(self) -> bool:
@@ -113,8 +123,9 @@ class LeakGuard:
 
     def __post_init__(self) -> None:
         unique = {n.pattern: n for n in self.needles}
-        # longest first, so a path wins over a shorter path it starts with
-        self.needles = sorted(unique.values(), key=lambda n: (-len(n.pattern), n.pattern))
+        # longest first, so a path wins over a shorter path it starts with; a shared folder's
+        # entries last, so the run folder inside /tmp is named as the run folder
+        self.needles = sorted(unique.values(), key=lambda n: (n.fallback, -len(n.pattern), n.pattern))
         # secrets get their own pass: a path match must never swallow a key inside it
         self._passes = [
             (group, re.compile("|".join(f"(?P<n{i}>{n.pattern})" for i, n in enumerate(group))))
@@ -212,14 +223,21 @@ class LeakGuard:
             _add_path(paths, home, "home directory")
         for name, value in config_paths(config):
             _add_path(paths, Path(value), f"config {name}")
+        shared = {p for p in paths if _is_shared(p)}
+        for folder in shared:  # a generic home (/root, /home/ubuntu): its existing entries only
+            needles.extend(_entries_needle(folder, paths.pop(folder)))
+        temp = tempfile.gettempdir()
+        for form in dict.fromkeys((os.path.normpath(temp), os.path.realpath(temp))):
+            if _is_shared(form):
+                needles.extend(_entries_needle(form, "temporary folder"))
+            elif form not in GENERIC_PATHS:
+                needles.append(
+                    Needle(PATH_START + re.escape(form) + PATH_END, "temporary folder", "path", literal=form)
+                )
         needles += [
             Needle(PATH_START + re.escape(p) + PATH_END, label, "path", literal=p)
             for p, label in paths.items()
         ]
-        for temp in {tempfile.gettempdir(), os.path.realpath(tempfile.gettempdir())}:
-            folder = temp.rstrip("/") + "/"
-            pattern = PATH_START + re.escape(folder) + TEMP_FOLDER
-            needles.append(Needle(pattern, "temporary folder", "path", literal=folder))
         user = _user()
         if user and user not in GENERIC_USERS and len(user) >= MIN_USER_CHARS:
             needles.append(
@@ -295,6 +313,37 @@ def _add_path(paths: dict[str, str], path: Path, label: str) -> None:
         form = os.path.normpath(form)
         if form not in GENERIC_PATHS and form not in paths:
             paths[form] = label
+
+
+def _is_shared(path: str) -> bool:
+    """A folder every machine has (`/tmp`, `/root`) or a generic account's home (`/home/ubuntu`)."""
+    parent, name = os.path.split(path)
+    return path in SHARED_FOLDERS or (parent == "/home" and name in GENERIC_USERS)
+
+
+def _entries_needle(folder: str, label: str) -> list[Needle]:
+    """One needle for the entries that exist under a shared folder now (`/tmp/pytest-of-me`)."""
+    try:
+        with os.scandir(folder) as it:
+            entries = [e for e in it if e.name not in SANDBOX_NAMES]
+        if len(entries) > MAX_ENTRIES:  # a huge shared /tmp: the newest entries (this run's among them)
+            entries = sorted(entries, key=_mtime, reverse=True)[:MAX_ENTRIES]
+        names = [e.name for e in entries]
+    except OSError:
+        return []
+    if not names:
+        return []
+    prefix = folder.rstrip("/") + "/"
+    alternation = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+    pattern = PATH_START + re.escape(prefix) + f"(?:{alternation})" + PATH_END
+    return [Needle(pattern, label, "path", literal=prefix, fallback=True)]
+
+
+def _mtime(entry: os.DirEntry[str]) -> float:
+    try:
+        return entry.stat(follow_symlinks=False).st_mtime
+    except OSError:
+        return 0.0
 
 
 def _home() -> Path | None:

@@ -40,8 +40,8 @@ def normalise(text: str) -> str:
 
 
 def answer_matches(predicted: str, gold: str, aliases: list[str]) -> bool:
-    """A judge reads prose: the gold (or an alias) anywhere in the reply as whole words counts."""
-    return answers_match(predicted, gold, aliases, contains=True)
+    """A judge reads prose: the scorer's long-form reading (the gold carried by the reply)."""
+    return answers_match(predicted, gold, aliases)
 
 
 def _verdict(ok: bool, reason: str) -> str:

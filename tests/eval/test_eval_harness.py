@@ -180,11 +180,11 @@ def test_answer_judge_rescues_open_answers_only(tmp_path: Path, fake_teacher) ->
     def judge(body: dict[str, Any]) -> Any:
         judge_calls.append(body)
         payload = body["messages"][-1]["content"]
-        verdict = "pass" if "Paris, France" in payload else "fail"
+        verdict = "pass" if "the French capital" in payload else "fail"
         return json.dumps({"verdict": verdict, "reason": "same place" if verdict == "pass" else "different"})
 
     replies = {
-        "j1": "<answer>Paris, France</answer>",
+        "j1": "<answer>the French capital</answer>",  # a paraphrase no rule can match
         "j2": "<answer>Lyon</answer>",
         "j3": "<answer>Paris</answer>",
     }

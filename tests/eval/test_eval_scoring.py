@@ -60,7 +60,8 @@ def test_score_with_options_compares_letters_and_gold_text() -> None:
         ("seven", "7", [], True),
         ("NYC", "New York City", ["NYC"], True),
         ("The Louvre", "Louvre", [], True),
-        ("Paris, France", "Paris", [], False),  # strict: the world's judge reads prose
+        ("Paris, France", "Paris", [], True),  # the gold carried by a longer reply
+        ("Lyon, not Paris", "Paris", [], False),  # named only to be rejected
     ],
 )
 def test_open_answers(pred: str, gold: str, aliases: list[str], expected: bool) -> None:
@@ -70,6 +71,6 @@ def test_open_answers(pred: str, gold: str, aliases: list[str], expected: bool) 
 
 def test_world_judge_shares_the_rules_and_reads_prose() -> None:
     assert world_match("It is Paris, France", "Paris", [])
-    assert not answers_match("It is Paris, France", "Paris")
-    assert answers_match("It is Paris, France", "Paris", contains=True)
+    assert answers_match("It is Paris, France", "Paris")
+    assert not world_match("It is Lyon, not Paris", "Paris", [])
     assert not world_match("Lyon", "Paris", ["Paname"])

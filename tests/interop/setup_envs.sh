@@ -16,6 +16,19 @@ TORCH_SPEC=${TORCH_SPEC:-torch==2.14.1}
 TORCHVISION_SPEC=${TORCHVISION_SPEC:-torchvision==0.29.1}
 LLAMAFACTORY_SPEC=${LLAMAFACTORY_SPEC:-llamafactory==0.9.5}
 MS_SWIFT_SPEC=${MS_SWIFT_SPEC:-ms-swift==4.6.0 qwen_vl_utils==0.0.14}
+# The AutoProcessor tests (tests/sft/test_sft_processor.py) also run in these venvs, on this checkout's
+# code: the trajforge dependencies that code imports come along, at the ranges pyproject.toml pins.
+TRAJFORGE_NEEDS=${TRAJFORGE_NEEDS:-json-repair opencv-python-headless}
+TRAJFORGE_IMPORTS="import pipeline.lenient, pipeline.phash, stages.sft.formatter, stages.sft.processor, stages.sft.synthetic"
+HERE=$(cd "$(dirname "$0")/../.." && pwd)
+pinned() {  # the requirement pyproject.toml writes for each name, e.g. "json-repair>=0.40,<1"
+  local name spec
+  for name in "$@"; do
+    spec=$(grep -oE "\"$name[<>=!~ ][^\"]*\"" "$HERE/pyproject.toml" | head -n 1 | tr -d '"')
+    echo "${spec:-$name}"
+  done
+}
+TRAJFORGE_SPECS=$(pinned $TRAJFORGE_NEEDS | tr '\n' ' ')
 mkdir -p "$ROOT"
 CONSTRAINTS="$ROOT/constraints.txt"
 printf '%s\n%s\n' "$TORCH_SPEC" "$TORCHVISION_SPEC" > "$CONSTRAINTS"
@@ -23,7 +36,7 @@ printf '%s\n%s\n' "$TORCH_SPEC" "$TORCHVISION_SPEC" > "$CONSTRAINTS"
 build() {  # build NAME SPEC (SPEC is word-split: it may name several packages)
   local name=$1 spec=$2
   local venv="$ROOT/$name" log="$ROOT/$name.log"
-  local stamp="$spec $TORCH_SPEC $TORCHVISION_SPEC"
+  local stamp="$spec $TORCH_SPEC $TORCHVISION_SPEC $TRAJFORGE_SPECS"
   if [ -f "$venv/.installed" ] && [ "$(cat "$venv/.installed")" = "$stamp" ]; then
     echo "interop: $name ready ($venv)"; return 0
   fi
@@ -32,8 +45,9 @@ build() {  # build NAME SPEC (SPEC is word-split: it may name several packages)
   if ! { { [ -x "$venv/bin/python" ] || "$PY" -m venv "$venv"; } &&
          "$venv/bin/pip" install --quiet --upgrade pip wheel &&
          "$venv/bin/pip" install --quiet "$TORCH_SPEC" "$TORCHVISION_SPEC" &&
-         PIP_CONSTRAINT="$CONSTRAINTS" "$venv/bin/pip" install --quiet $spec pytest &&
-         "$venv/bin/python" -c "import torch, torchvision, transformers; from transformers import Qwen3VLProcessor"; } \
+         PIP_CONSTRAINT="$CONSTRAINTS" "$venv/bin/pip" install --quiet $spec $TRAJFORGE_SPECS pytest &&
+         "$venv/bin/python" -c "import torch, torchvision, transformers; from transformers import Qwen3VLProcessor" &&
+         (cd "$HERE" && PYTHONPATH="$HERE" "$venv/bin/python" -c "$TRAJFORGE_IMPORTS"); } \
        > "$log" 2>&1; then
     mkdir -p "$venv"
     { echo "install of $spec failed (full log: $log):"; grep -v '^WARNING: Location' "$log" | tail -n 15; } > "$venv/.failed"

@@ -8,6 +8,8 @@ run folder's path; every way out of the run must see them, and name the secret b
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -109,9 +111,57 @@ def test_guard_needles_come_from_the_run_the_host_and_the_configs_env_fields(
 def test_a_secret_inside_a_path_is_found_and_never_shown(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("TF_HUB_KEY", "hf_abcdefgh12345678")
     guard = LeakGuard.for_run(tmp_path, load_config(overrides=["publish.token_env=TF_HUB_KEY"]))
-    matches = guard.scan("cd /tmp/hf_abcdefgh12345678/cache && ls")
-    assert {m.kind for m in matches} == {"secret", "path"}  # the temporary folder did not swallow the key
+    matches = guard.scan(f"cd {tmp_path}/hf_abcdefgh12345678/cache && ls")
+    assert {m.kind for m in matches} == {"secret", "path"}  # the run folder did not swallow the key
     assert all("hf_abcdefgh12345678" not in m.describe(show=True) for m in matches)
+
+
+def test_another_systems_sandbox_paths_are_data_not_leaks(tmp_path: Path) -> None:
+    """`/tmp/in/image_0.png` in a foreign trajectory's code names that system's sandbox, not this host."""
+    guard = LeakGuard.for_run(tmp_path / "run", Config())
+    code = (
+        "from PIL import Image\nim = Image.open('/tmp/in/image_0.png')\n"
+        "im.crop((10, 20, 200, 240)).save('/tmp/out/crop.png')\nprint('/tmp/out/crop.png')\n"
+        "data = open('/tmp/zz-not-on-this-host-4821/notes.txt').read()"
+    )
+    observation = '{"result": "/tmp/out/crop.png", "type": "code", "images": ["data:image/png;base64,iVBOR"]}'
+    assert guard.scan(code) == [] and guard.scan(observation) == []
+    step = Step(
+        index=0,
+        think="Crop the sign.",
+        action="tool_call",
+        tool_name="code",
+        arguments=json.dumps({"code": code}),
+        observation_text=observation,
+    )
+    answer = Step(index=1, think="The crop shows it.", action="answer", answer="The Meadow")
+    imported = Trajectory(
+        task_id="t-foreign", question="Which place?", steps=[step, answer], final_answer="The Meadow"
+    )
+    assert LeakCheck().run(imported, CheckContext(leaks=guard)).keep
+
+
+def test_this_hosts_temporary_paths_are_leaks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What exists under this machine's /tmp, and a process's own temporary folder, are the host's."""
+    own = tempfile.mkdtemp(prefix="tf-leak-")  # exists on this machine, outside the run folder
+    try:
+        guard = LeakGuard.for_run(tmp_path / "run", Config())
+        found = guard.scan(f"the world lives in {own}/corpus and runs in {tmp_path}/run/raw")
+        assert {(m.label, m.found) for m in found} == {
+            ("temporary folder", own),
+            ("run folder", f"{tmp_path}/run"),
+        }
+    finally:
+        os.rmdir(own)
+    specific = (
+        tmp_path / "job-7731" / "tmp"
+    )  # TMPDIR pointing at a folder of this job: all of it is the host's
+    specific.mkdir(parents=True)
+    monkeypatch.setattr(tempfile, "tempdir", str(specific))
+    guard = LeakGuard.for_run(None, Config())
+    assert [(m.label, m.found) for m in guard.scan(f"saved to {specific}/x/crop.png")] == [
+        ("temporary folder", str(specific))
+    ]
 
 
 def test_user_name_is_a_whole_word_needle_unless_generic(monkeypatch: pytest.MonkeyPatch) -> None:
