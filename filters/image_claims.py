@@ -93,9 +93,7 @@ _THINGS = (
     r"card|text|lettering|letters|writing|font|car|bus|truck|van|bike|door|shirt|jacket|flag|arrow|"
     r"light|background|circle|square|rectangle|button|plaque|marker|stamp|panel|screen|sticker"
 )
-_COLOUR_CLAIM = re.compile(
-    rf"\b(?P<colour>{'|'.join(COLOURS)})(?:[- ]\w+)?\s+(?:{_THINGS})\b", re.IGNORECASE
-)
+_COLOUR_CLAIM = re.compile(rf"\b(?P<colour>{'|'.join(COLOURS)})(?:[- ]\w+)?\s+(?:{_THINGS})\b", re.IGNORECASE)
 _FOLD = str.maketrans("oilszb|", "0115281")
 
 

@@ -110,9 +110,7 @@ def prepare(image: Image.Image, variant: str) -> Image.Image:
 class ImageText:
     """OCR text of stored images per variant, read lazily and cached; counts what it did."""
 
-    def __init__(
-        self, store: RunStore | None, *, enabled: bool = True, tessdata: str | None = None
-    ) -> None:
+    def __init__(self, store: RunStore | None, *, enabled: bool = True, tessdata: str | None = None) -> None:
         self.store = store
         self.stats: Counter[str] = Counter()
         self.read_s = 0.0

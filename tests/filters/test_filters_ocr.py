@@ -68,7 +68,11 @@ def crop_then(store: RunStore, image: Image.Image, thought: str, task: str = "t-
         Step(index=1, think=thought, action="answer", answer="HE-9535"),
     ]
     return Trajectory(
-        task_id=task, question="What code is on the plate?", images=[scene], steps=steps, final_answer="HE-9535"
+        task_id=task,
+        question="What code is on the plate?",
+        images=[scene],
+        steps=steps,
+        final_answer="HE-9535",
     )
 
 
@@ -83,7 +87,9 @@ def test_claimed_text_must_be_what_ocr_reads_in_the_crop(tmp_path: Path) -> None
     assert "'HE-9535'" in other.reason and "KT-2741" in other.reason  # the claim and what OCR read
     busy = check.run(crop_then(store, texture(), thought), ctx)
     assert not busy.keep and "claims to read 'HE-9535'" in busy.reason
-    quoted = check.run(crop_then(store, plate("EXIT 12"), "The crop shows a sign reading 'EXPORT 1907'."), ctx)
+    quoted = check.run(
+        crop_then(store, plate("EXIT 12"), "The crop shows a sign reading 'EXPORT 1907'."), ctx
+    )
     assert not quoted.keep and "EXPORT 1907" in quoted.reason
     summary = ctx.ocr_summary()
     assert summary["engine"].startswith("tesseract") and summary["claims_unsupported"] == 3
