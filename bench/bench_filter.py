@@ -339,6 +339,19 @@ def wrong_crops(rows: list[dict]) -> dict:
     }
 
 
+def ocr_cost(b: dict) -> str:
+    """OCR time per produced image it read (all variants a claim needed) and its share of the
+    first filter run (later runs read the cache)."""
+    ocr, wall = b["ocr"], b["first_filter_wall_s"]
+    per = ocr.get("per_image_ms")
+    if not per:
+        return f"read no image ({ocr.get('unavailable') or 'no claim needed it'})"
+    return (
+        f"{per['images']} images, median {per['median']:.0f} ms p95 {per['p95']:.0f} ms each, "
+        f"{ocr['read_s']:.2f}s = {ocr['read_s'] / wall:.0%} of the first filter run's {wall:.2f}s"
+    )
+
+
 def ratio(part: int, whole: int) -> float:
     return round(part / whole, 4) if whole else 1.0
 
@@ -487,7 +500,7 @@ def main() -> None:
             f"({b['target_boxes']} with a target box), {r['defective']} defective; rules alone "
             f"P {r['precision']:.3f} R {r['recall']:.3f}, target boxes hidden P {h['precision']:.3f} "
             f"R {h['recall']:.3f} (OCR off: R {b['rules_target_boxes_hidden_no_ocr']['recall']:.3f}); "
-            f"OCR {b['ocr'].get('read_s', 0):.2f}s of the first filter run's {b['first_filter_wall_s']:.2f}s; oracle judge (self-check: the world grading its own defects) "
+            f"OCR {ocr_cost(b)}; oracle judge (self-check: the world grading its own defects) "
             f"P {j['precision']:.3f} R {j['recall']:.3f}"
         )
 

@@ -23,7 +23,7 @@ import asyncio
 from filters.base import Check, CheckContext, acknowledges_setback, bad, call_arguments, judge_step, ok
 from filters.crops import Box, crops_in_code, named_images
 from filters.image_claims import claims_in, shows_colour, supported
-from filters.ocr import VARIANTS, ImageText
+from filters.ocr import VARIANTS
 from pipeline.schema import StepVerdict, Trajectory, Verdict
 
 
@@ -77,10 +77,13 @@ def unsupported_claims(trajectory: Trajectory, index: int, ctx: CheckContext) ->
     if texts and not reader.available:
         reader.stats["claims_unchecked"] += len(texts)
         texts = []
-    earlier = [r for s in trajectory.steps[:index] for r in s.observation_images]
+    # a thought may also recall text an earlier produced image showed (read the two cheap ways)
+    earlier = [r for s in trajectory.steps[:index] for r in s.observation_images if r not in refs]
     for claim in texts:
         reader.stats["claims_checked"] += 1
-        if not any(_reads(reader, ref, claim) for ref in dict.fromkeys([*refs, *earlier])):
+        if not any(reader.bears(ref, claim) for ref in refs) and not any(
+            reader.bears(ref, claim, VARIANTS[:2]) for ref in dict.fromkeys(earlier)
+        ):
             reader.stats["claims_unsupported"] += 1
             read = " | ".join(reader.reading(ref) for ref in refs)
             problems.append(f"claims to read {claim[:60]!r} but OCR of the image read {_clip(read)!r}")
@@ -93,17 +96,6 @@ def unsupported_claims(trajectory: Trajectory, index: int, ctx: CheckContext) ->
             seen = ", ".join(f"{name} {share:.0%}" for name, share in top)
             problems.append(f"claims a {colour} object but the image's main colours are {seen}")
     return problems
-
-
-def _reads(reader: ImageText, ref: str, claim: str) -> bool:
-    """Whether any OCR variant of `ref` bears out `claim` (later variants read only if needed)."""
-    for variant in VARIANTS:
-        text = reader.text(ref, variant)
-        if text is None:
-            return False
-        if supported(claim, text):
-            return True
-    return False
 
 
 def _clip(text: str, limit: int = 80) -> str:
