@@ -16,6 +16,7 @@ from filters.image_claims import claims_in, colour_shares, shows_colour, support
 from filters.image_thought import ImageThoughtCheck
 from filters.ocr import OcrUnavailable, Tesseract
 from filters.runner import run_filter
+from pipeline.commands.filter import summary_lines
 from pipeline.config import FilterConfig
 from pipeline.schema import Step, Trajectory
 from pipeline.store import RunStore
@@ -168,6 +169,8 @@ def test_without_tesseract_the_check_falls_back_to_its_rules_and_says_so_once(
     ocr = outcome.report["ocr"]
     assert ocr["engine"] is None and "eng.traineddata" in ocr["unavailable"]
     assert ocr["claims_unchecked"] == 3  # the blank crop's claim: dropped by the older rule first
+    line = next(line for line in summary_lines(outcome.report) if "OCR" in line)
+    assert "not available" in line and "3 text claims" in line
     assert sum(r["passed"] for r in outcome.rows) == 3  # the texture crops pass, as before OCR
     blank_row = next(r for r in outcome.rows if not r["passed"])
     assert any("near-uniform" in reason for reason in blank_row["reasons"])
