@@ -25,6 +25,9 @@ $(STAMP): pyproject.toml
 	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
 		(apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 || \
 		echo "note: chromium not installed; the viewer's browser tests will skip"; }
+	@command -v tesseract >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+		(apt-get update -qq && apt-get install -y -qq tesseract-ocr tesseract-ocr-eng) >/dev/null 2>&1 || \
+		echo "note: tesseract not installed; the image check will not read text in crops (its OCR tests skip)"; }
 	touch $(STAMP)
 
 setup: $(STAMP)

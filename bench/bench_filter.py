@@ -282,19 +282,23 @@ def bench_world(
             hidden = run_filter(
                 store, cfg.filter.model_copy(update={"use_gold_region": False}), progress=False
             )
+            # the same, without reading the images' text: what the OCR claim check adds
+            no_ocr = run_filter(
+                store, cfg.filter.model_copy(update={"use_gold_region": False, "ocr": False}), progress=False
+            )
             teacher = cfg.teacher.model_copy(update={"base_url": server.openai_base_url})
             cache = store.root / "cache" / "judge"
             judge = build_judge("teacher", teacher, cfg.filter, cache_dir=cache, store=store)
             judged = run_filter(store, cfg.filter, judge=judge, progress=False)
             planted, boxes = run_defects(store)
-            for outcome in (rules, hidden, judged):
+            for outcome in (rules, hidden, no_ocr, judged):
                 for row in outcome.rows:  # the world's truth, joined with the verdicts here only
                     row["injected_defects"] = planted[row["trajectory_id"]]
             organic = organic_failures(store, planted)
         if keep is not None:
             shutil.rmtree(keep, ignore_errors=True)
             shutil.copytree(store.root, keep)
-            shutil.copytree(world, keep / "world")
+            shutil.copytree(world, keep / "world", dirs_exist_ok=True)  # beside RUN/world/truth.jsonl
     return {
         "seed": seed,
         "rate_per_defect": rate,
@@ -304,6 +308,11 @@ def bench_world(
         "target_boxes": boxes,
         "rules": detection(rules.rows, planted),
         "rules_target_boxes_hidden": detection(hidden.rows, planted),
+        "rules_target_boxes_hidden_no_ocr": detection(no_ocr.rows, planted),
+        "wrong_crops_hidden": wrong_crops(hidden.rows),
+        "wrong_crops_hidden_no_ocr": wrong_crops(no_ocr.rows),
+        "ocr": rules.report["ocr"],  # the first filter run: it read the images, later ones hit the cache
+        "first_filter_wall_s": rules.report["wall_s"],
         "oracle_judge": detection(judged.rows, planted),
         "rules_counting_organic": precision_recall(rules.rows, organic),
         "oracle_judge_counting_organic": precision_recall(judged.rows, organic),
@@ -311,6 +320,40 @@ def bench_world(
         "confusion": {"rules": confusion(rules.rows), "oracle_judge": confusion(judged.rows)},
         "errors": {"rules": mistakes(rules.rows), "oracle_judge": mistakes(judged.rows)},
     }
+
+
+def wrong_crops(rows: list[dict]) -> dict:
+    """Perception trajectories only: recall on the off-target crop defect, precision of all drops
+    (a drop of a trajectory with any injected defect is right), and how many the image check made."""
+    perception = [r for r in rows if r["category"] == "perception"]
+    crops = [r for r in perception if "off_target_crop" in r["injected_defects"]]
+    dropped = [r for r in perception if not r["passed"]]
+    false = [r for r in dropped if not r["injected_defects"]]
+    return {
+        "perception": len(perception),
+        "wrong_crops": len(crops),
+        "caught": sum(not r["passed"] for r in crops),
+        "caught_by_image_check": sum("image" in _failed_checks(r) for r in crops),
+        "dropped": len(dropped),
+        "false_drops": len(false),
+    }
+
+
+def ocr_cost(b: dict) -> str:
+    """OCR time per produced image it read (all variants a claim needed) and its share of the
+    first filter run (later runs read the cache)."""
+    ocr, wall = b["ocr"], b["first_filter_wall_s"]
+    per = ocr.get("per_image_ms")
+    if not per:
+        return f"read no image ({ocr.get('unavailable') or 'no claim needed it'})"
+    return (
+        f"{per['images']} images, median {per['median']:.0f} ms p95 {per['p95']:.0f} ms each, "
+        f"{ocr['read_s']:.2f}s = {ocr['read_s'] / wall:.0%} of the first filter run's {wall:.2f}s"
+    )
+
+
+def ratio(part: int, whole: int) -> float:
+    return round(part / whole, 4) if whole else 1.0
 
 
 def organic_failures(store: RunStore, planted: dict[str, list[str]]) -> set[str]:
@@ -437,13 +480,27 @@ def main() -> None:
     print(
         "(b) summary (precision / recall at catching injected defects; goal >= 0.95 with the oracle judge):"
     )
+    totals = {
+        key: {k: sum(b[key][k] for b in results) for k in results[0][key]}
+        for key in ("wrong_crops_hidden", "wrong_crops_hidden_no_ocr")
+    }
+    for key, label in (("wrong_crops_hidden", "with OCR"), ("wrong_crops_hidden_no_ocr", "OCR off")):
+        w = totals[key]
+        print(
+            f"    perception tasks, wrong-crop defects, target boxes hidden, rules only ({label}), all seeds: "
+            f"recall {ratio(w['caught'], w['wrong_crops']):.3f} ({w['caught']}/{w['wrong_crops']}; "
+            f"{w['caught_by_image_check']} by the image check) at precision "
+            f"{ratio(w['dropped'] - w['false_drops'], w['dropped']):.3f} "
+            f"({w['false_drops']} false drops of {w['perception']} perception trajectories)"
+        )
     for b in results:
         r, h, j = b["rules"], b["rules_target_boxes_hidden"], b["oracle_judge"]
         print(
             f"    seed {b['seed']} rate {b['rate_per_defect']:.2f}: {b['trajectories']} trajectories "
             f"({b['target_boxes']} with a target box), {r['defective']} defective; rules alone "
             f"P {r['precision']:.3f} R {r['recall']:.3f}, target boxes hidden P {h['precision']:.3f} "
-            f"R {h['recall']:.3f}; oracle judge (self-check: the world grading its own defects) "
+            f"R {h['recall']:.3f} (OCR off: R {b['rules_target_boxes_hidden_no_ocr']['recall']:.3f}); "
+            f"OCR {ocr_cost(b)}; oracle judge (self-check: the world grading its own defects) "
             f"P {j['precision']:.3f} R {j['recall']:.3f}"
         )
 

@@ -27,6 +27,7 @@ from pipeline.tool_spec import ToolTable
 
 if TYPE_CHECKING:
     from filters.judges import Judge, JudgeResult
+    from filters.ocr import ImageText
     from pipeline.leaks import LeakGuard
     from pipeline.store import RunStore
 
@@ -54,6 +55,23 @@ class CheckContext:
     tools: ToolTable | None = None  # the tools calls are judged against (default: the run's tools.json)
     _stats: dict[str, ImageStats | None] = field(default_factory=dict)
     _hashes: dict[str, int | None] = field(default_factory=dict)
+    _text: ImageText | None = None
+
+    def image_text(self) -> ImageText:
+        """The OCR reader of produced images, made on first use (it starts tesseract lazily)."""
+        if self._text is None:
+            from filters.ocr import ImageText
+
+            self._text = ImageText(self.store, enabled=self.config.ocr, tessdata=self.config.ocr_tessdata)
+        return self._text
+
+    def ocr_summary(self) -> dict[str, Any]:
+        """What OCR did in this run (for the filter report); closes its cache."""
+        if self._text is None:
+            return {"engine": None, "unavailable": None, "note": "no thought claimed text in an image"}
+        summary = self._text.summary()
+        self._text.close()
+        return summary
 
     def leak_guard(self) -> LeakGuard:
         """The guard the `leak` check scans with, built once from the run when none was given."""

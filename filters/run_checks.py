@@ -411,6 +411,7 @@ def _filter(
         "target_boxes": boxes,
         "use_gold_region": cfg.use_gold_region,
         "pass_rate_all": round(len(candidates) / len(rows), 4) if rows else 0.0,
+        "ocr": ctx.ocr_summary(),  # engine, or why none (the image check then used its rules only)
         "check_s": round(checked_s, 3),
         "wall_s": round(time.perf_counter() - start, 3),
     }

@@ -214,6 +214,11 @@ class FilterConfig(Section):
     min_inside: float = 0.5  # share of a crop box that must lie inside its source image
     gold_coverage: float = 0.5  # share of the task's gold region a crop of the input must cover
     use_gold_region: bool = True  # check crops against a task's target box where it has one (V*)
+    # read the text of produced images (tesseract via tesserocr, cached in RUN/cache/ocr.sqlite) and
+    # drop a thought that claims to read there what OCR does not find; absent tesseract: rules only
+    ocr: bool = True
+    ocr_tessdata: str | None = None  # folder with eng.traineddata (default: $TESSDATA_PREFIX, Debian's)
+    colour_min_share: float = 0.02  # share of a produced image a claimed colour ("the red sign") must cover
     number_tolerance: float = 0.01  # relative tolerance for numeric answers
     require_gold: bool = False  # drop trajectories whose task has no gold answer
     strict_entities: bool = False  # proper names in thoughts must have appeared (closed worlds)

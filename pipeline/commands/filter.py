@@ -58,6 +58,9 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     lines.append(f"  kept by category: {report['kept_by_category']}")
     for check, examples in report["example_drops"].items():
         lines.append(f"  e.g. {check}: {examples[0][:160]}")
+    ocr = report.get("ocr")
+    if ocr:
+        lines.append(ocr_line(ocr))
     judged = report.get("judge_verdicts")
     if judged:
         lines.append(
@@ -71,6 +74,24 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
             )
         )
     return lines
+
+
+def ocr_line(ocr: dict[str, Any]) -> str:
+    """What the image check's OCR did: claims checked and unborne out, or why it did not run."""
+    if ocr.get("unavailable"):
+        return (
+            f"  OCR: not available ({ocr['unavailable']}); {ocr.get('claims_unchecked', 0)} text claims "
+            "about produced images left unchecked (image check on its older rules)"
+        )
+    if not ocr.get("engine"):
+        return "  OCR: not needed (no thought claimed to read text in a produced image)"
+    per = ocr.get("per_image_ms")
+    cost = f", {per['images']} images read, median {per['median']:.0f} ms each" if per else ""
+    return (
+        f"  OCR ({ocr['engine']}): {ocr.get('claims_checked', 0)} text claims about produced images checked, "
+        f"{ocr.get('claims_unsupported', 0)} not in the image; {ocr.get('colours_unsupported', 0)} of "
+        f"{ocr.get('colours_checked', 0)} colour claims not shown{cost}; {ocr.get('cache_hits', 0)} cached readings"
+    )
 
 
 def filter_command(
