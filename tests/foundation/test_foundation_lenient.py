@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.chat import trajectory_messages
-from pipeline.format import REPAIRS, SLIPS, read_reply, read_trajectory, render_turn
+from pipeline.format import NORMALISATIONS, REPAIRS, SLIPS, read_reply, read_trajectory, render_turn
 from pipeline.schema import Step, Trajectory
 
 CODE = "from PIL import Image\nimg = Image.open('/input/image_0.png')\nprint(img.size)"
@@ -55,7 +55,9 @@ def test_each_slip_reads_as_the_canonical_turn_and_is_named(kind):
     parsed = read_reply(SLIPPED[kind])
     (turn,) = parsed.turns
     assert parsed.errors == []
-    assert kind in turn.repairs and set(turn.repairs) <= set(REPAIRS)
+    named = turn.normalisations if kind in NORMALISATIONS else turn.repairs
+    assert kind in named and set(turn.repairs) <= set(REPAIRS)
+    assert set(turn.normalisations) <= set(NORMALISATIONS)
     assert render_turn(turn.think, tool_name=turn.tool_name, arguments=turn.arguments) == CANONICAL
 
 
@@ -63,7 +65,8 @@ def test_canonical_text_needs_no_repair_and_every_slip_kind_is_a_repair_name():
     (turn,) = read_reply(CANONICAL).turns
     assert turn.repairs == [] and turn.arguments == {"code": CODE}
     # single_quotes has its own case below (the code here holds single quotes itself)
-    assert set(SLIPS) <= set(REPAIRS) and set(SLIPS) - {"single_quotes"} <= set(SLIPPED)
+    assert set(SLIPS) <= set(REPAIRS) | set(NORMALISATIONS) and set(SLIPS) - {"single_quotes"} <= set(SLIPPED)
+    assert not set(REPAIRS) & set(NORMALISATIONS)
 
 
 def test_single_quoted_query_as_in_the_reports_figure():
@@ -94,6 +97,7 @@ def test_what_cannot_be_repaired_is_an_error_to_reask(text, error):
 def test_reasoning_field_and_native_calls():
     (turn,) = read_reply("\n\n<answer>42</answer>", reasoning="It reads 42.").turns
     assert (turn.think, turn.answer, turn.repairs) == ("It reads 42.", "42", [])
+    assert turn.normalisations == ["reasoning_field"]
     calls = [
         {"id": "a", "name": "code", "arguments": json.dumps({"code": CODE})},
         {"id": "b", "name": "code", "arguments": "{}"},
@@ -173,5 +177,6 @@ def test_repaired_and_clean_trajectories_render_byte_identical_training_text():
     clean = trajectory([CANONICAL, answer])
     for slipped in SLIPPED.values():
         repaired = trajectory([slipped, "</think>It is 2x2.</think><answer>2x2</answer>}"])
-        assert repaired.steps[0].repairs
+        (first,) = read_reply(slipped).turns
+        assert first.repairs or first.normalisations
         assert trajectory_messages(repaired, "S") == trajectory_messages(clean, "S")
