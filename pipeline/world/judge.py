@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.answers import answers_match, normalize_answer
 from pipeline.world.messages import payload_of
+from pipeline.world.roles import judge_message
 
 if TYPE_CHECKING:
     from pipeline.world.knowledge import Knowledge
@@ -49,10 +50,10 @@ def _verdict(ok: bool, reason: str) -> str:
 
 
 def _payload(messages: list[Message]) -> tuple[dict[str, Any], list[str]]:
-    last = next((m for m in reversed(messages) if m.role == "user"), None)
-    if last is None:
+    case = judge_message(messages) or next((m for m in reversed(messages) if m.role == "user"), None)
+    if case is None:
         return {}, []
-    return payload_of(last.text), last.images
+    return payload_of(case.text), case.images
 
 
 def kind_of(name: str, data: dict[str, Any]) -> str:
