@@ -26,7 +26,9 @@ Styles:
 Printed per style, as ratios to its protocol's baseline (canonical for text styles, native for
 native ones): trajectories answered; trajectories passing every rule check, and passing with
 judges (kept before best-per-task selection, which would hide a lost rollout behind its task's
-other rollout); teacher calls (synthesis) per such trajectory; plus what reading took:
+other rollout); teacher calls (synthesis replies received: re-asks count, attempts refused with
+429/503 or dropped before a reply do not and are listed apart) per such trajectory; plus what
+reading took:
 normalised / repaired turns, re-asks, cut calls, replies without usage, judge verdicts by the
 way they were read. Goals (issue 25, mixed styles): rules >= 0.95, judges >= 0.9, calls per
 kept <= 1.1 of the baseline.
@@ -147,14 +149,17 @@ def run_style(
     _cli(run, ["filter", "--no-progress", "--judge", "teacher"], common, name)
     judged = json.loads((run / "report.json").read_text())
     synth, executor = rules["synth"], rules["synth"].get("executor", {})
+    teacher = synth.get("teacher", {})
+    failed = sum(v for k, v in teacher.items() if k.startswith("errors."))  # 429/503/dropped attempts
     verdicts = judged["filter"].get("judge_verdicts", {})
     return {
         "trajectories": synth["trajectories"],
         "answered": synth.get("statuses", {}).get("answered", 0),
         "kept_rules": rules["filter"]["passed_checks"],
         "kept_judges": judged["filter"]["passed_checks"],
-        "calls": synth.get("teacher", {}).get("calls", 0),
-        "retries": synth.get("teacher", {}).get("retries", 0),
+        "calls": teacher.get("calls", 0) - failed,  # replies received (what a teacher bills)
+        "failed_attempts": failed,
+        "retries": teacher.get("retries", 0),
         "turns": executor.get("turns", 0),
         "normalised_turns": executor.get("normalised_turns", 0),
         "repaired_turns": executor.get("repaired_turns", 0),
@@ -211,9 +216,10 @@ def main() -> None:
     )
     print(
         "| style | answered | pass rules | pass rules+judges | calls/kept (rules) | calls/kept (judges) "
-        "| normalised / repaired turns | re-asks | cut calls | no usage | judge verdicts json/prose/reask/unknown |"
+        "| normalised / repaired turns | re-asks | cut calls | no usage | failed attempts "
+        "| judge verdicts json/prose/reask/unknown |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         base = results["native" if chosen[name][1][:1] == NATIVE and "native" in results else "canonical"]
         turns = max(r["turns"], 1)
@@ -224,7 +230,7 @@ def main() -> None:
             f"| {_ratio(_per(r['calls'], r['kept_rules']), _per(base['calls'], base['kept_rules']))} "
             f"| {_ratio(_per(r['calls'], r['kept_judges']), _per(base['calls'], base['kept_judges']))} "
             f"| {r['normalised_turns'] / turns:.2f} / {r['repaired_turns'] / turns:.2f} | {r['reasks']} "
-            f"| {r['cut_calls']} | {r['no_usage']} "
+            f"| {r['cut_calls']} | {r['no_usage']} | {r['failed_attempts']} "
             f"| {read.get('json', 0)}/{read.get('prose', 0)}/{read.get('reask', 0)}/{read.get('unknown', 0)} |"
         )
     print(f"\nruns in {root}")
