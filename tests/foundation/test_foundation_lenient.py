@@ -180,3 +180,63 @@ def test_repaired_and_clean_trajectories_render_byte_identical_training_text():
         (first,) = read_reply(slipped).turns
         assert first.repairs or first.normalisations
         assert trajectory_messages(repaired, "S") == trajectory_messages(clean, "S")
+
+
+# what real VLM teachers leak or write in their own formats (issue 25): each read as the
+# canonical call, the repair or normalisation named
+NATIVE_FORMS = {
+    "glm_box_and_eot": (
+        f"<think>Check the size.</think><tool_call>{CALL}</tool_call><|user|>",
+        ["special_tokens"],
+        [],
+    ),
+    "internlm_plugin_tokens": (
+        "<think>Check the size.</think><|action_start|><|plugin|>\n"
+        + json.dumps({"name": "code", "parameters": {"code": CODE}})
+        + "<|action_end|><|im_end|>",
+        ["special_tokens", "untagged_tool_call", "parameters_key"],
+        [],
+    ),
+    "kimi_think_tokens": (
+        f"\u25c1think\u25b7Check the size.\u25c1/think\u25b7<tool_call>{CALL}</tool_call>",
+        [],
+        ["kimi_think_tokens"],
+    ),
+    "glm_xml_call": (
+        "<think>Check the size.</think><tool_call>code\n<arg_key>code</arg_key>\n<arg_value>"
+        + CODE
+        + "</arg_value>\n</tool_call>",
+        ["xml_call_format"],
+        [],
+    ),
+    "qwen3_coder_xml_call": (
+        f"<think>Check the size.</think><tool_call>\n<function=code>\n<parameter=code>\n{CODE}\n</parameter>\n</function>\n</tool_call>",
+        ["xml_call_format"],
+        [],
+    ),
+    "llama_header_and_eot": (
+        f"<|start_header_id|>assistant<|end_header_id|><think>Check the size.</think><tool_call>{CALL}</tool_call><|eot_id|>",
+        ["special_tokens"],
+        [],
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(NATIVE_FORMS))
+def test_model_native_forms_read_as_the_canonical_turn(kind):
+    text, repairs, normalisations = NATIVE_FORMS[kind]
+    parsed = read_reply(text)
+    (turn,) = parsed.turns
+    assert parsed.errors == [] and turn.repairs == repairs and turn.normalisations == normalisations
+    assert render_turn(turn.think, tool_name=turn.tool_name, arguments=turn.arguments) == CANONICAL
+
+
+def test_a_trailing_sentencepiece_eos_is_a_token_but_html_in_an_argument_is_not():
+    html = "print('<s>old</s> new')"
+    text = (
+        "<think>x</think><tool_call>"
+        + json.dumps({"name": "code", "arguments": {"code": html}})
+        + "</tool_call></s>"
+    )
+    (turn,) = read_reply(text).turns
+    assert turn.arguments == {"code": html} and turn.repairs == ["special_tokens"]
