@@ -129,6 +129,7 @@ def trajectory_from_line(record: Any, base: Path, store: RunStore, rollout: int)
                 raw=turn.raw,
                 format_errors=turn.errors,
                 repairs=turn.repairs,
+                normalisations=turn.normalisations,
                 observation_text=obs_text,
                 observation_images=obs_images,
                 error=error,
