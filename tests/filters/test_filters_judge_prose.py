@@ -75,3 +75,55 @@ def test_still_no_verdict_after_the_reask_is_unknown(fake_teacher, tmp_path: Pat
     assert result.unknown and not result.passed and "re-asked" in result.reason
     assert len(server.requests) == 2  # one re-ask, never more
     assert judge.stats["read.unknown"] == 1 and judge.stats["unknown_dropped"] == 1
+
+
+def test_the_filter_report_and_summary_count_how_replies_and_verdicts_were_read(
+    fake_teacher, tmp_path: Path
+) -> None:
+    from filters.judges import build_judge
+    from filters.runner import run_filter
+    from pipeline.commands.filter import summary_lines
+    from pipeline.config import FilterConfig, TeacherConfig
+    from pipeline.schema import Trajectory
+    from pipeline.store import RunStore
+    from tests.filters.test_filters_judge_replies import _clean
+
+    def handler(body):
+        if "judge_step" in body["messages"][0]["content"]:
+            return "Yes, the result names Velmora Dynamics."
+        if body["messages"][-1]["content"] == REASK:
+            return '{"verdict": "pass", "reason": "agree"}'
+        return "Let me compare them again."
+
+    trajectories = [_clean("a"), _clean("b")]
+    first = trajectories[0].steps[0]
+    first.normalisations, first.repairs, first.tokens_estimated = (
+        ["missing_think_open"],
+        ["special_tokens"],
+        True,
+    )
+    trajectories[0].steps[1].normalisations = ["missing_think_open"]
+    store = RunStore(tmp_path / "run")
+    store.write_records("raw", trajectories, Trajectory)
+    cfg = FilterConfig(
+        judge="custom", judge_base_url=fake_teacher(handler).base_url, plan_samples=False, best_per_task=2
+    )
+    judge = build_judge("custom", TeacherConfig(max_retries=0), cfg, cache_dir=store.root / "cache")
+    report = run_filter(store, cfg, judge=judge, progress=False).report
+    assert report["kept"] == 2
+    assert report["reply_reading"] == {
+        "steps": 4,
+        "normalised_steps": 2,
+        "normalisations": {"missing_think_open": 2},
+        "repaired_steps": 1,
+        "repairs": {"special_tokens": 1},
+        "reasks": 0,
+        "estimated_token_steps": 1,
+    }
+    verdicts = report["judge_verdicts"]
+    assert verdicts["read_by"]["prose"] == 2 and verdicts["read_by"]["reask"] == 2 and verdicts["reasks"] == 2
+    text = "\n".join(summary_lines(report))
+    assert (
+        "2 of 4 steps normalised (server shape: missing_think_open 2), 1 repaired (special_tokens 1)" in text
+    )
+    assert "1 with estimated tokens" in text and "prose 2, after a re-ask 2 (2 re-asks)" in text

@@ -13,6 +13,7 @@ import pytest
 
 from filters.base import CheckContext
 from filters.format import FormatCheck
+from pipeline.commands.synth import _summary_line
 from pipeline.config import FilterConfig
 from tests.fake_openai import completion
 from tests.synth.test_synth_reply_shapes import CROP, _run, _turns
@@ -88,6 +89,7 @@ def test_a_thinking_model_without_a_reasoning_parser_is_normalised_not_repaired(
     assert trajectory.steps[0].think == "Step 0: crop again."
     assert summary["executor"]["repaired_turns"] == 0
     assert summary["executor"]["normalised_turns"] == turns + 1
+    assert f"0 repaired turns, {turns + 1} normalised (server shape" in _summary_line(summary, {})
     verdict = FormatCheck().run(trajectory, CheckContext(config=FilterConfig()))
     assert verdict.keep, verdict.reason
 
@@ -115,6 +117,7 @@ def test_replies_without_usage_are_counted_and_estimated(fake_teacher, tmp_path)
     assert summary["executor"]["estimated_token_replies"] == 1
     assert summary["teacher"]["usage_missing"] == 1
     assert summary["teacher"]["estimated_tokens"] == first.prompt_tokens + first.completion_tokens
+    assert "1 without usage (tokens estimated at 4 characters a token)" in _summary_line(summary, {})
 
 
 @pytest.mark.parametrize("opening", ["<think>", ""])
@@ -170,3 +173,23 @@ def test_glm_call_format_and_openrouter_reasoning_details(fake_teacher, tmp_path
         {"code": "crop"},
     )
     assert "xml_call_format" in first.repairs and "reasoning_field" in first.normalisations
+
+
+def test_native_arguments_sent_as_an_object_are_a_normalisation(fake_teacher, tmp_path):
+    def handler(body):
+        if _turns(body) == 0:  # some servers (and OpenAI-compatible proxies) send the object itself
+            call = {
+                "id": "c1",
+                "type": "function",
+                "function": {"name": "code", "arguments": {"code": "crop"}},
+            }
+            return completion(
+                None, message={"reasoning_content": "Crop.", "tool_calls": [call]}, finish="tool_calls"
+            )
+        return completion("<think>Done.</think><answer>x</answer>")
+
+    trajectory, summary = _run(fake_teacher(handler), tmp_path, **{"teacher.tool_protocol": "native"})
+    first = trajectory.steps[0]
+    assert first.arguments_dict() == {"code": "crop"} and first.repairs == []
+    assert first.normalisations == ["arguments_as_object", "reasoning_field"]
+    assert summary["executor"]["normalisations.arguments_as_object"] == 1
