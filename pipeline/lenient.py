@@ -42,15 +42,17 @@ class JsonRead:
 
 #: Special tokens of common chat templates that models and servers leak into text: GLM-4.5V's
 #: answer box (`<|begin_of_box|>`/`<|end_of_box|>`); end-of-turn, end-of-text and role markers of
-#: Qwen/InternVL/Kimi (`<|im_end|>`, `<|im_start|>`, `<|endoftext|>`, `<|im_middle|>`), GLM
-#: (`<|user|>`, `<|assistant|>`, `<|observation|>`), Llama (`<|eot_id|>`, `<|eom_id|>`,
-#: `<|start_header_id|>`), DeepSeek (`<｜end▁of▁sentence｜>`), Gemma (`<end_of_turn>`) and
-#: sentencepiece's `</s>` at the very end. `<|...|>` covers them all but `</s>`, which HTML in
-#: a fetched page may hold: only a trailing one is taken for a token.
+#: Qwen/InternVL/Kimi (`<|im_end|>`, `<|im_start|>`, `<|endoftext|>`, `<|im_assistant|>`,
+#: `<|im_middle|>`), InternLM's tool markers (`<|action_start|><|plugin|>`), GLM (`<|user|>`, its
+#: end of turn, `<|assistant|>`, `<|observation|>`, `[gMASK]<sop>`), Llama (`<|eot_id|>`,
+#: `<|eom_id|>`, `<|start_header_id|>`), DeepSeek (`<｜end▁of▁sentence｜>`), Gemma
+#: (`<end_of_turn>`) and sentencepiece's `</s>` at the very end. `<|...|>` covers most; `</s>`,
+#: which HTML in a fetched page may hold, only when trailing.
 _SPECIAL_TOKEN_RE = re.compile(
     r"<\|[A-Za-z][A-Za-z0-9_\-]{0,40}\|>"  # <|im_end|>, <|begin_of_box|>, <|eot_id|>, ...
     r"|<｜[^｜<>\n]{1,40}｜>"  # DeepSeek's full-width bars: <｜end▁of▁sentence｜>
     r"|<(?:start|end)_of_turn>"  # Gemma
+    r"|\[gMASK\]|<sop>|<eop>"  # GLM's prefix and segment markers
     r"|(?:</s>|<eos>)\s*$"  # sentencepiece / Gemma end of sequence, trailing only
 )
 #: Role headers a template writes after its marker (`<|start_header_id|>assistant<|end_header_id|>`).
