@@ -241,7 +241,11 @@ def _executor(
     end = END_TOKENS[int(unit("end_token", salt, question, index) * len(END_TOKENS))]
     tail = [Segment("content", end, ("special_tokens",))] if "special_tokens" in shown and is_call else []
     if native:
-        think = Segment("reasoning" if reasoning else "content", (turn.think or "").strip())
+        prose = (turn.think or "").strip()
+        # a thinking model without a reasoning parser closes the think its template opened
+        think = Segment(
+            "reasoning" if reasoning else "content", f"{prose}\n</think>\n\n" if in_prompt else prose
+        )
         arguments = Segment("arguments", S.arguments_text(turn, chosen), tuple(chosen))
         call = {"id": _call_id(salt, question, index), "name": str(turn.tool_name)}
         copies = 2 if "two_calls" in shown else 1

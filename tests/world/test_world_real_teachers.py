@@ -183,3 +183,18 @@ def test_slips_cluster_once_a_conversation_has_slipped() -> None:
     assert sum(after_clean) / len(after_clean) == pytest.approx(rate, abs=0.03)
     assert sum(after_slip) / len(after_slip) == pytest.approx(rate * boost, abs=0.08)
     assert draws == [[clustered(rate, boost, "x", "s", f"q{c}", i) for i in range(turns)] for c in range(400)]
+
+
+def test_native_calls_from_a_thinking_model_without_a_parser(server, client, small_world: Path) -> None:  # noqa: F811
+    style(server, think_in_prompt=True, tool_protocol="native")
+    task = _task(small_world, "multihop")
+    gold = _gold(task)[0]
+    message = _ask(client, task, tools=TOOLS).choices[0].message
+    assert message.content.startswith(gold["think"]) and "</think>" in message.content and message.tool_calls
+    turn = _read(message)
+    assert (turn.think, turn.tool_name, turn.arguments) == (
+        gold["think"],
+        gold["tool_name"],
+        gold["arguments"],
+    )
+    assert turn.repairs == [] and turn.normalisations == ["missing_think_open"]
