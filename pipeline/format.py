@@ -364,6 +364,8 @@ def _read_text_turn(text: str, reasoning: str, *, need_action: bool = True) -> T
                 normal.append("kimi_think_tokens")
     text, leaked = lenient.strip_special_tokens(text)
     reasoning, leaked_too = lenient.strip_special_tokens(reasoning)
+    # a parser that keeps the tags in the field (`<think>...</think>` as reasoning): the inside
+    reasoning = reasoning.strip().removeprefix(_THINK_OPEN).removesuffix(_THINK_CLOSE)
     if leaked or leaked_too:
         repairs.append("special_tokens")
     if (cut := text.find("<observation>")) >= 0:

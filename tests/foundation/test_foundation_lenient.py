@@ -240,3 +240,9 @@ def test_a_trailing_sentencepiece_eos_is_a_token_but_html_in_an_argument_is_not(
     )
     (turn,) = read_reply(text).turns
     assert turn.arguments == {"code": html} and turn.repairs == ["special_tokens"]
+
+
+def test_a_reasoning_field_that_keeps_its_tags_gives_the_inside():
+    (turn,) = read_reply(f"<tool_call>{CALL}</tool_call>", reasoning="<think>Check the size.</think>\n").turns
+    assert render_turn(turn.think, tool_name=turn.tool_name, arguments=turn.arguments) == CANONICAL
+    assert turn.repairs == [] and turn.normalisations == ["reasoning_field"]
