@@ -205,21 +205,26 @@ def _predicate_verdict(text: str) -> Literal["pass", "fail"] | None:
 
 
 def _prose_verdict(text: str, *, whole: bool) -> tuple[Literal["pass", "fail"], str] | None:
-    """(verdict, the sentence that said it) from prose: `verdict: X` anywhere, else a reply that
-    opens with its decision (`whole`: the content) or a last line that does (a reasoning judge
-    concludes at the end; its first line is where it starts thinking, so only content's counts)."""
+    """(verdict, the sentence that said it) from prose: `verdict: X` anywhere, else what the
+    reply's opening (`whole`: the content; a reasoning field's first line is where the judge
+    starts thinking), its last line and, for a short reply, its predicate say, when they agree.
+    "Yes, it mentions 1813, but the page is not supported" says both: no verdict (re-asked)."""
     loose = [m for m in _LOOSE.finditer(text) if normalise_verdict(m.group(1).strip())]
     if loose:
         return normalise_verdict(loose[-1].group(1).strip()), "verdict read from prose"  # type: ignore[return-value]
     lines = [line for line in text.strip().splitlines() if line.strip()]
+    said: dict[str, str] = {}  # verdict -> the line that said it
     for line in ([lines[0]] if whole else []) + lines[-1:]:
         match = _LEADING.match(line)
         word = normalise_verdict(match.group(1)) if match else None
         if word is not None:
-            return word, f"verdict read from prose: {excerpt(line, 160)}"
+            said.setdefault(word, line)
     if whole and (word := _predicate_verdict(text.strip())) is not None:
-        return word, f"verdict read from prose: {excerpt(text, 160)}"
-    return None
+        said.setdefault(word, text)
+    if len(said) != 1:
+        return None
+    ((word, line),) = said.items()
+    return word, f"verdict read from prose: {excerpt(line, 160)}"  # type: ignore[return-value]
 
 
 def _unknown(why: str, text: str, repairs: tuple[str, ...] = ()) -> JudgeResult:

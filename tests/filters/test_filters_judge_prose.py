@@ -68,6 +68,17 @@ def test_no_verdict_is_asked_once_more_with_the_reply_shown(fake_teacher, tmp_pa
     assert report["read_by"] == {"json": 0, "prose": 0, "reask": 1, "unknown": 0} and report["reasks"] == 1
 
 
+def test_a_sentence_that_says_both_is_asked_again(fake_teacher, tmp_path: Path) -> None:
+    def handler(body):
+        if body["messages"][-1]["content"] == REASK:
+            return '{"verdict": "fail", "reason": "the page says 1812"}'
+        return "Yes, the thought mentions 1813, but the observation is not consistent with it."
+
+    server = fake_teacher(handler)
+    [result] = ask_all(make_judge(server.base_url, tmp_path))
+    assert (result.verdict, result.read) == ("fail", "reask") and len(server.requests) == 2
+
+
 def test_still_no_verdict_after_the_reask_is_unknown(fake_teacher, tmp_path: Path) -> None:
     server = fake_teacher(lambda body: "Hmm, hard to say.")
     judge = make_judge(server.base_url, tmp_path)
