@@ -8,13 +8,18 @@ data URI item; final: question, last_thought, answer). The judge replies
 `{"verdict": "pass"|"fail", "reason": "..."}`, asked for as `response_format` json_schema where
 the endpoint supports it (`filter.judge_structured_output`, else `teacher.structured_output`).
 
-Reading: the last JSON object with a "verdict" key in the message content, else in the reasoning
-field (a reasoning judge may put everything there), through `pipeline.lenient`; verdict words
-are normalised (pass/fail, yes/no, true/false, correct/incorrect, ...). A reply that states no
-verdict (unreadable, cut at max_tokens, refused) and a call that fails for good are *unknown*,
-never a silent fail: kept or dropped by `filter.judge_unknown`, with an excerpt of the reply as
-the reason, and counted. Calls go through `pipeline.teacher.TeacherClient`, whose replay cache
-makes a re-filter cost nothing.
+Reading, whatever a real model writes (chat-template tokens such as GLM-4.5V's answer box
+stripped first): the last JSON object with a "verdict" key anywhere in the content, else in the
+reasoning field (a reasoning judge may put everything there), through `pipeline.lenient`; else
+prose: `verdict: X`, or a reply (or its last line) that opens with its decision ("Yes, the step
+is consistent.", "No, the crop does not show the sign.", "Fail: ...", "Supported."). Verdict
+words are normalised (pass/fail, yes/no, true/false, correct/incorrect, consistent/inconsistent,
+supported/unsupported, ...). A reply with no readable verdict is asked once more, shown back
+with a stricter instruction; a reply that still states none (or is refused, or a call that
+fails for good) is *unknown*, never a silent fail: kept or dropped by `filter.judge_unknown`,
+with an excerpt of the reply as the reason. Each way a verdict was read is counted (`read.json`,
+`read.prose`, `read.reask`, `read.unknown`). Calls go through `pipeline.teacher.TeacherClient`,
+whose replay cache makes a re-filter cost nothing.
 """
 
 from __future__ import annotations
@@ -28,11 +33,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from pipeline.lenient import last_object
+from pipeline.lenient import last_object, strip_special_tokens
 from prompts import load_prompt
 
 JudgeKind = Literal["answer", "step", "image", "final"]
 VerdictWord = Literal["pass", "fail", "unknown"]
+#: How a verdict was read: a JSON object, prose, the answer to the one re-ask, or not at all.
+ReadBy = Literal["json", "prose", "reask", "unknown", "none"]  # none: decided without a reply
+READ_BY: tuple[ReadBy, ...] = ("json", "prose", "reask", "unknown")
+#: The re-ask after a reply with no readable verdict: the reply is shown, then this.
+REASK = (
+    "I could not read a verdict in your reply. Answer again with exactly one JSON object and nothing "
+    'else: {"verdict": "pass", "reason": "<one sentence>"} or {"verdict": "fail", "reason": "<one sentence>"}.'
+)
 _MAX_TEXT = 6000  # characters of an observation sent to a judge
 _LOG = logging.getLogger("trajforge.filter")
 
@@ -67,6 +80,15 @@ _FAIL_WORDS = {
 _LOOSE = re.compile(
     r"""\bverdict\b["'*_\s]*[:=]\s*["'*_]*\s*((?:not\s+)?[a-z]+)\b(?!\s*(?:or\b|/|\|))""", re.IGNORECASE
 )
+#: A reply (or line) that opens with its decision: "Yes, ...", "**No.** ...", "Fail: ...",
+#: "Inconsistent - ...", "Not supported." (`(?!...)` keeps "No issues ..." and "No, wait" out).
+_LEADING = re.compile(
+    r"""^[\s>*_#"'`(\[-]*(?:final\s+(?:answer|verdict)\s*[:\-]\s*[*_"'`]*)?"""
+    r"""(yes|no|pass(?:ed|es)?|fail(?:ed|s)?|true|false|correct|incorrect|consistent|inconsistent"""
+    r"""|supported|unsupported|not\s+(?:supported|consistent|correct)|valid|invalid)\b"""
+    r"""(?![ \t]*(?:issues?|problems?|errors?|contradictions?|discrepanc|mismatch|wait|doubt|,\s*wait))""",
+    re.IGNORECASE,
+)
 
 
 class ChatClient(Protocol):
@@ -86,6 +108,7 @@ class JudgeResult:
     reason: str
     passed: bool
     repairs: tuple[str, ...] = ()
+    read: ReadBy = "json"
 
     @property
     def unknown(self) -> bool:
@@ -130,25 +153,28 @@ def read_verdict(
     refusal: str | None = None,
 ) -> JudgeResult:
     """A verdict from a reply's content, else its reasoning; `unknown` (passed=False) if none."""
-    for source, text in (("content", content or ""), ("reasoning", reasoning or "")):
+    content, leaked = strip_special_tokens(content or "")
+    reasoning, leaked_too = strip_special_tokens(reasoning or "")
+    tokens = ("special_tokens",) if leaked or leaked_too else ()
+    for source, text in (("content", content), ("reasoning", reasoning)):
         if not text.strip():
             continue
+        where = (*tokens, *(("verdict_in_reasoning",) if source == "reasoning" else ()))
         for key in ("verdict", "Verdict"):
             read = last_object(text, has_key=key)
             if not read.ok:
                 continue
             value = read.value[key]
-            repairs = (*read.repairs, *(("verdict_in_reasoning",) if source == "reasoning" else ()))
+            repairs = (*read.repairs, *where)
             word = normalise_verdict(value)
             if word is None:
                 return _unknown(f"verdict {str(value)[:40]!r} is neither pass nor fail", text, repairs)
             reason = str(read.value.get("reason", read.value.get("Reason", ""))).strip()[:300]
             return JudgeResult(word, reason, word == "pass", repairs)
-        loose = [m for m in _LOOSE.finditer(text) if normalise_verdict(m.group(1).strip())]
-        if loose:
-            word = normalise_verdict(loose[-1].group(1).strip())
-            repairs = ("verdict_in_prose", *(("verdict_in_reasoning",) if source == "reasoning" else ()))
-            return JudgeResult(word, "verdict read from prose", word == "pass", repairs)  # type: ignore[arg-type]
+        prose = _prose_verdict(text, whole=source == "content")
+        if prose is not None:
+            word, sentence = prose
+            return JudgeResult(word, sentence, word == "pass", ("verdict_in_prose", *where), "prose")
     text = content or reasoning or ""
     if refusal:
         return _unknown(f"judge refused: {excerpt(refusal, 120)!r}", text)
@@ -159,9 +185,51 @@ def read_verdict(
     return _unknown("no verdict in the reply", text)
 
 
+#: A one-sentence reply that states the verdict as a predicate: "The thought is consistent with
+#: the observation.", "The answer is not correct." (only for short replies: one claim in them).
+_PREDICATE = re.compile(
+    r"\b(?:is|are|was|seems|appears)\s+(not\s+|in)?(consistent|supported|correct|equivalent|valid)\b"
+    r"|\b(inconsistent|unsupported|incorrect|contradicts|contradictory)\b",
+    re.IGNORECASE,
+)
+
+
+def _predicate_verdict(text: str) -> Literal["pass", "fail"] | None:
+    if len(text) > 300:
+        return None
+    words = set()
+    for match in _PREDICATE.finditer(text):
+        negated = bool(match.group(1)) or bool(match.group(3))
+        words.add("fail" if negated else "pass")
+    return words.pop() if len(words) == 1 else None  # type: ignore[return-value]
+
+
+def _prose_verdict(text: str, *, whole: bool) -> tuple[Literal["pass", "fail"], str] | None:
+    """(verdict, the sentence that said it) from prose: `verdict: X` anywhere, else what the
+    reply's opening (`whole`: the content; a reasoning field's first line is where the judge
+    starts thinking), its last line and, for a short reply, its predicate say, when they agree.
+    "Yes, it mentions 1813, but the page is not supported" says both: no verdict (re-asked)."""
+    loose = [m for m in _LOOSE.finditer(text) if normalise_verdict(m.group(1).strip())]
+    if loose:
+        return normalise_verdict(loose[-1].group(1).strip()), "verdict read from prose"  # type: ignore[return-value]
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    said: dict[str, str] = {}  # verdict -> the line that said it
+    for line in ([lines[0]] if whole else []) + lines[-1:]:
+        match = _LEADING.match(line)
+        word = normalise_verdict(match.group(1)) if match else None
+        if word is not None:
+            said.setdefault(word, line)
+    if whole and (word := _predicate_verdict(text.strip())) is not None:
+        said.setdefault(word, text)
+    if len(said) != 1:
+        return None
+    ((word, line),) = said.items()
+    return word, f"verdict read from prose: {excerpt(line, 160)}"  # type: ignore[return-value]
+
+
 def _unknown(why: str, text: str, repairs: tuple[str, ...] = ()) -> JudgeResult:
     reply = f": {excerpt(text)!r}" if text.strip() else ""
-    return JudgeResult("unknown", f"{why}{reply}", False, repairs)
+    return JudgeResult("unknown", f"{why}{reply}", False, repairs, "unknown")
 
 
 def clip(text: str | None, limit: int = _MAX_TEXT) -> str:
@@ -228,21 +296,51 @@ class Judge:
             except Exception as exc:  # an unreadable image is that step's problem, not the run's
                 self.stats["errors"] += 1
                 return self._settle(
-                    kind, JudgeResult("fail", f"image unreadable for the judge: {exc}", False)
+                    kind, JudgeResult("fail", f"image unreadable for the judge: {exc}", False, read="none")
                 )
         try:
             reply = await self._chat(self.messages(kind, payload, uri))
         except Exception as exc:  # TeacherError after retries, or a refused request
             self.stats["errors"] += 1
             why = f"judge call failed: {type(exc).__name__}: {str(exc)[:160]}"
-            return self._settle(kind, JudgeResult("unknown", why, False))
-        result = read_verdict(
-            getattr(reply, "text", None) or "",
-            getattr(reply, "reasoning", None) or "",
-            finish_reason=getattr(reply, "finish_reason", None),
-            refusal=getattr(reply, "refusal", None),
-        )
+            return self._settle(kind, JudgeResult("unknown", why, False, read="unknown"))
+        result = _read(reply)
+        # one re-ask for a reply with no readable verdict; not for a refusal, nor a reply cut at
+        # max_tokens (a reasoning judge asked again thinks again and is cut again)
+        if (
+            result.unknown
+            and not getattr(reply, "refusal", None)
+            and getattr(reply, "finish_reason", None) != "length"
+        ):
+            result = await self._reask(kind, self.messages(kind, payload, uri), reply, result)
         return self._settle(kind, result)
+
+    async def _reask(
+        self, kind: JudgeKind, messages: list[dict[str, Any]], reply: Any, first: JudgeResult
+    ) -> JudgeResult:
+        """Once more, the reply shown back with a stricter instruction; `first` if that fails too."""
+        self.stats["reasks"] += 1
+        self.stats[f"{kind}_reasks"] += 1
+        said = getattr(reply, "text", None) or getattr(reply, "reasoning", None) or "(empty reply)"
+        again = [*messages, {"role": "assistant", "content": said}, {"role": "user", "content": REASK}]
+        try:
+            second = _read(await self._chat(again))
+        except Exception as exc:  # the first reply's unknown stands, with why the re-ask failed
+            self.stats["errors"] += 1
+            return JudgeResult(
+                "unknown",
+                f"{first.reason}; re-ask failed: {type(exc).__name__}",
+                False,
+                first.repairs,
+                "unknown",
+            )
+        if second.unknown:
+            return JudgeResult(
+                "unknown", f"{first.reason}; re-asked: {second.reason}", False, first.repairs, "unknown"
+            )
+        return JudgeResult(
+            second.verdict, second.reason, second.passed, (*second.repairs, "reasked"), "reask"
+        )
 
     async def _chat(self, messages: list[dict[str, Any]]) -> Any:
         """One call, with response_format while the endpoint takes it; a 400/422 to it is retried
@@ -269,6 +367,8 @@ class Judge:
     def _settle(self, kind: JudgeKind, result: JudgeResult) -> JudgeResult:
         """Count the result and apply `filter.judge_unknown` to an unknown one."""
         self.stats[f"{kind}_{result.verdict}"] += 1
+        if result.read != "none":
+            self.stats[f"read.{result.read}"] += 1
         for repair in result.repairs:
             self.stats[f"repairs.{repair}"] += 1
         if not result.unknown:
@@ -280,7 +380,16 @@ class Judge:
             f"judge verdict unknown, {'kept' if keep else 'dropped'} "
             f"(filter.judge_unknown={self.unknown_policy}): {result.reason}"
         )
-        return JudgeResult("unknown", reason, keep, result.repairs)
+        return JudgeResult("unknown", reason, keep, result.repairs, "unknown")
+
+
+def _read(reply: Any) -> JudgeResult:
+    return read_verdict(
+        getattr(reply, "text", None) or "",
+        getattr(reply, "reasoning", None) or "",
+        finish_reason=getattr(reply, "finish_reason", None),
+        refusal=getattr(reply, "refusal", None),
+    )
 
 
 def build_judge(

@@ -31,7 +31,7 @@ from filters.final_answer import FinalAnswerCheck
 from filters.format_check import FormatCheck
 from filters.grounding import GroundingCheck
 from filters.image_thought import ImageThoughtCheck
-from filters.judges import Judge
+from filters.judges import READ_BY, Judge
 from filters.leak import LeakCheck
 from filters.plan_alignment import PlanAlignmentCheck
 from filters.plan_samples import plan_sample
@@ -260,6 +260,41 @@ def judge_verdicts(stats: Counter[str], policy: str) -> dict[str, Any]:
         "unknown_kept": stats["unknown_kept"],
         "unknown_dropped": stats["unknown_dropped"],
         "structured_output_rejected": stats["structured_output_rejected"],
+        # how each verdict was read: JSON, prose ("Yes, the step is consistent."), the answer to
+        # the one re-ask, or not at all; and how many re-asks were sent
+        "read_by": {way: stats[f"read.{way}"] for way in READ_BY},
+        "reasks": stats["reasks"],
+    }
+
+
+def count_reading(trajectory: Trajectory, counts: Counter[str]) -> None:
+    """Add how one trajectory's steps were read: normalised, repaired, re-asked, estimated tokens."""
+    for step in trajectory.steps:
+        counts["steps"] += 1
+        counts["normalised_steps"] += bool(step.normalisations)
+        counts["repaired_steps"] += bool(step.repairs)
+        counts["reasks"] += step.reasks
+        counts["estimated_token_steps"] += step.tokens_estimated
+        counts.update(f"normalisations.{n}" for n in step.normalisations)
+        counts.update(f"repairs.{n}" for n in step.repairs)
+
+
+def reply_reading(counts: Counter[str]) -> dict[str, Any]:
+    """The raw steps' reading as the report states it: lossless normalisations of the server's
+    shape apart from repairs of what the model wrote (only repairs count toward
+    filter.max_repairs), re-asks, and steps whose token counts are estimates (no usage sent)."""
+
+    def by(prefix: str) -> dict[str, int]:
+        return {k.removeprefix(prefix): v for k, v in sorted(counts.items()) if k.startswith(prefix)}
+
+    return {
+        "steps": counts["steps"],
+        "normalised_steps": counts["normalised_steps"],
+        "normalisations": by("normalisations."),
+        "repaired_steps": counts["repaired_steps"],
+        "repairs": by("repairs."),
+        "reasks": counts["reasks"],
+        "estimated_token_steps": counts["estimated_token_steps"],
     }
 
 
@@ -311,12 +346,14 @@ def _filter(
     plans: dict[str, Trajectory] = {}  # source trajectory id -> its plan sample
     plan_skips: Counter[str] = Counter()
     boxes = 0  # trajectories whose task names a target box (real sets such as V* do)
+    reading: Counter[str] = Counter()  # how the raw steps were read (reply_reading in the report)
     bar = tqdm(desc="filter", unit="traj", disable=not progress)
 
     def consume(batch: list[Trajectory], results: list[list[Verdict]]) -> None:
         nonlocal boxes
         for trajectory, verdicts in zip(batch, results, strict=True):
             boxes += trajectory.gold_region is not None
+            count_reading(trajectory, reading)
             row = _row(trajectory, verdicts)
             rows.append(row)
             if not row["passed"]:
@@ -415,6 +452,7 @@ def _filter(
         "check_s": round(checked_s, 3),
         "wall_s": round(time.perf_counter() - start, 3),
     }
+    extra["reply_reading"] = reply_reading(reading)
     if judge is not None:
         extra["judge_stats"] = dict(sorted(judge.stats.items()))
         extra["judge_verdicts"] = judge_verdicts(judge.stats, cfg.judge_unknown)

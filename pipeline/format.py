@@ -41,18 +41,34 @@ REPAIRS: dict[str, str] = {
     "single_quotes": "Python-style or typographic quotes instead of JSON double quotes",
     "stray_brace": "an extra closing brace after the JSON or after </tool_call>",
     "json_repaired": "other JSON damage mended by json-repair",
-    "arguments_as_string": "'arguments' given as a JSON string instead of an object",
     "parameters_key": "'parameters' (or 'args', 'input') instead of 'arguments'",
     "call_shape": "a tool call in another common shape ({'function': {...}}, {'tool': ...})",
     "prose_outside_tags": "text before <think> or after the action, dropped",
     "closing_tag_opens_turn": "the turn opened with </think> instead of <think>",
-    "missing_think_open": "thinking text closed by </think> that was never opened",
     "missing_think_close": "<think> not closed before the action",
     "missing_think_tags": "untagged reasoning before the action, taken as the think",
     "untagged_tool_call": "a tool call written without <tool_call> tags",
     "unclosed_action": "<tool_call> or <answer> not closed at the end of the reply",
     "own_observation": "the teacher wrote its own <observation>; the reply was cut there",
     "extra_actions": "more than one tool call in one reply; the first was kept",
+    "special_tokens": "chat-template special tokens leaked into the text (GLM-4.5V's <|begin_of_box|>, "
+    "<|im_end|>, <|eot_id|>, <|endoftext|>, a trailing </s>, ...), stripped",
+    "action_in_reasoning": "no action after the think, but a complete one at its very end (a call made "
+    "before </think>, which a reasoning parser files under reasoning); taken as the action",
+    "xml_call_format": "a call in a model's own XML form (GLM-4.5's <arg_key>/<arg_value>, Qwen3-Coder's "
+    "<function=...><parameter=...>) instead of JSON",
+}
+#: Lossless normalisations of how a server shaped the reply (its template, its parsers): read
+#: and recorded apart from `REPAIRS` (they are no slip of the model and never count toward
+#: `filter.max_repairs`).
+NORMALISATIONS: dict[str, str] = {
+    "missing_think_open": "the reply starts inside the think (its <think> was in the prompt: a thinking "
+    "model's chat template, served without a reasoning parser)",
+    "reasoning_field": "the think arrived in a reasoning field (reasoning_content, reasoning, "
+    "OpenRouter's reasoning_details)",
+    "arguments_as_string": "a call's 'arguments' given as a JSON string holding the object",
+    "arguments_as_object": "a native call's arguments sent as a JSON object instead of a string",
+    "kimi_think_tokens": "Kimi-VL's think markers \u25c1think\u25b7 ... \u25c1/think\u25b7 read as <think> ... </think>",
 }
 #: A reply that calls a tool and also answers wrote its answer before the observation came back:
 #: a defect of the trajectory (an error: re-asked in synthesis, dropped at import), not a slip.
@@ -88,6 +104,7 @@ class Turn:
     raw: str = ""  # the exact assistant text of this turn as it was parsed
     acted: bool = False  # an action tag was seen, even if its body was unreadable
     repairs: list[str] = field(default_factory=list)  # slips the lenient reader mended (REPAIRS)
+    normalisations: list[str] = field(default_factory=list)  # lossless server shapes (NORMALISATIONS)
 
     @property
     def action(self) -> str:
@@ -299,7 +316,9 @@ def read_reply(
 
     `reasoning` is a server's split-off thinking (`reasoning_content` / `reasoning`); it is the
     turn's think, with any `<think>` the content still holds appended. `tool_calls` are native
-    calls (`{"name", "arguments": raw JSON string}`); the first is the action.
+    calls (`{"name", "arguments": raw JSON string}`); the first is the action. A call quoted
+    inside the think is never the action; a complete action at the very end of the think with
+    nothing after it is (`action_in_reasoning`).
     """
     if tool_calls:
         return _read_native(content or "", reasoning, tool_calls)
@@ -324,13 +343,36 @@ def _read_native(content: str, reasoning: str, calls: list[dict[str, Any]]) -> P
     raw_arguments = call.get("arguments")
     body = {"name": call.get("name"), "arguments": raw_arguments if raw_arguments not in (None, "") else "{}"}
     turn.tool_name, turn.arguments = _call_from(body, turn, "turn 0")
+    if turn.arguments is not None:
+        turn.arguments, leaked = lenient.strip_special_tokens_in(turn.arguments)
+        if leaked:
+            turn.repairs.append("special_tokens")
+    turn.repairs = list(dict.fromkeys(turn.repairs))
     return ParseResult(turns=[turn], errors=list(turn.errors))
+
+
+_KIMI_THINK = {"\u25c1think\u25b7": _THINK_OPEN, "\u25c1/think\u25b7": _THINK_CLOSE}
+#: A complete action at the very end of a think (nothing but whitespace after it).
+_TRAILING_ACTION_RE = re.compile(r"<(tool_call|answer)>(?:(?!<(?:tool_call|answer)>).)*</\1>\s*$", re.DOTALL)
 
 
 def _read_text_turn(text: str, reasoning: str, *, need_action: bool = True) -> Turn:
     """The lenient reading of one assistant message's text."""
     turn = Turn(raw=text)
-    repairs = turn.repairs
+    repairs, normal = turn.repairs, turn.normalisations
+    if reasoning:
+        normal.append("reasoning_field")
+    if "\u25c1" in text:
+        for token, tag in _KIMI_THINK.items():
+            if token in text:
+                text = text.replace(token, tag)
+                normal.append("kimi_think_tokens")
+    text, leaked = lenient.strip_special_tokens(text)
+    reasoning, leaked_too = lenient.strip_special_tokens(reasoning)
+    # a parser that keeps the tags in the field (`<think>...</think>` as reasoning): the inside
+    reasoning = reasoning.strip().removeprefix(_THINK_OPEN).removesuffix(_THINK_CLOSE)
+    if leaked or leaked_too:
+        repairs.append("special_tokens")
     if (cut := text.find("<observation>")) >= 0:
         text = text[:cut]
         repairs.append("own_observation")
@@ -343,18 +385,29 @@ def _read_text_turn(text: str, reasoning: str, *, need_action: bool = True) -> T
         else:  # a lone leading </think>: what a reasoning parser or a chat template left behind
             text = after
             if not reasoning:
-                repairs.append("missing_think_open")
-    think, rest = _split_think(text, repairs, has_reasoning=bool(reasoning))
+                normal.append("missing_think_open")
+    think, rest = _split_think(text, turn, has_reasoning=bool(reasoning))
     if reasoning:
         think = reasoning.strip() + (f"\n\n{think}" if think else "")
+    if need_action and not rest.strip() and (found := _TRAILING_ACTION_RE.search(think)):
+        # the model acted before closing its think (a reasoning parser then files the action
+        # under reasoning and the content is empty): the action at the very end is the turn's
+        rest, think = think[found.start() :], think[: found.start()].strip()
+        repairs.append("action_in_reasoning")
     turn.think = think
     _read_action(rest, turn, need_action=need_action)
     turn.repairs = list(dict.fromkeys(repairs))
+    turn.normalisations = list(dict.fromkeys(normal))
     return turn
 
 
-def _split_think(text: str, repairs: list[str], *, has_reasoning: bool) -> tuple[str, str]:
-    """(think, the text after it) from `<think>` tags, their slips, or untagged prose."""
+def _split_think(text: str, turn: Turn, *, has_reasoning: bool) -> tuple[str, str]:
+    """(think, the text after it) from `<think>` tags, their slips, or untagged prose.
+
+    Everything before a `</think>` is think, whatever it quotes: a `<tool_call>` written there
+    while planning is never the action.
+    """
+    repairs = turn.repairs
     action = _ACTION_RE.search(text)
     action_at = action.start() if action else len(text)
     opened, closed = text.find(_THINK_OPEN), text.find(_THINK_CLOSE)
@@ -366,8 +419,8 @@ def _split_think(text: str, repairs: list[str], *, has_reasoning: bool) -> tuple
             return text[start:closed].strip(), text[closed + len(_THINK_CLOSE) :]
         repairs.append("missing_think_close")
         return text[start:action_at].strip(), text[action_at:]
-    if 0 <= closed < action_at:
-        repairs.append("missing_think_open")
+    if closed >= 0 and (opened < 0 or opened > closed):
+        turn.normalisations.append("missing_think_open")
         return text[:closed].strip(), text[closed + len(_THINK_CLOSE) :]
     prose = text[:action_at].strip()
     untagged = _untagged_call_start(text[:action_at]) if action is None else None
@@ -432,6 +485,10 @@ def _call_from(
     body: str | dict[str, Any], turn: Turn, where: str
 ) -> tuple[str | None, dict[str, Any] | None]:
     """Name and arguments of a tool call in any common shape; repairs named on the turn."""
+    xml_like = isinstance(body, str) and ("<arg_key>" in body or "<function=" in body)
+    if xml_like and (xml := lenient.xml_call(body)) is not None:  # type: ignore[arg-type]
+        turn.repairs.append("xml_call_format")
+        return _call_from(xml, turn, where)
     if isinstance(body, str):
         read = lenient.read_json(body, expect=dict)
         turn.repairs.extend(read.repairs)
@@ -466,7 +523,7 @@ def _call_from(
             turn.errors.append(f"{where}: tool_call arguments are not a JSON object ({read.error})")
             return name, None
         if isinstance(body, str):  # native calls carry arguments as a string by design
-            turn.repairs.append("arguments_as_string")
+            turn.normalisations.append("arguments_as_string")
         turn.repairs.extend(read.repairs)
         arguments = read.value
     if not isinstance(arguments, dict):

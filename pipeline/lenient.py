@@ -40,6 +40,80 @@ class JsonRead:
         return self.error is None
 
 
+#: Special tokens of common chat templates that models and servers leak into text: GLM-4.5V's
+#: answer box (`<|begin_of_box|>`/`<|end_of_box|>`); end-of-turn, end-of-text and role markers of
+#: Qwen/InternVL/Kimi (`<|im_end|>`, `<|im_start|>`, `<|endoftext|>`, `<|im_assistant|>`,
+#: `<|im_middle|>`), InternLM's tool markers (`<|action_start|><|plugin|>`), GLM (`<|user|>`, its
+#: end of turn, `<|assistant|>`, `<|observation|>`, `[gMASK]<sop>`), Llama (`<|eot_id|>`,
+#: `<|eom_id|>`, `<|start_header_id|>`), DeepSeek (`<｜end▁of▁sentence｜>`), Gemma
+#: (`<end_of_turn>`) and sentencepiece's `</s>` at the very end. `<|...|>` covers most; `</s>`,
+#: which HTML in a fetched page may hold, only when trailing.
+_SPECIAL_TOKEN_RE = re.compile(
+    r"<\|[A-Za-z][A-Za-z0-9_\-]{0,40}\|>"  # <|im_end|>, <|begin_of_box|>, <|eot_id|>, ...
+    r"|<｜[^｜<>\n]{1,40}｜>"  # DeepSeek's full-width bars: <｜end▁of▁sentence｜>
+    r"|<(?:start|end)_of_turn>"  # Gemma
+    r"|\[gMASK\]|<sop>|<eop>"  # GLM's prefix and segment markers
+    r"|(?:</s>|<eos>)\s*$"  # sentencepiece / Gemma end of sequence, trailing only
+)
+#: Role headers a template writes after its marker (`<|start_header_id|>assistant<|end_header_id|>`).
+_HEADER_RE = re.compile(r"<\|start_header_id\|>\w*<\|end_header_id\|>")
+
+
+def strip_special_tokens(text: str) -> tuple[str, bool]:
+    """`text` without leaked chat-template special tokens, and whether it held any.
+
+    Only the tokens go; what they wrapped stays (`<|begin_of_box|>1813<|end_of_box|>` is `1813`).
+    """
+    if "<" not in text:
+        return text, False
+    stripped = _SPECIAL_TOKEN_RE.sub("", _HEADER_RE.sub("", text))
+    return stripped, stripped != text
+
+
+def strip_special_tokens_in(value: Any) -> tuple[Any, bool]:
+    """The same over every string of a JSON value (a call's arguments), and whether any changed."""
+    if isinstance(value, str):
+        return strip_special_tokens(value)
+    if isinstance(value, list):
+        items = [strip_special_tokens_in(v) for v in value]
+        return [v for v, _ in items], any(c for _, c in items)
+    if isinstance(value, dict):
+        items = {k: strip_special_tokens_in(v) for k, v in value.items()}
+        return {k: v for k, (v, _) in items.items()}, any(c for _, c in items.values())
+    return value, False
+
+
+_GLM_ARG_RE = re.compile(r"<arg_key>(.*?)</arg_key>\s*<arg_value>(.*?)</arg_value>", re.DOTALL)
+_QWEN_FUNCTION_RE = re.compile(r"<function=([^>\s]+)>(.*?)(?:</function>|$)", re.DOTALL)
+_QWEN_PARAMETER_RE = re.compile(r"<parameter=([^>\s]+)>(.*?)(?:</parameter>|(?=<parameter=)|$)", re.DOTALL)
+
+
+def xml_call(body: str) -> dict[str, Any] | None:
+    """`{"name", "arguments"}` from a call in a model's own XML form, or None.
+
+    GLM-4.5/4.5V (vLLM's `glm45` tool parser): `name<arg_key>k</arg_key><arg_value>v</arg_value>`;
+    Qwen3-Coder (`qwen3_coder`): `<function=name><parameter=k>v</parameter></function>`. A value
+    that reads as JSON (a list, a number) is taken as that value, else as the string it is.
+    """
+
+    def value(text: str) -> Any:
+        text = text.strip("\n")
+        try:
+            decoded = json.loads(text)
+        except ValueError:
+            return text
+        return decoded if not isinstance(decoded, str | int | float) or text.strip()[:1] in "\"[{" else text
+
+    if (function := _QWEN_FUNCTION_RE.search(body)) is not None:
+        pairs = _QWEN_PARAMETER_RE.findall(function.group(2))
+        return {"name": function.group(1).strip(), "arguments": {k.strip(): value(v) for k, v in pairs}}
+    pairs = _GLM_ARG_RE.findall(body)
+    name = body.split("<arg_key>", 1)[0].strip()
+    if not pairs or not re.fullmatch(r"[\w.\-]+", name):
+        return None
+    return {"name": name, "arguments": {k.strip(): value(v) for k, v in pairs}}
+
+
 def strip_fence(text: str) -> tuple[str, bool]:
     """The inside of the first ``` fence, if the text has one (and whether it had)."""
     match = _FENCE_RE.search(text)

@@ -24,7 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 TASK_SCHEMA_VERSION = 1
 PLAN_SCHEMA_VERSION = 2  # 2: repairs
-TRAJECTORY_SCHEMA_VERSION = 3  # 2: steps carry repairs, reasks, call_id, finish_reason; 3: no simulator truth
+#: 2: steps carry repairs, reasks, call_id, finish_reason; 3: no simulator truth; 4: steps carry
+#: normalisations and tokens_estimated (older shards read with their defaults: none, measured)
+TRAJECTORY_SCHEMA_VERSION = 4
 VERDICT_SCHEMA_VERSION = 1
 
 Category = Literal["perception", "search", "interleaved", "multihop", "general", "plan", "other"]
@@ -139,7 +141,10 @@ class Step(Record):
     content as is, or (when a server split the turn into reasoning, content and native tool
     calls) those parts as JSON. Nothing downstream renders from `raw`: history, SFT samples and
     exports render the parsed parts canonically. `repairs` names every slip the lenient reader
-    mended (`pipeline.format.REPAIRS`); `reasks` counts replies the teacher was asked to redo.
+    mended (`pipeline.format.REPAIRS`); `normalisations` names the lossless reshapings of how
+    the server sent the turn (`pipeline.format.NORMALISATIONS`), which are no slip of the model;
+    `reasks` counts replies the teacher was asked to redo. `tokens_estimated`: the server sent
+    no `usage`, so the token counts are the client's estimate (`pipeline.teacher.usage`).
     """
 
     index: int
@@ -162,6 +167,8 @@ class Step(Record):
     reasks: int = 0
     call_id: str | None = None  # a native tool call's id (sent back with its result)
     finish_reason: str | None = None
+    normalisations: list[str] = Field(default_factory=list)
+    tokens_estimated: bool = False
 
     def arguments_dict(self) -> dict[str, Any]:
         """Arguments parsed from JSON text; {} when absent or unreadable."""

@@ -29,7 +29,8 @@ DEFECTS = (
     "sandbox_error",
     "recrop_loop",
 )
-ERRORS = ("429", "500", "hang", "malformed", "truncated")
+#: 503: an overloaded server; drop: the connection closed before any response (a proxy restart)
+ERRORS = ("429", "500", "503", "drop", "hang", "malformed", "truncated")
 #: the task walk's faults (world.walk_oracle): rates per walk request
 WALK_FAULTS = ("unreadable", "leak", "not_unique", "generic")
 
@@ -90,6 +91,21 @@ class TeacherStyle(BaseModel):
     judge_prose: rate per judge request of prose before the JSON verdict (fenced or bare).
     refusal: rate per trajectory of a refused first executor turn.
     truncate: rate per executor request of a reply cut at half (finish_reason "length").
+    think_in_prompt: a thinking model (Qwen3 Thinking) served without a reasoning parser: its
+        chat template opens the think in the prompt, so every turn starts inside it (no <think>).
+    special_tokens: rate per executor turn of leaked template tokens: GLM-4.5V's answer box
+        (<|begin_of_box|>...<|end_of_box|>) on answers, an end-of-turn marker after the action.
+    two_calls: rate per tool-call turn of a second call in the same reply (text or native).
+    reasoning_only: rate per tool-call turn of the call made before the think closed: at the very
+        end of the reasoning field (content empty), or inside <think> with nothing after it.
+    quoted_call: rate per executor turn of a draft <tool_call> quoted inside the think.
+    no_usage: rate per reply of a response without `usage`.
+    judge_sentence: rate per judge request of a one-sentence verdict, no JSON ("Yes, ...").
+    judge_vague: rate per judge request of a first reply with no verdict (a re-ask gets JSON).
+    cluster: once a conversation's turn has slipped (any per-turn behaviour above), that
+        behaviour's rate on its next turn is multiplied by this (1: independent turns).
+    mixed: per conversation, the server shape is drawn (no reasoning parser, reasoning_content,
+        reasoning, or a thinking model without a parser), as a fleet of real endpoints differs.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -100,13 +116,34 @@ class TeacherStyle(BaseModel):
     judge_prose: float = 0.0
     refusal: float = 0.0
     truncate: float = 0.0
+    think_in_prompt: bool = False
+    special_tokens: float = 0.0
+    two_calls: float = 0.0
+    reasoning_only: float = 0.0
+    quoted_call: float = 0.0
+    no_usage: float = 0.0
+    judge_sentence: float = 0.0
+    judge_vague: float = 0.0
+    cluster: float = 1.0
+    mixed: bool = False
 
     @field_validator("slips")
     @classmethod
     def _slips(cls, value: dict[str, float]) -> dict[str, float]:
         return named_rates(value, SLIPS, "slips")
 
-    @field_validator("judge_prose", "refusal", "truncate")
+    @field_validator(
+        "judge_prose",
+        "refusal",
+        "truncate",
+        "special_tokens",
+        "two_calls",
+        "reasoning_only",
+        "quoted_call",
+        "no_usage",
+        "judge_sentence",
+        "judge_vague",
+    )
     @classmethod
     def _rates(cls, value: float) -> float:
         return _rate("rate", value)
@@ -188,6 +225,16 @@ def unit(*parts: object) -> float:
 def drawn(rate: float, *parts: object) -> bool:
     """True for a share `rate` of all part tuples, the same answer every time."""
     return rate > 0 and unit(*parts) < rate
+
+
+def clustered(rate: float, boost: float, name: str, salt: str, question: str, index: int) -> bool:
+    """Whether turn `index` of a conversation shows behaviour `name`: `rate` on a turn after a
+    clean one, `rate * boost` (at most 1) after one that showed it, as a model that has slipped
+    once keeps slipping. Stable: the same conversation draws the same turns on a rerun."""
+    shown = False
+    for turn in range(index + 1):
+        shown = drawn(min(1.0, rate * boost) if shown else rate, name, salt, question, turn)
+    return shown
 
 
 def trajectory_defects(knobs: Knobs, question: str, salt: str) -> list[str]:

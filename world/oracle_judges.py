@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.answers import answers_match, normalize_answer
 from world.messages import payload_of
+from world.roles import judge_message
 
 if TYPE_CHECKING:
     from world.knowledge import Knowledge
@@ -49,10 +50,10 @@ def _verdict(ok: bool, reason: str) -> str:
 
 
 def _payload(messages: list[Message]) -> tuple[dict[str, Any], list[str]]:
-    last = next((m for m in reversed(messages) if m.role == "user"), None)
-    if last is None:
+    case = judge_message(messages) or next((m for m in reversed(messages) if m.role == "user"), None)
+    if case is None:
         return {}, []
-    return payload_of(last.text), last.images
+    return payload_of(case.text), case.images
 
 
 def kind_of(name: str, data: dict[str, Any]) -> str:
@@ -94,7 +95,7 @@ def judge_reply(kb: Knowledge, name: str, messages: list[Message]) -> str:
         return _judge_step(data, _plate_texts(kb, question))
     # the image judge sees a crop, not the task image: try every task with this question
     verdicts = [
-        _judge_image(kb, t, str(data.get("next_thought", "")), images) for t in kb.candidates(question)
+        _judge_image(kb, t, _claims(str(data.get("next_thought", ""))), images) for t in kb.candidates(question)
     ]
     passing = [v for v in verdicts if json.loads(v)["verdict"] == "pass"]
     return (passing or verdicts or [_judge_image(kb, None, "", images)])[0]
@@ -110,14 +111,25 @@ def _plate_texts(kb: Knowledge, question: str) -> list[str]:
     ]
 
 
+#: A tool call the thought quotes while planning ("I could write <tool_call>...</tool_call>"):
+#: a plan, not a claim about what the image or the observation shows.
+_QUOTED_CALL_RE = re.compile(r"<tool_call>.*?(?:</tool_call>|$)", re.DOTALL)
+
+
+def _claims(thought: str) -> str:
+    """The thought without the calls it quotes."""
+    return _QUOTED_CALL_RE.sub(" ", thought)
+
+
 def _quoted_facts(thought: str) -> list[str]:
     """Codes, numbers and quoted text a thought asserts."""
+    thought = _claims(thought)
     return list(dict.fromkeys([*_FACT_RE.findall(thought), *_QUOTE_RE.findall(thought)]))
 
 
 def _judge_step(data: dict[str, Any], plate_texts: list[str] = ()) -> str:
     observation = str(data.get("observation_text") or "")
-    thought = str(data.get("next_thought") or "")
+    thought = _claims(str(data.get("next_thought") or ""))
     if re.search(r"traceback|error", observation, re.IGNORECASE) and re.search(
         r"\b(shows|found|clearly|confirms)\b", thought, re.IGNORECASE
     ):

@@ -29,12 +29,24 @@ _STEPS_RE = re.compile(
 _ACTION_PROTOCOL_RE = re.compile(r"<tool_call>|<answer>")
 
 
+def judge_message(messages: list[Message]) -> Message | None:
+    """The user message that carries the judge case: the last one, or the one before a re-ask
+    (the judge's reply shown back and a stricter instruction after it)."""
+    users = [m for m in messages if m.role == "user"]
+    candidates = users[-1:] if not any(m.role == "assistant" for m in messages) else users[::-1]
+    return next((m for m in candidates if _case_of(m)), None)
+
+
 def judge_payload(messages: list[Message]) -> dict[str, Any]:
-    """The judge case in the last user message ({} when it holds none)."""
-    last = next((m for m in reversed(messages) if m.role == "user"), None)
-    if last is None or not any(f'"{key}"' in last.text for key in JUDGE_KEYS):
+    """The judge case the request carries ({} when it holds none)."""
+    message = judge_message(messages)
+    return _case_of(message) if message is not None else {}
+
+
+def _case_of(message: Message) -> dict[str, Any]:
+    if not any(f'"{key}"' in message.text for key in JUDGE_KEYS):
         return {}  # cheap gate: an executor's observation (a whole page) is never scanned for JSON
-    data = payload_of(last.text)
+    data = payload_of(message.text)
     return data if "question" in data and JUDGE_KEYS & set(data) else {}
 
 

@@ -170,6 +170,14 @@ class _App:
         if error == "500":
             self.stats["errors"] += 1
             return self._error(500, "injected server error", "server_error")
+        if error == "503":
+            self.stats["errors"] += 1
+            return self._error(503, "injected overload: the server is busy", "service_unavailable")
+        if error == "drop":  # the connection closes before any response, as a restarting proxy's
+            self.stats["errors"] += 1
+            if request.transport is not None:
+                request.transport.abort()
+            raise asyncio.CancelledError
         if error == "hang":
             self.stats["errors"] += 1
             await asyncio.sleep(knobs.hang_s)
@@ -193,6 +201,7 @@ class _App:
             return await self._stream(request, body, out, record)
         prompt = _tokens(json.dumps(body.get("messages"))[:20000])
         completion = _tokens(out.generated)
+        usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
         return web.json_response(
             {
                 "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
@@ -202,11 +211,7 @@ class _App:
                 "choices": [
                     {"index": 0, "message": out.message(), "finish_reason": out.finish, "logprobs": None}
                 ],
-                "usage": {
-                    "prompt_tokens": prompt,
-                    "completion_tokens": completion,
-                    "total_tokens": prompt + completion,
-                },
+                **({} if out.record.get("no_usage") else {"usage": usage}),
                 "trajforge": record,
             }
         )
@@ -244,7 +249,7 @@ class _App:
                 "trajforge": record,
             }
         )
-        if (body.get("stream_options") or {}).get("include_usage"):
+        if (body.get("stream_options") or {}).get("include_usage") and not out.record.get("no_usage"):
             prompt = _tokens(json.dumps(body.get("messages"))[:20000])
             completion = _tokens(out.generated)
             chunks.append(

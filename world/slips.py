@@ -21,7 +21,7 @@ from typing import Any
 
 from pipeline.format import SLIPS, Turn
 
-THINK_SLIPS = ("closing_tag_opens_turn", "missing_think_open", ("missing_think_close",))
+THINK_SLIPS = ("closing_tag_opens_turn", "missing_think_open", "missing_think_close")
 #: Slips that live in a call's arguments string (native tool calling).
 ARGUMENT_SLIPS = ("json_fence", "raw_newline_in_string", "trailing_comma", "single_quotes")
 #: Slips written inside the call's own text.

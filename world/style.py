@@ -7,6 +7,12 @@ and OpenAI do:
 - native function calling (`tool_protocol: native` and a request with `tools`) answers a tool
   call as `message.tool_calls` with the think as plain prose (or in the reasoning field);
 - formatting slips (`world.slips`), a refused first turn, a reply cut at half;
+- what real models and servers add (`TeacherStyle` documents each): a thinking model served
+  without a reasoning parser (no opening <think>), leaked template tokens (GLM-4.5V's answer
+  box, end-of-turn markers), two calls in one turn, a call made before the think closed (at the
+  end of the reasoning field), a draft call quoted in the think, replies without `usage`,
+  judges that answer in a sentence or not at all the first time; `mixed` draws the server
+  shape per conversation, and `cluster` makes a conversation that slipped keep slipping;
 - the request's `stop` (cut before the first stop string, finish "stop"), `max_tokens` /
   `max_completion_tokens` (about 4 characters a token; beyond: cut, finish "length") and
   `response_format` (a judge then answers exactly its JSON object).
@@ -17,18 +23,27 @@ a cut falls where a real server's would.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import world.slips as S
-from pipeline.format import parse_turn
-from world.knobs import TeacherStyle, drawn, unit
+from pipeline.format import parse_turn, render_tool_call
+from world.knobs import TeacherStyle, clustered, drawn, unit
 from world.roles import structured
 
 REFUSAL = "I'm sorry, but I can't help with that."
 CHARS_PER_TOKEN = 4
+#: End-of-turn / end-of-text markers of common chat templates (Qwen/InternVL, GLM, Llama, Mistral).
+END_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|user|>", "<|eot_id|>", "</s>")
+BOX_OPEN, BOX_CLOSE = "<|begin_of_box|>", "<|end_of_box|>"
+#: A draft call a planning model quotes in its think (never to be run: it would print "draft").
+DRAFT_CALL = {"name": "code", "arguments": {"code": "print('draft')"}}
+JUDGE_VAGUE = "Let me look at the observation once more before I decide."
+#: Server shapes `mixed` draws per conversation: (reasoning_field, think_in_prompt).
+SERVER_SHAPES = (("none", False), ("reasoning_content", False), ("reasoning", False), ("none", True))
 _JUDGE_OPENERS = {
     "answer": "Let me compare the predicted answer with the gold answer and its aliases.",
     "step": "Let me compare what the thought claims with what the observation actually shows.",
@@ -55,6 +70,7 @@ class Output:
     call: dict[str, str] | None = None  # {"id", "name"} of a native tool call
     finish: str = "stop"
     record: dict[str, Any] = field(default_factory=dict)
+    copies: int = 1  # native calls sent (2: the same call twice, as a model that calls twice)
 
     def text(self, name: str) -> str | None:
         parts = [s.text for s in self.segments if s.field == name]
@@ -70,10 +86,11 @@ class Output:
         arguments = self.text("arguments") or ""
         return [
             {
-                "id": self.call["id"],
+                "id": self.call["id"] + ("" if n == 0 else f"_{n}"),
                 "type": "function",
                 "function": {"name": self.call["name"], "arguments": arguments},
             }
+            for n in range(self.copies)
         ]
 
     def message(self) -> dict[str, Any]:
@@ -111,6 +128,10 @@ class Output:
                     }
                 )
                 out += [{"tool_calls": [{"index": 0, "function": {"arguments": p}}]} for p in pieces]
+                for n in range(1, self.copies):  # the same call again, whole, as its own index
+                    out.append(
+                        {"tool_calls": [{**call, "index": n} for call in self.tool_calls()[n : n + 1]]}
+                    )
                 continue
             key = self.reasoning_field if segment.field == "reasoning" else segment.field
             out += [{key: p} for p in pieces]
@@ -139,6 +160,9 @@ def shape(
     """The styled output of one reply (`cut_half`: an injected 'truncated' error)."""
     messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
     question = _first_user(messages)
+    if style.mixed:  # the server shape of this conversation, as a fleet of endpoints differs
+        shape_of = SERVER_SHAPES[int(unit("server_shape", salt, question) * len(SERVER_SHAPES))]
+        style = style.model_copy(update={"reasoning_field": shape_of[0], "think_in_prompt": shape_of[1]})
     if reply.role == "judge":
         out = _judge(reply, body, style, salt, messages)
     elif reply.role == "planner":
@@ -149,6 +173,8 @@ def shape(
     if out.record.get("refusal"):
         knob_cut = False
     _cut(out, body, half=cut_half or knob_cut, why="error" if cut_half else "truncate")
+    if drawn(style.no_usage, "no_usage", salt, question, len(messages), reply.role):
+        out.record["no_usage"] = True
     return out
 
 
@@ -176,20 +202,54 @@ def _executor(
         return Output(segments, style.reasoning_field, record={"slips": []})
     turn = parsed.turns[0]
     index = sum(1 for m in messages if m.get("role") == "assistant")
-    wanted = [k for k, rate in style.slips.items() if drawn(rate, k, salt, question, index)]
+
+    def now(name: str, rate: float) -> bool:  # this turn shows `name` (clustered per conversation)
+        return clustered(rate, style.cluster, name, salt, question, index)
+
+    wanted = [k for k, rate in style.slips.items() if now(k, rate)]
+    in_prompt = style.think_in_prompt and not reasoning
+    if in_prompt:  # every turn starts inside the think its template opened
+        wanted = [k for k in wanted if k not in S.THINK_SLIPS] + ["missing_think_open"]
     native = (
         style.tool_protocol == "native"
         and bool(body.get("tools"))
         and body.get("tool_choice") != "none"  # "none": the server answers in text
         and turn.tool_name is not None
     )
+    is_call = turn.tool_name is not None
+    shown = [
+        name
+        for name, rate, fits in (
+            ("quoted_call", style.quoted_call, True),
+            ("reasoning_only", style.reasoning_only, is_call),
+            ("two_calls", style.two_calls, is_call),
+            ("special_tokens", style.special_tokens, True),
+        )
+        if fits and now(name, rate)
+    ]
+    if "quoted_call" in shown:
+        draft = f"<tool_call>{render_tool_call(DRAFT_CALL['name'], DRAFT_CALL['arguments'])}</tool_call>"
+        turn = dataclasses.replace(
+            turn, think=f"I could start with {draft} but let me first reason. {turn.think}"
+        )
+    if "special_tokens" in shown and not is_call:  # GLM-4.5V boxes its final answer
+        turn = dataclasses.replace(turn, answer=f"{BOX_OPEN}{turn.answer}{BOX_CLOSE}")
+    if "reasoning_only" in shown:
+        return _acted_in_think(turn, style, index, shown, in_prompt)
     chosen = S.choose(wanted, turn, reasoning_parser=reasoning, native=native)
-    record: dict[str, Any] = {"slips": chosen}
+    record: dict[str, Any] = {"slips": chosen, "behaviours": shown}
+    end = END_TOKENS[int(unit("end_token", salt, question, index) * len(END_TOKENS))]
+    tail = [Segment("content", end, ("special_tokens",))] if "special_tokens" in shown and is_call else []
     if native:
-        think = Segment("reasoning" if reasoning else "content", (turn.think or "").strip())
+        prose = (turn.think or "").strip()
+        # a thinking model without a reasoning parser closes the think its template opened
+        think = Segment(
+            "reasoning" if reasoning else "content", f"{prose}\n</think>\n\n" if in_prompt else prose
+        )
         arguments = Segment("arguments", S.arguments_text(turn, chosen), tuple(chosen))
         call = {"id": _call_id(salt, question, index), "name": str(turn.tool_name)}
-        return Output([think, arguments], style.reasoning_field, call, "tool_calls", record)
+        copies = 2 if "two_calls" in shown else 1
+        return Output([think, arguments, *tail], style.reasoning_field, call, "tool_calls", record, copies)
     pick = unit("pick", salt, question, index)
     written = S.write(turn, chosen, pick=pick, prose_before=not reasoning)
     segments: list[Segment] = []
@@ -200,7 +260,23 @@ def _executor(
     else:
         segments += [Segment("content", p.text, p.slips) for p in written.think]
     segments += [Segment("content", p.text, p.slips) for p in written.action]
-    return Output(segments, style.reasoning_field, record=record)
+    if "two_calls" in shown:
+        again = render_tool_call(str(turn.tool_name), turn.arguments or {})
+        segments.append(Segment("content", f"\n<tool_call>{again}</tool_call>"))
+    return Output(segments + tail, style.reasoning_field, record=record)
+
+
+def _acted_in_think(turn: Any, style: TeacherStyle, index: int, shown: list[str], in_prompt: bool) -> Output:
+    """The call made before the think closed: with a reasoning parser it lands at the end of the
+    reasoning field and the content is empty (vLLM's parsers file all before </think> as
+    reasoning); without one, the reply is the think with the call inside and nothing after."""
+    call = f"<tool_call>{render_tool_call(str(turn.tool_name), turn.arguments or {})}</tool_call>"
+    think = f"{(turn.think or '').strip()}\n\n{call}"
+    record: dict[str, Any] = {"slips": [], "behaviours": shown}
+    if style.reasoning_field != "none":
+        return Output([Segment("reasoning", think)], style.reasoning_field, record=record)
+    opening = "" if in_prompt else "<think>"
+    return Output([Segment("content", f"{opening}{think}</think>")], style.reasoning_field, record=record)
 
 
 def _judge(
@@ -216,7 +292,15 @@ def _judge(
     if style.reasoning_field != "none":
         segments.append(Segment("reasoning", f"{opener} {reason[:1].upper()}{reason[1:]}."))
     last = json.dumps(messages[-1].get("content"), sort_keys=True) if messages else ""
-    prose = drawn(style.judge_prose, "judge_prose", salt, last) and not structured(body)
+    free = not structured(body) and not any(m.get("role") == "assistant" for m in messages)  # a re-ask: JSON
+    if free and drawn(style.judge_vague, "judge_vague", salt, last):
+        segments.append(Segment("content", JUDGE_VAGUE))
+        return Output(segments, style.reasoning_field, record={"judge_vague": True})
+    if free and drawn(style.judge_sentence, "judge_sentence", salt, last):
+        passed = '"verdict": "pass"' in verdict
+        segments.append(Segment("content", f"{'Yes' if passed else 'No'}, {reason.rstrip('.')}."))
+        return Output(segments, style.reasoning_field, record={"judge_sentence": True})
+    prose = drawn(style.judge_prose, "judge_prose", salt, last) and free
     if prose:
         fenced = unit("judge_fence", salt, last) < 0.5
         verdict_json = f"```json\n{verdict}\n```" if fenced else verdict

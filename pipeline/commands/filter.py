@@ -61,12 +61,25 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     ocr = report.get("ocr")
     if ocr:
         lines.append(ocr_line(ocr))
+    reading = report.get("reply_reading")
+    if reading:
+        lines.append(
+            f"  replies: {reading['normalised_steps']} of {reading['steps']} steps normalised (server shape: "
+            f"{_top(reading['normalisations'])}), {reading['repaired_steps']} repaired ({_top(reading['repairs'])}), "
+            f"{reading['reasks']} re-asks, {reading['estimated_token_steps']} with estimated tokens (no usage sent)"
+        )
     judged = report.get("judge_verdicts")
     if judged:
         lines.append(
             f"  judge verdicts: {judged['pass']} pass, {judged['fail']} fail, {judged['unknown']} unknown "
             f"({judged['unknown_kept']} kept, {judged['unknown_dropped']} dropped: "
             f"filter.judge_unknown={judged['unknown_policy']})"
+            + (
+                f"; read from JSON {judged['read_by']['json']}, prose {judged['read_by']['prose']}, "
+                f"after a re-ask {judged['read_by']['reask']} ({judged['reasks']} re-asks)"
+                if "read_by" in judged
+                else ""
+            )
             + (
                 f"; structured output refused {judged['structured_output_rejected']}x, asked without it"
                 if judged["structured_output_rejected"]
@@ -140,3 +153,9 @@ def filter_command(
 
 def register(app: typer.Typer) -> None:
     app.command("filter")(filter_command)
+
+
+def _top(counts: dict[str, int], n: int = 4) -> str:
+    """`name count, ...` of the most frequent kinds ("none" when there are none)."""
+    ranked = sorted(counts.items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{k} {v}" for k, v in ranked[:n]) + (", ..." if len(ranked) > n else "") or "none"

@@ -81,8 +81,11 @@ def _summary_line(summary: dict, tasks: dict) -> str:
             if kinds
             else ""
         )
+        + f", {executor.get('normalised_turns', 0)} normalised (server shape, not counted as repairs)"
         + f", {executor.get('reasks', 0)} re-asks, {executor.get('refusals', 0)} refusals, "
-        f"{executor.get('truncations', 0)} truncated; "
+        f"{executor.get('truncations', 0)} truncated ({executor.get('cut_calls', 0)} cut tool calls re-asked, "
+        f"none run), {executor.get('estimated_token_replies', 0)} without usage (tokens estimated at "
+        "4 characters a token); "
     )
     return (
         f"synth: {summary['trajectories']} trajectories ({statuses}); {summary['already_done']} already done; "

@@ -4,6 +4,7 @@
 - `reply`: decoding every reply shape (content, reasoning fields, native tool calls, refusals,
   truncation, streaming) into `TeacherReply`;
 - `cache`: the replay cache keyed by the full request;
+- `usage`: token estimates for replies sent without `usage` (marked estimated);
 - `limits`: concurrency limit, request pacer, token budget.
 Image encoding and message building live in `pipeline.chat`, the one owner of messages.
 """

@@ -12,7 +12,8 @@ world's oracle) through `openai.AsyncOpenAI`. Around each call:
   (`finish_reason="length"`), never resent byte-identical: with a fixed seed it would come back
   cut the same way; the caller applies its truncation policy;
 - decoding of every reply shape, streamed or not (`pipeline.teacher.reply`);
-- token and latency accounting (`stats()`).
+- token and latency accounting (`stats()`); a reply without `usage` is counted and its tokens
+  estimated (`pipeline.teacher.usage`), marked as estimated.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+import pipeline.teacher.usage as usage
 from pipeline.config import TeacherConfig, secret
 from pipeline.teacher.cache import ReplayCache, request_key
 from pipeline.teacher.limits import AdaptiveLimiter, AdaptivePacer, TokenBudget
@@ -198,6 +200,16 @@ class TeacherClient:
     def _account(self, reply: TeacherReply) -> None:
         self._stats["prompt_tokens"] += reply.prompt_tokens
         self._stats["completion_tokens"] += reply.completion_tokens
+        if reply.tokens_estimated:
+            self._stats["usage_missing"] += 1
+            self._stats["estimated_tokens"] += reply.prompt_tokens + reply.completion_tokens
+
+    def _estimate(self, request: dict[str, Any], reply: TeacherReply) -> None:
+        """Fill in the token counts a reply came without (marked estimated already)."""
+        reply.prompt_tokens = reply.prompt_tokens or usage.prompt_tokens(request, self.cfg.image_max_pixels)
+        reply.completion_tokens = reply.completion_tokens or usage.completion_tokens(
+            reply.text, reply.reasoning, reply.tool_calls
+        )
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
@@ -242,6 +254,8 @@ class TeacherClient:
             latency = reply.latency_s
         finally:
             self.limiter.release()
+        if reply.tokens_estimated:
+            self._estimate(request, reply)
         self.pacer.on_admitted()
         self.limiter.on_success()
         self._latency_total += latency

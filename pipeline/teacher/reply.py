@@ -3,11 +3,16 @@
 Servers differ in where a turn's parts arrive:
 - `message.content`: text (the R1V4 turn, prose, or null when the reply is only tool calls);
 - `message.reasoning_content` (vLLM, SGLang, DeepSeek) or `message.reasoning` (OpenRouter, newer
-  vLLM): the thinking, when the server runs a reasoning parser;
+  vLLM): the thinking, when the server runs a reasoning parser; OpenRouter also sends
+  `message.reasoning_details` (`reasoning.text` / `reasoning.summary` / `reasoning.encrypted`
+  parts), the only readable thinking for some models (Gemini's summaries): read when
+  `reasoning` is empty;
 - `message.tool_calls`: native function calls (`--tool-call-parser`, OpenAI, OpenRouter);
 - `message.refusal`: OpenAI's structured refusal;
 - streaming (`stream=True`): the same parts as deltas, tool calls as indexed argument pieces.
-Decoding keeps each part apart; `pipeline.format.read_reply` turns them into one turn.
+Decoding keeps each part apart; `pipeline.format.read_reply` turns them into one turn. What the
+decoder reshapes losslessly (arguments sent as an object) is named in `normalisations`; a reply
+without `usage` is marked `tokens_estimated` (the client fills in an estimate).
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ class TeacherReply:
     reasoning: str = ""  # reasoning_content / reasoning, when the server splits thinking off
     tool_calls: list[dict[str, Any]] = field(default_factory=list)  # {"id", "name", "arguments" (raw str)}
     refusal: str | None = None
+    normalisations: list[str] = field(default_factory=list)  # pipeline.format.NORMALISATIONS names
+    tokens_estimated: bool = False  # the server sent no usage: the token counts are estimates
 
     @property
     def truncated(self) -> bool:
@@ -102,7 +109,18 @@ def _reasoning(message: Any) -> str:
         value = _get(message, name)
         if isinstance(value, str) and value:
             return value
+    details = _get(message, "reasoning_details")
+    if isinstance(details, list):  # OpenRouter: text parts, else summaries; encrypted ones unreadable
+        parts = [str(_get(d, "text") or _get(d, "summary") or "") for d in details]
+        return "".join(p for p in parts if p)
     return ""
+
+
+def _arguments_were_object(message: Any) -> bool:
+    return any(
+        (arguments := _get(_get(call, "function"), "arguments")) is not None and not isinstance(arguments, str)
+        for call in _get(message, "tool_calls") or []
+    )
 
 
 def _tool_call(raw: Any, index: int) -> dict[str, Any]:
@@ -144,6 +162,7 @@ def decode_completion(completion: Any, latency: float) -> TeacherReply:
         raise MalformedReply("response choice has no message")
     content = _get(message, "content")
     usage = _get(completion, "usage")
+    normalisations = ["arguments_as_object"] if _arguments_were_object(message) else []
     return _check(
         TeacherReply(
             text=content if isinstance(content, str) else "",
@@ -155,8 +174,15 @@ def decode_completion(completion: Any, latency: float) -> TeacherReply:
             latency_s=latency,
             extra=_extra(completion),
             finish_reason=_get(choice, "finish_reason"),
+            normalisations=normalisations,
+            tokens_estimated=_no_usage(usage),
         )
     )
+
+
+def _no_usage(usage: Any) -> bool:
+    """No usage, or one that counts nothing (some servers send zeros instead of leaving it out)."""
+    return usage is None or not (_get(usage, "prompt_tokens") or _get(usage, "completion_tokens"))
 
 
 class StreamAccumulator:
@@ -212,5 +238,6 @@ class StreamAccumulator:
                 latency_s=latency,
                 extra=self.extra,
                 finish_reason=self.finish_reason,
+                tokens_estimated=_no_usage(self.usage),
             )
         )

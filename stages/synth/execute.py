@@ -4,7 +4,8 @@ Each turn: the teacher sees the conversation so far (images as data URIs under t
 budget) and replies in whatever shape its server sends (R1V4 text, a reasoning field, native
 tool calls); `pipeline.format.read_reply` reads it leniently and names every repair. A reply
 that cannot be read, or was cut at max_tokens mid-action, is shown back with its error and
-asked again (`synth.format_retries`); a refusal ends the rollout as `refused`. A tool call runs
+asked again (`synth.format_retries`); a tool call from a reply cut at max_tokens is never run,
+in either protocol, however well its arguments read (a cut call is one whose end is missing); a refusal ends the rollout as `refused`. A tool call runs
 the real tool against the original images and its observation (text and images) is appended;
 an answer ends the rollout. The history sent back holds each turn as the renderer writes it
 from the parsed parts, so every server's chat template sees well-formed turns; the raw reply
@@ -105,6 +106,10 @@ class ExecStats:
     statuses: dict[str, int] = field(default_factory=dict)
     repairs: collections.Counter[str] = field(default_factory=collections.Counter)  # by kind
     repaired_turns: int = 0
+    normalisations: collections.Counter[str] = field(default_factory=collections.Counter)  # by kind
+    normalised_turns: int = 0
+    estimated_token_replies: int = 0  # replies without usage (their tokens estimated)
+    cut_calls: int = 0  # tool calls from replies cut at max_tokens (re-asked, never run)
     reasks: int = 0
     refusals: int = 0
     truncations: int = 0  # replies cut at max_tokens (re-asked or not)
@@ -114,11 +119,16 @@ class ExecStats:
         out = {
             "repaired_turns": self.repaired_turns,
             "repairs": sum(self.repairs.values()),
+            "normalised_turns": self.normalised_turns,
+            "normalisations": sum(self.normalisations.values()),
             "reasks": self.reasks,
             "refusals": self.refusals,
             "truncations": self.truncations,
+            "cut_calls": self.cut_calls,
+            "estimated_token_replies": self.estimated_token_replies,
         }
         out.update({f"repairs.{kind}": n for kind, n in sorted(self.repairs.items())})
+        out.update({f"normalisations.{kind}": n for kind, n in sorted(self.normalisations.items())})
         return out
 
 
@@ -277,6 +287,8 @@ class Executor:
             step = step_from_reply(index, reply)
             step.reasks = reasks
             self.stats.truncations += reply.truncated
+            self.stats.cut_calls += reply.truncated and step.action == "tool_call"
+            self.stats.estimated_token_replies += reply.tokens_estimated
             problem = _problem(step, reply)
             if (
                 problem is None
@@ -299,6 +311,9 @@ class Executor:
         if step.repairs:
             self.stats.repaired_turns += 1
             self.stats.repairs.update(step.repairs)
+        if step.normalisations:
+            self.stats.normalised_turns += 1
+            self.stats.normalisations.update(step.normalisations)
 
     def _history_turn(self, step: Step, reply: TeacherReply) -> Message:
         """The step as the teacher sees it next time: rendered from its parsed parts."""
@@ -363,6 +378,8 @@ def step_from_reply(index: int, reply: TeacherReply) -> Step:
         think=turn.think or "",
         format_errors=list(parsed.errors),
         repairs=list(turn.repairs),
+        normalisations=list(dict.fromkeys([*reply.normalisations, *turn.normalisations])),
+        tokens_estimated=reply.tokens_estimated,
         finish_reason=reply.finish_reason,
         teacher_latency_s=reply.latency_s,
         prompt_tokens=reply.prompt_tokens,
@@ -380,8 +397,13 @@ def step_from_reply(index: int, reply: TeacherReply) -> Step:
 
 
 def _cut_short(step: Step) -> bool:
-    """A reply cut at max_tokens before its action was complete (its end is missing)."""
-    return step.action == "invalid" or "unclosed_action" in step.repairs
+    """A reply cut at max_tokens before its action was complete (its end is missing).
+
+    A tool call from a cut reply counts as cut whatever it looks like: json-repair closes
+    `{"code": "crop = crop.resize` into valid JSON, and a native call's arguments carry no
+    closing tag to tell a whole call from a cut one. Only an answer whose tag closed is whole.
+    """
+    return step.action in ("invalid", "tool_call") or "unclosed_action" in step.repairs
 
 
 def _problem(step: Step, reply: TeacherReply) -> str | None:

@@ -64,3 +64,28 @@ def test_rules_for_each_kind_of_field() -> None:
 def test_a_union_beyond_optional_has_no_rule() -> None:
     with pytest.raises(TypeError, match="union"):
         arrow_type(int | str)
+
+
+def test_a_version_3_trajectory_shard_reads_with_the_new_step_fields_defaulted(tmp_path) -> None:
+    """Version 4 added Step.normalisations and Step.tokens_estimated: shards written before
+    (steps without them) still read, as steps with no normalisation and measured tokens."""
+    import pyarrow.parquet as pq
+
+    from pipeline.schema import TRAJECTORY_ARROW, Step, Trajectory, from_table
+
+    def without_new(field: pa.Field) -> pa.Field:
+        if field.name != "steps":
+            return field
+        struct = field.type.value_type
+        kept = [struct.field(i) for i in range(struct.num_fields)]
+        kept = [f for f in kept if f.name not in ("normalisations", "tokens_estimated")]
+        return pa.field("steps", pa.list_(pa.struct(kept)))
+
+    old = pa.schema([without_new(f) for f in TRAJECTORY_ARROW], metadata={b"trajforge.version": b"3"})
+    step = Step(index=0, think="t", action="answer", answer="a").model_dump()
+    del step["normalisations"], step["tokens_estimated"]
+    row = Trajectory(task_id="t", question="q").model_dump() | {"steps": [step], "schema_version": 3}
+    pq.write_table(pa.Table.from_pylist([row], schema=old), tmp_path / "old.parquet")
+    (read,) = from_table(pq.read_table(tmp_path / "old.parquet"), Trajectory)
+    assert read.steps[0].normalisations == [] and read.steps[0].tokens_estimated is False
+    assert read.steps[0].answer == "a"

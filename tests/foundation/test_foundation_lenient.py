@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.chat import trajectory_messages
-from pipeline.format import REPAIRS, SLIPS, read_reply, read_trajectory, render_turn
+from pipeline.format import NORMALISATIONS, REPAIRS, SLIPS, read_reply, read_trajectory, render_turn
 from pipeline.schema import Step, Trajectory
 
 CODE = "from PIL import Image\nimg = Image.open('/input/image_0.png')\nprint(img.size)"
@@ -55,7 +55,9 @@ def test_each_slip_reads_as_the_canonical_turn_and_is_named(kind):
     parsed = read_reply(SLIPPED[kind])
     (turn,) = parsed.turns
     assert parsed.errors == []
-    assert kind in turn.repairs and set(turn.repairs) <= set(REPAIRS)
+    named = turn.normalisations if kind in NORMALISATIONS else turn.repairs
+    assert kind in named and set(turn.repairs) <= set(REPAIRS)
+    assert set(turn.normalisations) <= set(NORMALISATIONS)
     assert render_turn(turn.think, tool_name=turn.tool_name, arguments=turn.arguments) == CANONICAL
 
 
@@ -63,7 +65,8 @@ def test_canonical_text_needs_no_repair_and_every_slip_kind_is_a_repair_name():
     (turn,) = read_reply(CANONICAL).turns
     assert turn.repairs == [] and turn.arguments == {"code": CODE}
     # single_quotes has its own case below (the code here holds single quotes itself)
-    assert set(SLIPS) <= set(REPAIRS) and set(SLIPS) - {"single_quotes"} <= set(SLIPPED)
+    assert set(SLIPS) <= set(REPAIRS) | set(NORMALISATIONS) and set(SLIPS) - {"single_quotes"} <= set(SLIPPED)
+    assert not set(REPAIRS) & set(NORMALISATIONS)
 
 
 def test_single_quoted_query_as_in_the_reports_figure():
@@ -110,6 +113,7 @@ def test_a_turn_that_calls_a_tool_and_answers_is_an_error_not_a_repair(text):
 def test_reasoning_field_and_native_calls():
     (turn,) = read_reply("\n\n<answer>42</answer>", reasoning="It reads 42.").turns
     assert (turn.think, turn.answer, turn.repairs) == ("It reads 42.", "42", [])
+    assert turn.normalisations == ["reasoning_field"]
     calls = [
         {"id": "a", "name": "code", "arguments": json.dumps({"code": CODE})},
         {"id": "b", "name": "code", "arguments": "{}"},
@@ -189,5 +193,72 @@ def test_repaired_and_clean_trajectories_render_byte_identical_training_text():
     clean = trajectory([CANONICAL, answer])
     for slipped in SLIPPED.values():
         repaired = trajectory([slipped, "</think>It is 2x2.</think><answer>2x2</answer>}"])
-        assert repaired.steps[0].repairs
+        (first,) = read_reply(slipped).turns
+        assert first.repairs or first.normalisations
         assert trajectory_messages(repaired, "S") == trajectory_messages(clean, "S")
+
+
+# what real VLM teachers leak or write in their own formats (issue 25): each read as the
+# canonical call, the repair or normalisation named
+NATIVE_FORMS = {
+    "glm_box_and_eot": (
+        f"<think>Check the size.</think><tool_call>{CALL}</tool_call><|user|>",
+        ["special_tokens"],
+        [],
+    ),
+    "internlm_plugin_tokens": (
+        "<think>Check the size.</think><|action_start|><|plugin|>\n"
+        + json.dumps({"name": "code", "parameters": {"code": CODE}})
+        + "<|action_end|><|im_end|>",
+        ["special_tokens", "untagged_tool_call", "parameters_key"],
+        [],
+    ),
+    "kimi_think_tokens": (
+        f"\u25c1think\u25b7Check the size.\u25c1/think\u25b7<tool_call>{CALL}</tool_call>",
+        [],
+        ["kimi_think_tokens"],
+    ),
+    "glm_xml_call": (
+        "<think>Check the size.</think><tool_call>code\n<arg_key>code</arg_key>\n<arg_value>"
+        + CODE
+        + "</arg_value>\n</tool_call>",
+        ["xml_call_format"],
+        [],
+    ),
+    "qwen3_coder_xml_call": (
+        f"<think>Check the size.</think><tool_call>\n<function=code>\n<parameter=code>\n{CODE}\n</parameter>\n</function>\n</tool_call>",
+        ["xml_call_format"],
+        [],
+    ),
+    "llama_header_and_eot": (
+        f"<|start_header_id|>assistant<|end_header_id|><think>Check the size.</think><tool_call>{CALL}</tool_call><|eot_id|>",
+        ["special_tokens"],
+        [],
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(NATIVE_FORMS))
+def test_model_native_forms_read_as_the_canonical_turn(kind):
+    text, repairs, normalisations = NATIVE_FORMS[kind]
+    parsed = read_reply(text)
+    (turn,) = parsed.turns
+    assert parsed.errors == [] and turn.repairs == repairs and turn.normalisations == normalisations
+    assert render_turn(turn.think, tool_name=turn.tool_name, arguments=turn.arguments) == CANONICAL
+
+
+def test_a_trailing_sentencepiece_eos_is_a_token_but_html_in_an_argument_is_not():
+    html = "print('<s>old</s> new')"
+    text = (
+        "<think>x</think><tool_call>"
+        + json.dumps({"name": "code", "arguments": {"code": html}})
+        + "</tool_call></s>"
+    )
+    (turn,) = read_reply(text).turns
+    assert turn.arguments == {"code": html} and turn.repairs == ["special_tokens"]
+
+
+def test_a_reasoning_field_that_keeps_its_tags_gives_the_inside():
+    (turn,) = read_reply(f"<tool_call>{CALL}</tool_call>", reasoning="<think>Check the size.</think>\n").turns
+    assert render_turn(turn.think, tool_name=turn.tool_name, arguments=turn.arguments) == CANONICAL
+    assert turn.repairs == [] and turn.normalisations == ["reasoning_field"]

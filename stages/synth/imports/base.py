@@ -403,6 +403,7 @@ def to_trajectory(record: ImportRecord, fmt: str, rollout: int) -> Trajectory:
                 raw=turn.raw,
                 format_errors=turn_errors,
                 repairs=turn.repairs,
+                normalisations=turn.normalisations,
                 observation_text=None if obs is None else obs.text,
                 observation_images=[] if obs is None else obs.images,
                 error=None if obs is None else obs.error,
