@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from filters.quotations import quotations
+
 if TYPE_CHECKING:
     from PIL import Image
 
@@ -41,7 +43,6 @@ _CANNOT_READ = re.compile(
     re.IGNORECASE,
 )
 _SENTENCE = re.compile(r"(?<=[.!?;])\s+|\n+")
-_QUOTED = re.compile(r"(?<![\w'\"])[\"“‘'](?P<q>[^\"”’'\n]{1,80}?)[\"”’'](?![\w])")
 _NOISE = re.compile(
     r"https?://\S+|\S+\.(?:png|jpe?g|gif|webp|bmp|tiff?)\b|\(\s*-?\d[\d.\s,-]*\)|\[\s*-?\d[\d.\s,-]*\]|"
     r"\b\d+(?:\.\d+)?\s*(?:x|×|%|°|degrees?|deg|px|pixels?|times|percent|pt|fold)(?![a-z])|"
@@ -118,11 +119,11 @@ def claims_in(thought: str) -> Claims:
             continue
         colours += [m.group("colour").lower() for m in _COLOUR_CLAIM.finditer(sentence)]
         rest = sentence
-        for match in _QUOTED.finditer(sentence):
-            quote = match.group("q").strip(" .,:;")
+        for start, quoted in quotations(sentence, min_chars=2, max_chars=80):
+            quote = quoted.strip(" .,:;")
             if len(fold(quote)) >= 2:
                 texts.append(quote)
-            rest = rest.replace(match.group(0), " ")
+            rest = rest.replace(sentence[start : start + len(quoted) + 2], " ")
         rest = _NOISE.sub(" ", rest)
         texts += _CODE.findall(rest)
         rest = _CODE.sub(" ", rest)

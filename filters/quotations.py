@@ -44,17 +44,18 @@ def _is_edge(text: str, at: int, opening: bool) -> bool:
     return not after.isalnum() and not before.isspace()
 
 
-def _content_ok(content: str) -> bool:
+def _content_ok(content: str, min_chars: int) -> bool:
     return (
-        len(content) >= 3
+        len(content) >= min_chars
         and content == content.strip()
         and sum(c.isalnum() for c in content) >= 2
         and "\n" not in content
     )
 
 
-def quotations(text: str) -> list[tuple[int, str]]:
-    """(offset, text) of each quotation in `text`, marks matched pairwise."""
+def quotations(text: str, *, min_chars: int = 3, max_chars: int = 300) -> list[tuple[int, str]]:
+    """(offset, text) of each quotation in `text`, marks matched pairwise (a reader of page text
+    quotes titles; an image claim quotes a code as short as two characters)."""
     found: list[tuple[int, str]] = []
     i = 0
     while i < len(text):
@@ -65,12 +66,12 @@ def quotations(text: str) -> list[tuple[int, str]]:
             continue
         j = i + 1
         end = -1
-        while j < len(text) and j - i <= 300 and text[j] != "\n":
+        while j < len(text) and j - i <= max_chars and text[j] != "\n":
             if text[j] == closing and (closing not in _SINGLE or _is_edge(text, j, opening=False)):
                 end = j
                 break
             j += 1
-        if end > 0 and _content_ok(text[i + 1 : end]):
+        if end > 0 and _content_ok(text[i + 1 : end], min_chars):
             found.append((i, text[i + 1 : end]))
             i = end + 1
         else:
