@@ -11,8 +11,20 @@ import sys
 
 import typer
 
+from pipeline.commands import (
+    corpus,
+    export,
+    filter,
+    importers,
+    publish,
+    sft,
+    synth,
+    tasks,
+    tools,
+    view,
+    world,
+)
 from pipeline.commands import eval as eval_cmd
-from pipeline.commands import corpus, export, filter, importers, publish, sft, synth, tasks, tools, view, world
 
 app = typer.Typer(
     name="trajforge",

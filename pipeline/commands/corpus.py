@@ -15,7 +15,9 @@ corpus_app = typer.Typer(help="Serve an encyclopedia as a local web: index it on
 
 @corpus_app.command("index")
 def index(
-    corpus: Path = typer.Option(..., "--corpus", help="A .zim file, a MediaWiki XML dump or a folder of HTML."),
+    corpus: Path = typer.Option(
+        ..., "--corpus", help="A .zim file, a MediaWiki XML dump or a folder of HTML."
+    ),
     kind: str = typer.Option("auto", "--corpus-kind", help="auto, zim, xml or html."),
     config: Path | None = ConfigOption,
     sets: list[str] | None = SetOption,
@@ -37,7 +39,9 @@ def index(
         f"unreadable, vector or under 64 px); served at {stats['origin']}; index {folder}; "
         f"{time.monotonic() - start:.1f}s"
     )
-    typer.echo(f"next: --set tools.search.corpus={corpus} (synth, eval, tools) or trajforge tasks walk --corpus {corpus}")
+    typer.echo(
+        f"next: --set tools.search.corpus={corpus} (synth, eval, tools) or trajforge tasks walk --corpus {corpus}"
+    )
 
 
 def register(app: typer.Typer) -> None:

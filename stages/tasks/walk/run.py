@@ -25,11 +25,13 @@ from pipeline.images import ImageError, decode_image
 from pipeline.schema import Task
 from stages.readers.corpus.base import Corpus, Page
 from stages.tasks.walk.chain import VISIT, Chain, Hop, dumps, gold
-from stages.tasks.walk.checks import concise, in_evidence, leaked, normalise
+from stages.tasks.walk.checks import concise, exact_values, grammar_defects, in_evidence, leaked, normalise
 from stages.tasks.walk.teacher import WalkTeacher
 
 REASONS = ("leak", "not_unique", "generic_answer", "no_image", "llm_unreadable", "answer_not_in_evidence",
-           "dead_end", "teacher_error")  # fmt: skip
+           "dead_end", "teacher_error", "clue_finds_entity", "exact_value", "question_finds_answer",
+           "picture_not_needed", "grammar")  # fmt: skip
+QUESTION_TOP = 3  # the whole question, searched, must not show the answer's entity this high
 SHUFFLE = 1.5  # light shuffling: noise added to mention counts when ranking the next entity
 HOP_TRIES = 4  # candidates tried per hop before the walk stops there
 MIN_IMAGE_SIDE = 64
@@ -174,8 +176,9 @@ class Walker:
         visited = {p.title for p in pages}
         counts = current.mention_counts()
         candidates = [
-            t for t in counts if t not in visited and self.inlinks.get(t, 0) <= self.pervasive_limit
-        ]
+            t for t in counts
+            if t not in visited and self.inlinks.get(t, 0) <= self.pervasive_limit and not leaked(t, [answer])
+        ]  # fmt: skip
         candidates.sort(key=lambda t: -(counts[t] + rng.random() * SHUFFLE))
         reasons: collections.Counter[str] = collections.Counter()
         for title in candidates[:HOP_TRIES]:
@@ -191,6 +194,8 @@ class Walker:
             got = await self.teacher.ask("hop", payload)
             reason = self._hop_problem(got.value, got.failure, current, pages, nxt, answer)
             hop = None
+            if not reason:
+                reason = await self._shortcut(current, got.value or {})
             if not reason:
                 hop = await self._solve(current, nxt, got.value or {})
                 reason = "" if hop is not None else "not_unique"  # the clue's search leads elsewhere
@@ -218,6 +223,18 @@ class Walker:
             return "llm_unreadable"  # the rewrite does not describe the entity through the next one
         return ""
 
+    async def _shortcut(self, current: Page, value: dict[str, Any]) -> str:
+        """Why the hop's clue gives its entity away ("" when it does not): an exact value in it,
+        or a search for the clue alone that returns the entity first."""
+        clue = str(value.get("property", "")).strip()
+        if exact_values(clue):
+            return "exact_value"
+        if self._text is not None and clue:
+            hits = await self._text.search(clue, 1)
+            if hits and hits[0].link == current.url:
+                return "clue_finds_entity"
+        return ""
+
     async def _solve(self, current: Page, nxt: Page, value: dict[str, Any]) -> Hop | None:
         """How a solver finds `current` from `nxt`: a search for the clue, else the link on the page."""
         relation, prop = str(value.get("relation", "")).strip(), str(value.get("property", "")).strip()
@@ -230,8 +247,11 @@ class Walker:
         hits = await self._text.search(query, TOP_K)
         if any(h.link == current.url for h in hits):
             return hop
-        if current.url in nxt.shown_urls:
-            hop.tool, hop.query = VISIT, ""
+        if current.url in nxt.shown_urls:  # the next page shows the address
+            hop.tool, hop.query, hop.shows = VISIT, "", current.url
+            return hop
+        if f" {normalise(current.title)} " in f" {normalise(nxt.text)} ":  # the next page names it
+            hop.tool, hop.query, hop.shows = VISIT, "", current.title
             return hop
         return None
 
@@ -273,12 +293,18 @@ class Walker:
             raise Rejected("leak", f"the question names {found[0]}")
         if normalise(answer) in normalise(question).split() or leaked(question, [answer]):
             raise Rejected("leak", "the question states its answer")
+        defects = grammar_defects(question)
+        if defects:
+            raise Rejected("grammar", ", ".join(defects))
         hits: list[dict[str, str]] = []
         if self._text is not None:
-            hits = [
-                {"title": h.title, "snippet": h.snippet[:200]}
-                for h in await self._text.search(question, TOP_K)
-            ]
+            found = await self._text.search(question, TOP_K)
+            top = [h.link for h in found[:QUESTION_TOP]]
+            if chain.seed_url in top:  # pasting the question into a search finds the answer's page
+                raise Rejected("question_finds_answer", f"hit {top.index(chain.seed_url) + 1}")
+            if not text_only and chain.final_url in top:  # the text alone finds the pictured entity
+                raise Rejected("picture_not_needed", f"hit {top.index(chain.final_url) + 1}")
+            hits = [{"title": h.title, "snippet": h.snippet[:200]} for h in found]
         named = chain.titles[-1:] if text_only else []  # the text-only variant names its last entity
         payload = {
             "question": question,

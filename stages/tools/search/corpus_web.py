@@ -94,9 +94,10 @@ def export_corpus(corpus: Corpus, out: Path) -> ExportStats:
     stats = ExportStats()
     seen: dict[str, str] = {}  # image ref -> stored path ("" when dropped): refs repeat across pages
     (out / "images").mkdir(parents=True, exist_ok=True)
-    with (out / "pages.jsonl").open("w", encoding="utf-8") as pages, (out / "images.jsonl").open(
-        "w", encoding="utf-8"
-    ) as images:
+    with (
+        (out / "pages.jsonl").open("w", encoding="utf-8") as pages,
+        (out / "images.jsonl").open("w", encoding="utf-8") as images,
+    ):
         for title in corpus.titles():
             try:
                 page = corpus.page(title)
@@ -107,7 +108,9 @@ def export_corpus(corpus: Corpus, out: Path) -> ExportStats:
             if page is None or not page.text.strip():
                 stats.empty_pages += 1
                 continue
-            pages.write(json.dumps({"title": page.title, "url": page.url, "text": page.text}, ensure_ascii=False))
+            pages.write(
+                json.dumps({"title": page.title, "url": page.url, "text": page.text}, ensure_ascii=False)
+            )
             pages.write("\n")
             stats.pages += 1
             for ref in dict.fromkeys(page.images):
@@ -158,7 +161,9 @@ def index_corpus(source: Path, kind: str = "auto", cache: Path | None = None) ->
         finally:
             corpus.close()
         if stats.pages == 0:
-            raise ValueError(f"{source}: no readable pages; is it a ZIM, a MediaWiki dump or a folder of HTML?")
+            raise ValueError(
+                f"{source}: no readable pages; is it a ZIM, a MediaWiki dump or a folder of HTML?"
+            )
         LocalTextIndex(out, out / "index").search("warm", 1)  # both indexes built now, not at a first search
         if stats.images:
             LocalImageIndex(out, out / "index")._load()
