@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import sys
 import tempfile
 from pathlib import Path
@@ -30,58 +29,31 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 from pipeline.schema import Task
 from pipeline.store import RunStore
+from stages.tasks.walk.audit import audit
 from stages.tools.search.text_index import LocalTextIndex
 from world import build_world
 
-NUMBER = re.compile(r"^[\d][\d,.\s]*$")
-
-
-def grammar_defects(question: str) -> list[str]:
-    found = []
-    if re.search(r",\s*,", question):
-        found.append("doubled comma")
-    if re.search(r",\s*\?", question):
-        found.append("comma before ?")
-    if len(re.findall(r"\bwhose\b", question, re.IGNORECASE)) >= 4:
-        found.append("4+ whose")
-    return found
+FIGURES = {
+    "clue_finds_entity": "one clue alone finds its entity first (share)",
+    "question_finds_answer": "the whole question finds the answer's entity, top 3",
+    "numeric_answers": "numeric answers",
+    "grammar_defects": "grammar defects",
+}
 
 
 def measure(world: Path, run: Path) -> dict:
     tasks = RunStore(run).read_records("tasks", Task)
     index = LocalTextIndex(world / "corpus")
-    clue_first = question_top3 = numeric = defective = 0
-    examples: dict[str, str] = {}
-    for task in tasks:
-        meta = json.loads(task.meta)
-        urls, clues = meta["evidence_urls"], meta["properties"]
-        for i, clue in enumerate(clues):
-            hits = index.search(clue, 1) if clue.strip() else []
-            if hits and hits[0].link == urls[i]:
-                clue_first += 1
-                examples.setdefault("clue alone first", f"{clue!r} -> {hits[0].title}")
-                break
-        if any(h.link == urls[0] for h in index.search(task.question, 3)):
-            question_top3 += 1
-            examples.setdefault("question top 3", task.question)
-        numeric += bool(NUMBER.match(task.gold_answer.strip()))
-        defects = grammar_defects(task.question)
-        if defects:
-            defective += 1
-            examples.setdefault("grammar", f"{defects}: {task.question}")
-    n = max(len(tasks), 1)
+    found = audit(tasks, lambda query, k: [h.link for h in index.search(query, k)])
     report = json.loads((run / "report.json").read_text())["walk"]
     words = sorted(len(t.question.split()) for t in tasks) or [0]
     return {
         "tasks": len(tasks),
-        "clue_alone_first": clue_first / n,
-        "question_top3": question_top3 / n,
-        "numeric_answers": numeric / n,
-        "grammar_defects": defective / n,
+        **{key: found.share(key) for key in FIGURES},
         "median_words": words[len(words) // 2],
         "rejected": {k: v for k, v in report["rejected"].items() if v},
         "hop_candidates_rejected": report.get("hop_candidates_rejected", {}),
-        "examples": examples,
+        "examples": found.examples,
         "sample": [t.question for t in tasks[:3]],
     }
 
@@ -106,8 +78,8 @@ def main() -> None:
     print(result.output.strip().splitlines()[-2])
     figures = asyncio.run(asyncio.to_thread(measure, world, run))
     print(f"tasks walk --n {args.n} over the offline world: {figures['tasks']} tasks")
-    for key in ("clue_alone_first", "question_top3", "numeric_answers", "grammar_defects"):
-        print(f"  {key:18s} {figures[key]:.2f}")
+    for key, label in FIGURES.items():
+        print(f"  {label:52s} {figures[key]:.2f}")
     print(f"  median words       {figures['median_words']}")
     print(f"  walks rejected     {figures['rejected']}")
     print(f"  hop candidates rejected {figures['hop_candidates_rejected']}")

@@ -31,6 +31,7 @@ from stages.tasks.walk.teacher import WalkTeacher
 REASONS = ("leak", "not_unique", "generic_answer", "no_image", "llm_unreadable", "answer_not_in_evidence",
            "dead_end", "teacher_error", "clue_finds_entity", "exact_value", "question_finds_answer",
            "picture_not_needed", "grammar")  # fmt: skip
+SHORTCUTS = ("clue_finds_entity", "exact_value", "question_finds_answer", "picture_not_needed")
 QUESTION_TOP = 3  # the whole question, searched, must not show the answer's entity this high
 SHUFFLE = 1.5  # light shuffling: noise added to mention counts when ranking the next entity
 HOP_TRIES = 4  # candidates tried per hop before the walk stops there
