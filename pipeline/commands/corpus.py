@@ -23,8 +23,11 @@ def index(
     sets: list[str] | None = SetOption,
 ) -> None:
     """Build (or find) the BM25 text and pHash image indexes of a corpus; print where and what."""
+    import logging
+
     from stages.tools.search.corpus_web import index_corpus, index_stats
 
+    logging.getLogger("bm25s").setLevel(logging.WARNING)  # its DEBUG lines say nothing a user needs
     cfg = load(config, sets)
     cache = Path(cfg.tools.search.corpus_cache) if cfg.tools.search.corpus_cache else None
     start = time.monotonic()

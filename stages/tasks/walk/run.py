@@ -274,7 +274,8 @@ class Walker:
             got = await self._ask("visual", payload, data)
             if got.get("depicts") is not True:
                 continue
-            chain.image_url, chain.visual_question = ref, str(got.get("question", "")).strip()
+            chain.image_url = self.corpus.image_url(ref) or ref  # its web address where the corpus has one
+            chain.visual_question = str(got.get("question", "")).strip()
             return data, chain.visual_question
         raise Rejected("no_image", f"no checked picture of {final.title}")
 
