@@ -8,6 +8,7 @@ then uses as its seeds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -80,7 +81,9 @@ def walk(
     settings = WalkSettings(
         n=n, min_hops=lo, max_hops=hi, seed=seed, text_only=text_only, max_walks=max_walks
     )
-    with world_for(cfg) as world_teacher:
+    # a corpus of your own with your own teacher needs no world (built and served otherwise)
+    own = corpus is not None and cfg.teacher.base_url is not None
+    with contextlib.nullcontext(None) if own else world_for(cfg) as world_teacher:
         if world_teacher is None and cfg.teacher.base_url is None:
             raise fail(
                 "no teacher endpoint: set teacher.base_url or enable the offline world (world.enabled=true)"

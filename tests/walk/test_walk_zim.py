@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.schema import Task
+from pipeline.schema import Task, Trajectory
 from pipeline.store import RunStore
 from stages.tools.search.corpus_web import origin_for
 from tests.fake_openai import FakeTeacher
@@ -22,17 +22,41 @@ from tests.reference import reference
 YEAR = re.compile(r"\b(19[4-9]\d|20[0-2]\d)\b")
 
 
-def _payload(body: dict) -> dict:
-    content = body["messages"][-1]["content"]
+def _text(message: dict) -> str:
+    content = message["content"]
     if isinstance(content, list):
-        content = next(part["text"] for part in content if part.get("type") == "text")
-    return json.loads(content)
+        content = "".join(part.get("text", "") for part in content if part.get("type") == "text")
+    return content or ""
+
+
+def _payload(body: dict) -> dict:
+    try:
+        return json.loads(_text(body["messages"][-1]))
+    except (json.JSONDecodeError, KeyError):
+        return {}
+
+
+def _agent(body: dict) -> str:
+    """An executor that searches the corpus, reads the first hit, then answers."""
+    messages = body["messages"]
+    turns = sum(1 for m in messages if m["role"] == "assistant")
+    if turns == 0:
+        call = {"name": "text_search", "arguments": {"queries": ["Ray Charles pianist Albany Georgia"]}}
+        return f"<think>Search first.</think><tool_call>{json.dumps(call)}</tool_call>"
+    if turns == 1:
+        url = re.search(r"Link: (\S+)", _text(messages[-1])).group(1)
+        call = {"name": "web_visit", "arguments": {"urls": [url]}}
+        return f"<think>Read it.</think><tool_call>{json.dumps(call)}</tool_call>"
+    return "<think>Done.</think><answer>1930</answer>"
 
 
 def scripted(body: dict) -> str:
-    """A teacher that follows the prompts literally, from the page text it is shown."""
+    """A teacher that follows the walk prompts literally, from the page text it is shown, and
+    then solves tasks as an agent would (search, visit, answer)."""
     p = _payload(body)
-    step = p["walk"]
+    step = p.get("walk")
+    if step is None:
+        return _agent(body)
     if step == "mine":
         year = YEAR.search(p["lead"])
         if year is None:
@@ -99,3 +123,14 @@ def test_walk_over_the_ray_charles_zim_verifies_every_hop(fake_teacher, tmp_path
                                    "--set", f"tools.search.corpus_cache={tmp_path / 'cache'}",
                                    "--set", f"run.root={tmp_path / 'runs'}"])  # fmt: skip
     assert out.exit_code == 0 and tasks[-1].gold_answer in out.output, out.output
+    # synth on the walked tasks, offline against the same archive, with this teacher
+    synth = ["synth", "--run", str(run), "--no-ray", "--set", f"tools.search.corpus={zim}",
+             "--set", "synth.rollouts=1", "--set", "synth.plan=false", "--set", "world.enabled=false"]  # fmt: skip
+    done = CliRunner().invoke(app, [*synth, *(a for s in sets for a in ("--set", s))])
+    assert done.exit_code == 0, done.output
+    raw = RunStore(run).read_records("raw", Trajectory)
+    assert len(raw) == len(tasks)
+    for trajectory in raw:
+        seen = {s.tool_name: s.observation_text or "" for s in trajectory.steps if s.tool_name}
+        assert f"Link: {origin}A/Ray_Charles.html" in seen["text_search"], seen
+        assert "Albany, Georgia" in seen["web_visit"], seen

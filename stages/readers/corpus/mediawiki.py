@@ -90,7 +90,9 @@ class XmlDumpCorpus(Corpus):
             self.base_url = origin
 
     def image_url(self, ref: str) -> str:
-        return f"{self.origin}images/{quote(ref.replace(' ', '_'))}" if self.origin and self.images_dir else ""
+        return (
+            f"{self.origin}images/{quote(ref.replace(' ', '_'))}" if self.origin and self.images_dir else ""
+        )
 
     def serve(self, path: str) -> tuple[str, str, bytes] | None:
         if path.startswith("images/"):
