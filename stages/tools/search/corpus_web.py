@@ -12,6 +12,7 @@ for that origin in-process with the very bytes an HTTP server of the corpus woul
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -44,10 +45,25 @@ def origin_for(source: Path) -> str:
     return f"http://{ORIGIN_HOST}/{corpus_name(source)}/"
 
 
-def source_key(source: Path) -> str:
-    """What the index is keyed by: a file's content hash, a folder's listing hash."""
+def source_key(source: Path, cache: Path) -> str:
+    """What the index is keyed by: a file's content hash, a folder's listing hash.
+
+    A file's hash is remembered in `cache` by path, size and mtime (its own folder may be
+    read-only, and hashing a whole Wikipedia in every worker would take minutes each).
+    """
     if source.is_file():
-        return content_hash(source)
+        info = source.stat()
+        memo = cache / ".keys" / hashlib.sha256(str(source.resolve()).encode()).hexdigest()[:24]
+        stamp = f"{info.st_size}:{info.st_mtime_ns}"
+        with contextlib.suppress(OSError, ValueError):
+            saved, digest = memo.read_text().split()
+            if saved == stamp:
+                return digest
+        digest = content_hash(source)
+        with contextlib.suppress(OSError):
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            memo.write_text(f"{stamp} {digest}")
+        return digest
     sha = hashlib.sha256()
     for path in sorted(p for p in source.rglob("*") if p.is_file() and "/." not in p.as_posix()):
         info = path.stat()
@@ -170,7 +186,7 @@ def index_corpus(source: Path, kind: str = "auto", cache: Path | None = None) ->
         info = {"source": str(source.resolve()), "origin": origin_for(source), **asdict(stats)}
         (out / "stats.json").write_text(json.dumps(info, indent=1))
 
-    return ensure_index(root, f"web-{corpus_name(source)}", source, build, key=source_key(source))
+    return ensure_index(root, f"web-{corpus_name(source)}", source, build, key=source_key(source, root))
 
 
 def index_stats(folder: Path) -> dict:
