@@ -68,14 +68,17 @@ class ZimCorpus(Corpus):
                 return entry.get_redirect_entry() if entry.is_redirect else entry
         return None
 
-    def _title_at(self, path: str) -> str | None:
+    def _at(self, path: str):
+        """The entry at `path`, redirects followed, else None."""
         try:
             entry = self.archive.get_entry_by_path(path)
         except KeyError:
             return None
-        if entry.is_redirect:
-            entry = entry.get_redirect_entry()
-        return entry.title
+        return entry.get_redirect_entry() if entry.is_redirect else entry
+
+    def _title_at(self, path: str) -> str | None:
+        entry = self._at(path)
+        return entry.title if entry is not None else None
 
     def page(self, title: str) -> Page | None:
         entry = self._entry(title)
@@ -115,12 +118,9 @@ class ZimCorpus(Corpus):
 
     def serve(self, path: str) -> tuple[str, str, bytes] | None:
         """(final path, MIME type, bytes) of the entry at `path` (redirects followed), else None."""
-        try:
-            entry = self.archive.get_entry_by_path(path)
-        except KeyError:
+        entry = self._at(path)
+        if entry is None:
             return None
-        if entry.is_redirect:
-            entry = entry.get_redirect_entry()
         item = entry.get_item()
         return entry.path, item.mimetype, bytes(item.content)
 

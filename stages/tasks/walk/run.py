@@ -25,7 +25,15 @@ from pipeline.images import ImageError, decode_image
 from pipeline.schema import Task
 from stages.readers.corpus.base import Corpus, Page
 from stages.tasks.walk.chain import VISIT, Chain, Hop, dumps, gold
-from stages.tasks.walk.checks import concise, exact_values, grammar_defects, in_evidence, leaked, normalise
+from stages.tasks.walk.checks import (
+    aliases,
+    concise,
+    exact_values,
+    grammar_defects,
+    in_evidence,
+    leaked,
+    normalise,
+)
 from stages.tasks.walk.teacher import WalkTeacher
 
 REASONS = ("leak", "not_unique", "generic_answer", "no_image", "llm_unreadable", "answer_not_in_evidence",
@@ -176,9 +184,11 @@ class Walker:
         current = pages[-1]
         visited = {p.title for p in pages}
         counts = current.mention_counts()
+        answer_names = {normalise(a) for a in aliases(answer)}  # the answer's own page is no hop
         candidates = [
             t for t in counts
-            if t not in visited and self.inlinks.get(t, 0) <= self.pervasive_limit and not leaked(t, [answer])
+            if t not in visited and self.inlinks.get(t, 0) <= self.pervasive_limit
+            and not answer_names & {normalise(a) for a in aliases(t)}
         ]  # fmt: skip
         candidates.sort(key=lambda t: -(counts[t] + rng.random() * SHUFFLE))
         reasons: collections.Counter[str] = collections.Counter()
