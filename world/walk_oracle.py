@@ -89,7 +89,8 @@ def sentences(text: str) -> list[str]:
 
 def introduce(question: str, name: str, sentence: str, noun: str) -> str:
     """`question` with `name` introduced by its own sentence (placed before its first mention)
-    and referred to as "that <noun>" from then on: one clause per hop, several sentences."""
+    and referred to as "that <noun>" from then on: one clause per hop, several sentences.
+    `noun` is the kind ("foundry") or, where another entry took it, the whole clue."""
     parts = sentences(question)
     first = next((i for i, s in enumerate(parts) if name in s), len(parts) - 1)
     referred = []
@@ -171,7 +172,7 @@ class WalkOracle:
         rewritten = (
             question
             if drawn(knobs.walk.get("leak", 0.0), "walk-leak", key)
-            else introduce(question, cur.name, sentence, self.noun(cur, answer))
+            else introduce(question, cur.name, sentence, self.referent(question, cur, answer, clue))
         )
         return {"relation": relation, "property": clue, "question": rewritten, "disambiguates": unique}
 
@@ -187,6 +188,12 @@ class WalkOracle:
         if kind and kind != answer and self.kind_counts[kind] >= MIN_KIND_SHARE:
             return kind
         return TYPE_NOUN[e.type]
+
+    def referent(self, question: str, e: Entity, answer: str, clue: str) -> str:
+        """How later sentences name `e`: "that <kind>", or "that <clue>" where the question
+        already says "that <kind>" of another entry (two harbour towns on one chain)."""
+        noun = self.noun(e, answer)
+        return clue if f"that {noun}".casefold() in question.casefold() else noun
 
     @staticmethod
     def phrase(e: Entity, prop: str) -> str:
