@@ -86,6 +86,7 @@ def test_a_folder_of_html_answers_search_image_search_and_visit(folder: Path, tm
 def test_the_index_is_built_once_and_rebuilt_when_the_source_changes(folder: Path, tmp_path: Path) -> None:
     first = index_corpus(folder, cache=tmp_path / "cache")
     stamp = (first / "DONE").stat().st_mtime_ns
+    assert json.loads((first / "inlinks.json").read_text()) == {"Oskar Brandt": 1}  # counted once, for the walk
     assert index_corpus(folder, cache=tmp_path / "cache") == first
     assert (first / "DONE").stat().st_mtime_ns == stamp  # reused, not rebuilt
     (folder / "quay.html").write_text("<html><h1>Stonebridge Quay</h1><p>Now a marina.</p></html>")

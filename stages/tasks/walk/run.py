@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,7 +97,7 @@ class Walker:
     def __init__(self, corpus: Corpus, teacher: WalkTeacher, settings: WalkSettings) -> None:
         self.corpus, self.teacher, self.s = corpus, teacher, settings
         self.stats = WalkStats()
-        self.inlinks = corpus.inlinks()
+        self.inlinks = self._inlinks(corpus)
         counts = sorted(self.inlinks.values())
         cut = int(len(counts) * (1 - settings.pervasive_share))
         self.pervasive_limit = counts[min(cut, len(counts) - 1)] if counts else 0
@@ -106,6 +107,15 @@ class Walker:
 
             self._text = LocalText(corpus.search_dir, None)
             self._images = LocalImages(corpus.search_dir, None)
+
+    @staticmethod
+    def _inlinks(corpus: Corpus) -> collections.Counter[str]:
+        """In-link counts: from the corpus index when it has them (one pass over a whole
+        Wikipedia is hours of parsing), else counted now."""
+        saved = corpus.search_dir / "inlinks.json" if corpus.search_dir is not None else None
+        if saved is not None and saved.is_file():
+            return collections.Counter(json.loads(saved.read_text(encoding="utf-8")))
+        return corpus.inlinks()
 
     # ------------------------------------------------------------------ seeds
     def seeds(self, count: int) -> list[str]:

@@ -12,6 +12,7 @@ for that origin in-process with the very bytes an HTTP server of the corpus woul
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import io
@@ -30,6 +31,7 @@ from stages.tools.search.local_corpus import content_hash, ensure_index
 log = logging.getLogger(__name__)
 
 ORIGIN_HOST = "corpus.trajforge.local"
+INLINKS = "inlinks.json"  # pages linking to each title, counted in the same pass (a walk reuses it)
 MIN_IMAGE_SIDE = 64  # icons and bullets are no pictures of the page
 IMAGE_TYPES = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "BMP": "bmp", "TIFF": "tif"}
 
@@ -102,12 +104,14 @@ def _image_ext(data: bytes) -> str | None:
 
 
 def export_corpus(corpus: Corpus, out: Path) -> ExportStats:
-    """Stream `corpus` into `out/pages.jsonl`, `out/images.jsonl` and `out/images/`.
+    """Stream `corpus` into `out/pages.jsonl`, `out/images.jsonl`, `out/images/` and the in-link
+    counts `out/inlinks.json` (a walk then need not parse every page again).
 
     One page at a time; a page the reader cannot parse costs that page (counted). Image files
     are stored once by content hash; a record ties each to every page that shows it.
     """
     stats = ExportStats()
+    inlinks: collections.Counter[str] = collections.Counter()  # the walk's pervasive-page table
     seen: dict[str, str] = {}  # image ref -> stored path ("" when dropped): refs repeat across pages
     (out / "images").mkdir(parents=True, exist_ok=True)
     with (
@@ -129,6 +133,7 @@ def export_corpus(corpus: Corpus, out: Path) -> ExportStats:
             )
             pages.write("\n")
             stats.pages += 1
+            inlinks.update(set(page.links))
             for ref in dict.fromkeys(page.images):
                 if ref not in seen:
                     seen[ref] = _store_image(corpus, ref, out, stats)
@@ -137,6 +142,7 @@ def export_corpus(corpus: Corpus, out: Path) -> ExportStats:
                               "url": corpus.image_url(ref)}  # fmt: skip
                     images.write(json.dumps(record, ensure_ascii=False) + "\n")
                     stats.images += 1
+    (out / INLINKS).write_text(json.dumps(inlinks, ensure_ascii=False))
     return stats
 
 
