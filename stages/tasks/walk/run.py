@@ -10,6 +10,12 @@ that leaks a name, does not disambiguate, or that a corpus search for its clue d
 back from, is rejected and the next candidate tried. Finally the last entity's name is replaced
 by its picture. Before acceptance: no chain name or alias in the question, the answer concise
 and in the evidence, the teacher's uniqueness check over search hits for the question passes.
+
+Shortcut resistance, on any corpus with a search index (BrowseComp's bar: no clue gives the
+game away): a hop's clue may state no exact value and, searched alone, must not return its own
+entity first; the whole question, searched, must not show the answer's page nor the pictured
+entity's in its top 3 (the picture must be needed); no grammar defect. Every rejection is
+counted by reason (`WalkStats`).
 """
 
 from __future__ import annotations
@@ -257,7 +263,8 @@ class Walker:
         return ""
 
     async def _solve(self, current: Page, nxt: Page, value: dict[str, Any]) -> Hop | None:
-        """How a solver finds `current` from `nxt`: a search for the clue, else the link on the page."""
+        """How a solver finds `current` from `nxt`: a search for the clue, else reading the next
+        page, which shows its address or names it."""
         relation, prop = str(value.get("relation", "")).strip(), str(value.get("property", "")).strip()
         query = " ".join(f"{nxt.title} {relation} {prop}".split())
         hop = Hop(current.title, current.url, nxt.title, nxt.url, relation, prop, str(value["question"]),
