@@ -86,7 +86,9 @@ def test_a_folder_of_html_answers_search_image_search_and_visit(folder: Path, tm
 def test_the_index_is_built_once_and_rebuilt_when_the_source_changes(folder: Path, tmp_path: Path) -> None:
     first = index_corpus(folder, cache=tmp_path / "cache")
     stamp = (first / "DONE").stat().st_mtime_ns
-    assert json.loads((first / "inlinks.json").read_text()) == {"Oskar Brandt": 1}  # counted once, for the walk
+    assert json.loads((first / "inlinks.json").read_text()) == {
+        "Oskar Brandt": 1
+    }  # counted once, for the walk
     assert index_corpus(folder, cache=tmp_path / "cache") == first
     assert (first / "DONE").stat().st_mtime_ns == stamp  # reused, not rebuilt
     (folder / "quay.html").write_text("<html><h1>Stonebridge Quay</h1><p>Now a marina.</p></html>")
@@ -183,6 +185,31 @@ def test_only_the_corpus_origin_bypasses_the_ssrf_guard(folder: Path, tmp_path: 
     missing = _visit(WebVisitTool(VisitToolConfig(), ToolCache(tmp_path / "d.sqlite"), local=CorpusWeb(folder)),
                      origin_for(folder) + "nowhere.html")  # fmt: skip
     assert "HTTP 404" in (missing.error or "")
+
+
+def test_a_mediawiki_dump_is_searched_and_visited_from_its_index(tmp_path: Path) -> None:
+    """A dump has no random access: its pages are served from the index, never re-read."""
+    from tests.walk.test_walk_corpus import _PAGE, DUMP
+
+    wikitext = {
+        "Alpha": "'''Alpha''' is a harbour town with a basalt lighthouse, twinned with [[Beta]].",
+        "Beta": "'''Beta''' is a river town known for its salt market.",
+    }
+    pages = [
+        _PAGE.format(title=t, ns=0, id=i + 1, redirect="", text=x)
+        for i, (t, x) in enumerate(wikitext.items())
+    ]
+    dump = tmp_path / "tinywiki-pages-articles.xml"
+    dump.write_text(DUMP.replace("{pages}", "\n".join(pages)), encoding="utf-8")
+    origin = origin_for(dump)
+    out = _cli("corpus", "index", "--corpus", str(dump), *_sets(dump, tmp_path)[2:4])
+    assert "2 pages" in out
+    found = _tool_json(_cli("tools", "search", "text", "salt market river", *_sets(dump, tmp_path)))
+    assert found["text"].splitlines()[2] == f"   Link: {origin}Beta", found["text"]
+    page = _tool_json(_cli("tools", "visit", f"{origin}Alpha", *_sets(dump, tmp_path)))
+    assert page["error"] is None and "basalt lighthouse" in page["text"], page
+    missing = CliRunner().invoke(app, ["tools", "visit", f"{origin}Gamma", *_sets(dump, tmp_path)])
+    assert missing.exit_code == 1 and "HTTP 404" in _tool_json(missing.output)["error"]
 
 
 # ---------------------------------------------------------------------------- the real ZIM

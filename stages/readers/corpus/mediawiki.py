@@ -15,7 +15,7 @@ import sqlite3
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 from stages.readers.corpus.base import Corpus, Page
 
@@ -93,12 +93,6 @@ class XmlDumpCorpus(Corpus):
         return (
             f"{self.origin}images/{quote(ref.replace(' ', '_'))}" if self.origin and self.images_dir else ""
         )
-
-    def serve(self, path: str) -> tuple[str, str, bytes] | None:
-        if path.startswith("images/"):
-            data = self.image_bytes(unquote(path.removeprefix("images/")))
-            return (path, "image/" + (path.rsplit(".", 1)[-1].lower() or "png"), data) if data else None
-        return super().serve(path)
 
     def _load(self) -> None:
         import mwxml

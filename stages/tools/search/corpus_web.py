@@ -20,17 +20,19 @@ import json
 import logging
 import os
 import re
+import sqlite3
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
 from stages.readers.corpus import open_corpus, resolve_kind
-from stages.readers.corpus.base import Corpus
-from stages.tools.search.local_corpus import content_hash, ensure_index
+from stages.readers.corpus.base import Corpus, Page, render_html
+from stages.tools.search.local_corpus import content_hash, ensure_index, read_at
 
 log = logging.getLogger(__name__)
 
 ORIGIN_HOST = "corpus.trajforge.local"
+URLS = "urls.sqlite"
 INLINKS = "inlinks.json"  # pages linking to each title, counted in the same pass (a walk reuses it)
 MIN_IMAGE_SIDE = 64  # icons and bullets are no pictures of the page
 IMAGE_TYPES = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "BMP": "bmp", "TIFF": "tif"}
@@ -114,8 +116,10 @@ def export_corpus(corpus: Corpus, out: Path) -> ExportStats:
     inlinks: collections.Counter[str] = collections.Counter()  # the walk's pervasive-page table
     seen: dict[str, str] = {}  # image ref -> stored path ("" when dropped): refs repeat across pages
     (out / "images").mkdir(parents=True, exist_ok=True)
+    urls = sqlite3.connect(out / URLS)  # page URL -> its line in pages.jsonl (serves dumps without markup)
+    urls.execute("CREATE TABLE pages (url TEXT PRIMARY KEY, offset INTEGER)")
     with (
-        (out / "pages.jsonl").open("w", encoding="utf-8") as pages,
+        (out / "pages.jsonl").open("wb") as pages,
         (out / "images.jsonl").open("w", encoding="utf-8") as images,
     ):
         for title in corpus.titles():
@@ -128,10 +132,9 @@ def export_corpus(corpus: Corpus, out: Path) -> ExportStats:
             if page is None or not page.text.strip():
                 stats.empty_pages += 1
                 continue
-            pages.write(
-                json.dumps({"title": page.title, "url": page.url, "text": page.text}, ensure_ascii=False)
-            )
-            pages.write("\n")
+            urls.execute("INSERT OR IGNORE INTO pages VALUES (?, ?)", (unquote(page.url), pages.tell()))
+            record = {"title": page.title, "url": page.url, "text": page.text}
+            pages.write(json.dumps(record, ensure_ascii=False).encode("utf-8") + b"\n")
             stats.pages += 1
             inlinks.update(set(page.links))
             for ref in dict.fromkeys(page.images):
@@ -143,6 +146,8 @@ def export_corpus(corpus: Corpus, out: Path) -> ExportStats:
                     images.write(json.dumps(record, ensure_ascii=False) + "\n")
                     stats.images += 1
     (out / INLINKS).write_text(json.dumps(inlinks, ensure_ascii=False))
+    urls.commit()
+    urls.close()
     return stats
 
 
@@ -200,11 +205,24 @@ def index_stats(folder: Path) -> dict:
 
 
 class CorpusWeb:
-    """The pages and images of a corpus, answered in-process for its local origin."""
+    """The pages and images of a corpus, answered in-process for its local origin.
 
-    def __init__(self, source: Path, kind: str = "auto") -> None:
-        self.origin = origin_for(Path(source))
-        self.corpus = open_corpus(source, kind, origin=self.origin)
+    A ZIM or a folder of HTML is served from the source itself (its own markup, its pictures);
+    a MediaWiki dump, which has no random access and keeps no markup, from its index: each page
+    as plain HTML of its title and paragraphs.
+    """
+
+    def __init__(self, source: Path, kind: str = "auto", cache: Path | None = None) -> None:
+        source = Path(source)
+        self.origin = origin_for(source)
+        self.corpus: Corpus | None = None
+        self.folder: Path | None = None
+        self._urls: sqlite3.Connection | None = None
+        if resolve_kind(source, kind) == "xml":
+            self.folder = index_corpus(source, kind, cache)
+            self._urls = sqlite3.connect(self.folder / URLS, check_same_thread=False)
+        else:
+            self.corpus = open_corpus(source, kind, origin=self.origin)
 
     def handles(self, url: str) -> bool:
         """Only the corpus origin itself (scheme, host, and the name's path), nothing else."""
@@ -213,6 +231,9 @@ class CorpusWeb:
 
     def fetch(self, url: str) -> tuple[str, str, bytes] | None:
         """(final URL, MIME type, bytes) at `url`, following the corpus's redirects; None: 404."""
+        if self._urls is not None:
+            return self._indexed(url)
+        assert self.corpus is not None
         path = unquote(urlsplit(url).path).removeprefix(urlsplit(self.origin).path)
         found = self.corpus.serve(path)
         if found is None:
@@ -220,5 +241,18 @@ class CorpusWeb:
         final, mime, body = found
         return self.origin + quote(final), mime, body
 
+    def _indexed(self, url: str) -> tuple[str, str, bytes] | None:
+        assert self._urls is not None and self.folder is not None
+        key = unquote(url.split("#", 1)[0].split("?", 1)[0])
+        row = self._urls.execute("SELECT offset FROM pages WHERE url = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        record = read_at(self.folder / "pages.jsonl", int(row[0]))
+        page = Page(title=record["title"], text=record["text"], url=record["url"])
+        return record["url"], "text/html", render_html(page).encode("utf-8")
+
     def close(self) -> None:
-        self.corpus.close()
+        if self.corpus is not None:
+            self.corpus.close()
+        if self._urls is not None:
+            self._urls.close()

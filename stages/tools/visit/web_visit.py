@@ -112,7 +112,8 @@ class WebVisitTool(Tool):
         if cfg.search.corpus:  # the encyclopedia's own origin is answered from the corpus itself
             from stages.tools.search.corpus_web import CorpusWeb
 
-            local = CorpusWeb(Path(cfg.search.corpus), cfg.search.corpus_kind)
+            cache = Path(cfg.search.corpus_cache) if cfg.search.corpus_cache else None
+            local = CorpusWeb(Path(cfg.search.corpus), cfg.search.corpus_kind, cache)
         return cls(cfg.visit, env.cache(cfg.visit.cache), local=local)
 
     def __init__(
