@@ -103,6 +103,7 @@ def test_a_corpus_without_pages_is_a_clear_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["corpus", "index", "--corpus", str(empty), "--set",
                                       f"tools.search.corpus_cache={tmp_path / 'c'}"])  # fmt: skip
     assert result.exit_code == 2 and "no readable pages" in result.output
+    assert not any((tmp_path / "c").glob(".web-*.tmp*")), "a failed build leaves nothing behind"
 
 
 class _Mirror(BaseHTTPRequestHandler):

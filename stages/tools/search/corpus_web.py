@@ -193,7 +193,7 @@ def index_corpus(source: Path, kind: str = "auto", cache: Path | None = None) ->
             )
         LocalTextIndex(out, out / "index").search("warm", 1)  # both indexes built now, not at a first search
         if stats.images:
-            LocalImageIndex(out, out / "index")._load()
+            LocalImageIndex(out, out / "index").locate("")  # loading it builds it
         info = {"source": str(source.resolve()), "origin": origin_for(source), **asdict(stats)}
         (out / "stats.json").write_text(json.dumps(info, indent=1))
 

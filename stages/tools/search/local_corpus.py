@@ -97,7 +97,11 @@ def ensure_index(
         tmp = index_root / f".{target.name}.tmp{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        build(tmp)
+        try:
+            build(tmp)
+        except BaseException:  # a failed build leaves nothing half-written behind
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         (tmp / "DONE").write_text("ok")
         shutil.rmtree(target, ignore_errors=True)
         tmp.rename(target)
