@@ -11,8 +11,20 @@ import sys
 
 import typer
 
+from pipeline.commands import (
+    corpus,
+    export,
+    filter,
+    importers,
+    publish,
+    sft,
+    synth,
+    tasks,
+    tools,
+    view,
+    world,
+)
 from pipeline.commands import eval as eval_cmd
-from pipeline.commands import export, filter, importers, publish, sft, synth, tasks, tools, view, world
 
 app = typer.Typer(
     name="trajforge",
@@ -22,7 +34,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for module in (importers, world, tasks, tools, synth, filter, sft, publish, export, view, eval_cmd):
+for module in (importers, world, corpus, tasks, tools, synth, filter, sft, publish, export, view, eval_cmd):
     module.register(app)
 
 

@@ -139,6 +139,11 @@ class SearchToolConfig(Section):
     image_backend: Literal["local", "serper"] = "local"
     serper_key_env: str = "SERPER_API_KEY"
     corpus_dir: str | None = None  # pages.jsonl + images.jsonl (default: <world.dir>/corpus)
+    # an encyclopedia served as a local web (a .zim, a MediaWiki XML dump, a folder of HTML): search,
+    # image search and web_visit answer from it (`trajforge corpus index --corpus SRC` builds its index)
+    corpus: str | None = None
+    corpus_kind: Literal["auto", "zim", "xml", "html"] = "auto"
+    corpus_cache: str | None = None  # where corpus indexes live (default: ~/.cache/trajforge/corpora)
     index_dir: str | None = None  # persistent local indexes (default: <corpus_dir>/index)
     top_k: int = 5
     cache: bool = True

@@ -8,6 +8,7 @@ then uses as its seeds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -80,13 +81,16 @@ def walk(
     settings = WalkSettings(
         n=n, min_hops=lo, max_hops=hi, seed=seed, text_only=text_only, max_walks=max_walks
     )
-    with world_for(cfg) as world_teacher:
+    # a corpus of your own with your own teacher needs no world (built and served otherwise)
+    own = corpus is not None and cfg.teacher.base_url is not None
+    with contextlib.nullcontext(None) if own else world_for(cfg) as world_teacher:
         if world_teacher is None and cfg.teacher.base_url is None:
             raise fail(
                 "no teacher endpoint: set teacher.base_url or enable the offline world (world.enabled=true)"
             )
         try:
-            reader = open_corpus(corpus if corpus is not None else Path(cfg.world.dir), kind)
+            reader = _served(corpus, kind, cfg) if corpus is not None else None
+            reader = reader or open_corpus(Path(cfg.world.dir), "world")
         except (FileNotFoundError, ValueError, ImportError) as exc:
             raise fail(str(exc)) from None
 
@@ -136,6 +140,22 @@ def walk(
         f"{t['prompt_tokens'] + t['completion_tokens']} tokens; {summary['wall_s']:.1f}s"
     )
     typer.echo(f"tasks in {store.root / 'tasks'}; next: trajforge synth --run {store.root}")
+
+
+def _served(source: Path, kind: str, cfg):
+    """A corpus read as the local web `tools.search.corpus` serves it, with its search index
+    (built once, reused): evidence URLs are its local URLs and every hop's clue is searched."""
+    from stages.readers.corpus import open_corpus, resolve_kind
+    from stages.tools.search.corpus_web import index_corpus, origin_for
+
+    if resolve_kind(source, kind) == "world":
+        return open_corpus(source, "world")
+    cache = Path(cfg.tools.search.corpus_cache) if cfg.tools.search.corpus_cache else None
+    typer.echo(f"indexing {source} (once; reused by later runs) ...", err=True)
+    folder = index_corpus(source, kind, cache)
+    reader = open_corpus(source, kind, origin=origin_for(source))
+    reader.search_dir = folder
+    return reader
 
 
 def _tell_world(reader, run_root: Path, walked, tasks) -> None:

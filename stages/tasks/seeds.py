@@ -275,7 +275,8 @@ def prepare_tasks(cfg: Config, store: RunStore, log: logging.Logger, *, batch: i
     """Write `RUN/tasks/` from the configured seeds (resumable; complete runs are skipped)."""
     stats = TaskStats()
     report = store.read_report().get("tasks", {})
-    if report.get("complete") and report.get("fingerprint") == seeds_fingerprint(cfg):
+    walked = report.get("complete") and report.get("source") == "walk"  # `tasks walk` was this run's seeds
+    if walked or (report.get("complete") and report.get("fingerprint") == seeds_fingerprint(cfg)):
         stats.already_written = int(report.get("written", 0)) + int(report.get("already_written", 0))
         return stats
     written = store.written_ids("tasks", "task_id")

@@ -61,7 +61,8 @@ def build_tools(cfg: ToolsConfig, mode: str, *, corpus_dir: Path | None, cache_d
 
 
 def run_tools(cfg: Config, mode: str, run_dir: Path) -> dict[str, Tool]:
-    """A run's tools: local search over `tools.search.corpus_dir`, else the world's corpus."""
+    """A run's tools: local search over `tools.search.corpus` (an encyclopedia served locally),
+    else `tools.search.corpus_dir`, else the world's corpus."""
     corpus = cfg.tools.search.corpus_dir or str(Path(cfg.world.dir) / "corpus")
     return build_tools(cfg.tools, mode, corpus_dir=Path(corpus), cache_dir=run_dir / "cache" / "tools")
 

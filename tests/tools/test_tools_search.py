@@ -131,6 +131,22 @@ def test_text_index_is_persistent_and_reused_across_processes(corpus):
     assert out.stdout.strip() == "Velmora Lighthouse", out.stderr[-500:]
 
 
+def test_text_index_builds_in_shards_and_merges_their_hits(corpus, tmp_path, monkeypatch):
+    """Build memory is one shard's: a corpus of several shards finds what one index finds."""
+    import stages.tools.search.text_index as text_index
+
+    queries = ["who mapped the Quillon delta", "telescope observatory", "basalt cliffs lighthouse"]
+    whole = text_index.LocalTextIndex(corpus, tmp_path / "whole")
+    expected = [[h.title for h in whole.search(query, 1)] for query in queries]
+    monkeypatch.setattr(text_index, "SHARD_PAGES", 2)
+    sharded = text_index.LocalTextIndex(corpus, tmp_path / "sharded")
+    assert [[h.title for h in sharded.search(query, 1)] for query in queries] == expected
+    assert len(list((tmp_path / "whole").glob("text-v2-*/shard-*"))) == 1
+    assert sharded.search("who mapped the Quillon delta", 1)[0].title == "Astrid Fenwick"
+    shards = list((tmp_path / "sharded").glob("text-v2-*/shard-*"))
+    assert len(shards) == -(-len(TOPICS) // 2) > 1
+
+
 def test_first_searches_from_many_threads_all_find_results(corpus):
     """The first searches of a run arrive together from worker threads; none may see a
     half-loaded index (an empty result there was cached for every rollout of the task)."""

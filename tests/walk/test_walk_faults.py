@@ -11,7 +11,7 @@ from pipeline.config import TeacherConfig
 from pipeline.teacher import TeacherClient
 from stages.readers.corpus.html_folder import WorldCorpus
 from stages.tasks.walk.checks import concise, in_evidence, leaked
-from stages.tasks.walk.run import Walker, WalkSettings, run_walks
+from stages.tasks.walk.run import SHORTCUTS, Walker, WalkSettings, run_walks
 from stages.tasks.walk.teacher import WalkTeacher
 from world import Knobs, WorldServer
 
@@ -52,7 +52,11 @@ def test_a_faulty_reply_is_rejected_with_its_reason(walk_small_world: Path, faul
     walker = _walk(walk_small_world, Knobs(walk={fault: 1.0}), max_walks=4)
     summary = walker.stats.summary()
     assert summary["tasks_accepted"] == 0
-    assert summary["rejected"][reason] == summary["walks_started"] == 4, summary
+    # every walk that reached the faulty step fails there; the rest stopped earlier on the
+    # corpus's own shortcut checks (a clue or the question searched finds its entity)
+    others = {k: v for k, v in summary["rejected"].items() if v and k != reason}
+    assert summary["rejected"][reason] >= 1 and set(others) <= set(SHORTCUTS), summary
+    assert sum(summary["rejected"].values()) == summary["walks_started"] == 4, summary
 
 
 def test_unknown_walk_fault_is_a_clear_error() -> None:

@@ -15,7 +15,7 @@ from pipeline.cli import app
 from pipeline.config import ToolsConfig
 from pipeline.schema import Task
 from pipeline.store import RunStore
-from stages.tasks.walk.checks import leaked
+from stages.tasks.walk.checks import exact_values, leaked
 from stages.tools.base import ToolContext
 from stages.tools.registry import build_tools, close_tools
 from world import WorldServer
@@ -115,3 +115,24 @@ def test_synth_and_filter_run_on_walked_tasks(walked_run) -> None:
     assert result.exit_code == 0, result.output
     kept = json.loads((run / "report.json").read_text())["filter"]
     assert kept["kept"] > 0, kept
+
+
+def test_walked_questions_resist_shortcuts(walked_run) -> None:
+    """Issue 27's bar: one clue alone finds its entity first in <= 10% of tasks, the whole
+    question finds the answer's entity in the top 3 in <= 10%, <= 60% numeric answers, no
+    grammar defect; each rejection counted by reason in the summary."""
+    from stages.tasks.walk.audit import audit
+    from stages.tools.search.text_index import LocalTextIndex
+
+    world, run, _ = walked_run
+    tasks = _tasks(run)
+    index = LocalTextIndex(world / "corpus")
+    found = audit(tasks, lambda query, k: [h.link for h in index.search(query, k)])
+    assert found.share("clue_finds_entity") <= 0.10, found
+    assert found.share("question_finds_answer") <= 0.10, found
+    assert found.share("numeric_answers") <= 0.60, found
+    assert found.grammar_defects == 0, found
+    report = json.loads((run / "report.json").read_text())["walk"]
+    assert {"clue_finds_entity", "question_finds_answer", "exact_value"} <= set(report["rejected"])
+    for task in tasks:
+        assert all(not exact_values(clue) for clue in json.loads(task.meta)["properties"]), task.meta

@@ -51,6 +51,7 @@ class Corpus(ABC):
 
     name: str = "corpus"
     search_dir: Path | None = None
+    origin: str | None = None  # set when the corpus is served as a local web (corpus_web)
 
     @abstractmethod
     def titles(self) -> Iterator[str]:
@@ -77,9 +78,33 @@ class Corpus(ABC):
             counts.update(set(page.links))
         return counts
 
+    def image_url(self, ref: str) -> str:
+        """The web address of an image ref ("" when the image has none)."""
+        return ref if ref.startswith(("http://", "https://")) else ""
+
+    def serve(self, path: str) -> tuple[str, str, bytes] | None:
+        """(final path, MIME type, bytes) the local web answers at `origin` + `path`, else None.
+
+        By default a page by title (`A_b` -> "A b") rendered as plain HTML: a reader that keeps
+        no page markup (a MediaWiki dump) still serves what it knows.
+        """
+        page = self.page(unquote(path).replace("_", " "))
+        if page is None:
+            return None
+        return path, "text/html", render_html(page).encode("utf-8")
+
     def close(self) -> None:
         """Release files the reader holds open (nothing by default)."""
         return None
+
+
+def render_html(page: Page) -> str:
+    """A page as minimal HTML: its title and paragraphs (escaped)."""
+    from html import escape
+
+    paras = "".join(f"<p>{escape(p.strip())}</p>" for p in page.text.split("\n\n") if p.strip())
+    title = escape(page.title)
+    return f"<html><head><title>{title}</title></head><body><h1>{title}</h1>{paras}</body></html>"
 
 
 # ---------------------------------------------------------------------------- shared HTML reading

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from stages.readers.corpus.base import Corpus, Page, last_path_part, parse_html, urls_in
 
@@ -18,10 +18,12 @@ WORLD_HOST = "world.trajforge.local"
 
 
 class HtmlFolder(Corpus):
-    """`folder/*.html` (recursively); `base_url` + stem is each page's evidence URL."""
+    """`folder/*.html` (recursively); `base_url` + stem is each page's evidence URL. `origin`:
+    served as a local web instead, every file at `origin` + its path in the folder."""
 
-    def __init__(self, folder: str | Path, base_url: str | None = None) -> None:
+    def __init__(self, folder: str | Path, base_url: str | None = None, origin: str | None = None) -> None:
         self.folder = Path(folder)
+        self.origin = origin
         if not self.folder.is_dir():
             raise FileNotFoundError(f"{self.folder}: not a folder of HTML pages")
         self.name = self.folder.name
@@ -40,6 +42,8 @@ class HtmlFolder(Corpus):
             raise FileNotFoundError(f"{self.folder}: no .html pages found")
 
     def url_of(self, stem: str) -> str:
+        if self.origin is not None:
+            return self.origin + quote(self._files[stem].relative_to(self.folder).as_posix())
         return self.base_url + quote(stem) + ("" if self.base_url.startswith("http") else ".html")
 
     def titles(self) -> Iterator[str]:
@@ -66,10 +70,27 @@ class HtmlFolder(Corpus):
         )
 
     def image_bytes(self, ref: str) -> bytes | None:
+        if self.origin is not None and ref.startswith(self.origin):
+            found = self.serve(unquote(ref.removeprefix(self.origin)))
+            return found[2] if found else None
         if ref.startswith("file://"):
             path = Path(ref.removeprefix("file://"))
             return path.read_bytes() if path.is_file() else None
         return None
+
+    def image_url(self, ref: str) -> str:
+        return ref if self.origin is not None and ref.startswith(self.origin) else super().image_url(ref)
+
+    def serve(self, path: str) -> tuple[str, str, bytes] | None:
+        """A file of the folder (never outside it), with the MIME type its name implies."""
+        import mimetypes
+
+        root = self.folder.resolve()
+        target = (root / path).resolve()
+        if not target.is_file() or not target.is_relative_to(root):
+            return None
+        mime = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
+        return path, mime, target.read_bytes()
 
 
 class WorldCorpus(HtmlFolder):

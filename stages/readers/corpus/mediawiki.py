@@ -63,7 +63,11 @@ class XmlDumpCorpus(Corpus):
     `cache_dir`: where the page table goes (default: a temporary folder)."""
 
     def __init__(
-        self, path: str | Path, images_dir: str | Path | None = None, cache_dir: str | Path | None = None
+        self,
+        path: str | Path,
+        images_dir: str | Path | None = None,
+        cache_dir: str | Path | None = None,
+        origin: str | None = None,
     ):
         try:
             import mwxml  # noqa: F401
@@ -81,6 +85,14 @@ class XmlDumpCorpus(Corpus):
         self.db = sqlite3.connect(Path(cache_dir) / f"{self.name}.pages.sqlite", check_same_thread=False)
         self.base_url = "https://wiki.invalid/wiki/"
         self._load()
+        self.origin = origin
+        if origin is not None:  # served as a local web: pages at origin + title, images under images/
+            self.base_url = origin
+
+    def image_url(self, ref: str) -> str:
+        return (
+            f"{self.origin}images/{quote(ref.replace(' ', '_'))}" if self.origin and self.images_dir else ""
+        )
 
     def _load(self) -> None:
         import mwxml

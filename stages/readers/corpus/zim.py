@@ -14,9 +14,11 @@ _ROOT = "http://zim.invalid/"  # a base to resolve an article's relative links a
 
 class ZimCorpus(Corpus):
     """`path`: a .zim file; `base_url`: where a page's evidence URL points (default: the archive's
-    `Source` metadata as `https://SOURCE/wiki/`, else `zim://FILE/`)."""
+    `Source` metadata as `https://SOURCE/wiki/`, else `zim://FILE/`). `origin`: serve the archive
+    as a local web instead (stages.tools.search.corpus_web): every entry, pages and images, at
+    `origin` + its path in the archive, so the pages' relative links resolve as a browser's would."""
 
-    def __init__(self, path: str | Path, base_url: str | None = None) -> None:
+    def __init__(self, path: str | Path, base_url: str | None = None, origin: str | None = None) -> None:
         try:
             from libzim.reader import Archive
         except ImportError as exc:  # pragma: no cover - a dependency
@@ -27,7 +29,10 @@ class ZimCorpus(Corpus):
         except RuntimeError as exc:
             raise ValueError(f"{self.path}: not a readable ZIM file ({exc})") from None
         self.name = self.path.stem
-        if base_url is None:
+        self.origin = origin
+        if origin is not None:
+            base_url = origin
+        elif base_url is None:
             source = self._metadata("Source")
             base_url = f"https://{source.strip('/')}/wiki/" if source else f"zim://{self.path.name}/"
         self.base_url = base_url
@@ -63,14 +68,17 @@ class ZimCorpus(Corpus):
                 return entry.get_redirect_entry() if entry.is_redirect else entry
         return None
 
-    def _title_at(self, path: str) -> str | None:
+    def _at(self, path: str):
+        """The entry at `path`, redirects followed, else None."""
         try:
             entry = self.archive.get_entry_by_path(path)
         except KeyError:
             return None
-        if entry.is_redirect:
-            entry = entry.get_redirect_entry()
-        return entry.title
+        return entry.get_redirect_entry() if entry.is_redirect else entry
+
+    def _title_at(self, path: str) -> str | None:
+        entry = self._at(path)
+        return entry.title if entry is not None else None
 
     def page(self, title: str) -> Page | None:
         entry = self._entry(title)
@@ -89,7 +97,7 @@ class ZimCorpus(Corpus):
             if target and target != entry.title:
                 links.append(target)
         images = [unquote(urlsplit(src).path.lstrip("/")) for src in parts.images if src.startswith(_ROOT)]
-        url = self.base_url + quote(entry.path.rsplit("/", 1)[-1])
+        url = self.entry_url(entry.path)
         return Page(
             title=entry.title,
             text=parts.text,
@@ -98,6 +106,23 @@ class ZimCorpus(Corpus):
             images=images,
             shown_urls=urls_in(parts.text),
         )
+
+    def entry_url(self, path: str) -> str:
+        """The URL of an archive entry: under the local origin its whole path, else the page name."""
+        if self.origin is not None:
+            return self.origin + quote(path)
+        return self.base_url + quote(path.rsplit("/", 1)[-1])
+
+    def image_url(self, ref: str) -> str:
+        return self.entry_url(ref) if self.origin is not None else ""
+
+    def serve(self, path: str) -> tuple[str, str, bytes] | None:
+        """(final path, MIME type, bytes) of the entry at `path` (redirects followed), else None."""
+        entry = self._at(path)
+        if entry is None:
+            return None
+        item = entry.get_item()
+        return entry.path, item.mimetype, bytes(item.content)
 
     def image_bytes(self, ref: str) -> bytes | None:
         try:

@@ -34,6 +34,7 @@ class Hop:
     question: str  # the question after this hop's rewrite
     tool: str = SEARCH  # text_search (query) or web_visit (the next page shows this URL)
     query: str = ""
+    shows: str = ""  # web_visit: what the next page shows of this entity (its URL or its name)
     verified: bool = True  # the search was run over the corpus and found the page
 
 
@@ -96,8 +97,8 @@ def gold(chain: Chain, text_only: bool) -> tuple[list[dict[str, Any]], list[dict
     for hop in reversed(chain.hops):
         if hop.tool == VISIT:
             path.append(
-                _step(f"The page of {hop.next_title} links to its {hop.relation}; I will read it to find that entry.",
-                      VISIT, {"urls": [hop.next_url]}, hop.url)
+                _step(f"The page of {hop.next_title} names its {hop.relation}; I will read it to find that entry.",
+                      VISIT, {"urls": [hop.next_url]}, hop.shows or hop.url)
             )  # fmt: skip
             plan.append({"description": f"Visit the page of {found} and find the linked {hop.relation}",
                          "tool_name": VISIT, "parameters": {"url": f"[URL of {found}]"}})  # fmt: skip

@@ -10,12 +10,19 @@ that leaks a name, does not disambiguate, or that a corpus search for its clue d
 back from, is rejected and the next candidate tried. Finally the last entity's name is replaced
 by its picture. Before acceptance: no chain name or alias in the question, the answer concise
 and in the evidence, the teacher's uniqueness check over search hits for the question passes.
+
+Shortcut resistance, on any corpus with a search index (BrowseComp's bar: no clue gives the
+game away): a hop's clue may state no exact value and, searched alone, must not return its own
+entity first; the whole question, searched, must not show the answer's page nor the pictured
+entity's in its top 3 (the picture must be needed); no grammar defect. Every rejection is
+counted by reason (`WalkStats`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,11 +32,22 @@ from pipeline.images import ImageError, decode_image
 from pipeline.schema import Task
 from stages.readers.corpus.base import Corpus, Page
 from stages.tasks.walk.chain import VISIT, Chain, Hop, dumps, gold
-from stages.tasks.walk.checks import concise, in_evidence, leaked, normalise
+from stages.tasks.walk.checks import (
+    aliases,
+    concise,
+    exact_values,
+    grammar_defects,
+    in_evidence,
+    leaked,
+    normalise,
+)
 from stages.tasks.walk.teacher import WalkTeacher
 
 REASONS = ("leak", "not_unique", "generic_answer", "no_image", "llm_unreadable", "answer_not_in_evidence",
-           "dead_end", "teacher_error")  # fmt: skip
+           "dead_end", "teacher_error", "clue_finds_entity", "exact_value", "question_finds_answer",
+           "picture_not_needed", "grammar")  # fmt: skip
+SHORTCUTS = ("clue_finds_entity", "exact_value", "question_finds_answer", "picture_not_needed")
+QUESTION_TOP = 3  # the whole question, searched, must not show the answer's entity this high
 SHUFFLE = 1.5  # light shuffling: noise added to mention counts when ranking the next entity
 HOP_TRIES = 4  # candidates tried per hop before the walk stops there
 MIN_IMAGE_SIDE = 64
@@ -85,7 +103,7 @@ class Walker:
     def __init__(self, corpus: Corpus, teacher: WalkTeacher, settings: WalkSettings) -> None:
         self.corpus, self.teacher, self.s = corpus, teacher, settings
         self.stats = WalkStats()
-        self.inlinks = corpus.inlinks()
+        self.inlinks = self._inlinks(corpus)
         counts = sorted(self.inlinks.values())
         cut = int(len(counts) * (1 - settings.pervasive_share))
         self.pervasive_limit = counts[min(cut, len(counts) - 1)] if counts else 0
@@ -95,6 +113,15 @@ class Walker:
 
             self._text = LocalText(corpus.search_dir, None)
             self._images = LocalImages(corpus.search_dir, None)
+
+    @staticmethod
+    def _inlinks(corpus: Corpus) -> collections.Counter[str]:
+        """In-link counts: from the corpus index when it has them (one pass over a whole
+        Wikipedia is hours of parsing), else counted now."""
+        saved = corpus.search_dir / "inlinks.json" if corpus.search_dir is not None else None
+        if saved is not None and saved.is_file():
+            return collections.Counter(json.loads(saved.read_text(encoding="utf-8")))
+        return corpus.inlinks()
 
     # ------------------------------------------------------------------ seeds
     def seeds(self, count: int) -> list[str]:
@@ -173,9 +200,12 @@ class Walker:
         current = pages[-1]
         visited = {p.title for p in pages}
         counts = current.mention_counts()
+        answer_names = {normalise(a) for a in aliases(answer)}  # the answer's own page is no hop
         candidates = [
-            t for t in counts if t not in visited and self.inlinks.get(t, 0) <= self.pervasive_limit
-        ]
+            t for t in counts
+            if t not in visited and self.inlinks.get(t, 0) <= self.pervasive_limit
+            and not answer_names & {normalise(a) for a in aliases(t)}
+        ]  # fmt: skip
         candidates.sort(key=lambda t: -(counts[t] + rng.random() * SHUFFLE))
         reasons: collections.Counter[str] = collections.Counter()
         for title in candidates[:HOP_TRIES]:
@@ -191,6 +221,8 @@ class Walker:
             got = await self.teacher.ask("hop", payload)
             reason = self._hop_problem(got.value, got.failure, current, pages, nxt, answer)
             hop = None
+            if not reason:
+                reason = await self._shortcut(current, got.value or {})
             if not reason:
                 hop = await self._solve(current, nxt, got.value or {})
                 reason = "" if hop is not None else "not_unique"  # the clue's search leads elsewhere
@@ -218,8 +250,21 @@ class Walker:
             return "llm_unreadable"  # the rewrite does not describe the entity through the next one
         return ""
 
+    async def _shortcut(self, current: Page, value: dict[str, Any]) -> str:
+        """Why the hop's clue gives its entity away ("" when it does not): an exact value in it,
+        or a search for the clue alone that returns the entity first."""
+        clue = str(value.get("property", "")).strip()
+        if exact_values(clue):
+            return "exact_value"
+        if self._text is not None and clue:
+            hits = await self._text.search(clue, 1)
+            if hits and hits[0].link == current.url:
+                return "clue_finds_entity"
+        return ""
+
     async def _solve(self, current: Page, nxt: Page, value: dict[str, Any]) -> Hop | None:
-        """How a solver finds `current` from `nxt`: a search for the clue, else the link on the page."""
+        """How a solver finds `current` from `nxt`: a search for the clue, else reading the next
+        page, which shows its address or names it."""
         relation, prop = str(value.get("relation", "")).strip(), str(value.get("property", "")).strip()
         query = " ".join(f"{nxt.title} {relation} {prop}".split())
         hop = Hop(current.title, current.url, nxt.title, nxt.url, relation, prop, str(value["question"]),
@@ -230,8 +275,11 @@ class Walker:
         hits = await self._text.search(query, TOP_K)
         if any(h.link == current.url for h in hits):
             return hop
-        if current.url in nxt.shown_urls:
-            hop.tool, hop.query = VISIT, ""
+        if current.url in nxt.shown_urls:  # the next page shows the address
+            hop.tool, hop.query, hop.shows = VISIT, "", current.url
+            return hop
+        if f" {normalise(current.title)} " in f" {normalise(nxt.text)} ":  # the next page names it
+            hop.tool, hop.query, hop.shows = VISIT, "", current.title
             return hop
         return None
 
@@ -253,7 +301,8 @@ class Walker:
             got = await self._ask("visual", payload, data)
             if got.get("depicts") is not True:
                 continue
-            chain.image_url, chain.visual_question = ref, str(got.get("question", "")).strip()
+            chain.image_url = self.corpus.image_url(ref) or ref  # its web address where the corpus has one
+            chain.visual_question = str(got.get("question", "")).strip()
             return data, chain.visual_question
         raise Rejected("no_image", f"no checked picture of {final.title}")
 
@@ -273,12 +322,18 @@ class Walker:
             raise Rejected("leak", f"the question names {found[0]}")
         if normalise(answer) in normalise(question).split() or leaked(question, [answer]):
             raise Rejected("leak", "the question states its answer")
+        defects = grammar_defects(question)
+        if defects:
+            raise Rejected("grammar", ", ".join(defects))
         hits: list[dict[str, str]] = []
         if self._text is not None:
-            hits = [
-                {"title": h.title, "snippet": h.snippet[:200]}
-                for h in await self._text.search(question, TOP_K)
-            ]
+            found = await self._text.search(question, TOP_K)
+            top = [h.link for h in found[:QUESTION_TOP]]
+            if chain.seed_url in top:  # pasting the question into a search finds the answer's page
+                raise Rejected("question_finds_answer", f"hit {top.index(chain.seed_url) + 1}")
+            if not text_only and chain.final_url in top:  # the text alone finds the pictured entity
+                raise Rejected("picture_not_needed", f"hit {top.index(chain.final_url) + 1}")
+            hits = [{"title": h.title, "snippet": h.snippet[:200]} for h in found]
         named = chain.titles[-1:] if text_only else []  # the text-only variant names its last entity
         payload = {
             "question": question,

@@ -1,4 +1,4 @@
-"""The walk's LLM steps: one prompt per step (`prompts/walk_<step>.v1.txt`), a JSON payload as
+"""The walk's LLM steps: one prompt per step (`prompts/walk_<step>.v<N>.txt`, the newest), a JSON payload as
 the user message, the reply read by `pipeline.lenient` (the one owner of model-written JSON).
 
 All calls go through `pipeline.teacher.TeacherClient` (replay cache, retries, rate limits).

@@ -81,9 +81,12 @@ def read_at(path: Path, offset: int) -> dict:
         return json.loads(handle.readline())
 
 
-def ensure_index(index_root: Path, kind: str, source: Path, build: Callable[[Path], None]) -> Path:
-    """`<index_root>/<kind>-<hash>`: built by `build(tmp_dir)` once, then reused."""
-    target = index_root / f"{kind}-{content_hash(source)}"
+def ensure_index(
+    index_root: Path, kind: str, source: Path, build: Callable[[Path], None], key: str | None = None
+) -> Path:
+    """`<index_root>/<kind>-<hash>`: built by `build(tmp_dir)` once, then reused (`key`: the
+    source's own key where it is no single file, else its content hash)."""
+    target = index_root / f"{kind}-{key or content_hash(source)}"
     if (target / "DONE").exists():
         return target
     index_root.mkdir(parents=True, exist_ok=True)
@@ -94,7 +97,11 @@ def ensure_index(index_root: Path, kind: str, source: Path, build: Callable[[Pat
         tmp = index_root / f".{target.name}.tmp{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        build(tmp)
+        try:
+            build(tmp)
+        except BaseException:  # a failed build leaves nothing half-written behind
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         (tmp / "DONE").write_text("ok")
         shutil.rmtree(target, ignore_errors=True)
         tmp.rename(target)

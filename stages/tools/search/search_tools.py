@@ -186,6 +186,11 @@ class SerperLens:
 
 
 def _corpus(cfg: ToolsConfig, corpus_dir: Path | None) -> Path:
+    if cfg.search.corpus:  # an encyclopedia served locally: its indexed export (built once)
+        from stages.tools.search.corpus_web import index_corpus
+
+        cache = Path(cfg.search.corpus_cache) if cfg.search.corpus_cache else None
+        return index_corpus(Path(cfg.search.corpus), cfg.search.corpus_kind, cache)
     chosen = Path(cfg.search.corpus_dir) if cfg.search.corpus_dir else corpus_dir
     if chosen is None:
         raise ValueError("local search needs a corpus: set tools.search.corpus_dir or build the world")
@@ -199,8 +204,7 @@ def text_backend(cfg: ToolsConfig, corpus_dir: Path | None) -> TextBackend:
         return DdgsText()
     if backend == "serper":
         return SerperText(SerperClient(cfg.search.serper_key_env))
-    index_dir = Path(cfg.search.index_dir) if cfg.search.index_dir else None
-    return LocalText(_corpus(cfg, corpus_dir), index_dir)
+    return LocalText(_corpus(cfg, corpus_dir), _index_dir(cfg))
 
 
 def image_backend(cfg: ToolsConfig, corpus_dir: Path | None, cache_dir: Path) -> ImageBackend:
@@ -208,8 +212,12 @@ def image_backend(cfg: ToolsConfig, corpus_dir: Path | None, cache_dir: Path) ->
     if cfg.search.image_backend == "serper":
         client = SerperClient(cfg.search.serper_key_env)
         return SerperLens(client, cfg.search.public_image_base_url, cache_dir / "public_images")
-    index_dir = Path(cfg.search.index_dir) if cfg.search.index_dir else None
-    return LocalImages(_corpus(cfg, corpus_dir), index_dir)
+    return LocalImages(_corpus(cfg, corpus_dir), _index_dir(cfg))
+
+
+def _index_dir(cfg: ToolsConfig) -> Path | None:
+    """Where the local indexes live: a served corpus keeps them inside its export."""
+    return Path(cfg.search.index_dir) if cfg.search.index_dir and not cfg.search.corpus else None
 
 
 # ------------------------------------------------------------------------------ the tools

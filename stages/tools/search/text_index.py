@@ -5,7 +5,13 @@ saves the index as plain .npy arrays that load with mmap, so a Wikipedia-size in
 opens in well under a second and pages share the OS page cache across Ray workers, and its
 query speed (thousands of queries/s on one core) is far beyond what a teacher loop needs. The
 index stores byte offsets into pages.jsonl instead of a copy of the corpus; each page is indexed
-by its title (twice, as a boost) and its first `LEAD_CHARS` characters, which bounds build memory.
+by its title (twice, as a boost) and its first `LEAD_CHARS` characters.
+
+Build memory is bounded by sharding: every `SHARD_PAGES` pages are one independent bm25s index
+(its own vocabulary) built and saved before the next is read, so a whole Wikipedia (6M pages)
+builds in the memory of one shard (about 1 GB) instead of ~100 GB; a search asks every shard
+and merges the hits by score (each shard's IDF is its own, close to the whole corpus's for
+shards of this size).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +29,8 @@ from stages.tools.search.results import SearchHit
 
 LEAD_CHARS = 4000
 CHUNK = 20_000
+SHARD_PAGES = 50_000
+INDEX_KIND = "text-v2"  # sharded layout (text-<hash>: one unsharded index, rebuilt)
 
 
 def _tokenizer():
@@ -31,34 +40,45 @@ def _tokenizer():
     return Tokenizer(stemmer=Stemmer.Stemmer("english"), stopwords="en")
 
 
-def build_text_index(pages: Path, out: Path) -> None:
-    import bm25s
-
-    tokenizer = _tokenizer()
-    ids: list[list[int]] = []
+def build_text_index(pages: Path, out: Path, shard_pages: int | None = None) -> None:
+    """`out/shard-NNNN/` (bm25s index, vocabulary, `offsets.npy`) per `shard_pages` pages."""
+    limit = shard_pages or SHARD_PAGES
+    shards, total = 0, 0
+    docs: list[str] = []
     offsets: list[int] = []
-    batch: list[str] = []
-
-    def flush() -> None:
-        ids.extend(tokenizer.tokenize(batch, return_as="ids", update_vocab=True, show_progress=False))
-        batch.clear()
-
     for offset, page in iter_jsonl(pages):
         title, text = str(page.get("title", "")), str(page.get("text", ""))
         if not (title or text) or not page.get("url"):
             continue
         offsets.append(offset)
-        batch.append(f"{title}\n{title}\n{text[:LEAD_CHARS]}")
-        if len(batch) >= CHUNK:
-            flush()
-    if batch:
-        flush()
+        docs.append(f"{title}\n{title}\n{text[:LEAD_CHARS]}")
+        if len(docs) >= limit:
+            _build_shard(docs, offsets, out / f"shard-{shards:04d}")
+            shards, total = shards + 1, total + len(docs)
+            docs, offsets = [], []
+    if docs or not shards:
+        _build_shard(docs, offsets, out / f"shard-{shards:04d}")
+        shards, total = shards + 1, total + len(docs)
+    (out / "meta.json").write_text(json.dumps({"pages": total, "shards": shards}))
+
+
+def _build_shard(docs: list[str], offsets: list[int], out: Path) -> None:
+    import bm25s
+
+    out.mkdir(parents=True)
+    np.save(out / "offsets.npy", np.asarray(offsets, dtype=np.int64))
+    if not docs:
+        return
+    tokenizer = _tokenizer()
+    ids: list[list[int]] = []
+    for start in range(0, len(docs), CHUNK):
+        batch = docs[start : start + CHUNK]
+        ids.extend(tokenizer.tokenize(batch, return_as="ids", update_vocab=True, show_progress=False))
+    docs.clear()
     retriever = bm25s.BM25()
     retriever.index(ids, show_progress=False)
     retriever.save(out, show_progress=False)
     tokenizer.save_vocab(out)
-    np.save(out / "offsets.npy", np.asarray(offsets, dtype=np.int64))
-    (out / "meta.json").write_text(json.dumps({"pages": len(offsets)}))
 
 
 def best_snippet(text: str, query: str, width: int = 300) -> str:
@@ -74,6 +94,13 @@ def best_snippet(text: str, query: str, width: int = 300) -> str:
     return snippet[:width].rstrip() + ("..." if len(snippet) > width else "")
 
 
+@dataclass
+class _Shard:
+    retriever: object | None  # None: a shard without pages
+    tokenizer: object
+    offsets: np.ndarray
+
+
 class LocalTextIndex:
     """Lazy: the index is built (or found) on the first search.
 
@@ -85,9 +112,7 @@ class LocalTextIndex:
     def __init__(self, corpus_dir: Path, index_dir: Path | None = None) -> None:
         self.pages = corpus_dir / "pages.jsonl"
         self.index_root = index_dir or corpus_dir / "index"
-        self._retriever = None
-        self._tokenizer = None
-        self._offsets: np.ndarray | None = None
+        self._shards: list[_Shard] | None = None
         self._lock = threading.Lock()
 
     def _load(self) -> None:
@@ -98,34 +123,43 @@ class LocalTextIndex:
                 f"local text search needs {self.pages}; build the world (`trajforge world build`)"
             )
         path = ensure_index(
-            self.index_root, "text", self.pages, lambda out: build_text_index(self.pages, out)
+            self.index_root, INDEX_KIND, self.pages, lambda out: build_text_index(self.pages, out)
         )
-        retriever = bm25s.BM25.load(path, mmap=True, show_progress=False)
-        tokenizer = _tokenizer()
-        tokenizer.load_vocab(path)
-        self._tokenizer, self._offsets = tokenizer, np.load(path / "offsets.npy", mmap_mode="r")
-        self._retriever = retriever  # last: it is what other threads check
+        shards = []
+        for folder in sorted(path.glob("shard-*")):
+            offsets = np.load(folder / "offsets.npy", mmap_mode="r")
+            if len(offsets) == 0:
+                continue
+            tokenizer = _tokenizer()
+            tokenizer.load_vocab(folder)
+            retriever = bm25s.BM25.load(folder, mmap=True, show_progress=False)
+            shards.append(_Shard(retriever, tokenizer, offsets))
+        self._shards = shards  # last: it is what other threads check
 
     def search(self, query: str, k: int = 5) -> list[SearchHit]:
-        if self._retriever is None:
+        if self._shards is None:
             with self._lock:
-                if self._retriever is None:
+                if self._shards is None:
                     self._load()
-        assert self._retriever is not None and self._tokenizer is not None and self._offsets is not None
-        n_docs = len(self._offsets)
-        if n_docs == 0:
-            return []
-        tokens = self._tokenizer.tokenize([query], return_as="ids", update_vocab=False, show_progress=False)
-        if not tokens or not tokens[0]:
-            return []
-        docs, scores = self._retriever.retrieve(tokens, k=min(k, n_docs), show_progress=False)
-        hits = []
-        for doc, score in zip(docs[0], scores[0], strict=True):
-            if score <= 0:
+        assert self._shards is not None
+        found: list[tuple[float, int]] = []  # (score, offset) over every shard
+        for shard in self._shards:
+            tokens = shard.tokenizer.tokenize(
+                [query], return_as="ids", update_vocab=False, show_progress=False
+            )
+            if not tokens or not tokens[0]:
                 continue
-            page = read_at(self.pages, int(self._offsets[int(doc)]))
+            docs, scores = shard.retriever.retrieve(tokens, k=min(k, len(shard.offsets)), show_progress=False)
+            found += [
+                (float(s), int(shard.offsets[int(d)]))
+                for d, s in zip(docs[0], scores[0], strict=True)
+                if s > 0
+            ]
+        hits = []
+        for score, offset in sorted(found, key=lambda pair: (-pair[0], pair[1]))[:k]:
+            page = read_at(self.pages, offset)
             snippet = best_snippet(str(page.get("text", "")), query)
             hits.append(
-                SearchHit(title=page.get("title", ""), link=page["url"], snippet=snippet, score=float(score))
+                SearchHit(title=page.get("title", ""), link=page["url"], snippet=snippet, score=score)
             )
         return hits

@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
@@ -30,6 +31,9 @@ from stages.tools.cache import ToolCache
 from stages.tools.visit.page_body import ACCEPT_ENCODING, read_body
 from stages.tools.visit.page_text import strip_blocks, title_of, visible_text
 from stages.tools.visit.ssrf import BlockedURL, Resolver, Target, check_url, system_resolver
+
+if TYPE_CHECKING:
+    from stages.tools.search.corpus_web import CorpusWeb
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +73,22 @@ def extract(html: str, url: str, content_type: str, *, max_chars: int = 1_000_00
     return title, text
 
 
+def _readable_type(url: str, header: str) -> str:
+    """The page's MIME type from its Content-Type; an error for anything but a readable page."""
+    content_type = header.split(";")[0].strip().lower()
+    if content_type and content_type not in TEXT_TYPES:
+        raise RuntimeError(f"{url} is {content_type}, not a readable page")
+    return content_type
+
+
+async def _page(url: str, content_type: str, body: bytes, encoding: str, max_chars: int) -> dict[str, str]:
+    """Title, text and URL of a fetched body (the one reading of every page, local or remote).
+    In a thread the visit's deadline stops the waiting, not the work: `max_chars` bounds that."""
+    html = body.decode(encoding, errors="replace")
+    title, text = await asyncio.to_thread(extract, html, url, content_type or "text/html", max_chars=max_chars)
+    return {"url": url, "title": title, "text": text}
+
+
 class WebVisitTool(Tool):
     spec = ToolSpec(
         name="web_visit",
@@ -92,7 +112,13 @@ class WebVisitTool(Tool):
 
     @classmethod
     def create(cls, cfg: ToolsConfig, env: ToolEnv) -> WebVisitTool:
-        return cls(cfg.visit, env.cache(cfg.visit.cache))
+        local = None
+        if cfg.search.corpus:  # the encyclopedia's own origin is answered from the corpus itself
+            from stages.tools.search.corpus_web import CorpusWeb
+
+            cache = Path(cfg.search.corpus_cache) if cfg.search.corpus_cache else None
+            local = CorpusWeb(Path(cfg.search.corpus), cfg.search.corpus_kind, cache)
+        return cls(cfg.visit, env.cache(cfg.visit.cache), local=local)
 
     def __init__(
         self,
@@ -101,8 +127,10 @@ class WebVisitTool(Tool):
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         resolver: Resolver = system_resolver,
+        local: CorpusWeb | None = None,
     ) -> None:
         self.cfg = cfg
+        self.local = local
         self.cache = cache
         self.resolver = resolver
         self.client = httpx.AsyncClient(
@@ -125,6 +153,8 @@ class WebVisitTool(Tool):
     async def _fetch(self, url: str) -> dict[str, str]:
         current = url
         for _ in range(MAX_REDIRECTS + 1):
+            if self.local is not None and self.local.handles(current):
+                return await self._fetch_local(current)
             target = await check_url(
                 current,
                 allow_hosts=self.cfg.allow_hosts,
@@ -146,22 +176,24 @@ class WebVisitTool(Tool):
                     continue
                 if response.status_code >= 400:
                     raise RuntimeError(f"HTTP {response.status_code} from {current}")
-                content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
-                if content_type and content_type not in TEXT_TYPES:
-                    raise RuntimeError(f"{current} is {content_type}, not a readable page")
+                content_type = _readable_type(current, response.headers.get("content-type", ""))
                 body = await read_body(
                     response.aiter_raw(), response.headers.get("content-encoding", ""), self.cfg.max_bytes
                 )
             finally:
                 await response.aclose()
-            encoding = response.encoding or "utf-8"
-            html = body.decode(encoding, errors="replace")
-            # in a thread the deadline stops waiting, not the work: the character cap bounds that
-            title, text = await asyncio.to_thread(
-                extract, html, current, content_type or "text/html", max_chars=self.cfg.max_extract_chars
-            )
-            return {"url": current, "title": title, "text": text}
+            return await _page(current, content_type, body, response.encoding or "utf-8", self.cfg.max_extract_chars)
         raise RuntimeError(f"more than {MAX_REDIRECTS} redirects starting at {url}")
+
+    async def _fetch_local(self, url: str) -> dict[str, str]:
+        """A page of the served corpus: the bytes its HTTP server would send, read the same way."""
+        assert self.local is not None
+        found = await asyncio.to_thread(self.local.fetch, url)
+        if found is None:
+            raise RuntimeError(f"HTTP 404 from {url}")
+        final, mime, body = found
+        content_type = _readable_type(final, mime)
+        return await _page(final, content_type, body[: self.cfg.max_bytes], "utf-8", self.cfg.max_extract_chars)
 
     async def summarise(self, page: dict[str, str], goal: str) -> str:
         text = page["text"]
@@ -228,3 +260,5 @@ class WebVisitTool(Tool):
     async def aclose(self) -> None:
         await self.client.aclose()
         self.cache.close()
+        if self.local is not None:
+            self.local.close()

@@ -1,0 +1,93 @@
+"""Walk benchmark: how hard and how well-formed `trajforge tasks walk --n N` questions are.
+
+Runs the real command over the offline world (built in a temporary folder, or `--world`), then
+reads every accepted task and measures, with the world's own local text search:
+- clue alone first: the share of tasks where some hop's clue (its `property`), searched on its
+  own, returns that hop's entity as the first hit (one clue gives the game away);
+- question top 3: the share where the whole question, searched, has the answer's entity (the
+  page that states the answer) among the first 3 hits;
+- numeric answers: the share of gold answers that are numbers;
+- grammar defects: doubled commas, a comma before "?", four or more "whose" in one question;
+- the walk's own rejections by reason (report.json).
+
+    python bench/bench_walk.py [--n 30] [--world DIR] [--keep DIR] [--hops 2..4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from pipeline.schema import Task
+from pipeline.store import RunStore
+from stages.tasks.walk.audit import audit
+from stages.tools.search.text_index import LocalTextIndex
+from world import build_world
+
+FIGURES = {
+    "clue_finds_entity": "one clue alone finds its entity first (share)",
+    "question_finds_answer": "the whole question finds the answer's entity, top 3",
+    "numeric_answers": "numeric answers",
+    "grammar_defects": "grammar defects",
+}
+
+
+def measure(world: Path, run: Path) -> dict:
+    tasks = RunStore(run).read_records("tasks", Task)
+    index = LocalTextIndex(world / "corpus")
+    found = audit(tasks, lambda query, k: [h.link for h in index.search(query, k)])
+    report = json.loads((run / "report.json").read_text())["walk"]
+    words = sorted(len(t.question.split()) for t in tasks) or [0]
+    return {
+        "tasks": len(tasks),
+        **{key: found.share(key) for key in FIGURES},
+        "median_words": words[len(words) // 2],
+        "rejected": {k: v for k, v in report["rejected"].items() if v},
+        "hop_candidates_rejected": report.get("hop_candidates_rejected", {}),
+        "examples": found.examples,
+        "sample": [t.question for t in tasks[:3]],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=30)
+    parser.add_argument("--hops", default="2..4")
+    parser.add_argument("--world", type=Path, default=None, help="a built world (default: build one)")
+    parser.add_argument("--keep", type=Path, default=None, help="keep the run here")
+    args = parser.parse_args()
+    root = args.keep or Path(tempfile.mkdtemp(prefix="bench-walk-"))
+    world = args.world or build_world(root / "world", seed=0, entities=300, tasks=8, progress=False)
+    run = root / "run"
+    result = CliRunner().invoke(
+        app,
+        ["tasks", "walk", "--run", str(run), "--n", str(args.n), "--hops", args.hops,
+         "--set", f"world.dir={world}", "--set", "world.tasks=8"],
+    )  # fmt: skip
+    if result.exit_code != 0:
+        sys.exit(f"tasks walk failed:\n{result.output}")
+    print(result.output.strip().splitlines()[-2])
+    figures = asyncio.run(asyncio.to_thread(measure, world, run))
+    print(f"tasks walk --n {args.n} over the offline world: {figures['tasks']} tasks")
+    for key, label in FIGURES.items():
+        print(f"  {label:52s} {figures[key]:.2f}")
+    print(f"  median words       {figures['median_words']}")
+    print(f"  walks rejected     {figures['rejected']}")
+    print(f"  hop candidates rejected {figures['hop_candidates_rejected']}")
+    for key, text in figures["examples"].items():
+        print(f"  e.g. {key}: {text}")
+    for text in figures["sample"]:
+        print(f"  sample: {text}")
+
+
+if __name__ == "__main__":
+    main()
