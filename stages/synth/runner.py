@@ -36,6 +36,7 @@ from typing import Any, Protocol
 import prompts
 from pipeline.config import Config, apply_prompts
 from pipeline.logs import item_logger
+from pipeline.open_files import ensure_open_files, files_needed
 from pipeline.schema import Plan, Task, Trajectory, trajectory_id_for
 from pipeline.store import RunStore
 from pipeline.teacher import TeacherClient
@@ -156,6 +157,12 @@ class SynthWorker:
         if self._executor is not None:
             return
         self._worker_lock.acquire()
+        code = self.cfg.tools.code
+        ensure_open_files(
+            files_needed(self.cfg.teacher.concurrency, max(code.workers, code.max_workers)),
+            f"a synth worker (teacher.concurrency={self.cfg.teacher.concurrency}, "
+            f"tools.code.max_workers={code.max_workers})",
+        )
         self._teacher = TeacherClient(
             self.cfg.teacher,
             cache_dir=self.store.root / "cache" / "teacher",
@@ -188,7 +195,11 @@ class SynthWorker:
         if plan is None and self.cfg.synth.plan:
             encoder = self._executor.encoder()
             plan = await make_plan(
-                task, self._teacher, encoder, retries=self.cfg.synth.plan_retries, tools=self._executor.tool_table
+                task,
+                self._teacher,
+                encoder,
+                retries=self.cfg.synth.plan_retries,
+                tools=self._executor.tool_table,
             )
             self._plans.append(plan)
             if not plan.valid:
@@ -531,13 +542,15 @@ def run_synth(
 
 def _sum_dicts(dicts: list[dict[str, Any]]) -> dict[str, Any]:
     """Counters add up across workers; rates, means and limits are averaged, except the teacher
-    pace, which workers split: the run's is their sum."""
+    pace, which workers split: the run's is their sum; tails (p99_, peak_) are the worst worker's."""
     out: dict[str, Any] = {}
     averaged: dict[str, list[float]] = collections.defaultdict(list)
     for d in dicts:
         for key, value in d.items():
             if isinstance(value, bool) or not isinstance(value, int | float):
                 out.setdefault(key, value)
+            elif key.startswith(("p99_", "peak_")):  # a tail: the worst worker's
+                out[key] = max(out.get(key, value), value)
             elif key != "paced_rate_per_s" and ("rate" in key or "mean" in key or key.endswith("_limit")):
                 averaged[key].append(value)
             else:
