@@ -22,6 +22,7 @@ import asyncio
 import collections
 import contextlib
 import fcntl
+import gc
 import logging
 import math
 import os
@@ -192,6 +193,7 @@ class SynthWorker:
             for spare in self._add_tools(task.mode):
                 with contextlib.suppress(Exception):  # never started: closing frees handles only
                     await spare.aclose()
+            _freeze_start_up()
         if plan is None and self.cfg.synth.plan:
             encoder = self._executor.encoder()
             plan = await make_plan(
@@ -350,6 +352,15 @@ class SynthWorker:
             await self._teacher.aclose()
         self._worker_lock.release()
         return stats
+
+
+def _freeze_start_up() -> None:
+    """Move what start-up made (modules, search indexes, the tool table, clients) out of the
+    garbage collector's reach: they live as long as the worker, and every full collection
+    otherwise walks all of them while every trajectory in flight waits (pauses of up to 0.4 s
+    at a thousand in flight). Collect first, so only live objects are frozen."""
+    gc.collect()
+    gc.freeze()
 
 
 class _WorkerLock:
