@@ -173,6 +173,8 @@ class TeacherClient:
         out["mean_latency_s"] = round(self._latency_total / calls, 4) if calls else 0.0
         out["concurrency_limit"] = int(self.limiter.limit)
         out["paced_rate_per_s"] = round(self.pacer.rate, 2) if self.pacer.rate else None
+        stated = self.pacer.announced_rate  # this client's share of what the headers state
+        out["stated_rate_per_s"] = round(stated, 2) if stated else None
         return out
 
     async def aclose(self) -> None:

@@ -108,6 +108,8 @@ class ExecStats:
     reasks: int = 0
     refusals: int = 0
     truncations: int = 0  # replies cut at max_tokens (re-asked or not)
+    trajectory_wall_s: float = 0.0  # summed over trajectories: the run's sizing reads it
+    trajectories_timed: int = 0
 
     def summary(self) -> dict[str, int]:
         """Reply-reading counters, flat (`repairs.<kind>`) so workers' figures add up."""
@@ -117,6 +119,7 @@ class ExecStats:
             "reasks": self.reasks,
             "refusals": self.refusals,
             "truncations": self.truncations,
+            "trajectories_timed": self.trajectories_timed,
         }
         out.update({f"repairs.{kind}": n for kind, n in sorted(self.repairs.items())})
         return out
@@ -191,6 +194,8 @@ class Executor:
         finally:
             await self._cleanup(traj.trajectory_id, ctx)
         traj.wall_s = time.perf_counter() - start
+        self.stats.trajectory_wall_s += traj.wall_s
+        self.stats.trajectories_timed += 1
         # when it ran (unix seconds): provenance, and what the synth bench's steady-state window reads
         traj.meta = canonical_json({"started_at": round(started_at, 3), "finished_at": round(time.time(), 3)})
         traj.prompt_tokens = sum(s.prompt_tokens for s in traj.steps)

@@ -43,6 +43,7 @@ from pipeline.store import RunStore
 from pipeline.teacher import TeacherClient
 from stages.synth.execute import Executor
 from stages.synth.plan import make_plan
+from stages.synth.sizing import sizing
 from stages.synth.system_prompts import executor_prompt, planner_prompt
 from stages.tools.registry import run_tools, tool_table
 
@@ -307,6 +308,7 @@ class SynthWorker:
                 "tool_calls": ex.stats.tool_calls,
                 "tool_errors": ex.stats.tool_errors,
                 "tool_s": round(ex.stats.tool_s, 3),
+                "trajectory_wall_s": round(ex.stats.trajectory_wall_s, 3),
                 "encode_cpu_s": round(ex.uris.encode_cpu_s, 3),
                 "store_cpu_s": round(ex.stats.store_cpu_s + self.write_cpu_s, 3),
                 "images_encoded": ex.uris.encoded,
@@ -531,6 +533,7 @@ def run_synth(
                 pool: _Pool = _RayPool(cfg, store, teacher_base_url, tools_factory, ray_address, ray_init)
             else:
                 pool = _LocalPool(cfg, store, teacher_base_url, tools_factory)
+            pool_size = pool.size
             try:
                 workers = asyncio.run(_drive(pool, items, meter, stop, tasks_per_worker(cfg)))
             finally:
@@ -545,6 +548,12 @@ def run_synth(
     summary["tools"] = {
         name: _sum_dicts([t.get(name, {}) for t in tools]) for name in {n for t in tools for n in t}
     }
+    summary["sizing"] = sizing(
+        summary,
+        requests_per_s=cfg.teacher.requests_per_s,
+        in_flight=cfg.synth.in_flight,
+        workers=pool_size,
+    )
     summary["written"] = sum(w.get("written", 0) for w in workers)
     summary["unwritten"] = sum(w.get("buffered", 0) for w in workers)  # a failed final write
     store.update_report("synth", summary)
@@ -553,7 +562,7 @@ def run_synth(
 
 def _sum_dicts(dicts: list[dict[str, Any]]) -> dict[str, Any]:
     """Counters add up across workers; rates, means and limits are averaged, except the teacher
-    pace, which workers split: the run's is their sum; tails (p99_, peak_) are the worst worker's."""
+    pace and the pace the endpoint states, which workers split: the run's is their sum; tails (p99_, peak_) are the worst worker's."""
     out: dict[str, Any] = {}
     averaged: dict[str, list[float]] = collections.defaultdict(list)
     for d in dicts:
@@ -562,7 +571,9 @@ def _sum_dicts(dicts: list[dict[str, Any]]) -> dict[str, Any]:
                 out.setdefault(key, value)
             elif key.startswith(("p99_", "peak_")):  # a tail: the worst worker's
                 out[key] = max(out.get(key, value), value)
-            elif key != "paced_rate_per_s" and ("rate" in key or "mean" in key or key.endswith("_limit")):
+            elif key not in ("paced_rate_per_s", "stated_rate_per_s") and (
+                "rate" in key or "mean" in key or key.endswith("_limit")
+            ):
                 averaged[key].append(value)
             else:
                 out[key] = round(out.get(key, 0) + value, 4)
