@@ -171,9 +171,23 @@ def probed_tools(cfg, mode: str, run_dir: Path) -> dict:
     from stages.tools.registry import run_tools
 
     tools = run_tools(cfg, mode, run_dir)  # loading the indexes is start-up: not counted
-    if not _PROBE:
-        _PROBE["task"] = asyncio.get_running_loop().create_task(_probe(Path(run_dir) / PROBE_FILE))
-    return tools
+    return {**tools, "_bench_probe": _ProbeStarter(Path(run_dir) / PROBE_FILE)}
+
+
+class _ProbeStarter:
+    """Not a tool the teacher sees (the prompts list the configured tools): it starts the probe
+    from the first trajectory's `warm` hook, which runs in the worker's event loop (a runner
+    may build its tools in a thread)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def warm(self, ctx) -> None:
+        if not _PROBE:
+            _PROBE["task"] = asyncio.get_running_loop().create_task(_probe(self.path))
+
+    async def aclose(self) -> None:
+        pass
 
 
 async def _probe(path: Path, tick: float = 0.02) -> None:

@@ -149,6 +149,7 @@ class SynthWorker:
         self._executor: Executor | None = None
         self._teacher: TeacherClient | None = None
         self._tools: dict[str, dict[str, Any]] = {}
+        self._tools_lock: asyncio.Lock | None = None
         self._written = 0
         self.write_cpu_s = 0.0
         self._worker_lock = _WorkerLock(self.store.root)
@@ -191,10 +192,7 @@ class SynthWorker:
         assert self._executor is not None and self._teacher is not None and self._slots is not None
         task, plan = item.task, item.plan
         if task.mode not in self._tools:
-            for spare in self._add_tools(task.mode):
-                with contextlib.suppress(Exception):  # never started: closing frees handles only
-                    await spare.aclose()
-            _freeze_start_up()
+            await self._build_tools(task.mode)
         if plan is None and self.cfg.synth.plan:
             encoder = self._executor.encoder()
             plan = await make_plan(
@@ -228,13 +226,25 @@ class SynthWorker:
             await self._flush_or_keep()
         return result
 
-    def _add_tools(self, mode: str) -> list[Any]:
-        """Build a mode's tools on first use, reusing another mode's tool of the same name.
+    async def _build_tools(self, mode: str) -> None:
+        """Build a mode's tools on first use, in a thread (loading search indexes took the loop
+        away for seconds, from every trajectory in flight, when a second mode's first task
+        came mid-run); one build at a time, so two tasks of a new mode cannot both build it."""
+        if self._tools_lock is None:
+            self._tools_lock = asyncio.Lock()
+        async with self._tools_lock:
+            if mode in self._tools:
+                return
+            first = not self._tools
+            built = await asyncio.to_thread(self.tools_factory, self.cfg, mode, self.store.root)
+            for spare in self._add_tools(mode, built):
+                with contextlib.suppress(Exception):  # never started: closing frees handles only
+                    await spare.aclose()
+            _freeze_start_up(collect=first)
 
-        Synchronous, so two tasks of a new mode cannot both build it; returns the unused
-        duplicates for the caller to close.
-        """
-        built = self.tools_factory(self.cfg, mode, self.store.root)
+    def _add_tools(self, mode: str, built: dict[str, Any]) -> list[Any]:
+        """Adopt a mode's freshly built tools, reusing another mode's tool of the same name;
+        returns the unused duplicates for the caller to close."""
         spares = []
         for tools in self._tools.values():
             for name in built.keys() & tools.keys():
@@ -356,12 +366,16 @@ class SynthWorker:
         return stats
 
 
-def _freeze_start_up() -> None:
+def _freeze_start_up(*, collect: bool) -> None:
     """Move what start-up made (modules, search indexes, the tool table, clients) out of the
     garbage collector's reach: they live as long as the worker, and every full collection
     otherwise walks all of them while every trajectory in flight waits (pauses of up to 0.4 s
-    at a thousand in flight). Collect first, so only live objects are frozen."""
-    gc.collect()
+    at a thousand in flight). `collect` first (at the first build, when nothing is in flight:
+    only live objects are frozen); a later mode's build freezes without one, which would itself
+    be such a pause. Frozen objects are still freed by reference counting: only cycles among
+    them stay."""
+    if collect:
+        gc.collect()
     gc.freeze()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import io
 import json
@@ -257,7 +258,14 @@ def test_modes_share_one_tool_per_name_and_every_tool_is_closed(fake_teacher, tm
     class TrackedSearch(Tracked, FakeSearch):
         pass
 
+    on_loop: list[bool] = []
+
     def factory(cfg, mode, run_dir):
+        try:  # loading a mode's tools (search indexes) must not hold up the trajectories in flight
+            asyncio.get_running_loop()
+            on_loop.append(True)
+        except RuntimeError:
+            on_loop.append(False)
         tools = {"code": TrackedCrop()}
         if mode == "deepresearch":
             tools["text_search"] = TrackedSearch()
@@ -279,6 +287,7 @@ def test_modes_share_one_tool_per_name_and_every_tool_is_closed(fake_teacher, tm
     assert len(codes) == 2  # each mode's factory call built one; the second mode reused the first's
     assert len(used) == 4 and {id(t) for t in used} == {id(codes[0])}  # all calls: the first mode's
     assert sorted(map(id, closed)) == sorted(map(id, built))  # the spare and the kept one, once each
+    assert on_loop == [False, False]  # each mode built once, off the event loop
 
 
 def test_trajectory_folder_is_made_only_when_a_tool_writes_and_removed_after(
