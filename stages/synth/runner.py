@@ -45,6 +45,7 @@ from stages.synth.execute import Executor
 from stages.synth.plan import make_plan
 from stages.synth.sizing import sizing
 from stages.synth.system_prompts import executor_prompt, planner_prompt
+from stages.tools.code.sandbox import pool_ceiling
 from stages.tools.registry import run_tools, tool_table
 
 log = logging.getLogger("trajforge.synth")
@@ -160,11 +161,10 @@ class SynthWorker:
         if self._executor is not None:
             return
         self._worker_lock.acquire()
-        code = self.cfg.tools.code
+        sandboxes = pool_ceiling(self.cfg.tools.code)
         ensure_open_files(
-            files_needed(self.cfg.teacher.concurrency, max(code.workers, code.max_workers)),
-            f"a synth worker (teacher.concurrency={self.cfg.teacher.concurrency}, "
-            f"tools.code.max_workers={code.max_workers})",
+            files_needed(self.cfg.teacher.concurrency, sandboxes),
+            f"a synth worker (teacher.concurrency={self.cfg.teacher.concurrency}, {sandboxes} sandbox workers)",
         )
         self._teacher = TeacherClient(
             self.cfg.teacher,

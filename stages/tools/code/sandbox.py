@@ -83,6 +83,14 @@ def _identity(path: Path) -> tuple[int, int, int] | None:
 UID_SLOTS = 64
 
 
+def pool_ceiling(cfg: CodeToolConfig) -> int:
+    """How many sandbox workers a pool may grow to: `max_workers`, else the machine's cores."""
+    if cfg.max_workers is not None:
+        return max(cfg.workers, cfg.max_workers)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(cfg.workers, min(UID_SLOTS, cores))
+
+
 def _uid_base() -> int:
     """Unprivileged uids private to this process's workers (RLIMIT_NPROC counts per uid)."""
     return 200_000 + (os.getpid() % 100_000) * UID_SLOTS
@@ -204,7 +212,7 @@ class SandboxPool:
         self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o755)
         self.workers = [Worker(i, self.mode, self.root, cfg) for i in range(max(1, cfg.workers))]
-        self.max_workers = max(len(self.workers), cfg.max_workers)
+        self.max_workers = max(len(self.workers), pool_ceiling(cfg))
         if self.max_workers > UID_SLOTS:
             raise ValueError(
                 f"tools.code.max_workers={self.max_workers}: one process runs at most {UID_SLOTS} sandbox "
