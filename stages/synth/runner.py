@@ -41,6 +41,7 @@ from pipeline.open_files import ensure_open_files, files_needed
 from pipeline.schema import Plan, Task, Trajectory, trajectory_id_for
 from pipeline.store import RunStore
 from pipeline.teacher import TeacherClient
+from pipeline.teacher.client import check_concurrency
 from stages.synth.execute import Executor
 from stages.synth.plan import make_plan
 from stages.synth.sizing import sizing
@@ -161,11 +162,7 @@ class SynthWorker:
         if self._executor is not None:
             return
         self._worker_lock.acquire()
-        sandboxes = pool_ceiling(self.cfg.tools.code)
-        ensure_open_files(
-            files_needed(self.cfg.teacher.concurrency, sandboxes),
-            f"a synth worker (teacher.concurrency={self.cfg.teacher.concurrency}, {sandboxes} sandbox workers)",
-        )
+        preflight(self.cfg)  # a Ray actor is another process, maybe on another node
         self._teacher = TeacherClient(
             self.cfg.teacher,
             cache_dir=self.store.root / "cache" / "teacher",
@@ -536,7 +533,12 @@ def run_synth(
     progress: bool = True,
     ray_init: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run every pending (task, rollout); returns the summary (also saved in report.json)."""
+    """Run every pending (task, rollout); returns the summary (also saved in report.json).
+
+    Settings that cannot take effect (a teacher concurrency beyond the local ports or the open
+    files this process may have) stop it here, before any work, with the reason and the fix.
+    """
+    preflight(cfg)
     with RunLock(store.root), _Stop() as stop:
         store.clear_temporaries()  # half-written shards of a killed run (never complete ones)
         record_tools(cfg, store)
@@ -572,6 +574,19 @@ def run_synth(
     summary["unwritten"] = sum(w.get("buffered", 0) for w in workers)  # a failed final write
     store.update_report("synth", summary)
     return summary
+
+
+def preflight(cfg: Config) -> int:
+    """Check a synth worker's limits can take effect on this machine, raising the soft file
+    limit to fit (a worker on another node checks again as it starts); returns the files needed.
+    Raises TeacherError or OpenFilesError saying what to change."""
+    check_concurrency(cfg.teacher.concurrency)
+    sandboxes = pool_ceiling(cfg.tools.code)
+    needed = files_needed(cfg.teacher.concurrency, sandboxes)
+    ensure_open_files(
+        needed, f"a synth worker (teacher.concurrency={cfg.teacher.concurrency}, {sandboxes} sandbox workers)"
+    )
+    return needed
 
 
 def _sum_dicts(dicts: list[dict[str, Any]]) -> dict[str, Any]:
