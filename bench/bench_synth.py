@@ -139,7 +139,7 @@ def prepare(cfg) -> RunStore:
     return store
 
 
-def synth(cfg, store, world: World, *, use_ray: bool) -> dict:
+def synth(cfg, store, world: World, *, use_ray: bool, tools_factory=None) -> dict:
     from stages.synth.runner import run_synth
 
     return run_synth(
@@ -149,7 +149,86 @@ def synth(cfg, store, world: World, *, use_ray: bool) -> dict:
         use_ray=use_ray,
         progress=False,
         ray_init={"num_cpus": 2},
+        tools_factory=tools_factory,
     )
+
+
+# ------------------------------------------------------------------------ in-worker probe
+
+PROBE_FILE = "bench-probe.json"
+_PROBE: dict = {}
+
+
+def probed_tools(cfg, mode: str, run_dir: Path) -> dict:
+    """The run's own tools, plus (once per worker process) a probe in the worker's event loop.
+
+    Works on any version of the runner (it only needs the tools factory hook), so a before and
+    an after are measured alike. The probe ticks every 20 ms and records how late each tick
+    ran (loop lag: what every trajectory in flight waits on top of its own work), times each
+    full garbage collection (`gc.callbacks`), and samples the process's open files; it
+    rewrites RUN/bench-probe.json every second with those and the process's CPU seconds.
+    """
+    from stages.tools.registry import run_tools
+
+    tools = run_tools(cfg, mode, run_dir)  # loading the indexes is start-up: not counted
+    return {**tools, "_bench_probe": _ProbeStarter(Path(run_dir) / PROBE_FILE)}
+
+
+class _ProbeStarter:
+    """Not a tool the teacher sees (the prompts list the configured tools): it starts the probe
+    from the first trajectory's `warm` hook, which runs in the worker's event loop (a runner
+    may build its tools in a thread)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def warm(self, ctx) -> None:
+        if not _PROBE:
+            _PROBE["task"] = asyncio.get_running_loop().create_task(_probe(self.path))
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def _probe(path: Path, tick: float = 0.02) -> None:
+    import gc
+
+    lags: list[float] = []
+    pauses: list[float] = []
+    started: list[float] = []
+    fds = [0]
+
+    def on_gc(phase: str, info: dict) -> None:
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
+            started[:] = [time.perf_counter()]
+        elif started:
+            pauses.append(time.perf_counter() - started.pop())
+
+    gc.callbacks.append(on_gc)
+    cpu0, last_write = time.process_time(), time.monotonic()
+    while True:
+        before = time.perf_counter()
+        await asyncio.sleep(tick)
+        lags.append(max(0.0, time.perf_counter() - before - tick))
+        if time.monotonic() - last_write >= 1.0:
+            last_write = time.monotonic()
+            fds[0] = max(fds[0], len(os.listdir("/proc/self/fd")))
+            ordered = sorted(lags)
+            path.write_text(
+                json.dumps(
+                    {
+                        "cpu_s": time.process_time() - cpu0,
+                        "lag_p99_ms": round(1000 * ordered[int(0.99 * (len(ordered) - 1))], 1),
+                        "lag_max_ms": round(1000 * ordered[-1], 1),
+                        "full_gc": len(pauses),
+                        "full_gc_max_ms": round(1000 * max(pauses, default=0.0), 1),
+                        "open_files_max": fds[0],
+                        "gc_frozen": gc.get_freeze_count(),
+                    }
+                )
+            )
 
 
 # ------------------------------------------------------------------------------ 1. latency
@@ -196,10 +275,18 @@ async def bare_loop(
     Returns the wall time and each trajectory's (started, finished, calls), started once it
     holds a slot, as trajforge's trajectories record theirs.
     """
+    import httpx2
     import openai
     from openai.types.chat import ChatCompletion
 
-    http = openai.DefaultAioHttpClient(timeout=cfg.teacher.timeout_s) if kind == "same_wire" else None
+    # a pool as large as the loop's concurrency, as its user would set it (both SDK transports
+    # default to 1,000 connections, which would cap a bare loop beyond that)
+    limits = httpx2.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
+    http = (
+        openai.DefaultAioHttpClient(timeout=cfg.teacher.timeout_s, limits=limits)
+        if kind == "same_wire"
+        else openai.DefaultAsyncHttpxClient(timeout=cfg.teacher.timeout_s, limits=limits)
+    )
     client = openai.AsyncOpenAI(
         base_url=base_url, api_key="x", max_retries=0, timeout=cfg.teacher.timeout_s, http_client=http
     )
@@ -268,7 +355,13 @@ def steady_state(
 
 
 def bench_latency(
-    tmp: Path, world: World, tasks: int, latency: float, in_flight: int, sets: dict[str, str]
+    tmp: Path,
+    world: World,
+    tasks: int,
+    latency: float,
+    in_flight: int,
+    sets: dict[str, str],
+    bare_kinds: tuple[str, ...] = tuple(BARE_LOOPS),
 ) -> dict:
     import ray
 
@@ -294,7 +387,7 @@ def bench_latency(
     os.environ["RAY_worker_niceness"] = "0"  # noqa: SIM112 - Ray's own spelling
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # started outside the timing
     start, server_cpu = time.monotonic(), world.cpu_s()
-    summary = synth(cfg, store, world, use_ray=True)
+    summary = synth(cfg, store, world, use_ray=True, tools_factory=probed_tools)
     ours = time.monotonic() - start
     server_cpu = world.cpu_s() - server_cpu
     ray.shutdown()
@@ -324,8 +417,9 @@ def bench_latency(
     ]
     ours_steady = steady_state(ours_spans, in_flight, latency)
     ours_warm = steady_state(ours_spans, in_flight, latency, after_warm_up=True)
+    probe = json.loads((store.root / PROBE_FILE).read_text())
     baselines = {}
-    for kind, label in BARE_LOOPS.items():
+    for kind, label in ((k, BARE_LOOPS[k]) for k in bare_kinds):
         world.restart()  # the oracle caches its image checks: no side may find them warm
         bare_server_cpu = world.cpu_s()
         bare, bare_spans = asyncio.run(bare_loop(world.url + "/v1", cfg, conversations, in_flight, kind))
@@ -377,6 +471,19 @@ def bench_latency(
             },
         },
         "vs_bare": baselines,
+        # the worker process (a Ray actor) as its own probe saw it (`probed_tools`)
+        "worker": {
+            "driver_cpu_ms_per_trajectory": round(1000 * probe["cpu_s"] / len(calls), 1),
+            "driver_plus_sandbox_cpu_ms_per_trajectory": round(
+                1000
+                * (probe["cpu_s"] + (summary["tools"].get("code") or {}).get("sandbox_cpu_s", 0.0))
+                / len(calls),
+                1,
+            ),
+            **{k: v for k, v in probe.items() if k != "cpu_s"},
+        },
+        "teacher_stats": {k: v for k, v in summary["teacher"].items() if k in ("calls", "mean_latency_s")},
+        "sizing": summary.get("sizing"),
         "where_time_goes_s_per_trajectory": {
             "wall": round(sum(t.wall_s for t in trajectories) / len(trajectories), 2),
             "teacher": round(
@@ -677,6 +784,14 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="config override for trajforge's side of the latency and CPU benches (e.g. tools.code.workers=4)",
     )
+    parser.add_argument("--latency", type=float, default=5.0, help="latency bench: seconds per teacher call")
+    parser.add_argument("--in-flight", type=int, default=256, help="latency bench: trajectories in flight")
+    parser.add_argument(
+        "--bare",
+        action="append",
+        choices=list(BARE_LOOPS),
+        help="latency bench: which bare loops to compare with (default both)",
+    )
     parser.add_argument(
         "--tasks", type=int, help="latency bench tasks (x4 rollouts; default 192, at most the world's 200)"
     )
@@ -696,7 +811,13 @@ def main() -> None:
             if "latency" in only:
                 tasks = args.tasks or (64 if args.quick else 192)
                 results["latency_hiding"] = bench_latency(
-                    tmp, world, tasks, latency=5.0, in_flight=256, sets=sets
+                    tmp,
+                    world,
+                    tasks,
+                    latency=args.latency,
+                    in_flight=args.in_flight,
+                    sets=sets,
+                    bare_kinds=tuple(args.bare or BARE_LOOPS),
                 )
                 print(json.dumps({"latency_hiding": results["latency_hiding"]}), flush=True)
             if "rate" in only:

@@ -110,7 +110,11 @@ class TeacherConfig(Section):
 
 class CodeToolConfig(Section):
     isolation: Literal["auto", "bwrap", "namespaces", "unsafe-local"] = "auto"
-    workers: int = 2
+    workers: int = 2  # sandbox processes started with the pool
+    # more start while calls queue for a free one, up to this many (each holds up to
+    # decode_cache_mb of decoded images); unset: the machine's cores (a call is CPU work: more
+    # processes than cores only add decode caches); equal to `workers`: a fixed pool
+    max_workers: int | None = None
     session: bool = False  # keep variables across calls within one trajectory
     cpu_s: float = 10.0
     wall_s: float = 20.0
@@ -169,7 +173,9 @@ class ToolsConfig(Section):
     code: CodeToolConfig = Field(default_factory=CodeToolConfig)
     search: SearchToolConfig = Field(default_factory=SearchToolConfig)
     visit: VisitToolConfig = Field(default_factory=VisitToolConfig)
-    extra: list[str] = Field(default_factory=list)  # your own tools: "package.module:Class" (stages/tools/registry.py)
+    extra: list[str] = Field(
+        default_factory=list
+    )  # your own tools: "package.module:Class" (stages/tools/registry.py)
 
 
 class SynthConfig(Section):

@@ -114,6 +114,8 @@ def register(app: typer.Typer) -> None:
         """Seeds -> tasks -> plans -> raw trajectories, resumable; prints a summary."""
         import logging
 
+        from pipeline.open_files import OpenFilesError
+        from pipeline.teacher.client import TeacherError
         from stages.synth.runner import run_synth
         from stages.tasks.seeds import SeedError, prepare_tasks
 
@@ -140,7 +142,7 @@ def register(app: typer.Typer) -> None:
                     use_ray=not no_ray,
                     ray_address=ray_address or cfg.synth.ray_address,
                 )
-        except (SeedError, FileNotFoundError) as exc:
+        except (SeedError, FileNotFoundError, OpenFilesError, TeacherError) as exc:
             raise fail(str(exc)) from None
         except RuntimeError as exc:
             if "another `trajforge synth`" in str(exc) or "still hold" in str(exc):

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import openai
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from tenacity import (
@@ -37,6 +38,7 @@ from tenacity import (
 
 import pipeline.teacher.usage as usage
 from pipeline.config import TeacherConfig, secret
+from pipeline.open_files import ensure_open_files, files_needed, local_ports
 from pipeline.teacher.cache import ReplayCache, request_key
 from pipeline.teacher.limits import AdaptiveLimiter, AdaptivePacer, TokenBudget
 from pipeline.teacher.ratelimit import request_limit
@@ -122,6 +124,7 @@ class TeacherClient:
                 "no teacher endpoint: set teacher.base_url (any OpenAI-compatible /v1 URL) "
                 "or run with the offline world enabled, which serves the oracle teacher"
             )
+        check_concurrency(cfg.concurrency)
         api_key = secret(cfg.api_key_env, purpose="the teacher") if cfg.api_key_env else PLACEHOLDER_KEY
         self._client = openai.AsyncOpenAI(
             api_key=api_key,
@@ -172,6 +175,8 @@ class TeacherClient:
         out["mean_latency_s"] = round(self._latency_total / calls, 4) if calls else 0.0
         out["concurrency_limit"] = int(self.limiter.limit)
         out["paced_rate_per_s"] = round(self.pacer.rate, 2) if self.pacer.rate else None
+        stated = self.pacer.announced_rate  # this client's share of what the headers state
+        out["stated_rate_per_s"] = round(stated, 2) if stated else None
         return out
 
     async def aclose(self) -> None:
@@ -304,14 +309,39 @@ class TeacherClient:
             self.limiter.on_pushback()  # explicit overload; timeouts may be hangs, not load
 
 
+def check_concurrency(concurrency: int) -> None:
+    """Refuse a `teacher.concurrency` that cannot take effect, and make room for one that can.
+
+    Each call in flight holds its own HTTP/1.1 connection, so it needs a local port towards the
+    endpoint and an open file; the soft file limit is raised to fit (`pipeline.open_files`).
+    """
+    if concurrency < 1:
+        raise TeacherError(f"teacher.concurrency must be at least 1, got {concurrency}")
+    ports = local_ports()
+    if ports is not None and concurrency > ports:
+        raise TeacherError(
+            f"teacher.concurrency={concurrency} cannot take effect: each call in flight holds its own "
+            f"connection, and this system gives connections to one endpoint {ports} local ports "
+            "(net.ipv4.ip_local_port_range); lower it, or split the calls over synth.workers on "
+            "several machines"
+        )
+    ensure_open_files(files_needed(concurrency), f"teacher.concurrency={concurrency}")
+
+
 def _http_client(cfg: TeacherConfig, on_response: Any) -> Any:
     """The SDK's aiohttp transport, or its default httpx pool (which polls every pooled
     connection's socket on each request: at 256 in flight, twice aiohttp's CPU per call);
-    either way `on_response` sees each response's headers."""
+    either way `on_response` sees each response's headers.
+
+    The pool holds `teacher.concurrency` connections, kept alive: the SDK's default (1,000,
+    100 kept alive) would cap a client silently at 1,000 calls in flight whatever the config
+    says, and reopen connections beyond the 100 it keeps.
+    """
     hooks = {"response": [on_response]}
+    limits = httpx2.Limits(max_connections=cfg.concurrency, max_keepalive_connections=cfg.concurrency)
     if cfg.http_client == "aiohttp":
-        return openai.DefaultAioHttpClient(timeout=cfg.timeout_s, event_hooks=hooks)
-    return openai.DefaultAsyncHttpxClient(timeout=cfg.timeout_s, event_hooks=hooks)
+        return openai.DefaultAioHttpClient(timeout=cfg.timeout_s, event_hooks=hooks, limits=limits)
+    return openai.DefaultAsyncHttpxClient(timeout=cfg.timeout_s, event_hooks=hooks, limits=limits)
 
 
 def _wire_body(request: dict[str, Any]) -> dict[str, Any]:

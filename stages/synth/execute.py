@@ -113,6 +113,8 @@ class ExecStats:
     reasks: int = 0
     refusals: int = 0
     truncations: int = 0  # replies cut at max_tokens (re-asked or not)
+    trajectory_wall_s: float = 0.0  # summed over trajectories: the run's sizing reads it
+    trajectories_timed: int = 0
 
     def summary(self) -> dict[str, int]:
         """Reply-reading counters, flat (`repairs.<kind>`) so workers' figures add up."""
@@ -126,6 +128,7 @@ class ExecStats:
             "truncations": self.truncations,
             "cut_calls": self.cut_calls,
             "estimated_token_replies": self.estimated_token_replies,
+            "trajectories_timed": self.trajectories_timed,
         }
         out.update({f"repairs.{kind}": n for kind, n in sorted(self.repairs.items())})
         out.update({f"normalisations.{kind}": n for kind, n in sorted(self.normalisations.items())})
@@ -184,16 +187,25 @@ class Executor:
             plan=render_plan(plan.steps) if plan is not None and plan.valid else None,
             plan_valid=plan.valid if plan is not None else None,
         )
-        workdir = self.work_root / traj.trajectory_id
+        names = image_names(len(task.images))
+        ctx = ToolContext(  # its folder is made only if a tool writes a file
+            trajectory_id=traj.trajectory_id,
+            workdir=self.work_root / traj.trajectory_id,
+            images={name: self.store.images.path(ref) for name, ref in zip(names, task.images, strict=True)},
+            question=task.question,
+            goal=task.question,
+        )
         started_at = time.time()
         start = time.perf_counter()
         try:
-            await self._loop(traj, task, plan, prompt, workdir)
+            await self._loop(traj, task, plan, prompt, ctx)
         except Exception as exc:  # a bug or an unexpected tool crash: one failed rollout, not a dead run
             traj.status, traj.failure_reason = "failed", f"executor: {type(exc).__name__}: {exc}"
         finally:
-            await self._cleanup(traj.trajectory_id, workdir)
+            await self._cleanup(traj.trajectory_id, ctx)
         traj.wall_s = time.perf_counter() - start
+        self.stats.trajectory_wall_s += traj.wall_s
+        self.stats.trajectories_timed += 1
         # when it ran (unix seconds): provenance, and what the synth bench's steady-state window reads
         traj.meta = canonical_json({"started_at": round(started_at, 3), "finished_at": round(time.time(), 3)})
         traj.prompt_tokens = sum(s.prompt_tokens for s in traj.steps)
@@ -203,18 +215,9 @@ class Executor:
         return traj
 
     async def _loop(
-        self, traj: Trajectory, task: Task, plan: Plan | None, prompt: Prompt, workdir: Path
+        self, traj: Trajectory, task: Task, plan: Plan | None, prompt: Prompt, ctx: ToolContext
     ) -> None:
         tools = self.tools.get(task.mode, {})
-        workdir.mkdir(parents=True, exist_ok=True)
-        names = image_names(len(task.images))
-        ctx = ToolContext(
-            trajectory_id=traj.trajectory_id,
-            workdir=workdir,
-            images={name: self.store.images.path(ref) for name, ref in zip(names, task.images, strict=True)},
-            question=task.question,
-            goal=task.question,
-        )
         for tool in tools.values():  # e.g. the code tool's fast input copies, hidden by turn one
             tool.warm(ctx)
         plan_text = render_plan(plan.steps) if plan is not None and plan.valid and plan.steps else None
@@ -341,14 +344,15 @@ class Executor:
             step.observation_images = refs
             self.stats.store_cpu_s += cpu
 
-    async def _cleanup(self, trajectory_id: str, workdir: Path) -> None:
+    async def _cleanup(self, trajectory_id: str, ctx: ToolContext) -> None:
         for tools in self.tools.values():
             for tool in tools.values():
                 end = getattr(tool, "end_session", None)
                 if end is not None:
                     with contextlib.suppress(Exception):
                         await end(trajectory_id)
-        await asyncio.to_thread(shutil.rmtree, workdir, True)
+        if ctx.workdir_made:  # most trajectories never made one
+            await asyncio.to_thread(shutil.rmtree, ctx.workdir, True)
 
 
 def _store_images(store: RunStore, paths: list[str]) -> tuple[list[str], float]:

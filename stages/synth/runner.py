@@ -22,6 +22,7 @@ import asyncio
 import collections
 import contextlib
 import fcntl
+import gc
 import logging
 import math
 import os
@@ -36,12 +37,16 @@ from typing import Any, Protocol
 import prompts
 from pipeline.config import Config, apply_prompts
 from pipeline.logs import item_logger
+from pipeline.open_files import ensure_open_files, files_needed
 from pipeline.schema import Plan, Task, Trajectory, trajectory_id_for
 from pipeline.store import RunStore
 from pipeline.teacher import TeacherClient
+from pipeline.teacher.client import check_concurrency
 from stages.synth.execute import Executor
 from stages.synth.plan import make_plan
+from stages.synth.sizing import sizing
 from stages.synth.system_prompts import executor_prompt, planner_prompt
+from stages.tools.code.sandbox import pool_ceiling
 from stages.tools.registry import run_tools, tool_table
 
 log = logging.getLogger("trajforge.synth")
@@ -146,6 +151,7 @@ class SynthWorker:
         self._executor: Executor | None = None
         self._teacher: TeacherClient | None = None
         self._tools: dict[str, dict[str, Any]] = {}
+        self._tools_lock: asyncio.Lock | None = None
         self._written = 0
         self.write_cpu_s = 0.0
         self._worker_lock = _WorkerLock(self.store.root)
@@ -156,6 +162,7 @@ class SynthWorker:
         if self._executor is not None:
             return
         self._worker_lock.acquire()
+        preflight(self.cfg)  # a Ray actor is another process, maybe on another node
         self._teacher = TeacherClient(
             self.cfg.teacher,
             cache_dir=self.store.root / "cache" / "teacher",
@@ -182,13 +189,15 @@ class SynthWorker:
         assert self._executor is not None and self._teacher is not None and self._slots is not None
         task, plan = item.task, item.plan
         if task.mode not in self._tools:
-            for spare in self._add_tools(task.mode):
-                with contextlib.suppress(Exception):  # never started: closing frees handles only
-                    await spare.aclose()
+            await self._build_tools(task.mode)
         if plan is None and self.cfg.synth.plan:
             encoder = self._executor.encoder()
             plan = await make_plan(
-                task, self._teacher, encoder, retries=self.cfg.synth.plan_retries, tools=self._executor.tool_table
+                task,
+                self._teacher,
+                encoder,
+                retries=self.cfg.synth.plan_retries,
+                tools=self._executor.tool_table,
             )
             self._plans.append(plan)
             if not plan.valid:
@@ -214,13 +223,25 @@ class SynthWorker:
             await self._flush_or_keep()
         return result
 
-    def _add_tools(self, mode: str) -> list[Any]:
-        """Build a mode's tools on first use, reusing another mode's tool of the same name.
+    async def _build_tools(self, mode: str) -> None:
+        """Build a mode's tools on first use, in a thread (loading search indexes took the loop
+        away for seconds, from every trajectory in flight, when a second mode's first task
+        came mid-run); one build at a time, so two tasks of a new mode cannot both build it."""
+        if self._tools_lock is None:
+            self._tools_lock = asyncio.Lock()
+        async with self._tools_lock:
+            if mode in self._tools:
+                return
+            first = not self._tools
+            built = await asyncio.to_thread(self.tools_factory, self.cfg, mode, self.store.root)
+            for spare in self._add_tools(mode, built):
+                with contextlib.suppress(Exception):  # never started: closing frees handles only
+                    await spare.aclose()
+            _freeze_start_up(collect=first)
 
-        Synchronous, so two tasks of a new mode cannot both build it; returns the unused
-        duplicates for the caller to close.
-        """
-        built = self.tools_factory(self.cfg, mode, self.store.root)
+    def _add_tools(self, mode: str, built: dict[str, Any]) -> list[Any]:
+        """Adopt a mode's freshly built tools, reusing another mode's tool of the same name;
+        returns the unused duplicates for the caller to close."""
         spares = []
         for tools in self._tools.values():
             for name in built.keys() & tools.keys():
@@ -294,6 +315,7 @@ class SynthWorker:
                 "tool_calls": ex.stats.tool_calls,
                 "tool_errors": ex.stats.tool_errors,
                 "tool_s": round(ex.stats.tool_s, 3),
+                "trajectory_wall_s": round(ex.stats.trajectory_wall_s, 3),
                 "encode_cpu_s": round(ex.uris.encode_cpu_s, 3),
                 "store_cpu_s": round(ex.stats.store_cpu_s + self.write_cpu_s, 3),
                 "images_encoded": ex.uris.encoded,
@@ -339,6 +361,19 @@ class SynthWorker:
             await self._teacher.aclose()
         self._worker_lock.release()
         return stats
+
+
+def _freeze_start_up(*, collect: bool) -> None:
+    """Move what start-up made (modules, search indexes, the tool table, clients) out of the
+    garbage collector's reach: they live as long as the worker, and every full collection
+    otherwise walks all of them while every trajectory in flight waits (pauses of up to 0.4 s
+    at a thousand in flight). `collect` first (at the first build, when nothing is in flight:
+    only live objects are frozen); a later mode's build freezes without one, which would itself
+    be such a pause. Frozen objects are still freed by reference counting: only cycles among
+    them stay."""
+    if collect:
+        gc.collect()
+    gc.freeze()
 
 
 class _WorkerLock:
@@ -498,7 +533,12 @@ def run_synth(
     progress: bool = True,
     ray_init: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run every pending (task, rollout); returns the summary (also saved in report.json)."""
+    """Run every pending (task, rollout); returns the summary (also saved in report.json).
+
+    Settings that cannot take effect (a teacher concurrency beyond the local ports or the open
+    files this process may have) stop it here, before any work, with the reason and the fix.
+    """
+    preflight(cfg)
     with RunLock(store.root), _Stop() as stop:
         store.clear_temporaries()  # half-written shards of a killed run (never complete ones)
         record_tools(cfg, store)
@@ -509,6 +549,7 @@ def run_synth(
                 pool: _Pool = _RayPool(cfg, store, teacher_base_url, tools_factory, ray_address, ray_init)
             else:
                 pool = _LocalPool(cfg, store, teacher_base_url, tools_factory)
+            pool_size = pool.size
             try:
                 workers = asyncio.run(_drive(pool, items, meter, stop, tasks_per_worker(cfg)))
             finally:
@@ -523,22 +564,45 @@ def run_synth(
     summary["tools"] = {
         name: _sum_dicts([t.get(name, {}) for t in tools]) for name in {n for t in tools for n in t}
     }
+    summary["sizing"] = sizing(
+        summary,
+        requests_per_s=cfg.teacher.requests_per_s,
+        in_flight=cfg.synth.in_flight,
+        workers=pool_size,
+    )
     summary["written"] = sum(w.get("written", 0) for w in workers)
     summary["unwritten"] = sum(w.get("buffered", 0) for w in workers)  # a failed final write
     store.update_report("synth", summary)
     return summary
 
 
+def preflight(cfg: Config) -> int:
+    """Check a synth worker's limits can take effect on this machine, raising the soft file
+    limit to fit (a worker on another node checks again as it starts); returns the files needed.
+    Raises TeacherError or OpenFilesError saying what to change."""
+    check_concurrency(cfg.teacher.concurrency)
+    sandboxes = pool_ceiling(cfg.tools.code)
+    needed = files_needed(cfg.teacher.concurrency, sandboxes)
+    ensure_open_files(
+        needed, f"a synth worker (teacher.concurrency={cfg.teacher.concurrency}, {sandboxes} sandbox workers)"
+    )
+    return needed
+
+
 def _sum_dicts(dicts: list[dict[str, Any]]) -> dict[str, Any]:
     """Counters add up across workers; rates, means and limits are averaged, except the teacher
-    pace, which workers split: the run's is their sum."""
+    pace and the pace the endpoint states, which workers split: the run's is their sum; tails (p99_, peak_) are the worst worker's."""
     out: dict[str, Any] = {}
     averaged: dict[str, list[float]] = collections.defaultdict(list)
     for d in dicts:
         for key, value in d.items():
             if isinstance(value, bool) or not isinstance(value, int | float):
                 out.setdefault(key, value)
-            elif key != "paced_rate_per_s" and ("rate" in key or "mean" in key or key.endswith("_limit")):
+            elif key.startswith(("p99_", "peak_")):  # a tail: the worst worker's
+                out[key] = max(out.get(key, value), value)
+            elif key not in ("paced_rate_per_s", "stated_rate_per_s") and (
+                "rate" in key or "mean" in key or key.endswith("_limit")
+            ):
                 averaged[key].append(value)
             else:
                 out[key] = round(out.get(key, 0) + value, 4)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,19 +23,37 @@ from stages.tools.cache import ToolCache
 CACHE_FILE = "tools_cache.sqlite"
 
 
-@dataclass
 class ToolContext:
     """Per-trajectory state the tools share.
 
     `images` maps the names the model may use (in code, in image_search) to files: the task's
     input images first, then every image a tool produced earlier in the trajectory.
+
+    `workdir`, the trajectory's own folder for the files its tools write, is made on first use:
+    most trajectories (those that never write a file) then cost no folder to make and remove,
+    which at a thousand in flight was a twentieth of a synth worker's CPU.
     """
 
-    trajectory_id: str
-    workdir: Path
-    images: dict[str, Path] = field(default_factory=dict)
-    question: str = ""
-    goal: str = ""  # what the trajectory is after (for goal-directed page summaries)
+    def __init__(
+        self,
+        trajectory_id: str,
+        workdir: Path,
+        images: dict[str, Path] | None = None,
+        question: str = "",
+        goal: str = "",  # what the trajectory is after (for goal-directed page summaries)
+    ) -> None:
+        self.trajectory_id = trajectory_id
+        self.images: dict[str, Path] = images if images is not None else {}
+        self.question, self.goal = question, goal
+        self._workdir, self.workdir_made = Path(workdir), False
+
+    @property
+    def workdir(self) -> Path:
+        """The trajectory's folder, made now if this is its first use."""
+        if not self.workdir_made:
+            self._workdir.mkdir(parents=True, exist_ok=True)
+            self.workdir_made = True
+        return self._workdir
 
     def register_image(self, path: Path, name: str | None = None) -> str:
         """Make a produced image addressable by later calls; returns its name."""

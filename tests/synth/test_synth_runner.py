@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import io
 import json
@@ -257,7 +258,14 @@ def test_modes_share_one_tool_per_name_and_every_tool_is_closed(fake_teacher, tm
     class TrackedSearch(Tracked, FakeSearch):
         pass
 
+    on_loop: list[bool] = []
+
     def factory(cfg, mode, run_dir):
+        try:  # loading a mode's tools (search indexes) must not hold up the trajectories in flight
+            asyncio.get_running_loop()
+            on_loop.append(True)
+        except RuntimeError:
+            on_loop.append(False)
         tools = {"code": TrackedCrop()}
         if mode == "deepresearch":
             tools["text_search"] = TrackedSearch()
@@ -279,3 +287,76 @@ def test_modes_share_one_tool_per_name_and_every_tool_is_closed(fake_teacher, tm
     assert len(codes) == 2  # each mode's factory call built one; the second mode reused the first's
     assert len(used) == 4 and {id(t) for t in used} == {id(codes[0])}  # all calls: the first mode's
     assert sorted(map(id, closed)) == sorted(map(id, built))  # the spare and the kept one, once each
+    assert on_loop == [False, False]  # each mode built once, off the event loop
+
+
+def test_trajectory_folder_is_made_only_when_a_tool_writes_and_removed_after(
+    fake_teacher, tmp_path, monkeypatch
+):
+    """Making and removing a folder per trajectory cost a twentieth of a worker's CPU at a
+    thousand in flight; most trajectories never write a file."""
+    from pathlib import Path
+
+    from tests.synth.conftest import FakeCrop, FakeSearch
+
+    def agent(body):  # seed 0: search, then answer; seed 1: crop (writes a file), then answer
+        turns = sum(1 for m in body["messages"] if m["role"] == "assistant")
+        if turns:
+            return "<think>Done.</think><answer>x</answer>"
+        if body.get("seed") == 1:
+            return '<think>Crop.</think><tool_call>{"name": "code", "arguments": {"code": "c"}}</tool_call>'
+        return '<think>Look.</think><tool_call>{"name": "text_search", "arguments": {"queries": ["q"]}}</tool_call>'
+
+    made: list[Path] = []
+    real_mkdir = Path.mkdir
+
+    def spy(self, *args, **kwargs):
+        made.append(self)
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", spy)
+    server = fake_teacher(agent)
+    cfg, store, _ = make_run(tmp_path, n_tasks=2, **{"synth.rollouts": 2, "synth.plan": False})
+    run_synth(
+        cfg,
+        store,
+        teacher_base_url=server.base_url,
+        use_ray=False,
+        tools_factory=lambda *_: {"code": FakeCrop(), "text_search": FakeSearch()},
+        progress=False,
+    )
+    trajectories = store.read_records("raw", Trajectory)
+    assert len(trajectories) == 4 and {t.status for t in trajectories} == {"answered"}
+    folders = {path.name for path in made}
+    by_rollout = collections.defaultdict(set)
+    for traj in trajectories:
+        by_rollout[traj.rollout].add(traj.trajectory_id in folders)
+    assert by_rollout == {0: {False}, 1: {True}}  # only the trajectories that wrote made one
+    work = store.root / "cache" / "work"
+    assert not [p for p in work.rglob("*") if p.is_file()]  # and those were removed
+
+
+def test_start_up_objects_are_frozen_out_of_full_collections(fake_teacher, tmp_path):
+    """Long-lived tools are what every full collection walked while the loop waited."""
+    import gc
+
+    from tests.synth.conftest import FakeCrop
+
+    built: list[FakeCrop] = []
+
+    def tools(*_):
+        built.append(FakeCrop())
+        return {"code": built[-1]}
+
+    server = fake_teacher(scripted_agent)
+    cfg, store, _ = make_run(tmp_path, n_tasks=1, **{"synth.rollouts": 1, "synth.plan": False})
+    gc.unfreeze()
+    try:
+        run_synth(
+            cfg, store, teacher_base_url=server.base_url, use_ray=False, tools_factory=tools, progress=False
+        )
+        assert gc.get_freeze_count() > 0
+        tracked = {id(o) for o in gc.get_objects()}
+        assert built and all(id(tool) not in tracked for tool in built)  # in the permanent generation
+    finally:
+        gc.unfreeze()

@@ -157,6 +157,7 @@ def test_client_paces_at_the_limit_a_loopback_server_states(fake_teacher):
     assert rate is not None and abs(rate - 39.6) < 0.01
     assert elapsed >= 19 / 39.6 * 0.9  # 20 requests spaced at the stated rate
     assert stats["limit_headers"] == 21 and stats["paced_rate_per_s"] == 39.6
+    assert stats["stated_rate_per_s"] == 40.0  # what the run's sizing reads as the teacher's pace
 
 
 def test_client_starts_unpaced_where_no_limit_is_known(fake_teacher):
@@ -238,9 +239,25 @@ def test_the_run_summary_adds_up_the_workers_pace():
 
     summed = _sum_dicts(
         [
-            {"paced_rate_per_s": 10.0, "limit_headers": 3, "concurrency_limit": 8, "mean_latency_s": 0.2},
-            {"paced_rate_per_s": 10.0, "limit_headers": 4, "concurrency_limit": 8, "mean_latency_s": 0.4},
+            {
+                "paced_rate_per_s": 10.0,
+                "stated_rate_per_s": 12.0,
+                "limit_headers": 3,
+                "concurrency_limit": 8,
+                "mean_latency_s": 0.2,
+                "p99_queue_s": 1.5,
+            },
+            {
+                "paced_rate_per_s": 10.0,
+                "stated_rate_per_s": 12.0,
+                "limit_headers": 4,
+                "concurrency_limit": 8,
+                "mean_latency_s": 0.4,
+                "p99_queue_s": 0.5,
+            },
         ]
     )
     assert summed["paced_rate_per_s"] == 20.0 and summed["limit_headers"] == 7
+    assert summed["stated_rate_per_s"] == 24.0  # each worker hears its share of the key's limit
+    assert summed["p99_queue_s"] == 1.5  # a tail is the worst worker's, not a sum or a mean
     assert summed["concurrency_limit"] == 8 and abs(summed["mean_latency_s"] - 0.3) < 1e-9

@@ -275,3 +275,36 @@ def test_large_buffers_take_few_page_faults(loop, tool, ctx):
     obs = run(loop, tool, code, ctx)
     assert obs.error is None, obs.text
     assert int(obs.text.strip()) < 4096, obs.text  # 16,384 with 4 KB pages
+
+
+def test_pool_grows_while_calls_queue_and_reports_the_wait(ctx):
+    """One worker to start, three at most: three one-second calls at once make it grow, so they
+    end in well under the three seconds one worker would take; the waits are in the stats."""
+    cfg = CodeToolConfig(workers=1, max_workers=3, wall_s=10, cpu_s=5, session=False)
+    code = "import time\ntime.sleep(1.0)\nprint('ok')"
+
+    async def go():
+        tool = CodeTool(cfg)
+        try:
+            await tool.pool.start()
+            start = asyncio.get_running_loop().time()
+            first = await asyncio.gather(*(tool.run({"code": code}, ctx) for _ in range(3)))
+            first_s = asyncio.get_running_loop().time() - start
+            start = asyncio.get_running_loop().time()
+            again = await asyncio.gather(*(tool.run({"code": code}, ctx) for _ in range(3)))
+            again_s = asyncio.get_running_loop().time() - start
+            return first + again, first_s, again_s, tool.stats()
+        finally:
+            await tool.aclose()
+
+    results, first_s, again_s, stats = asyncio.run(go())
+    assert all(obs.error is None and obs.text == "ok" for obs in results)
+    assert stats["sandbox_workers"] == 3 and stats["sandbox_workers_ceiling"] == 3
+    assert again_s < 2.5 < 3.0  # grown: the second batch runs side by side (one worker: 3 s)
+    assert stats["p99_queue_s"] >= stats["mean_queue_s"] > 0  # the first batch queued while it grew
+    assert stats["peak_queue_s"] < first_s
+
+
+def test_pool_beyond_its_uid_block_is_refused():
+    with pytest.raises(ValueError, match="max_workers=65"):
+        CodeTool(CodeToolConfig(workers=1, max_workers=65))

@@ -108,7 +108,8 @@ class CodeTool(Tool):
 
     def stats(self) -> dict[str, float]:
         """Counts, and where a call's time goes (mean seconds: staging fast inputs, waiting for
-        a worker, the worker's round trip and the code's run inside it, CPU spent in the sandbox)."""
+        a worker (mean, p99, longest), the worker's round trip and the code's run inside it, CPU
+        spent in the sandbox), and how many sandbox workers the pool grew to (of its ceiling)."""
         calls = max(1, self.pool.calls)
         return {
             "calls": self.pool.calls,
@@ -119,7 +120,9 @@ class CodeTool(Tool):
             "decode_cache_decoded": self.pool.decoded,
             "decode_cache_affine_calls": self.pool.affine,
             "mean_fast_inputs_s": round(self.pool.seconds["fast_inputs_s"] / calls, 4),
-            "mean_queue_s": round(self.pool.seconds["queue_s"] / calls, 4),
+            **self.pool.wait_stats(),  # waits for a free sandbox worker: mean, p99, longest
+            "sandbox_workers": len(self.pool.workers),
+            "sandbox_workers_ceiling": self.pool.max_workers,
             "mean_roundtrip_s": round(self.pool.seconds["roundtrip_s"] / calls, 4),
             "mean_exec_s": round(self.pool.seconds["exec_s"] / calls, 4),
             "mean_total_s": round(self.pool.seconds["total_s"] / calls, 4),

@@ -9,6 +9,11 @@ folder, which the sandbox sees read-only at /input; large PNGs as their decode-f
 staged its first image. A worker that stops answering, or whose zygote fails inside its own
 machinery (`internal` in the reply), is killed and restarted, and the caller gets an error
 result; the pool keeps serving and never reuses a worker left in an unknown state.
+
+The pool starts `tools.code.workers` zygotes and grows while calls queue for a free one, one
+start at a time, up to `tools.code.max_workers`: at hundreds of trajectories in flight two
+workers left code calls waiting seconds each, while at a few in flight more would only hold
+memory. How long calls waited (mean, p99) is in `stats()` and so in the synth summary.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import shutil
 import struct
 import tempfile
 import time
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,13 +83,26 @@ def _identity(path: Path) -> tuple[int, int, int] | None:
         return None
 
 
+#: Sandbox workers one process may run: each gets its own uid out of a block of this many.
+UID_SLOTS = 64
+
+
+def pool_ceiling(cfg: CodeToolConfig) -> int:
+    """How many sandbox workers a pool may grow to: `max_workers`, else the machine's cores."""
+    if cfg.max_workers is not None:
+        return max(cfg.workers, cfg.max_workers)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(cfg.workers, min(UID_SLOTS, cores))
+
+
 def _uid_base() -> int:
     """Unprivileged uids private to this process's workers (RLIMIT_NPROC counts per uid)."""
-    return 200_000 + (os.getpid() % 100_000) * 64 * UIDS_PER_WORKER
+    return 200_000 + (os.getpid() % 100_000) * UID_SLOTS * UIDS_PER_WORKER
 
 
 def _worker_uid(index: int) -> int:
-    return _uid_base() + (index % 64) * UIDS_PER_WORKER
+    """A worker's uid block: its zygote's uid, then one uid for each live session child."""
+    return _uid_base() + (index % UID_SLOTS) * UIDS_PER_WORKER
 
 
 class Worker:
@@ -216,6 +235,15 @@ class SandboxPool:
         self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o755)
         self.workers = [Worker(i, self.mode, self.root, cfg) for i in range(max(1, cfg.workers))]
+        self.max_workers = max(len(self.workers), pool_ceiling(cfg))
+        if self.max_workers > UID_SLOTS:
+            raise ValueError(
+                f"tools.code.max_workers={self.max_workers}: one process runs at most {UID_SLOTS} sandbox "
+                "workers (each has its own uid); run more synth.workers instead"
+            )
+        self._growing: asyncio.Task[None] | None = None
+        self.grow_failures = 0
+        self.waits = array("d")  # each call's wait for a worker (seconds), for mean and p99
         self.fast_inputs = FastInputs(
             self.root / "fast-inputs",
             min_pixels=cfg.fast_inputs_min_pixels,
@@ -237,7 +265,11 @@ class SandboxPool:
         await asyncio.gather(*(w.start() for w in self.workers if not w.alive))
 
     async def _acquire(self, preferred: Worker | None, likely: Worker | None = None) -> Worker:
-        """`preferred` (a session's worker) or else the first free one, `likely` first if it is free."""
+        """`preferred` (a session's worker) or else the first free one, `likely` first if it is free.
+
+        A call that finds every worker busy starts one more (up to `max_workers`), and takes
+        whichever is free first: the new one or one released meanwhile.
+        """
         if self._free is None:
             self._free = asyncio.Condition()
         async with self._free:
@@ -247,7 +279,32 @@ class SandboxPool:
                     if not worker.lock.locked():
                         await worker.lock.acquire()
                         return worker
+                if preferred is None:
+                    self._grow()
                 await self._free.wait()
+
+    def _grow(self) -> None:
+        """Start one more worker in the background, unless one is starting or the pool is full."""
+        if len(self.workers) >= self.max_workers or (self._growing and not self._growing.done()):
+            return
+        self._growing = asyncio.get_running_loop().create_task(self._add_worker())
+
+    async def _add_worker(self) -> None:
+        worker = Worker(len(self.workers), self.mode, self.root, self.cfg)
+        try:
+            await worker.start()
+        except Exception as exc:  # the pool keeps serving with the workers it has
+            self.grow_failures += 1
+            self.max_workers = len(self.workers)
+            await worker.kill()
+            log.warning(
+                "sandbox pool stays at %d workers: starting another failed: %s", len(self.workers), exc
+            )
+            return
+        assert self._free is not None
+        async with self._free:
+            self.workers.append(worker)
+            self._free.notify_all()
 
     async def _release(self, worker: Worker) -> None:
         assert self._free is not None
@@ -335,6 +392,7 @@ class SandboxPool:
                 "total_s": t3 - t0,
             }
             self.seconds.update(timings)
+            self.waits.append(timings["queue_s"])
             return SandboxResult(
                 stdout=reply.get("stdout", ""),
                 error=reply.get("error"),
@@ -359,7 +417,22 @@ class SandboxPool:
         finally:
             await self._release(worker)
 
+    def wait_stats(self) -> dict[str, float]:
+        """Seconds calls waited for a free worker: mean, p99 and the longest."""
+        if not self.waits:
+            return {"mean_queue_s": 0.0, "p99_queue_s": 0.0, "peak_queue_s": 0.0}
+        ordered = sorted(self.waits)
+        return {
+            "mean_queue_s": round(sum(ordered) / len(ordered), 4),
+            "p99_queue_s": round(ordered[int(0.99 * (len(ordered) - 1))], 4),
+            "peak_queue_s": round(ordered[-1], 4),
+        }
+
     async def aclose(self) -> None:
+        if self._growing is not None and not self._growing.done():
+            self._growing.cancel()
+            with contextlib.suppress(BaseException):
+                await self._growing
         await self.fast_inputs.aclose()
         for worker in self.workers:
             if worker.proc is not None and worker.proc.stdin is not None:

@@ -1,0 +1,78 @@
+"""How many trajectories in flight keep the teacher busy: Little's law over what a run measured.
+
+A trajectory makes C teacher calls over W seconds of wall time (its calls' latency plus its
+tools' and its waits), so it asks the teacher for C / W calls a second. To send R calls a
+second -- the teacher's pace, as configured (`teacher.requests_per_s`) or as its rate-limit
+headers state it -- a run needs
+
+    trajectories in flight = R x W / C        (teacher calls in flight = R x L, L = mean latency)
+
+Fewer leave the teacher idle; more only queue behind the pacer. With no pace known, the summary
+says what the run reached and that the number needs one (a server without limits takes what
+it is sent: there the bound is the teacher's own throughput, which only its operator knows).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+FORMULA = "trajectories in flight = rate x trajectory wall s / calls per trajectory"
+
+
+def sizing(
+    summary: dict[str, Any], *, requests_per_s: float | None, in_flight: int, workers: int
+) -> dict[str, Any]:
+    """The `sizing` block of a synth summary (see the module doc); `in_flight` is per worker."""
+    teacher, executor = summary.get("teacher", {}), summary.get("executor", {})
+    trajectories = int(executor.get("trajectories_timed") or 0)
+    calls = int(teacher.get("calls") or 0)
+    out: dict[str, Any] = {"formula": FORMULA, "configured_in_flight": in_flight * workers}
+    if not trajectories or not calls:
+        out["note"] = "nothing ran: no latency or calls per trajectory to size from"
+        return out
+    wall = executor.get("trajectory_wall_s", 0.0) / trajectories
+    per_trajectory = calls / trajectories
+    latency = float(teacher.get("mean_latency_s") or 0.0)
+    rate, source = _pace(requests_per_s, teacher.get("stated_rate_per_s"))
+    reached = calls / summary["wall_s"] if summary.get("wall_s") else None
+    out.update(
+        {
+            "calls_per_trajectory": round(per_trajectory, 2),
+            "trajectory_wall_s": round(wall, 2),
+            "teacher_latency_s": round(latency, 3),
+            "teacher_rate_per_s": rate,
+            "rate_from": source,
+            "reached_calls_per_s": round(reached, 2) if reached else None,
+        }
+    )
+    if rate is None:
+        out["note"] = (
+            "the teacher's pace is unknown (set teacher.requests_per_s, or an endpoint that states "
+            "x-ratelimit headers): at R calls/s, in flight = R x "
+            f"{wall:.1f} / {per_trajectory:.2f}"
+        )
+        return out
+    needed = math.ceil(rate * wall / per_trajectory)
+    out["in_flight_needed"] = needed
+    out["teacher_calls_in_flight_needed"] = math.ceil(rate * latency)
+    out["in_flight_needed_per_worker"] = math.ceil(needed / max(1, workers))
+    out["note"] = (
+        f"{rate:g} calls/s x {wall:.1f} s / {per_trajectory:.2f} calls = {needed} trajectories in flight "
+        f"(configured {in_flight * workers}: "
+        + (
+            "enough)"
+            if in_flight * workers >= needed
+            else "the teacher waits; raise synth.in_flight or workers)"
+        )
+    )
+    return out
+
+
+def _pace(configured: float | None, stated: float | None) -> tuple[float | None, str | None]:
+    """The teacher's calls per second: the configured ceiling, else what its headers state."""
+    if configured:
+        return float(configured), "teacher.requests_per_s"
+    if stated:
+        return round(float(stated), 2), "the endpoint's rate-limit headers"
+    return None, None
