@@ -96,14 +96,6 @@ class ToolTable:
         chosen = mode if mode in known else "deepresearch"
         return ToolTable(tuple(spec for spec in self.specs if chosen in spec.modes))
 
-    def names(self, mode: str | None = None) -> tuple[str, ...]:
-        return tuple(spec.name for spec in (self.for_mode(mode) if mode else self))
-
-    def plan_parameters(self) -> dict[str, set[str]]:
-        """Tool -> the parameter names a plan step with it takes (`none` takes nothing)."""
-        found = {spec.name: {spec.plan_parameter} for spec in self.specs if spec.plan_parameter}
-        return {**found, NO_TOOL: set()}
-
     def plan_tools(self, mode: str | None = None) -> tuple[str, ...]:
         """Tools a plan step may use: the plannable ones (of a mode's, when given), then `none`."""
         offered = self.for_mode(mode) if mode else self
@@ -143,7 +135,17 @@ class ToolTable:
 
     @classmethod
     def load(cls, path: Path) -> ToolTable | None:
-        return cls.from_json(path.read_text(encoding="utf-8")) if path.is_file() else None
+        """The table recorded at `path` (None when there is none); an unreadable one is an error
+        that says what to do, never a silent fallback to other tools."""
+        if not path.is_file():
+            return None
+        try:
+            return cls.from_json(path.read_text(encoding="utf-8"))
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ValueError(
+                f"{path} is not a tool table ({type(exc).__name__}: {exc}); restore it, or delete it to judge "
+                "calls against trajforge's own tools"
+            ) from None
 
     @classmethod
     def of(cls, specs: Iterable[ToolSpec]) -> ToolTable:

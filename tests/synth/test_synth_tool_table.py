@@ -113,3 +113,14 @@ def test_bad_tool_references_and_clashing_names_are_clear_errors() -> None:
         tool_table(ToolsConfig(extra=["pathlib:Path"]))
     with pytest.raises(ValueError, match="unique"):
         ToolTable.of([ToolSpec("code"), ToolSpec("code")])
+
+
+def test_a_recorded_table_round_trips_and_a_broken_one_says_what_to_do(tmp_path) -> None:
+    path = tmp_path / "tools.json"
+    table = tool_table()
+    table.save(path)
+    assert ToolTable.load(path) == table
+    assert ToolTable.load(tmp_path / "absent.json") is None
+    path.write_text('[{"name": "code", "modes": 3}]')
+    with pytest.raises(ValueError, match=r"is not a tool table.*delete it"):
+        ToolTable.load(path)
