@@ -8,6 +8,8 @@ prompt its teacher saw.
 
 from __future__ import annotations
 
+from functools import cache
+
 from pipeline.chat import ToolProtocol
 from pipeline.tool_spec import ToolTable
 from prompts import Prompt, load_prompt, with_tools
@@ -22,8 +24,14 @@ def _fields(tools: ToolTable, mode: str, protocol: str) -> dict[str, str]:
     return {"tools": tools.for_mode(mode).prompt_block(protocol), "plan_tools": tools.planner_block()}
 
 
+@cache
+def _shipped_fields(mode: str, protocol: str) -> dict[str, str]:
+    """The tool lists as the built-in tools fill them (what the shipped versions mean)."""
+    return _fields(tool_table(), mode, protocol)
+
+
 def _filled(template: Prompt, mode: str, protocol: str, tools: ToolTable | None) -> Prompt:
-    shipped = _fields(tool_table(), mode, protocol)
+    shipped = _shipped_fields(mode, protocol)
     return with_tools(template, _fields(tools, mode, protocol) if tools is not None else shipped, shipped)
 
 
