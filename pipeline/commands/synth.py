@@ -118,10 +118,15 @@ def register(app: typer.Typer) -> None:
         from pipeline.teacher.client import TeacherError
         from stages.synth.runner import run_synth
         from stages.tasks.seeds import SeedError, prepare_tasks
+        from stages.tools.registry import tool_table
 
         logging.getLogger("httpx2").setLevel(logging.WARNING)  # one INFO line per teacher call is noise
         logging.getLogger("httpx").setLevel(logging.WARNING)
         cfg = load(config, sets, run)
+        try:
+            tool_table(cfg.tools)  # a bad `tools.extra` is a config error, before any world or teacher
+        except ValueError as exc:
+            raise fail(str(exc)) from None
         store = open_run(cfg)
         log = stage_logger(store, "synth")
         start = time.monotonic()

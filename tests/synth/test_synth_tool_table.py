@@ -124,3 +124,16 @@ def test_a_recorded_table_round_trips_and_a_broken_one_says_what_to_do(tmp_path)
     path.write_text('[{"name": "code", "modes": 3}]')
     with pytest.raises(ValueError, match=r"is not a tool table.*delete it"):
         ToolTable.load(path)
+
+
+def test_synth_refuses_a_bad_tool_reference_before_starting_anything(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    result = CliRunner().invoke(
+        app, ["synth", "--run", str(tmp_path / "r"), "--set", 'tools.extra=["pathlib:Path"]']
+    )
+    assert result.exit_code != 0
+    assert "is not a trajforge Tool subclass" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "r" / "raw").exists()
