@@ -69,11 +69,11 @@ SEARCH_TOOLS = ("text_search", "image_search")
 DEEP = 5  # R1V4's enhanced questions need this many searches
 
 
-def search_depth(run: Path) -> dict:
+def search_depth(run: Path, stage: str = "kept") -> dict:
     """Searches per kept multihop trajectory (derived plan samples left out): the share with
     `DEEP` or more, the count of each, and how many searches were refined (a search followed
     at once by another search for the same plan step)."""
-    kept = [t for t in RunStore(run).read_records("kept", Trajectory) if t.category == "multihop"]
+    kept = [t for t in RunStore(run).read_records(stage, Trajectory) if t.category == "multihop"]
     counts: collections.Counter[int] = collections.Counter()
     refined = 0
     for trajectory in kept:
@@ -101,8 +101,7 @@ def synth_and_filter(world: Path, run: Path, extra: list[str]) -> tuple[str, str
         result = CliRunner().invoke(app, command)
         if result.exit_code != 0:
             sys.exit(f"trajforge {command[0]} failed:\n{result.output}")
-        summary = [x for x in re.split(r"[\r\n]", result.output)
-                   if x.startswith(f"{command[0]}: ") and "]" not in x[:60]]  # fmt: skip
+        summary = re.findall(rf"{command[0]}: \d+ (?:trajectories|raw)[^\r\n]*", result.output)
         lines.append(summary[-1] if summary else "")
     return lines[0], lines[1]
 
@@ -141,13 +140,14 @@ def main() -> None:
         print(f"  sample: {text}")
     if args.synth:
         synth_line, filter_line = synth_and_filter(world, run, args.set)
-        depth = search_depth(run)
         print(synth_line)
         print(filter_line)
-        print(f"kept multihop trajectories: {depth['kept']}")
-        print(f"  with {DEEP} or more searches {depth['deep_share']:.2f}")
-        print(f"  searches: count    {depth['counts']}")
-        print(f"  refined searches   {depth['refined']}")
+        for stage in ("raw", "kept"):  # every rollout, then the best per task that the filter kept
+            depth = search_depth(run, stage)
+            print(f"{stage} multihop trajectories: {depth['kept']}")
+            print(f"  with {DEEP} or more searches {depth['deep_share']:.2f}")
+            print(f"  searches: count    {depth['counts']}")
+            print(f"  refined searches   {depth['refined']}")
 
 
 if __name__ == "__main__":
