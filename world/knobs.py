@@ -168,12 +168,20 @@ class Knobs(BaseModel):
     log_path: str | None = None  # defect log (JSONL); default <world>/logs/oracle.jsonl
     teacher_style: TeacherStyle = Field(default_factory=TeacherStyle)  # reply shapes and slips
     walk: dict[str, float] = Field(default_factory=dict)  # WALK_FAULTS name -> rate per walk request
+    # per text_search step of a walked task: a first, too-broad query (the hop's clue alone)
+    # before the gold one, as a real agent searches in vain and refines (world.oracle)
+    refine: float = 0.5
 
     @field_validator("latency")
     @classmethod
     def _latency(cls, value: str) -> str:
         parse_latency(value)
         return value
+
+    @field_validator("refine")
+    @classmethod
+    def _refine(cls, value: float) -> float:
+        return _rate("refine", value)
 
     @field_validator("errors")
     @classmethod

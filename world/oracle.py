@@ -23,6 +23,7 @@ from world.knobs import DEFECTS, Knobs, trajectory_defects
 from world.knowledge import Knowledge
 from world.messages import Message, assistant_turn, read_messages
 from world.oracle_judges import judge_reply, kind_of
+from world.refine import Refinement, broad_think, refined_think, refinements
 from world.roles import judge_payload, role_of
 from world.walk_oracle import WalkOracle, walk_payload
 
@@ -138,7 +139,8 @@ class Oracle:
         defects = planned_defects(task, trajectory_defects(self.knobs, task.question, salt))
         path = Knowledge.path(task)
         progress = self._replay(task, path, messages, defects)
-        text, injected = self._next_turn(task, path, progress, defects)
+        refine = refinements(task, path, self.knobs.refine, salt)
+        text, injected = self._next_turn(task, path, progress, defects, refine)
         return Reply(text, role="executor", task_id=task.task_id, defects=defects, injected=injected)
 
     def _history(self, messages: list[Message]) -> tuple[int, list[tuple[Turn | None, Message | None]]]:
@@ -256,7 +258,12 @@ class Oracle:
 
     # ------------------------------------------------------------------ next turn
     def _next_turn(
-        self, task: Task, path: list[dict[str, Any]], p: Progress, defects: list[str]
+        self,
+        task: Task,
+        path: list[dict[str, Any]],
+        p: Progress,
+        defects: list[str],
+        refine: dict[int, Refinement] | None = None,
     ) -> tuple[str, list[str]]:
         injected: list[str] = ["skipped_plan_step"] if p.skipped_now else []
         answer_step = path[-1]
@@ -286,7 +293,12 @@ class Oracle:
         gold = path[p.step]
         arguments = _rename(gold["arguments"], p.names)
         think = gold["think"]
-        if p.attempts:
+        refinement = (refine or {}).get(p.step)
+        if refinement is not None and p.attempts == 0:  # too broad first: searched in vain, unless lucky
+            arguments, think = {"queries": [refinement.broad]}, broad_think(refinement)
+        elif refinement is not None and p.attempts == 1:
+            think = refined_think(refinement, think)
+        elif p.attempts:
             think = f"That did not work: {p.last_failure}. I will try again. " + think
         code_defect = self._code_defect_now(gold, p, defects)
         if code_defect:

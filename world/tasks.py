@@ -23,6 +23,7 @@ from pipeline.schema import Task
 from pipeline.tool_spec import ToolSpec, ToolTable
 from world.kg import Entity
 from world.pages import page_url
+from world.phrasings import perception_question, search_question
 from world.scenes import Emblem, Plate, where
 
 SOURCE = "world"
@@ -192,10 +193,8 @@ def _task(
 
 def perception_task(scene_rel: str, plate: Plate, index: str) -> Task:
     """Read a tiny (zoom), turned (rotate) or faint (enhance) plate code."""
-    faint = " faint" if plate.kind == "enhance" else ""
-    question = (
-        f"In this image there is a small {plate.colour} plate with{faint} lettering in the "
-        f"{where(plate.box)} area. What code is printed on it?"
+    question, phrasing = perception_question(
+        plate.code, plate.colour, plate.kind == "enhance", f"perception-{index}"
     )
     x0, y0, x1, y1 = (round(v) for v in plate.box)
     if plate.kind == "enhance":
@@ -258,6 +257,7 @@ def perception_task(scene_rel: str, plate: Plate, index: str) -> Task:
         "quarter_turns": plate.quarter_turns,
         "plate_box": plate.box,
         "scene": scene_rel,
+        "phrasing": phrasing,
     }
     return _task(
         "perception",
@@ -299,9 +299,7 @@ def _visit_answer_steps(
 def search_task(image_rel: str, e: Entity, rng: random.Random) -> Task:
     """Reverse-search the whole image, visit the page, answer an attribute."""
     attr, template = rng.choice(ATTRIBUTE_QUESTIONS[e.type])
-    question = "This emblem belongs to an entry in the World Encyclopedia. " + template.format(
-        x=f"the {TYPE_NOUN[e.type]} it represents"
-    )
+    question, phrasing = search_question(template, TYPE_NOUN[e.type], f"search-{e.slug}-{attr}")
     url, value = page_url(e.slug), e.attributes[attr]
     path = [
         _step(
@@ -321,7 +319,7 @@ def search_task(image_rel: str, e: Entity, rng: random.Random) -> Task:
         },
         *visit_plan,
     ]
-    meta = {"id": f"search-{e.slug}-{attr}", "entity": e.slug, "attribute": attr}
+    meta = {"id": f"search-{e.slug}-{attr}", "entity": e.slug, "attribute": attr, "phrasing": phrasing}
     return _task(
         "search",
         "deepresearch",

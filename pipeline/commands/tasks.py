@@ -42,7 +42,7 @@ def walk(
     kind: str = typer.Option("auto", "--corpus-kind", help="auto, world, html, zim or xml."),
     run: Path | None = typer.Option(None, "--run", help="Run folder (default: runs/<run.name>)."),
     n: int = typer.Option(50, "--n", help="Tasks to accept."),
-    hops: str = typer.Option("2..4", "--hops", help="Hops per walk, MIN..MAX."),
+    hops: str = typer.Option("2..6", "--hops", help="Hops per walk, MIN..MAX (up to 6: R1V4-deep chains)."),
     seed: int = typer.Option(0, "--seed", help="Same seed, same walks."),
     text_only: bool = typer.Option(
         False, "--text-only", help="Also keep each walk's text-only variant as a task."

@@ -65,8 +65,10 @@ def reask_text(problem: str, protocol: ToolProtocol) -> str:
 class PlanTracker:
     """Which plan step each turn serves: tool calls advance to the next step with that tool.
 
-    A repeated call of the same tool (a second crop) serves the step it already served; an
-    answer serves the final step. Without a plan every turn serves none (None).
+    A repeated call of the same tool (a second crop, a refined search) serves the step it already
+    served unless the very next step wants that tool: it does not jump over steps of other tools
+    still to come (a refined search is no later search step). An answer serves the final step.
+    Without a plan every turn serves none (None).
     """
 
     def __init__(self, plan: Plan | None):
@@ -83,6 +85,9 @@ class PlanTracker:
             return self.last
         if action != "tool_call" or tool_name is None:
             return self.last
+        upcoming = self.tools[self.position] if self.position < len(self.tools) else None
+        if upcoming != tool_name and self.last is not None and self.tools[self.last - 1] == tool_name:
+            return self.last  # a repeat of the step just served, not a jump over the steps between
         for index in range(self.position, len(self.tools)):
             if self.tools[index] == tool_name:
                 self.position = index + 1

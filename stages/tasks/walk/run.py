@@ -58,7 +58,7 @@ TOP_K = 5
 class WalkSettings:
     n: int = 50
     min_hops: int = 2
-    max_hops: int = 4
+    max_hops: int = 6
     seed: int = 0
     text_only: bool = False
     pervasive_share: float = 0.01  # the most linked-to share of pages never becomes a hop
