@@ -22,6 +22,7 @@ import asyncio
 import collections
 import contextlib
 import fcntl
+import functools
 import gc
 import logging
 import math
@@ -69,9 +70,19 @@ class WorkItem:
     plan: Plan | None = None
 
 
-def trajectory_ids(task: Task, cfg: Config) -> dict[int, str]:
+def prompt_ids(cfg: Config) -> Callable[[str], str]:
+    """Mode -> the executor prompt id this run's trajectories record (filled once per mode)."""
+    table = tool_table(cfg.tools)
+
+    @functools.cache
+    def prompt_id(mode: str) -> str:
+        return executor_prompt(mode, cfg.teacher.tool_protocol, table).id
+
+    return prompt_id
+
+
+def trajectory_ids(task: Task, cfg: Config, prompt_id: str) -> dict[int, str]:
     """Rollout index -> the trajectory id that rollout gets (what resume checks)."""
-    prompt_id = executor_prompt(task.mode, cfg.teacher.tool_protocol, tool_table(cfg.tools)).id
     return {
         r: trajectory_id_for(task.task_id, r, cfg.teacher.model, prompt_id) for r in range(cfg.synth.rollouts)
     }
@@ -93,16 +104,18 @@ def pending_work(cfg: Config, store: RunStore) -> tuple[Iterator[WorkItem], int,
     """Work still to do, streamed from `RUN/tasks/`: (items, trajectories to run, already done)."""
     written = store.written_ids("raw", "trajectory_id")
     plans = {p.task_id: p for p in store.iter_records("plans", Plan)} if cfg.synth.plan else {}
+    prompt_id = prompt_ids(cfg)
     todo = done = 0
     for task in store.iter_records("tasks", Task):
-        ids = trajectory_ids(task, cfg)
+        ids = trajectory_ids(task, cfg, prompt_id(task.mode))
         missing = sum(1 for tid in ids.values() if tid not in written)
         todo += missing
         done += len(ids) - missing
 
     def items() -> Iterator[WorkItem]:
         for task in store.iter_records("tasks", Task):
-            rollouts = [r for r, tid in trajectory_ids(task, cfg).items() if tid not in written]
+            ids = trajectory_ids(task, cfg, prompt_id(task.mode))
+            rollouts = [r for r, tid in ids.items() if tid not in written]
             if rollouts:
                 yield WorkItem(task, rollouts, plans.get(task.task_id))
 

@@ -41,7 +41,7 @@ def executor_prompt(mode: str, protocol: ToolProtocol = "text", tools: ToolTable
     Native tool calling has its own prompts (the tools travel as function schemas); training
     text is always R1V4 text under the text prompt, whatever protocol the teacher used.
     """
-    name = PROMPT_FOR_MODE.get(mode if mode != "plan" else "deepresearch", PROMPT_FOR_MODE["deepresearch"])
+    name = PROMPT_FOR_MODE["general" if mode == "general" else "deepresearch"]
     return _filled(load_prompt(f"{name}_native" if protocol == "native" else name), mode, protocol, tools)
 
 

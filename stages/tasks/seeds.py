@@ -22,13 +22,13 @@ import logging
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from PIL import Image
 
 from pipeline.config import Config, config_hash
 from pipeline.images import ImageError
-from pipeline.schema import Task, stable_hash
+from pipeline.schema import Category, Task, stable_hash
 from pipeline.store import RunStore
 from stages.readers.cells import MISSING, SeedError, image_bytes, pick
 from stages.readers.rows import HubSource, rows
@@ -40,7 +40,7 @@ __all__ = ["PRESETS", "SeedError", "TaskStats", "image_bytes", "prepare_tasks", 
 FIELDS = ("id", "image", "images", "question", "answer", "aliases", "category", "mode")
 #: Optional fields read from same-named columns when no mapping names them.
 _OPTIONAL_DEFAULTS = ("answer", "aliases", "category", "mode")
-_CATEGORIES = {"perception", "search", "interleaved", "multihop", "general", "plan", "other"}
+_CATEGORIES = set(get_args(Category))
 
 
 @dataclass

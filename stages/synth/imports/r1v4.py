@@ -15,9 +15,10 @@ Shares everything but the record layout with the other readers (`stages.synth.im
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from pipeline.format import read_trajectory
+from pipeline.schema import Category
 from pipeline.store import RunStore
 from stages.synth.imports.base import (
     Context,
@@ -33,7 +34,7 @@ from stages.synth.imports.base import (
 
 NAME = "r1v4"
 TOOLS: dict[str, tuple[str, dict[str, str]]] = {}
-_CATEGORIES = {"perception", "search", "interleaved", "multihop", "general", "other"}
+_CATEGORIES = set(get_args(Category)) - {"plan"}  # a plan sample is derived, never imported
 
 __all__ = ["ImportReport", "LineError", "import_r1v4", "read"]
 
