@@ -41,7 +41,7 @@ from pipeline.batch_gc import collect_per_batch
 from pipeline.config import FilterConfig
 from pipeline.leaks import LeakGuard
 from pipeline.schema import Trajectory, Verdict, from_table, record_fields, to_table
-from pipeline.store import RunStore, atomic_write_bytes
+from pipeline.store import RunStore
 from pipeline.tool_spec import ToolTable
 
 #: Every check in the order they run (cheap structural checks first).
@@ -111,7 +111,7 @@ def iter_raw(store: RunStore, only: set[str] | None = None) -> Iterator[list[Tra
     seen: set[str] = set()
     wanted = None if only is None else pa.array(sorted(only), pa.string())
     for path in store.shard_paths("raw"):
-        table = pq.read_table(path)
+        table = store.read_shard(path)
         if wanted is not None and "trajectory_id" in table.column_names:
             ids = table["trajectory_id"]
             table = table.filter(
@@ -191,7 +191,6 @@ def _row(trajectory: Trajectory, verdicts: list[Verdict]) -> dict[str, Any]:
 
 def write_shards(store: RunStore, stage: str, table: pa.Table, rows_per_shard: int) -> list[str]:
     """Replace a stage's shards with `table`, split into deterministically named shards."""
-    folder = store.dir(stage)
     names: list[str] = []
     for number, start in enumerate(range(0, max(table.num_rows, 1), max(rows_per_shard, 1))):
         chunk = table.slice(start, rows_per_shard)
@@ -200,11 +199,11 @@ def write_shards(store: RunStore, stage: str, table: pa.Table, rows_per_shard: i
         buffer = io.BytesIO()
         pq.write_table(chunk, buffer, compression="zstd")
         name = f"{stage}-{number:05d}.parquet"
-        atomic_write_bytes(folder / name, buffer.getvalue())
+        store.write_bytes(f"{stage}/{name}", buffer.getvalue())
         names.append(name)
     for stale in store.shard_paths(stage):
-        if stale.name not in names:
-            stale.unlink(missing_ok=True)
+        if stale.rsplit("/", 1)[-1] not in names:
+            store.delete_shard(stale)
     return names
 
 

@@ -26,11 +26,21 @@ class Section(BaseModel):
 
 class RunConfig(Section):
     name: str = "demo"
-    root: str = "runs"  # runs/<name>/
+    root: str = "runs"  # runs/<name>/, or an address: s3://bucket/runs (see pipeline/run_files.py)
+
+    @property
+    def location(self) -> str:
+        """The run folder or address (`runs/demo`, `s3://bucket/runs/demo`)."""
+        from pipeline.run_files import join_location
+
+        return join_location(self.root, self.name)
 
     @property
     def dir(self) -> Path:
-        return Path(self.root) / self.name
+        """The run's local folder: the run folder itself, or a remote run's scratch folder."""
+        from pipeline.run_files import is_remote, scratch_folder
+
+        return scratch_folder(self.location) if is_remote(self.location) else Path(self.root) / self.name
 
 
 class WorldConfig(Section):

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 #: The planner's step without a tool (reasoning, verification): always allowed, never declared.
@@ -125,25 +124,15 @@ class ToolTable:
         rows = json.loads(text)
         return cls(tuple(ToolSpec(**{**row, "modes": tuple(row["modes"])}) for row in rows))
 
-    def save(self, path: Path) -> None:
-        """Record the table a run offered (written once; a rerun with other tools overwrites)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.is_file() or path.read_text(encoding="utf-8") != self.to_json():
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(self.to_json(), encoding="utf-8")
-            tmp.replace(path)
-
     @classmethod
-    def load(cls, path: Path) -> ToolTable | None:
-        """The table recorded at `path` (None when there is none); an unreadable one is an error
-        that says what to do, never a silent fallback to other tools."""
-        if not path.is_file():
-            return None
+    def parse(cls, text: str, where: str) -> ToolTable:
+        """The table a run recorded (`where`: its name in messages); an unreadable one is an
+        error that says what to do, never a silent fallback to other tools."""
         try:
-            return cls.from_json(path.read_text(encoding="utf-8"))
+            return cls.from_json(text)
         except (ValueError, TypeError, KeyError) as exc:
             raise ValueError(
-                f"{path} is not a tool table ({type(exc).__name__}: {exc}); restore it, or delete it to judge "
+                f"{where} is not a tool table ({type(exc).__name__}: {exc}); restore it, or delete it to judge "
                 "calls against trajforge's own tools"
             ) from None
 

@@ -230,7 +230,7 @@ def register(app: typer.Typer) -> None:
         typer.echo("\n".join(table_lines({label or cfg.teacher.model: report})))
         typer.echo(
             f"eval: {result.scored} scored now, {result.already} already scored, {len(result.bad_rows)} bad rows "
-            f"(see {store.root / 'logs' / 'eval.log'}); trajectories in {store.root / 'eval'}; report: {store.report_path}"
+            f"(see {store.root / 'logs' / 'eval.log'}); trajectories in {store.root / 'eval'}; report: {store.where('report.json')}"
         )
 
     @app.command("eval-table")

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import typer
 
-from pipeline.commands.common import fail
+from pipeline.commands.common import fail, run_store
 
 
 def export_command(
     fmt: str = typer.Argument(..., metavar="FORMAT", help="llamafactory or ms-swift."),
-    run: Path = typer.Option(..., "--run", help="Run folder whose kept/ set is exported."),
+    run: str = typer.Option(..., "--run", help="Run folder or address (s3://...) whose kept/ set is exported."),
     out: Path = typer.Option(..., "--out", help="Folder to write the files and images into."),
     processor: Path | None = typer.Option(
         None,
@@ -25,20 +25,19 @@ def export_command(
     """Write the kept set as LLaMA-Factory ShareGPT (+ dataset_info.json) or ms-swift JSONL, with the
     framework settings that train exactly trajforge's text next to it."""
     from pipeline.leaks import LeakGuard
-    from pipeline.store import RunStore
     from stages.publish.trainer_exports import FORMATS, export_run
 
     started = time.monotonic()
     if fmt not in FORMATS:
         raise fail(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
-    store = RunStore(run)
+    store = run_store(run)
     if not store.shard_paths("kept"):
-        raise fail(f"{run}/kept has no shards; run `trajforge filter --run {run}` first")
-    processor = processor or (run / "sft" / "processor")
+        raise fail(f"{store.where('kept')} has no shards; run `trajforge filter --run {run}` first")
+    processor = processor or (store.root / "sft" / "processor")
     if processor.exists() and not (processor / "processor_config.json").is_file():
         raise fail(f"{processor} is not a processor folder (no processor_config.json)")
     stats = text_stats(store, processor) if processor.exists() else None
-    guard = LeakGuard.for_run(run)
+    guard = LeakGuard.for_run(store.root)
     report = export_run(store, out, fmt, stats=stats, guard=guard)  # type: ignore[arg-type]
     for line in report.skipped:
         typer.echo(f"  left out {line}", err=True)

@@ -108,7 +108,9 @@ def ocr_line(ocr: dict[str, Any]) -> str:
 
 
 def filter_command(
-    run: Path = typer.Option(..., "--run", help="Run folder with raw/*.parquet (from synth or import)."),
+    run: str = typer.Option(
+        ..., "--run", help="Run folder or address (s3://...) with raw/*.parquet (from synth or import)."
+    ),
     config: Path | None = ConfigOption,
     sets: list[str] | None = SetOption,
     judge: str | None = typer.Option(
@@ -127,7 +129,7 @@ def filter_command(
     store = open_run(cfg)
     if not store.shard_paths("raw"):
         raise fail(
-            f"{store.root / 'raw'} has no shards; run `trajforge synth` or `trajforge import r1v4` first"
+            f"{store.where('raw')} has no shards; run `trajforge synth` or `trajforge import r1v4` first"
         )
     log = stage_logger(store, "filter")
     try:
@@ -145,9 +147,8 @@ def filter_command(
     store.update_report("filter", outcome.report)
     for line in summary_lines(outcome.report):
         typer.echo(line)
-    typer.echo(
-        f"  drops explained in {store.root / 'logs' / 'filter.log'}; verdicts in {store.root / 'verdicts'}"
-    )
+    store.push_logs()
+    typer.echo(f"  drops explained in {store.where('logs')} (filter.*); verdicts in {store.where('verdicts')}")
     typer.echo(json.dumps({"raw": outcome.report["raw"], "kept": outcome.report["kept"]}))
 
 

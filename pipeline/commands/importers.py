@@ -19,7 +19,7 @@ FORMATS_HELP = (
 def import_command(
     fmt: str = typer.Argument(..., metavar="FORMAT", help=FORMATS_HELP),
     file: Path = typer.Argument(..., help="JSONL, JSON array or parquet file of trajectories."),
-    run: Path = typer.Option(..., "--run", help="Run folder to write DIR/raw/*.parquet into."),
+    run: str = typer.Option(..., "--run", help="Run folder or address (s3://...) to write RUN/raw/*.parquet into."),
     tool_map: list[str] | None = typer.Option(
         None, "--tool-map", help="Rename a tool: PEER_NAME=TRAJFORGE_NAME (repeatable); wins over the format's table."
     ),
@@ -53,14 +53,14 @@ def import_command(
     typer.echo(
         f"import {report.format}: {report.lines} lines, {report.imported} imported, "
         f"{report.already_present} already present, {report.malformed} malformed, "
-        f"{report.with_format_errors} with format errors, {report.images} images -> {store.root / 'raw'}"
+        f"{report.with_format_errors} with format errors, {report.images} images -> {store.where('raw')}"
     )
     if report.renumbered_rollouts:
         typer.echo(f"  {report.renumbered_rollouts} records named a rollout index already taken: renumbered")
     for line in report.errors[:10]:
         typer.echo(f"  malformed {line}")
     if len(report.errors) > 10:
-        typer.echo(f"  ... {len(report.errors) - 10} more in {store.root / 'logs' / 'import.log'}")
+        typer.echo(f"  ... {len(report.errors) - 10} more in {store.where('logs')} (import.*)")
     typer.echo(json.dumps({"format": report.format, "imported": report.imported, "malformed": report.malformed}))
 
 

@@ -8,19 +8,18 @@ from pathlib import Path
 
 import typer
 
-from pipeline.commands.common import ConfigOption, SetOption, fail, load
+from pipeline.commands.common import ConfigOption, SetOption, fail, load, run_store
+from pipeline.store import RunStore
 
 
-def _run_config(config: Path | None, run: Path) -> Path | None:
-    """An explicit --config wins; otherwise the run's own resolved config, when it has one."""
-    if config is not None:
-        return config
-    saved = run / "config.yaml"
-    return saved if saved.exists() else None
+def _run_config(config: Path | None, store: RunStore) -> Path | None:
+    """An explicit --config wins; otherwise the run's own resolved config, when it has one
+    (a remote run's is copied into its scratch folder to be read as a file)."""
+    return config if config is not None else store.local_copy("config.yaml")
 
 
 def publish_command(
-    run: Path = typer.Option(..., "--run", help="Run folder whose kept/ set is published."),
+    run: str = typer.Option(..., "--run", help="Run folder or address (s3://...) whose kept/ set is published."),
     repo: str | None = typer.Option(None, "--repo", help="Dataset repo USER/NAME (default: publish.repo)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Write the exact folder instead of pushing."),
     out: Path | None = typer.Option(
@@ -44,17 +43,16 @@ def publish_command(
     from pipeline.config import ConfigError, secret
     from pipeline.leaks import LeakGuard
     from pipeline.schema import Trajectory
-    from pipeline.store import RunStore
     from stages.publish.hub import build_folder, clear_folder, push_folder, scan_rows
 
     started = time.monotonic()
-    cfg = load(_run_config(config, run), sets, run)
+    store = run_store(run)
+    cfg = load(_run_config(config, store), sets, run)
     repo = repo or cfg.publish.repo
     if not repo or repo.count("/") != 1:
         raise fail("pass --repo USER/NAME (or set publish.repo) naming the dataset repository")
-    store = RunStore(run)
     if not store.shard_paths("kept"):
-        raise fail(f"{run}/kept has no shards; run `trajforge filter --run {run}` first")
+        raise fail(f"{store.where('kept')} has no shards; run `trajforge filter --run {run}` first")
     token = None
     if not dry_run:
         try:
@@ -62,13 +60,13 @@ def publish_command(
         except ConfigError as exc:
             raise fail(f"{exc}; or use --dry-run --out DIR to write the folder without pushing") from None
 
-    guard = LeakGuard.for_run(run, cfg)
+    guard = LeakGuard.for_run(store.root, cfg)
     for var in guard.secrets_too_short:
         typer.echo(f"  warning: ${var} is shorter than 8 characters; its value is not scanned for", err=True)
     records = store.read_records("kept", Trajectory)
     refuse_leaks(scan_rows(records, guard, store), allow_paths, "the kept set")
     staging = out is None and not dry_run
-    folder = out or (run / "hub" if dry_run else run / "cache" / "publish-staging")
+    folder = out or (store.root / "hub" if dry_run else store.root / "cache" / "publish-staging")
     if staging:
         clear_folder(folder)
     built = build_folder(
@@ -116,7 +114,7 @@ def publish_command(
         endpoint=cfg.publish.endpoint,
         private=cfg.publish.private,
         revision=cfg.publish.revision,
-        message=f"trajforge publish of {run.name}",
+        message=f"trajforge publish of {cfg.run.name}",
     )
     if staging:
         clear_folder(folder)

@@ -16,6 +16,7 @@ import typer
 
 from pipeline.commands.common import ConfigOption, SetOption, fail, load, open_run, stage_logger
 from pipeline.config import ConfigError, parse_override
+from pipeline.run_files import is_remote
 
 
 def torchrun_command(sft: object, run_dir: Path, train_config: Path) -> list[str]:
@@ -42,7 +43,7 @@ def torchrun_command(sft: object, run_dir: Path, train_config: Path) -> list[str
 
 def sft_callback(
     ctx: typer.Context,
-    run: Path | None = typer.Option(None, "--run", help="Run folder with kept/*.parquet (from filter)."),
+    run: str | None = typer.Option(None, "--run", help="Run folder with kept/*.parquet (from filter)."),
     config: Path | None = ConfigOption,
     sets: list[str] | None = SetOption,
     format_only: bool = typer.Option(False, "--format-only", help="Write RUN/sft/samples and stop."),
@@ -52,6 +53,12 @@ def sft_callback(
         return
     if run is None:
         raise fail("pass --run DIR (a run folder with kept/ shards), or use `trajforge sft estimate`")
+    if is_remote(run):
+        raise fail(
+            f"{run}: sft trains from a local run folder (the trainer's nodes read samples and write "
+            "checkpoints on disk); copy the run down first (its kept/, images/ and config.yaml), "
+            "then pass --run LOCAL_FOLDER"
+        )
     from pipeline.leaks import LeakGuard
     from stages.sft.config import load_train_config
     from stages.sft.prepare import prepare
@@ -65,7 +72,7 @@ def sft_callback(
     except (FileNotFoundError, ValueError) as exc:
         raise fail(str(exc)) from None
     if not store.shard_paths("kept"):
-        raise fail(f"{store.root / 'kept'} has no shards; run `trajforge filter --run {store.root}` first")
+        raise fail(f"{store.where('kept')} has no shards; run `trajforge filter --run {store.root}` first")
     started = time.perf_counter()
     try:
         summary = prepare(store.root, train_cfg, logger=logger, guard=LeakGuard.for_run(store.root, cfg))

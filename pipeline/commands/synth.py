@@ -16,9 +16,17 @@ from pathlib import Path
 
 import typer
 
-from pipeline.commands.common import ConfigOption, SetOption, fail, load, open_run, stage_logger
-from pipeline.config import Config, resolved_yaml
-from pipeline.store import atomic_write_bytes
+from pipeline.commands.common import (
+    ConfigOption,
+    RunOption,
+    SetOption,
+    fail,
+    load,
+    open_run,
+    save_run_config,
+    stage_logger,
+)
+from pipeline.config import Config
 
 WORLD_HOST = "world.trajforge.local"
 
@@ -103,7 +111,7 @@ def register(app: typer.Typer) -> None:
     def synth(
         config: Path | None = ConfigOption,
         sets: list[str] | None = SetOption,
-        run: Path | None = typer.Option(None, "--run", help="Run folder (default: runs/<run.name>)."),
+        run: str | None = RunOption,
         ray_address: str | None = typer.Option(
             None, "--ray-address", help="Ray cluster address (default: synth.ray_address, else a local Ray)."
         ),
@@ -137,7 +145,7 @@ def register(app: typer.Typer) -> None:
                         "no teacher endpoint: set teacher.base_url (any OpenAI-compatible /v1 URL) "
                         "or enable the offline world (world.enabled=true) to use its oracle teacher"
                     )
-                atomic_write_bytes(store.root / "config.yaml", resolved_yaml(cfg).encode())
+                save_run_config(store, cfg)
                 tasks = prepare_tasks(cfg, store, log)
                 typer.echo(f"tasks: {json.dumps(tasks.summary())}", err=True)
                 summary = run_synth(
@@ -157,6 +165,7 @@ def register(app: typer.Typer) -> None:
         summary["total_wall_s"] = round(time.monotonic() - start, 2)
         store.update_report("synth", summary)
         typer.echo(_summary_line(summary, tasks.summary()))
-        typer.echo(f"raw trajectories in {store.root / 'raw'}; report: {store.report_path}")
+        store.push_logs()
+        typer.echo(f"raw trajectories in {store.where('raw')}; report: {store.where('report.json')}")
         if summary.get("interrupted"):
             raise typer.Exit(130)

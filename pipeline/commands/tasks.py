@@ -15,7 +15,7 @@ from pathlib import Path
 
 import typer
 
-from pipeline.commands.common import ConfigOption, SetOption, fail, load, open_run, stage_logger
+from pipeline.commands.common import ConfigOption, RunOption, SetOption, fail, load, open_run, stage_logger
 
 tasks_app = typer.Typer(help="Make tasks: harder multi-hop questions walked over an encyclopedia.",
                         no_args_is_help=True)  # fmt: skip
@@ -40,7 +40,7 @@ def walk(
         help="A .zim file, a MediaWiki XML dump, a folder of HTML pages or a world (default: the offline world).",
     ),
     kind: str = typer.Option("auto", "--corpus-kind", help="auto, world, html, zim or xml."),
-    run: Path | None = typer.Option(None, "--run", help="Run folder (default: runs/<run.name>)."),
+    run: str | None = RunOption,
     n: int = typer.Option(50, "--n", help="Tasks to accept."),
     hops: str = typer.Option("2..6", "--hops", help="Hops per walk, MIN..MAX (up to 6: R1V4-deep chains)."),
     seed: int = typer.Option(0, "--seed", help="Same seed, same walks."),
@@ -139,7 +139,8 @@ def walk(
         f"({len(new)} tasks written); rejected: {rejected}; teacher {t['calls']} calls, {t['cache_hits']} cache hits, "
         f"{t['prompt_tokens'] + t['completion_tokens']} tokens; {summary['wall_s']:.1f}s"
     )
-    typer.echo(f"tasks in {store.root / 'tasks'}; next: trajforge synth --run {store.root}")
+    store.push_logs()
+    typer.echo(f"tasks in {store.where('tasks')}; next: trajforge synth --run {store.location}")
 
 
 def _served(source: Path, kind: str, cfg):

@@ -11,7 +11,9 @@ from pipeline.commands.common import fail
 
 
 def view_command(
-    run: Path = typer.Option(..., "--run", help="Run folder (raw/, verdicts/, kept/, eval/, report.json)."),
+    run: str = typer.Option(
+        ..., "--run", help="Run folder or address (s3://...): raw/, verdicts/, kept/, eval/, report.json."
+    ),
     port: int = typer.Option(8765, "--port", help="Loopback port to serve on (0: any free port)."),
     out: Path | None = typer.Option(
         None, "--out", help="Write a static, self-contained viewer to this folder instead of serving."

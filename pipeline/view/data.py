@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.run_files import RunFiles, RunLocationError, is_remote
 from pipeline.schema import Trajectory, from_table
 from pipeline.store import RunStore
 
@@ -78,17 +79,19 @@ class Entry:
 class RunData:
     """Lazy, thread-safe views of one run folder (the server answers pages from several threads)."""
 
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise ViewError(
-                f"{self.root} is not a run folder; pass --run runs/<name> (made by synth or import)"
-            )
-        self.store = RunStore(self.root)
+    def __init__(self, location: str | Path):
+        if not is_remote(location) and not Path(location).is_dir():
+            raise ViewError(f"{location} is not a run folder; pass --run runs/<name> (made by synth or import)")
+        try:
+            self.store = RunStore(location)
+        except (RunLocationError, OSError) as exc:
+            raise ViewError(str(exc)) from None
+        self.root = self.store.root
+        where = self.store.where()
         if not self.store.shard_paths("raw") and not self.store.shard_paths("kept"):
             raise ViewError(
-                f"{self.root} has no raw/ or kept/ shards; run `trajforge synth --run {self.root}` "
-                f"or `trajforge import r1v4 FILE --run {self.root}` first"
+                f"{where} has no raw/ or kept/ shards; run `trajforge synth --run {where}` "
+                f"or `trajforge import r1v4 FILE --run {where}` first"
             )
         self._lock = threading.Lock()
         self._entries: list[Entry] | None = None
@@ -141,7 +144,7 @@ class RunData:
         seen: set[str] = set()
         for stage in ("raw", "kept"):
             for path in self.store.shard_paths(stage):
-                entries.extend(self._read_entries(path, stage, seen))
+                entries.extend(self._read_entries(self.store.shard_file(path), path, stage, seen))
         outcomes = self._outcomes()
         kept_ids = self.kept_ids
         filtered = bool(outcomes) or bool(self.store.shard_paths("kept"))
@@ -158,8 +161,7 @@ class RunData:
         return entries
 
     @staticmethod
-    def _read_entries(path: Path, stage: str, seen: set[str]) -> list[Entry]:
-        file = pq.ParquetFile(path)
+    def _read_entries(file: pq.ParquetFile, path: str, stage: str, seen: set[str]) -> list[Entry]:
         names = set(file.schema_arrow.names)
         wanted = [c for c in _INDEX_COLUMNS if c.split(".")[0] in names]
         out: list[Entry] = []
@@ -213,7 +215,7 @@ class RunData:
         entry = self.entry(trajectory_id)
         if entry is None:
             return None
-        table = _shard_table(entry.shard)
+        table = _shard_table(self.store.files, entry.shard)
         table = table.filter(pc.equal(table["trajectory_id"], trajectory_id)).slice(0, 1)
         records = from_table(table, Trajectory)
         return records[0] if records else None
@@ -322,10 +324,10 @@ def _facets(entries: list[Entry]) -> dict[str, list[str]]:
 
 
 @functools.lru_cache(maxsize=4)
-def _shard_table(path: str) -> pa.Table:
+def _shard_table(files: RunFiles, key: str) -> pa.Table:
     """A shard read whole, kept for the next page: a task's rollouts and a written site's
     pages mostly come from the shard just read."""
-    return pq.read_table(path)
+    return files.read_table(key)
 
 
 def _reason_kind(reason: str | None) -> str:

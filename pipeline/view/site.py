@@ -82,9 +82,8 @@ class Site:
                 atomic_write_bytes(out / name, page.body)
             if progress:
                 progress(done, len(names))
-        images = self.data.store.images.root
         copied = 0
-        for file in images.glob("*/*"):
+        for file in self.data.store.images.local_files():
             if file.suffix in (".png", ".jpg", ".webp", ".gif") and not file.name.startswith("."):
                 target = out / "img" / file.name
                 if not target.exists():

@@ -38,8 +38,8 @@ def run_config(store: RunStore) -> tuple[str, dict[str, Any]]:
     """(config hash, resolved config tree) of a run; the hash is `pipeline.config.config_hash`."""
     from pipeline.config import ConfigError, config_hash, load_config
 
-    path = store.root / "config.yaml"
-    if not path.exists():
+    path = store.local_copy("config.yaml")
+    if path is None:
         return "unknown", {}
     text = path.read_text()
     tree = yaml.safe_load(text) or {}

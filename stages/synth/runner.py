@@ -92,12 +92,13 @@ def record_tools(cfg: Config, store: RunStore) -> None:
     """Save the tool table this run offers (`RUN/tools.json`, what the filter judges calls
     against) and every prompt it fills with tools other than the built-in ones."""
     table = tool_table(cfg.tools)
-    table.save(store.tools_path)
+    store.save_tool_table(table)
     for mode in ("deepresearch", "general"):
         for protocol in {"text", cfg.teacher.tool_protocol}:
             executor_prompt(mode, protocol, table)  # type: ignore[arg-type]
     planner_prompt(table)
     prompts.save_used(store.root / "prompts")
+    store.push_folder("prompts")
 
 
 def pending_work(cfg: Config, store: RunStore) -> tuple[Iterator[WorkItem], int, int]:
@@ -373,6 +374,8 @@ class SynthWorker:
         if self._teacher is not None:
             await self._teacher.aclose()
         self._worker_lock.release()
+        with contextlib.suppress(Exception):  # logs are worth keeping, never worth failing a run
+            await asyncio.to_thread(self.store.push_logs)
         return stats
 
 
@@ -691,9 +694,8 @@ class _LocalPool:
     def __init__(
         self, cfg: Config, store: RunStore, teacher_base_url: str | None, tools_factory: ToolsFactory | None
     ) -> None:
-        self.worker = SynthWorker(
-            cfg, str(store.root), teacher_base_url=teacher_base_url, tools_factory=tools_factory
-        )
+        location = store.location if store.remote else str(store.root)
+        self.worker = SynthWorker(cfg, location, teacher_base_url=teacher_base_url, tools_factory=tools_factory)
 
     def submit(self, index: int, item: WorkItem) -> Awaitable[TaskResult]:
         return self.worker.run_task(item)
@@ -735,7 +737,7 @@ class _RayPool:
         actor = ray.remote(num_cpus=0)(_RayWorker)
         self.workers = [
             actor.options(max_concurrency=10_000).remote(
-                cfg, str(store.root.resolve()), teacher_base_url, tools_factory, index, self.size
+                cfg, _worker_location(store), teacher_base_url, tools_factory, index, self.size
             )
             for index in range(self.size)
         ]
@@ -755,6 +757,12 @@ class _RayPool:
                 ray.kill(worker)
         if self.started_here:
             ray.shutdown()
+
+
+def _worker_location(store: RunStore) -> str:
+    """Where a Ray worker finds the run: the address of a remote run (workers on other nodes
+    write there), the absolute folder of a local one (a shared disk on a cluster)."""
+    return store.location if store.remote else str(store.root.resolve())
 
 
 class _RayWorker:

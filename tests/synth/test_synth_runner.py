@@ -90,8 +90,8 @@ def test_plan_execute_and_rerun_makes_zero_teacher_calls(fake_teacher, tmp_path)
         cfg, store, teacher_base_url=server.base_url, use_ray=False, tools_factory=fake_tools, progress=False
     )
     assert again["trajectories"] == 0 and len(server.requests) == calls
-    for path in store.shard_paths("raw") + store.shard_paths("plans"):
-        path.unlink()
+    for key in store.shard_paths("raw") + store.shard_paths("plans"):
+        store.delete_shard(key)
     redo = run_synth(
         cfg, store, teacher_base_url=server.base_url, use_ray=False, tools_factory=fake_tools, progress=False
     )

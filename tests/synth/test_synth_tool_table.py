@@ -8,6 +8,7 @@ import pytest
 import prompts
 from filters.run_checks import run_filter
 from pipeline.schema import Trajectory
+from pipeline.store import RunStore
 from pipeline.tool_spec import ToolSpec, ToolTable
 from stages.publish.trainer_exports import system_prompt
 from stages.synth import executor_prompt
@@ -116,14 +117,14 @@ def test_bad_tool_references_and_clashing_names_are_clear_errors() -> None:
 
 
 def test_a_recorded_table_round_trips_and_a_broken_one_says_what_to_do(tmp_path) -> None:
-    path = tmp_path / "tools.json"
+    store = RunStore(tmp_path / "run")
     table = tool_table()
-    table.save(path)
-    assert ToolTable.load(path) == table
-    assert ToolTable.load(tmp_path / "absent.json") is None
-    path.write_text('[{"name": "code", "modes": 3}]')
-    with pytest.raises(ValueError, match=r"is not a tool table.*delete it"):
-        ToolTable.load(path)
+    assert store.tool_table() is None
+    store.save_tool_table(table)
+    assert store.tool_table() == table
+    (tmp_path / "run" / "tools.json").write_text('[{"name": "code", "modes": 3}]')
+    with pytest.raises(ValueError, match=r"tools\.json is not a tool table.*delete it"):
+        store.tool_table()
 
 
 def test_synth_refuses_a_bad_tool_reference_before_starting_anything(tmp_path) -> None:

@@ -583,5 +583,4 @@ def import_file(
 
 
 def _count_images(store: RunStore) -> int:
-    root = store.images.root
-    return sum(1 for p in root.rglob("*") if p.is_file()) if root.exists() else 0
+    return store.images.count()
