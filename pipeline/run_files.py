@@ -222,7 +222,9 @@ class RemoteRunFiles:
         from pyarrow import fs
 
         infos = self.fs.get_file_info([self._path(k) for k in keys])
-        return next((key for key, info in zip(keys, infos, strict=True) if info.type == fs.FileType.File), None)
+        return next(
+            (key for key, info in zip(keys, infos, strict=True) if info.type == fs.FileType.File), None
+        )
 
     def list(self, folder: str, suffix: str = "", *, recursive: bool = False) -> list[str]:
         from pyarrow import fs
@@ -271,7 +273,9 @@ def _filesystem(location: str) -> tuple[Any, str]:
         del fsspec
         return fs.PyFileSystem(fs.FSSpecHandler(filesystem)), path
     except OSError as exc:
-        raise RunLocationError(f"{display_location(location)}: cannot open ({exc}); check the address and credentials") from None
+        raise RunLocationError(
+            f"{display_location(location)}: cannot open ({exc}); check the address and credentials"
+        ) from None
 
 
 def run_files(location: str | Path) -> RunFiles:

@@ -216,7 +216,9 @@ class RunStore:
         """A shard opened for reading its schema or some of its columns."""
         return self.files.parquet_file(key)
 
-    def write_table(self, stage: str, table: pa.Table, *, prefix: str = "part", name: str | None = None) -> str:
+    def write_table(
+        self, stage: str, table: pa.Table, *, prefix: str = "part", name: str | None = None
+    ) -> str:
         """Write one shard atomically; the name is unique so concurrent writers never clash
         (`name`: a fixed name, replacing a shard of that name)."""
         final = name or f"{prefix}-{uuid.uuid4().hex[:12]}{SHARD_SUFFIX}"

@@ -37,7 +37,7 @@ def make_run(tmp_path, n_tasks: int = 3, **overrides):
         *[f"{k}={v}" for k, v in overrides.items()],
     ]
     cfg = load_config(None, sets)
-    store = RunStore(cfg.run.dir)
+    store = RunStore(cfg.run.location)
     tasks = [
         Task(
             question=f"What is shown in picture {i}?",
