@@ -5,6 +5,7 @@ wall-clock fields dropped (latencies, wall seconds, start and finish times in `m
 with sorted keys and sorted, then hashed: shard names and row order do not matter, content does.
 
     python bench/run_digest.py runs/demo        # after `make synth` and `make filter`
+    python bench/run_digest.py s3://bucket/runs/demo   # a run on object storage (AWS_* in the environment)
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.store import RunStore  # noqa: E402
 
 STAGES = ("tasks", "plans", "raw", "verdicts", "kept")
 #: Fields that measure time, not content: they differ between any two runs.
@@ -30,16 +34,18 @@ def _content(value: Any) -> Any:
     return value
 
 
-def stage_digest(run: Path, stage: str) -> tuple[int, str]:
-    """(rows, sha256 prefix) of a stage's records without their wall-clock fields."""
-    rows = [row for shard in sorted((run / stage).rglob("*.parquet")) for row in pq.read_table(shard).to_pylist()]
+def stage_digest(run: str | Path | RunStore, stage: str) -> tuple[int, str]:
+    """(rows, sha256 prefix) of a stage's records without their wall-clock fields; every row of
+    every complete shard counts, so a duplicate changes the digest."""
+    store = run if isinstance(run, RunStore) else RunStore(run)
+    rows = [row for key in store.shard_paths(stage) for row in store.read_shard(key).to_pylist()]
     lines = sorted(json.dumps(_content(row), sort_keys=True, default=str) for row in rows)
     return len(rows), hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", type=Path)
+    parser.add_argument("run", help="a run folder or address")
     args = parser.parse_args()
     for stage in STAGES:
         rows, digest = stage_digest(args.run, stage)
