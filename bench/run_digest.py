@@ -19,7 +19,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.store import RunStore  # noqa: E402
+from pipeline.store import RunStore
 
 STAGES = ("tasks", "plans", "raw", "verdicts", "kept")
 #: Fields that measure time, not content: they differ between any two runs.
