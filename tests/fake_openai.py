@@ -76,6 +76,7 @@ class FakeTeacher:
     def __init__(self, handler: Callable[[dict[str, Any]], Any], latency_s: float = 0.0):
         self.handler, self.latency_s = handler, latency_s
         self.requests: list[dict[str, Any]] = []
+        self.in_flight = self.peak_in_flight = 0  # requests being answered at once (the latency's overlap)
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
@@ -101,8 +102,13 @@ class FakeTeacher:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.requests.append(body)
-        if self.latency_s:
-            await asyncio.sleep(self.latency_s)
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            if self.latency_s:
+                await asyncio.sleep(self.latency_s)
+        finally:
+            self.in_flight -= 1
         result = self.handler(body)
         if isinstance(result, Fault):
             if result.hang_s:
