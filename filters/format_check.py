@@ -10,7 +10,7 @@ that often is not one to learn from); an unreadable step drops the trajectory.
 
 An imported trajectory that declares its tools (`Trajectory.meta["tools"]`, written by
 `trajforge import`) is judged against those: a call must name a declared tool and fit the JSON
-schema the record declared for it (checked with `jsonschema`), whether or not trajforge has a
+schema the record declared for it (`pipeline.tool_spec.schema_errors`, the one validator), whether or not trajforge has a
 tool of that name; without declared tools, calls are judged against trajforge's executor tools.
 """
 
@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
 from typing import Any
-
-import jsonschema
 
 from filters.base import WHOLE, Check, CheckContext, bad, call_arguments, ok
 from pipeline.schema import StepVerdict, Trajectory, Verdict
+from pipeline.tool_spec import schema_errors
 
 _TURN = re.compile(r"^turn \d+: ")  # the parser's position prefix; the step index says it already
 
@@ -43,16 +41,6 @@ def declared_tools(trajectory: Trajectory) -> dict[str, dict[str, Any]]:
         for t in tools
         if isinstance(t, dict) and isinstance(t.get("name"), str)
     }
-
-
-def schema_errors(tool: str, schema: Mapping[str, Any], arguments: Mapping[str, Any]) -> list[str]:
-    """What is wrong with a call's arguments under the schema its record declared."""
-    try:
-        validator = jsonschema.Draft202012Validator(dict(schema))
-        errors = sorted(validator.iter_errors(dict(arguments)), key=lambda e: list(e.path))
-    except jsonschema.SchemaError:
-        return []  # a record's broken schema constrains nothing; its calls are still JSON objects
-    return [f"{tool}: {'/'.join(map(str, e.path)) + ': ' if e.path else ''}{e.message}" for e in errors[:3]]
 
 
 class FormatCheck(Check):

@@ -13,10 +13,13 @@ The spine never imports a tool: the table is data, built by the stage that owns 
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+import jsonschema
 
 #: The planner's step without a tool (reasoning, verification): always allowed, never declared.
 NO_TOOL = "none"
@@ -54,18 +57,39 @@ class ToolSpec:
         return {"name": self.name, "description": self.description, "parameters": dict(self.parameters)}
 
     def argument_errors(self, arguments: Mapping[str, Any]) -> list[str]:
-        """What is wrong with a call's arguments (empty when valid)."""
-        key, value = self.argument, arguments.get(self.argument)
-        errors = []
-        extra = sorted(set(arguments) - {key})
-        if extra:
-            errors.append(f"{self.name}: unexpected arguments {extra}")
-        if not self.argument_is_list:
-            if not isinstance(value, str) or not value.strip():
-                errors.append(f"{self.name}: '{key}' must be a non-empty string")
-        elif not isinstance(value, list) or not value or not all(isinstance(v, str) and v.strip() for v in value):
-            errors.append(f"{self.name}: '{key}' must be a non-empty list of strings")
-        return errors
+        """What is wrong with a call's arguments (empty when valid): its declared schema, made
+        strict (no other arguments; the one argument not blank, a list not empty)."""
+        return schema_errors(self.name, self.strict_parameters, arguments)
+
+    @functools.cached_property
+    def strict_parameters(self) -> dict[str, Any]:
+        properties = dict(self.parameters.get("properties", {}))
+        rule = dict(properties.get(self.argument, {}))
+        if self.argument_is_list:
+            rule |= {"minItems": 1, "items": {**rule.get("items", {}), "type": "string", "pattern": r"\S"}}
+        else:
+            rule |= {"type": "string", "pattern": r"\S"}
+        properties[self.argument] = rule
+        return {**self.parameters, "properties": properties, "additionalProperties": False}
+
+
+def schema_errors(tool: str, schema: Mapping[str, Any], arguments: Mapping[str, Any]) -> list[str]:
+    """What is wrong with a call's arguments under a JSON schema (a tool's own, or the one an
+    imported record declared); the one validator of tool arguments. A schema that is itself
+    broken constrains nothing: the call is still a JSON object."""
+    try:
+        validator = _validator(json.dumps(schema, sort_keys=True))
+    except jsonschema.SchemaError:
+        return []
+    errors = sorted(validator.iter_errors(dict(arguments)), key=lambda e: list(e.path))
+    return [f"{tool}: {'/'.join(map(str, e.path)) + ': ' if e.path else ''}{e.message}" for e in errors[:3]]
+
+
+@functools.lru_cache(maxsize=256)
+def _validator(schema: str) -> jsonschema.Draft202012Validator:
+    parsed = json.loads(schema)
+    jsonschema.Draft202012Validator.check_schema(parsed)
+    return jsonschema.Draft202012Validator(parsed)
 
 
 @dataclass(frozen=True)
