@@ -368,3 +368,24 @@ def test_repaired_turns_are_kept_up_to_max_repairs_and_unreadable_ones_dropped()
     )
     dropped = FormatCheck().run(traj([unreadable, answer(1, "A")]), CheckContext(tools=TOOLS))
     assert not dropped.keep and "no <tool_call> or <answer> found" in dropped.reason
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments", "problem"),
+    [
+        ("code", {"code": "   "}, "does not match"),  # blank
+        ("code", {"code": "x", "timeout": 3}, "'timeout' was unexpected"),
+        ("code", {"source": "x"}, "'code' is a required property"),
+        ("text_search", {"queries": []}, "should be non-empty"),
+        ("text_search", {"queries": "one query"}, "is not of type 'array'"),
+        ("text_search", {"queries": ["ok", ""]}, "queries/1"),
+    ],
+)
+def test_built_in_tools_arguments_are_checked_against_their_strict_schema(tool, arguments, problem) -> None:
+    from filters.format_check import FormatCheck
+
+    bad_call = call(0, tool, arguments)
+    verdict = FormatCheck().run(traj([bad_call, answer(1, "A")]), CheckContext(tools=TOOLS))
+    assert not verdict.keep and problem in verdict.steps[0].reason, verdict.steps[0].reason
+    fine = call(0, tool, {"code": "x"} if tool == "code" else {"queries": ["a b"]})
+    assert FormatCheck().run(traj([fine, answer(1, "A")]), CheckContext(tools=TOOLS)).keep
