@@ -221,10 +221,10 @@ class RemoteRunFiles:
     def first_existing(self, keys: list[str]) -> str | None:
         from pyarrow import fs
 
-        infos = self.fs.get_file_info([self._path(k) for k in keys])
-        return next(
-            (key for key, info in zip(keys, infos, strict=True) if info.type == fs.FileType.File), None
-        )
+        for key in keys:  # one request each, the likeliest first: usually the first answers
+            if self.fs.get_file_info(self._path(key)).type == fs.FileType.File:
+                return key
+        return None
 
     def list(self, folder: str, suffix: str = "", *, recursive: bool = False) -> list[str]:
         from pyarrow import fs

@@ -81,10 +81,8 @@ class ImageStore:
         ref = hashlib.sha256(data).hexdigest()
         target = self.root / ref[:2] / f"{ref}{ext}"
         if not target.exists():
-            if self._remote is not None:  # content-addressed: an upload of the same name is the same bytes
-                key = f"images/{ref[:2]}/{ref}{ext}"
-                if not self._remote.exists(key):
-                    self._remote.write_bytes(key, data)
+            if self._remote is not None:  # content-addressed: uploading it again rewrites the same bytes
+                self._remote.write_bytes(f"images/{ref[:2]}/{ref}{ext}", data)
             atomic_write_bytes(target, data)
         return ref
 
