@@ -57,7 +57,7 @@ def join_location(root: str, name: str) -> str:
 def split_location(location: str) -> tuple[str, str]:
     """(parent, name) of a folder or an address: the inverse of `join_location`."""
     if not is_remote(location):
-        path = Path(location)
+        path = Path(location.removeprefix("file://"))
         return str(path.parent), path.name
     base, _, query = location.partition("?")
     parent, _, name = base.rstrip("/").rpartition("/")

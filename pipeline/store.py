@@ -131,7 +131,7 @@ class RunStore:
         self.files: RunFiles = run_files(location)
         self.location = self.files.location
         self.remote = self.files.remote
-        self.root = scratch_folder(self.location) if self.remote else Path(location)
+        self.root = scratch_folder(self.location) if self.remote else Path(self.location)
         self.images = ImageStore(self.root / "images", max_pixels=max_pixels, files=self.files)
 
     def where(self, key: str = "") -> str:

@@ -242,3 +242,17 @@ def _png(seed: int) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (8, 8), (seed * 20, 10, 10)).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def test_addresses_split_and_join_as_folders_do() -> None:
+    from pipeline.run_files import is_remote, join_location, split_location
+
+    address = "s3://bucket/runs/demo?endpoint_override=127.0.0.1:9000&scheme=http"
+    parent, name = split_location(address)
+    assert (parent, name) == ("s3://bucket/runs?endpoint_override=127.0.0.1:9000&scheme=http", "demo")
+    assert join_location(parent, name) == address
+    assert split_location("file:///data/runs/demo") == ("/data/runs", "demo")
+    assert not is_remote("file:///data/runs/demo") and not is_remote("runs/demo") and is_remote(address)
+    assert RunStore("file:///tmp/x").root == Path("/tmp/x")
+    with pytest.raises(RunLocationError, match="prefix inside the bucket"):
+        split_location("s3://bucket")
