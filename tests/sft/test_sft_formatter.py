@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,10 +14,7 @@ from stages.sft.formatter import IGNORE, Drop, Formatter, Sample, store_image_si
 from stages.sft.model import build_model, tiny_config
 from stages.sft.processor import build_tiny_processor
 from stages.sft.synthetic import write_kept_set
-
-OFFICIAL_TEMPLATE = (
-    Path(__file__).resolve().parents[3] / "shared" / "reference" / "qwen3_vl.chat_template.jinja"
-)
+from tests.reference import reference
 
 
 @pytest.fixture(scope="module")
@@ -160,14 +156,12 @@ def test_sample_holding_a_host_path_or_secret_is_dropped(tmp_path, processor, mo
         assert "sk-fmt-0123456789" not in dropped.reason
 
 
-@pytest.mark.skipif(
-    not OFFICIAL_TEMPLATE.exists(), reason="needs ../shared/reference (not in a user's clone)"
-)
 @pytest.mark.parametrize("role", ["user", "tool"])
 def test_tiny_template_renders_like_the_official_qwen3_vl_template(kept, processor, role):
+    template = reference("qwen3_vl.chat_template.jinja")  # skips without ../shared
     store, trajectories = kept
     official = build_tiny_processor(
-        min_pixels=1024, max_pixels=16384, chat_template=OFFICIAL_TEMPLATE.read_text()
+        min_pixels=1024, max_pixels=16384, chat_template=template.read_text()
     )
     ours = Formatter(processor, max_len=8192, image_size=store_image_size(store), observation_role=role)
     theirs = Formatter(official, max_len=8192, image_size=store_image_size(store), observation_role=role)
