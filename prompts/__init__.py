@@ -82,11 +82,25 @@ def use_files(files: dict[str, str]) -> list[Prompt]:
         file = Path(path).expanduser()
         if not file.is_file():
             raise FileNotFoundError(f"prompts.{name}: file {file} not found; point it at a text file")
-        text = file.read_text(encoding="utf-8").strip() + "\n"
+        chosen.append(file.read_text(encoding="utf-8"))
+    return use_texts(dict(zip(files, chosen, strict=True)))
+
+
+def use_texts(texts: dict[str, str]) -> list[Prompt]:
+    """Swap shipped prompts for the user's texts: what `use_files` read, handed to a process on
+    another machine that has no copy of the files (a Ray worker on another node)."""
+    chosen = []
+    for name, raw in texts.items():
+        text = raw.strip() + "\n"
         chosen.append(Prompt(name, content_version(text), text))
     _overrides.clear()
     _overrides.update({p.name: p for p in chosen})
     return chosen
+
+
+def override_texts() -> dict[str, str]:
+    """The user's prompt texts in use in this process (name -> text)."""
+    return {name: prompt.text for name, prompt in _overrides.items()}
 
 
 def with_tools(template: Prompt, fields: dict[str, str], shipped_fields: dict[str, str]) -> Prompt:

@@ -149,11 +149,17 @@ class SynthWorker:
         tools_factory: ToolsFactory | None = None,
         worker_id: int = 0,
         workers: int = 1,
+        prompt_texts: dict[str, str] | None = None,
     ):
         """`workers`: how many SynthWorkers this run has; they split the teacher's configured
-        and stated request and token limits evenly (the limits are the key's, not each worker's)."""
+        and stated request and token limits evenly (the limits are the key's, not each worker's).
+        `prompt_texts`: the user's prompts as the driver read them (a worker on another node has
+        no copy of the files); without them the config's prompt files are read here."""
         self.cfg, self.worker_id, self.workers = cfg, worker_id, max(1, workers)
-        apply_prompts(cfg)  # a Ray worker is another process: the config's prompt files apply here too
+        if prompt_texts is not None:
+            prompts.use_texts(prompt_texts)
+        else:
+            apply_prompts(cfg)  # a worker in another process: the config's prompt files apply here too
         self.store = RunStore(run_dir)
         self.teacher_base_url = teacher_base_url
         self.tools_factory = tools_factory or run_tools
@@ -737,7 +743,13 @@ class _RayPool:
         actor = ray.remote(num_cpus=0)(_RayWorker)
         self.workers = [
             actor.options(max_concurrency=10_000).remote(
-                cfg, _worker_location(store), teacher_base_url, tools_factory, index, self.size
+                cfg,
+                _worker_location(store),
+                teacher_base_url,
+                tools_factory,
+                index,
+                self.size,
+                prompts.override_texts(),
             )
             for index in range(self.size)
         ]
@@ -769,7 +781,14 @@ class _RayWorker:
     """The Ray actor: a SynthWorker on the actor's event loop (async methods run concurrently)."""
 
     def __init__(
-        self, cfg: Config, run_dir: str, teacher_base_url: str | None, tools_factory, index: int, workers: int
+        self,
+        cfg: Config,
+        run_dir: str,
+        teacher_base_url: str | None,
+        tools_factory,
+        index: int,
+        workers: int,
+        prompt_texts: dict[str, str],
     ):
         self.worker = SynthWorker(
             cfg,
@@ -778,6 +797,7 @@ class _RayWorker:
             tools_factory=tools_factory,
             worker_id=index,
             workers=workers,
+            prompt_texts=prompt_texts,
         )
 
     async def run_task(self, item: WorkItem) -> TaskResult:

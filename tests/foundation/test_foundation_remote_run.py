@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+import prompts
 from pipeline.cli import app
 from pipeline.run_files import RunLocationError
 from pipeline.schema import Task, Trajectory
@@ -103,12 +104,18 @@ def test_an_address_with_a_credential_is_refused_without_repeating_it(tmp_path):
     assert result.exit_code == 2 and "prefix inside the bucket" in result.output
 
 
-def test_ray_workers_without_the_drivers_disk_write_every_pair_once(bucket, fake_teacher, tmp_path):
+def test_ray_workers_without_the_drivers_disk_write_every_pair_once(bucket, fake_teacher, tmp_path, request):
     pytest.importorskip("ray")
     server = fake_teacher(scripted_agent)
     address = f"s3://{bucket}/runs/ray"
+    mine = tmp_path / "my_executor.txt"  # a prompt file only the driver's disk has
+    mine.write_text(prompts.load_prompt("executor_deepresearch").text + "Cite the observation you rely on.\n")
     cfg, store, tasks = make_run(tmp_path, n_tasks=4, **{"run.root": f"s3://{bucket}/runs", "run.name": "ray",
-                                                        "synth.workers": 2, "synth.shard_size": 2})  # fmt: skip
+                                                        "synth.workers": 2, "synth.shard_size": 2,
+                                                        "prompts.executor_deepresearch": str(mine)})  # fmt: skip
+    request.addfinalizer(lambda: prompts.use_texts({}))
+    wanted_version = prompts.load_prompt("executor_deepresearch").id
+    mine.unlink()
     assert store.location == address
     worker_env = {"PYTHONPATH": str(REPO), "TRAJFORGE_SCRATCH": str(tmp_path / "worker-node")}
     worker_env |= s3_environment(_endpoint_and(bucket)[0])
@@ -124,6 +131,9 @@ def test_ray_workers_without_the_drivers_disk_write_every_pair_once(bucket, fake
     pairs = _pairs(store)
     assert set(pairs) == {(t.task_id, r) for t in tasks for r in range(4)} and set(pairs.values()) == {1}
     assert summary["trajectories"] == 16 and summary["written"] == 16
+    versions = {t.prompt_version for t in store.read_records("raw", Trajectory)}
+    assert versions == {wanted_version} and wanted_version != "executor_deepresearch.v2"
+    assert server.requests[-1]["messages"][0]["content"].rstrip().endswith("Cite the observation you rely on.")
     assert {k.split("/")[-1].split("-")[0] for k in store.shard_paths("raw")} == {"w0", "w1"}
     assert not (store.root / "raw").exists(), "shards go to the bucket, not the driver's disk"
     assert (tmp_path / "worker-node").exists(), "the workers kept their caches on their own disk"
