@@ -44,6 +44,7 @@ from pipeline.store import RunStore
 from pipeline.teacher import TeacherClient
 from pipeline.teacher.client import check_concurrency
 from stages.synth.execute import Executor
+from stages.synth.lease import DriverLease
 from stages.synth.plan import make_plan
 from stages.synth.sizing import sizing
 from stages.synth.system_prompts import executor_prompt, planner_prompt
@@ -561,7 +562,7 @@ def run_synth(
     files this process may have) stop it here, before any work, with the reason and the fix.
     """
     preflight(cfg)
-    with RunLock(store.root), _Stop() as stop:
+    with RunLock(store.root), DriverLease(store), _Stop() as stop:
         store.clear_temporaries()  # half-written shards of a killed run (never complete ones)
         record_tools(cfg, store)
         items, todo, done = pending_work(cfg, store)

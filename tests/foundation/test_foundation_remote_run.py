@@ -133,7 +133,9 @@ def test_ray_workers_without_the_drivers_disk_write_every_pair_once(bucket, fake
     assert summary["trajectories"] == 16 and summary["written"] == 16
     versions = {t.prompt_version for t in store.read_records("raw", Trajectory)}
     assert versions == {wanted_version} and wanted_version != "executor_deepresearch.v2"
-    assert server.requests[-1]["messages"][0]["content"].rstrip().endswith("Cite the observation you rely on.")
+    assert (
+        server.requests[-1]["messages"][0]["content"].rstrip().endswith("Cite the observation you rely on.")
+    )
     assert {k.split("/")[-1].split("-")[0] for k in store.shard_paths("raw")} == {"w0", "w1"}
     assert not (store.root / "raw").exists(), "shards go to the bucket, not the driver's disk"
     assert (tmp_path / "worker-node").exists(), "the workers kept their caches on their own disk"
@@ -266,3 +268,42 @@ def test_addresses_split_and_join_as_folders_do() -> None:
     assert RunStore("file:///tmp/x").root == Path("/tmp/x")
     with pytest.raises(RunLocationError, match="prefix inside the bucket"):
         split_location("s3://bucket")
+
+
+def test_one_driver_per_run_in_a_bucket_across_machines(bucket, fake_teacher, tmp_path):
+    import json
+
+    from stages.synth.lease import LEASE_KEY, DriverLease, LeaseHeld
+
+    server = fake_teacher(scripted_agent)
+    cfg, store, _ = make_run(
+        tmp_path, n_tasks=2, **{"run.root": f"s3://{bucket}/runs", "run.name": "lease"}
+    )
+    other = {"host": "node-b", "pid": 4242, "token": "theirs", "beat": time.time()}
+    store.write_bytes(LEASE_KEY, json.dumps(other).encode())
+    with pytest.raises(LeaseHeld, match=r"node-b \(pid 4242\).*rerun in \d+s"):
+        run_synth(
+            cfg,
+            store,
+            teacher_base_url=server.base_url,
+            use_ray=False,
+            tools_factory=fake_tools,
+            progress=False,
+        )
+    assert not server.requests and not store.shard_paths("raw"), "refused before any work"
+
+    store.write_bytes(LEASE_KEY, json.dumps(other | {"beat": time.time() - 120}).encode())  # killed 2 min ago
+    summary = run_synth(
+        cfg, store, teacher_base_url=server.base_url, use_ray=False, tools_factory=fake_tools, progress=False
+    )
+    assert summary["trajectories"] == 2 * 4 and store.read_text(LEASE_KEY) is None, (
+        "taken over, then released"
+    )
+
+    with DriverLease(store, settle_s=0.1, beat_s=0.1) as lease:  # a heartbeat keeps it fresh
+        first = json.loads(store.read_text(LEASE_KEY))["beat"]
+        time.sleep(0.5)
+        held = json.loads(store.read_text(LEASE_KEY))
+        assert held["token"] == lease.token and held["beat"] > first
+        store.write_bytes(LEASE_KEY, json.dumps(other | {"token": "late"}).encode())  # lost a race
+    assert json.loads(store.read_text(LEASE_KEY))["token"] == "late", "never deletes another driver's lease"
