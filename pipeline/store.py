@@ -1,9 +1,12 @@
-"""The run store: `runs/<name>/` and everything a stage reads or writes there.
+"""The run store: `runs/<name>/` (or `s3://bucket/runs/<name>`) and everything a stage reads or writes there.
 
 Layout: `config.yaml` (resolved, no secrets), `tasks/`, `plans/`, `raw/`, `verdicts/`, `kept/`,
-`sft/`, `images/`, `cache/`, `report.json`. Shards are parquet, written under a temporary name
-and renamed into place (atomic on POSIX), so a crash never leaves half a shard; readers ignore
-temporaries. A stage resumes by asking `written_ids` which ids it already wrote.
+`sft/`, `images/`, `cache/`, `report.json`, `tools.json`, `prompts/`, `logs/`. Shards are parquet,
+written whole: locally under a temporary name renamed into place (atomic on POSIX), on object
+storage as one upload (visible whole or never), so a crash never leaves half a shard; readers
+ignore temporaries. A stage resumes by asking `written_ids` which ids it already wrote. Where the
+files live is `pipeline.run_files`' concern; what must stay on one machine (caches, locks, work
+folders) is under `root`.
 """
 
 from __future__ import annotations
