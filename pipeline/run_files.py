@@ -260,22 +260,21 @@ def _filesystem(location: str) -> tuple[Any, str]:
     try:
         return fs.FileSystem.from_uri(location)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as pyarrow_error:
-        try:
-            import fsspec
-            from fsspec.core import url_to_fs
-
-            filesystem, path = url_to_fs(location.partition("?")[0])
-        except (ImportError, ValueError) as exc:
-            raise RunLocationError(
-                f"{display_location(location)}: no filesystem for this address ({pyarrow_error}; {exc}); "
-                "use s3://, gs://, hdfs:// or install the fsspec package for its scheme"
-            ) from None
-        del fsspec
-        return fs.PyFileSystem(fs.FSSpecHandler(filesystem)), path
+        reason = str(pyarrow_error)
     except OSError as exc:
         raise RunLocationError(
             f"{display_location(location)}: cannot open ({exc}); check the address and credentials"
         ) from None
+    try:
+        from fsspec.core import url_to_fs
+
+        filesystem, path = url_to_fs(location.partition("?")[0])
+    except (ImportError, ValueError) as exc:
+        raise RunLocationError(
+            f"{display_location(location)}: no filesystem for this address ({reason}; {exc}); "
+            "use s3://, gs://, hdfs:// or install the fsspec package for its scheme"
+        ) from None
+    return fs.PyFileSystem(fs.FSSpecHandler(filesystem)), path
 
 
 def run_files(location: str | Path) -> RunFiles:

@@ -276,9 +276,7 @@ def test_one_driver_per_run_in_a_bucket_across_machines(bucket, fake_teacher, tm
     from stages.synth.lease import LEASE_KEY, DriverLease, LeaseHeld
 
     server = fake_teacher(scripted_agent)
-    cfg, store, _ = make_run(
-        tmp_path, n_tasks=2, **{"run.root": f"s3://{bucket}/runs", "run.name": "lease"}
-    )
+    cfg, store, _ = make_run(tmp_path, n_tasks=2, **{"run.root": f"s3://{bucket}/runs", "run.name": "lease"})
     other = {"host": "node-b", "pid": 4242, "token": "theirs", "beat": time.time()}
     store.write_bytes(LEASE_KEY, json.dumps(other).encode())
     with pytest.raises(LeaseHeld, match=r"node-b \(pid 4242\).*rerun in \d+s"):
@@ -307,3 +305,15 @@ def test_one_driver_per_run_in_a_bucket_across_machines(bucket, fake_teacher, tm
         assert held["token"] == lease.token and held["beat"] > first
         store.write_bytes(LEASE_KEY, json.dumps(other | {"token": "late"}).encode())  # lost a race
     assert json.loads(store.read_text(LEASE_KEY))["token"] == "late", "never deletes another driver's lease"
+
+
+def test_any_fsspec_filesystem_holds_a_run_and_an_unknown_scheme_says_what_to_do(tmp_path) -> None:
+    store = RunStore("memory://trajforge-test/runs/m")  # fsspec's in-memory filesystem, through pyarrow
+    tasks = [Task(question=f"q{i}", gold_answer="a") for i in range(3)]
+    store.write_records("tasks", tasks, Task)
+    store.update_report("tasks", {"written": 3})
+    again = RunStore("memory://trajforge-test/runs/m")
+    assert again.written_ids("tasks", "task_id") == {t.task_id for t in tasks}
+    assert again.read_report() == {"tasks": {"written": 3}}
+    with pytest.raises(RunLocationError, match="install the fsspec package for its scheme"):
+        RunStore("nosuchscheme://bucket/runs/x")
