@@ -17,7 +17,6 @@ the store's extra requests cost here, not what a cloud bucket's latency would.
 from __future__ import annotations
 
 import argparse
-import collections
 import os
 import signal
 import subprocess
@@ -31,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.run_digest import STAGES, stage_digest  # noqa: E402
 from pipeline.store import RunStore  # noqa: E402
-from tests.object_store import bucket_keys, moto_server, new_bucket, s3_environment  # noqa: E402
+from tests.object_store import bucket_keys, moto_server, new_bucket, pairs_in_shards, s3_environment  # noqa: E402
 
 TRAJFORGE = [sys.executable, "-m", "pipeline.cli"]
 
@@ -52,14 +51,6 @@ def _cli(args: list[str], env: dict[str, str], *, wait: bool = True) -> subproce
     if proc.returncode != 0:
         sys.exit(f"trajforge {' '.join(args)} failed:\n{out.decode()[-3000:]}")
     return time.perf_counter() - started
-
-
-def _pairs(store: RunStore) -> collections.Counter:
-    counts: collections.Counter = collections.Counter()
-    for key in store.shard_paths("raw"):
-        table = store.read_shard(key, columns=["task_id", "rollout"])
-        counts.update(zip(table["task_id"].to_pylist(), table["rollout"].to_pylist(), strict=True))
-    return counts
 
 
 def main() -> None:
@@ -100,12 +91,12 @@ def main() -> None:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         time.sleep(2)  # Ray's own processes notice their driver is gone
-        before = _pairs(store)
+        before = pairs_in_shards(store)
         shards_before = len(store.shard_paths("raw"))
         rerun = _cli(["synth", "--run", address, *sets], node("node-2"))
         s3_filter = _cli(["filter", "--run", address, "--no-progress"], node("node-3"))
-        after = _pairs(store)
-        expected = _pairs(RunStore(local))
+        after = pairs_in_shards(store)
+        expected = pairs_in_shards(RunStore(local))
         keys = bucket_keys(endpoint, bucket)
         digests = {stage: (stage_digest(local, stage), stage_digest(store, stage)) for stage in STAGES}
 

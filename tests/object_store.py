@@ -7,6 +7,7 @@ machine: the endpoint is loopback and the instance-metadata lookup is switched o
 
 from __future__ import annotations
 
+import collections
 import os
 import socket
 import subprocess
@@ -67,20 +68,23 @@ def moto_server() -> Iterator[str]:
             proc.kill()
 
 
-def new_bucket(endpoint: str) -> str:
-    """Create an empty bucket on the server (pyarrow's client, the one under test) and name it."""
+def _client(endpoint: str, *, create: bool = False):
     from pyarrow import fs
 
-    name = f"trajforge-{uuid.uuid4().hex[:10]}"
-    s3 = fs.S3FileSystem(
+    return fs.S3FileSystem(
         access_key="trajforge-test",
         secret_key="trajforge-test-secret",
         region="us-east-1",
         endpoint_override=endpoint,
         scheme="http",
-        allow_bucket_creation=True,
+        allow_bucket_creation=create,
     )
-    s3.create_dir(name)
+
+
+def new_bucket(endpoint: str) -> str:
+    """Create an empty bucket on the server (pyarrow's client, the one under test) and name it."""
+    name = f"trajforge-{uuid.uuid4().hex[:10]}"
+    _client(endpoint, create=True).create_dir(name)
     return name
 
 
@@ -88,15 +92,17 @@ def bucket_keys(endpoint: str, bucket: str) -> list[str]:
     """Every object in the bucket (to count what a run left there)."""
     from pyarrow import fs
 
-    s3 = fs.S3FileSystem(
-        access_key="trajforge-test",
-        secret_key="trajforge-test-secret",
-        region="us-east-1",
-        endpoint_override=endpoint,
-        scheme="http",
-    )
-    infos = s3.get_file_info(fs.FileSelector(bucket, recursive=True))
+    infos = _client(endpoint).get_file_info(fs.FileSelector(bucket, recursive=True))
     return sorted(i.path.removeprefix(f"{bucket}/") for i in infos if i.is_file)
+
+
+def pairs_in_shards(store) -> collections.Counter:
+    """(task, rollout) -> rows holding it, over every raw shard of a run (duplicates included)."""
+    counts: collections.Counter = collections.Counter()
+    for key in store.shard_paths("raw"):
+        table = store.read_shard(key, columns=["task_id", "rollout"])
+        counts.update(zip(table["task_id"].to_pylist(), table["rollout"].to_pylist(), strict=True))
+    return counts
 
 
 def apply_environment(monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:

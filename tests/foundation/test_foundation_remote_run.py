@@ -11,7 +11,6 @@ import random
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -26,8 +25,16 @@ from pipeline.store import RunStore
 from stages.synth.runner import run_synth
 from stages.tools.registry import tool_table
 from tests.fake_openai import serve_fake_teachers
-from tests.object_store import apply_environment, bucket_keys, moto_server, new_bucket, s3_environment
+from tests.object_store import (
+    apply_environment,
+    bucket_keys,
+    moto_server,
+    new_bucket,
+    pairs_in_shards,
+    s3_environment,
+)
 from tests.synth.conftest import fake_tools, scripted_agent
+from tests.synth.test_synth_resume import CHILD
 from tests.synth.test_synth_runner import make_run
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,15 +56,6 @@ def bucket(s3_endpoint, monkeypatch, tmp_path):
     apply_environment(monkeypatch, s3_endpoint)
     monkeypatch.setenv("TRAJFORGE_SCRATCH", str(tmp_path / "driver-scratch"))
     return new_bucket(s3_endpoint)
-
-
-def _pairs(store: RunStore) -> collections.Counter:
-    """(task, rollout) -> rows holding it, over every shard in the bucket (duplicates included)."""
-    counts: collections.Counter = collections.Counter()
-    for key in store.shard_paths("raw"):
-        table = store.read_shard(key, columns=["task_id", "rollout"])
-        counts.update(zip(table["task_id"].to_pylist(), table["rollout"].to_pylist(), strict=True))
-    return counts
 
 
 def test_a_run_written_on_one_node_reads_whole_on_another(bucket, monkeypatch, tmp_path):
@@ -128,7 +126,7 @@ def test_ray_workers_without_the_drivers_disk_write_every_pair_once(bucket, fake
         progress=False,
         ray_init={"num_cpus": 2, "runtime_env": {"env_vars": worker_env}},
     )
-    pairs = _pairs(store)
+    pairs = pairs_in_shards(store)
     assert set(pairs) == {(t.task_id, r) for t in tasks for r in range(4)} and set(pairs.values()) == {1}
     assert summary["trajectories"] == 16 and summary["written"] == 16
     versions = {t.prompt_version for t in store.read_records("raw", Trajectory)}
@@ -142,23 +140,6 @@ def test_ray_workers_without_the_drivers_disk_write_every_pair_once(bucket, fake
     keys = bucket_keys(*_endpoint_and(bucket))
     assert any(k.startswith("runs/ray/logs/synth.") for k in keys), "each node's log lands in the run"
     assert "runs/ray/tools.json" in keys
-
-
-CHILD = textwrap.dedent(
-    """
-    import sys
-    sys.path.insert(0, {repo!r})
-    from pipeline.config import load_config
-    from stages.synth.runner import run_synth
-    from pipeline.store import RunStore
-    from tests.synth.conftest import fake_tools
-    cfg = load_config(None, {sets!r})
-    print("started", flush=True)
-    run_synth(cfg, RunStore(cfg.run.location), teacher_base_url={url!r}, use_ray=False,
-              tools_factory=fake_tools, progress=False)
-    print("finished", flush=True)
-    """
-)
 
 
 def test_kill_minus_nine_mid_run_then_rerun_loses_nothing_and_duplicates_nothing(
@@ -182,7 +163,7 @@ def test_kill_minus_nine_mid_run_then_rerun_loses_nothing_and_duplicates_nothing
     time.sleep(random.uniform(0.0, 0.5))
     child.send_signal(signal.SIGKILL)
     child.wait(10)
-    before = _pairs(store)
+    before = pairs_in_shards(store)
     expected = {(t.task_id, r) for t in tasks for r in range(4)}
     assert before and set(before) < expected, "the run should have been killed mid-way"
     assert set(before.values()) == {1}, "duplicates before the rerun"
@@ -190,7 +171,7 @@ def test_kill_minus_nine_mid_run_then_rerun_loses_nothing_and_duplicates_nothing
     summary = run_synth(
         cfg, store, teacher_base_url=server.base_url, use_ray=False, tools_factory=fake_tools, progress=False
     )
-    after = _pairs(store)
+    after = pairs_in_shards(store)
     assert set(after) == expected and set(after.values()) == {1}, collections.Counter(after.values())
     assert summary["already_done"] == len(before) and summary["trajectories"] == len(expected) - len(before)
     records = store.read_records("raw", Trajectory)

@@ -31,7 +31,7 @@ CHILD = textwrap.dedent(
     from tests.synth.conftest import fake_tools
     cfg = load_config(None, {sets!r})
     print("started", flush=True)
-    run_synth(cfg, RunStore(cfg.run.dir), teacher_base_url={url!r}, use_ray=False,
+    run_synth(cfg, RunStore(cfg.run.location), teacher_base_url={url!r}, use_ray=False,
               tools_factory=fake_tools, progress=False)
     print("finished", flush=True)
     """
