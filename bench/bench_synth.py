@@ -607,7 +607,6 @@ _CATEGORIES = (  # (module prefix, category), matched from the innermost frame o
     ("h11", "teacher client"),
     ("anyio", "teacher client"),
     ("pipeline.teacher", "teacher client"),
-    ("tenacity", "teacher client"),
     ("stages.synth.execute", "agent loop"),
     ("stages.synth.plan", "agent loop"),
     ("pipeline.format", "agent loop"),
