@@ -407,9 +407,9 @@ class SandboxPool:
                     error=f"{reply.get('error')}; the worker was replaced, the call was lost",
                     timings={"total_s": t3 - t0},
                 )
-            # moved out before the worker is released and reused (renames: not worth a thread,
-            # whose queue the worker would wait in)
-            files = _take_files(worker.dirs.xfer, reply["files"], out_dir) if reply.get("files") else []
+            files = []
+            if reply.get("files"):  # moved out before the worker is released and reused
+                files = await asyncio.to_thread(_take_files, worker.dirs.xfer, reply["files"], out_dir)
             timings = {
                 "fast_inputs_s": t_fast - t0,
                 "queue_s": t_start - t_fast,
