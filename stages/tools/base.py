@@ -55,14 +55,6 @@ class ToolContext:
             self.workdir_made = True
         return self._workdir
 
-    @property
-    def workdir_path(self) -> Path:
-        """The trajectory's folder, not made here: for a tool that makes what it needs in it
-        off the event loop (in a thread, with `mkdir(parents=True)`). It is removed at the
-        trajectory's end all the same."""
-        self.workdir_made = True
-        return self._workdir
-
     def register_image(self, path: Path, name: str | None = None) -> str:
         """Make a produced image addressable by later calls; returns its name."""
         name = name or f"image_{len(self.images)}{path.suffix or '.png'}"

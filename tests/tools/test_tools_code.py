@@ -310,34 +310,6 @@ def test_pool_beyond_its_uid_block_is_refused():
         CodeTool(CodeToolConfig(workers=1, max_workers=65))
 
 
-def test_saved_files_are_checked_and_moved_off_the_event_loop(loop, tool, ctx, monkeypatch):
-    """Decoding what the code saved (the guard against hostile files) and moving it takes
-    milliseconds per image: on the event loop, every trajectory in flight would wait for it."""
-    import threading
-
-    import stages.tools.code.code_tool as code_tool
-    import stages.tools.code.sandbox as sandbox
-
-    loop_thread = threading.get_ident()
-    where: dict[str, set[bool]] = {"decode": set(), "move": set()}
-    decode, move = code_tool.read_image, sandbox.shutil.move
-
-    def watched_decode(*args, **kwargs):
-        where["decode"].add(threading.get_ident() == loop_thread)
-        return decode(*args, **kwargs)
-
-    def watched_move(*args, **kwargs):
-        where["move"].add(threading.get_ident() == loop_thread)
-        return move(*args, **kwargs)
-
-    monkeypatch.setattr(code_tool, "read_image", watched_decode)
-    monkeypatch.setattr(sandbox.shutil, "move", watched_move)
-    code = "from PIL import Image\nImage.open(image_paths[0]).crop((0, 0, 40, 30)).save('/output/a.png')\n"
-    obs = run(loop, tool, code, ctx)
-    assert obs.error is None and len(obs.images) == 1 and Image.open(obs.images[0]).size == (40, 30)
-    assert where == {"decode": {False}, "move": {False}}  # each ran, and never on the loop's thread
-
-
 def test_a_freed_worker_goes_to_the_next_waiting_call_and_wakes_no_other(ctx):
     """Calls queue in order for a busy pool; each release hands the worker to the first of them
     (waking them all, a thousand at once at a burst, made every release cost a thousand wake-ups,

@@ -9,7 +9,6 @@ in the ToolContext so later calls (code or image_search) can name it.
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from pipeline.schema import Observation
 from pipeline.tool_spec import ToolSpec
 from stages.tools.args import code_string
 from stages.tools.base import Tool, ToolContext, ToolEnv
-from stages.tools.code.sandbox import SandboxPool, SandboxResult
+from stages.tools.code.sandbox import SandboxPool
 
 #: What a PNG's info may hold for it to be kept byte for byte (no text, EXIF or ICC profile).
 PLAIN_PNG_INFO = frozenset({"dpi", "gamma", "transparency", "aspect", "srgb", "chromaticity"})
@@ -71,28 +70,12 @@ class CodeTool(Tool):
     async def _run(self, arguments: dict[str, Any], ctx: ToolContext) -> Observation:
         code = code_string(arguments)
         images = list(ctx.images.items())
-        scratch = ctx.workdir_path / "tool_images" / ".incoming"  # made by the pool, off the loop
+        scratch = ctx.workdir / "tool_images" / ".incoming"
         session = ctx.trajectory_id if self.cfg.session else None
         result = await self.pool.run(code, images, scratch, session=session)
         lines = [result.stdout.rstrip("\n")] if result.stdout.strip() else []
-        produced, error = [], result.error
-        if result.files:  # decoding and moving them would stop every trajectory in flight
-            produced, error = await asyncio.to_thread(self._adopt, result, ctx, error)
-        lines += [f"Saved {name}: {IMAGE_MARKER}" for name in produced]
-        if error:
-            self.errors += 1
-            if not any(error in line for line in lines[-1:]):  # a traceback already ends with it
-                lines.append(f"Error: {error}")
-        text = "\n".join(lines) if lines else "(the code printed nothing and saved no image)"
-        paths = [str(ctx.images[name]) for name in produced]
-        return Observation(text=text, images=paths, error=error, meta={"timings": result.timings})
-
-    def _adopt(
-        self, result: SandboxResult, ctx: ToolContext, error: str | None
-    ) -> tuple[list[str], str | None]:
-        """Check each saved file is an image (a guarded decode: the code is hostile), keep it
-        as the trajectory's next image; returns the names given and the call's error."""
         produced: list[str] = []
+        error = result.error
         for path, original in zip(result.files, result.names, strict=True):
             try:
                 image = read_image(path, max_pixels=self.cfg.max_image_pixels)
@@ -109,8 +92,14 @@ class CodeTool(Tool):
                 image.save(target, format="PNG")
                 path.unlink(missing_ok=True)
             ctx.register_image(target.resolve(), name)
-            produced.append(name)
-        return produced, error
+            produced.append(str(target.resolve()))
+            lines.append(f"Saved {name}: {IMAGE_MARKER}")
+        if error:
+            self.errors += 1
+            if not any(error in line for line in lines[-1:]):  # a traceback already ends with it
+                lines.append(f"Error: {error}")
+        text = "\n".join(lines) if lines else "(the code printed nothing and saved no image)"
+        return Observation(text=text, images=produced, error=error, meta={"timings": result.timings})
 
     def warm(self, ctx: ToolContext) -> None:
         """Start the fast copies of the trajectory's input images (made once per pool)."""

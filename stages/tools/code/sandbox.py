@@ -32,7 +32,6 @@ import time
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from pipeline.config import CodeToolConfig
 from stages.tools.code.fast_inputs import FastInputs
@@ -86,18 +85,6 @@ def _identity(path: Path) -> tuple[int, int, int] | None:
 
 #: Sandbox workers one process may run: each gets its own uid out of a block of this many.
 UID_SLOTS = 64
-
-
-def _take_files(xfer: Path, saved: list[dict[str, Any]], out_dir: Path) -> list[Path]:
-    """Move what the code saved (named by the zygote) from the transfer folder to `out_dir`."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files = []
-    for f in saved:
-        source = xfer / Path(f["path"]).name
-        target = out_dir / source.name
-        shutil.move(source, target)
-        files.append(target)
-    return files
 
 
 def pool_ceiling(cfg: CodeToolConfig) -> int:
@@ -408,8 +395,12 @@ class SandboxPool:
                     timings={"total_s": t3 - t0},
                 )
             files = []
-            if reply.get("files"):  # moved out before the worker is released and reused
-                files = await asyncio.to_thread(_take_files, worker.dirs.xfer, reply["files"], out_dir)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for f in reply.get("files", []):  # move out before the worker is released and reused
+                source = worker.dirs.xfer / Path(f["path"]).name  # named by the zygote
+                target = out_dir / source.name
+                shutil.move(source, target)
+                files.append(target)
             timings = {
                 "fast_inputs_s": t_fast - t0,
                 "queue_s": t_start - t_fast,
