@@ -7,8 +7,8 @@ world's oracle) through `openai.AsyncOpenAI`. Around each call:
   config makes zero calls and returns the same replies;
 - flow control (`pipeline.teacher.limits`): an adaptive concurrency limit, a request pacer that
   learns the endpoint's admitted rate from 429s, and token/request ceilings;
-- retries with jittered exponential backoff (tenacity) on 429 (honouring Retry-After), 5xx,
-  timeouts, connection errors and malformed replies. A reply cut at max_tokens is *returned*
+- retries with jittered exponential backoff on 429 (honouring Retry-After), 5xx,
+  timeouts, connection errors and malformed replies (a plain loop, `_call_with_retries`). A reply cut at max_tokens is *returned*
   (`finish_reason="length"`), never resent byte-identical: with a fixed seed it would come back
   cut the same way; the caller applies its truncation policy;
 - decoding of every reply shape, streamed or not (`pipeline.teacher.reply`);
@@ -18,6 +18,7 @@ world's oracle) through `openai.AsyncOpenAI`. Around each call:
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import email.utils
 import random
@@ -28,13 +29,6 @@ from typing import Any
 import httpx2
 import openai
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential_jitter,
-)
 
 import pipeline.teacher.usage as usage
 from pipeline.config import TeacherConfig, secret
@@ -216,33 +210,34 @@ class TeacherClient:
             reply.text, reply.reasoning, reply.tool_calls
         )
 
-    def _wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        backoff = wait_exponential_jitter(multiplier=0.25, max=20.0, jitter=0.5)(state)
-        hinted = retry_after_s(exc) if exc is not None else None
+    def _wait(self, exc: BaseException, attempt: int) -> float:
+        """Seconds before retry number `attempt` (1-based): what a 429/503 asks for, with a
+        little jitter, else jittered exponential backoff (0.25 s doubling, capped at 20 s)."""
+        hinted = retry_after_s(exc)
         if hinted is not None:
             return hinted + random.uniform(0.0, 0.1 * hinted + 0.05)
-        return backoff
-
-    def _before_sleep(self, state: RetryCallState) -> None:
-        self._stats["retries"] += 1
+        return min(0.25 * 2 ** (attempt - 1) + random.uniform(0.0, 0.5), 20.0)
 
     async def _call_with_retries(self, request: dict[str, Any]) -> TeacherReply:
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.cfg.max_retries + 1),
-            wait=self._wait,
-            retry=retry_if_exception(_is_retryable),
-            before_sleep=self._before_sleep,
-            reraise=True,
-        )
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    return await self._call_once(request)
-        except Exception as exc:
-            self._stats["failed"] += 1
-            raise TeacherError(f"teacher call failed after retries: {_describe(exc)}") from exc
-        raise TeacherError("teacher call failed: no attempt was made")  # pragma: no cover
+        """Up to `max_retries` retries of a retryable failure, then TeacherError.
+
+        A plain loop rather than tenacity's `AsyncRetrying`: each of those is a web of
+        reference cycles (about 30 objects) that lives as long as its call, so at a thousand
+        calls in flight they reached the collector's oldest generation and were all the garbage
+        its full collections found, each collection pausing every trajectory in flight.
+        """
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self._call_once(request)
+            except Exception as exc:
+                if attempt > self.cfg.max_retries or not _is_retryable(exc):
+                    self._stats["failed"] += 1
+                    raise TeacherError(f"teacher call failed after retries: {_describe(exc)}") from exc
+                delay = self._wait(exc, attempt)
+            self._stats["retries"] += 1
+            await asyncio.sleep(delay)
 
     async def _call_once(self, request: dict[str, Any]) -> TeacherReply:
         await self.tokens.wait()

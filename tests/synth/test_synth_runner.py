@@ -360,3 +360,37 @@ def test_start_up_objects_are_frozen_out_of_full_collections(fake_teacher, tmp_p
         assert built and all(id(tool) not in tracked for tool in built)  # in the permanent generation
     finally:
         gc.unfreeze()
+
+
+def test_full_collections_are_rarer_while_a_worker_runs(fake_teacher, tmp_path):
+    """Each full collection stops every trajectory in flight: a worker makes them a tenth as
+    frequent while it runs, and gives the process its own thresholds back when it closes."""
+    import gc
+
+    from stages.synth.runner import FULL_COLLECTION_EVERY
+    from tests.synth.conftest import FakeCrop
+
+    seen: list[tuple[int, int, int]] = []
+
+    class Watching(FakeCrop):
+        async def _run(self, arguments, ctx):
+            seen.append(gc.get_threshold())
+            return await super()._run(arguments, ctx)
+
+    server = fake_teacher(scripted_agent)
+    cfg, store, _ = make_run(tmp_path, n_tasks=1, **{"synth.rollouts": 2, "synth.plan": False})
+    before = gc.get_threshold()
+    try:
+        run_synth(
+            cfg,
+            store,
+            teacher_base_url=server.base_url,
+            use_ray=False,
+            tools_factory=lambda *_: {"code": Watching()},
+            progress=False,
+        )
+        assert seen and all(t[2] >= FULL_COLLECTION_EVERY > before[2] for t in seen)
+        assert gc.get_threshold() == before
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()

@@ -318,3 +318,28 @@ def test_a_configured_rate_is_where_pacing_starts():
     assert ramped.pacer.rate == 16.0 and ramped.pacer.slow_start
     for client in (known, unknown, ramped):
         _run(client.aclose())
+
+
+def test_calls_leave_no_reference_cycles_for_the_collector(fake_teacher):
+    """A call's own objects are freed by reference counting when it ends: cycles living as
+    long as a call reach the collector's oldest generation at a thousand calls in flight, and
+    every full collection that frees them pauses all the worker's trajectories."""
+    import gc
+
+    server = fake_teacher(lambda body: completion("ok"))
+
+    async def garbage_after(calls: int) -> int:
+        client = TeacherClient(_cfg(), base_url=server.base_url)
+        await client.chat(MSG, seed=0)  # the pool's connection and the SDK's first-use objects
+        gc.collect()
+        gc.disable()
+        try:
+            for seed in range(1, calls + 1):
+                await client.chat(MSG, seed=seed)
+            return gc.collect()
+        finally:
+            gc.enable()
+            await client.aclose()
+
+    few, many = _run(garbage_after(5)), _run(garbage_after(45))
+    assert (many - few) / 40 < 1.0, f"{(many - few) / 40:.1f} cyclic objects left per call"

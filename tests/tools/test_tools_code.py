@@ -308,3 +308,39 @@ def test_pool_grows_while_calls_queue_and_reports_the_wait(ctx):
 def test_pool_beyond_its_uid_block_is_refused():
     with pytest.raises(ValueError, match="max_workers=65"):
         CodeTool(CodeToolConfig(workers=1, max_workers=65))
+
+
+def test_a_freed_worker_goes_to_the_next_waiting_call_and_wakes_no_other(ctx):
+    """Calls queue in order for a busy pool; each release hands the worker to the first of them
+    (waking them all, a thousand at once at a burst, made every release cost a thousand wake-ups,
+    each re-checking every worker). A call cancelled while it waits loses its place, nothing else."""
+    cfg = CodeToolConfig(workers=1, max_workers=1, wall_s=10, cpu_s=5, session=False)
+    checks = [0]
+
+    class CountingLock(asyncio.Lock):
+        def locked(self) -> bool:
+            checks[0] += 1
+            return super().locked()
+
+    async def go():
+        tool = CodeTool(cfg)
+        try:
+            await tool.pool.start()
+            tool.pool.workers[0].lock = CountingLock()
+            code = "import time\ntime.sleep(0.03)\nprint({})"
+            calls = [asyncio.ensure_future(tool.run({"code": code.format(i)}, ctx)) for i in range(24)]
+            await asyncio.sleep(0.1)
+            for call in calls[5:9]:  # they wait in the queue by now
+                call.cancel()
+            done = await asyncio.gather(*calls, return_exceptions=True)
+            after = await tool.run({"code": "print('free')"}, ctx)  # the worker was not lost
+            return done, after
+        finally:
+            await tool.aclose()
+
+    done, after = asyncio.run(go())
+    served = [obs for obs in done if not isinstance(obs, BaseException)]
+    assert sum(isinstance(obs, asyncio.CancelledError) for obs in done) == 4
+    assert [obs.text for obs in served] == [str(i) for i in range(24) if not 5 <= i < 9]
+    assert after.text == "free"
+    assert checks[0] <= 2 * 25  # each call looked at the worker once or twice, not once per release

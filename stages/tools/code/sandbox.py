@@ -252,7 +252,8 @@ class SandboxPool:
         )
         self.sessions: dict[str, Worker] = {}
         self._ids = itertools.count()
-        self._free: asyncio.Condition | None = None
+        # calls waiting for a worker, in order: (the worker they need or None, their future)
+        self._waiters: collections.deque[tuple[Worker | None, asyncio.Future[Worker]]] = collections.deque()
         self.calls = 0
         self.restarts = 0
         self.decoded = 0  # images the zygotes decoded into their caches
@@ -268,20 +269,40 @@ class SandboxPool:
         """`preferred` (a session's worker) or else the first free one, `likely` first if it is free.
 
         A call that finds every worker busy starts one more (up to `max_workers`), and takes
-        whichever is free first: the new one or one released meanwhile.
+        whichever is free first: the new one or one released meanwhile. Waiting calls queue in
+        order and a freed worker is handed to the first that can take it: waking every waiter
+        on each release (a condition's notify_all) cost a thousand wake-ups per sandbox call
+        when a thousand trajectories' first crops arrived at once.
         """
-        if self._free is None:
-            self._free = asyncio.Condition()
-        async with self._free:
-            while True:
-                candidates = [preferred] if preferred else ([likely] if likely else []) + self.workers
-                for worker in candidates:
-                    if not worker.lock.locked():
-                        await worker.lock.acquire()
-                        return worker
-                if preferred is None:
-                    self._grow()
-                await self._free.wait()
+        candidates = [preferred] if preferred else ([likely] if likely else []) + self.workers
+        for worker in candidates:
+            if not worker.lock.locked():
+                await worker.lock.acquire()  # free: taken at once, nothing to wait for
+                return worker
+        if preferred is None:
+            self._grow()
+        entry = (preferred, asyncio.get_running_loop().create_future())
+        self._waiters.append(entry)
+        try:
+            return await entry[1]
+        except asyncio.CancelledError:
+            if entry[1].done() and not entry[1].cancelled():  # handed one just as it was cancelled
+                self._hand_over(entry[1].result())
+            else:
+                self._waiters.remove(entry)
+            raise
+
+    def _hand_over(self, worker: Worker) -> None:
+        """A worker (its lock held) goes to the first waiting call that can take it, else is freed."""
+        for entry in self._waiters:
+            preferred, future = entry
+            if future.done():  # cancelled: its call takes the entry out when it resumes
+                continue
+            if preferred is None or preferred is worker:
+                self._waiters.remove(entry)  # the first one, nearly always
+                future.set_result(worker)
+                return
+        worker.lock.release()
 
     def _grow(self) -> None:
         """Start one more worker in the background, unless one is starting or the pool is full."""
@@ -301,16 +322,15 @@ class SandboxPool:
                 "sandbox pool stays at %d workers: starting another failed: %s", len(self.workers), exc
             )
             return
-        assert self._free is not None
-        async with self._free:
-            self.workers.append(worker)
-            self._free.notify_all()
+        self.workers.append(worker)
+        await worker.lock.acquire()  # a new worker: free
+        self._hand_over(worker)
+        if any(preferred is None for preferred, _ in self._waiters):
+            self._growing = None  # this start is over
+            self._grow()  # calls still wait for any worker: one more, as their first try did
 
     async def _release(self, worker: Worker) -> None:
-        assert self._free is not None
-        async with self._free:
-            worker.lock.release()
-            self._free.notify_all()
+        self._hand_over(worker)
 
     async def run(
         self, code: str, images: list[tuple[str, Path]], out_dir: Path, *, session: str | None = None
