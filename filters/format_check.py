@@ -60,12 +60,16 @@ class FormatCheck(Check):
             elif step.action == "tool_call":
                 spec = table.get(step.tool_name) if table is not None else None
                 if step.tool_name not in declared and spec is None:
-                    where = "among the tools the record declared" if declared else f"for {trajectory.mode} mode"
+                    where = (
+                        "among the tools the record declared" if declared else f"for {trajectory.mode} mode"
+                    )
                     problems.append(f"unknown tool {step.tool_name!r} {where}")
                 elif step.arguments is None or (not call_arguments(step) and step.arguments.strip() != "{}"):
                     problems.append("arguments are not a JSON object")
                 elif declared:
-                    problems.extend(schema_errors(step.tool_name, declared[step.tool_name], call_arguments(step)))
+                    problems.extend(
+                        schema_errors(step.tool_name, declared[step.tool_name], call_arguments(step))
+                    )
                 elif spec is not None:
                     problems.extend(spec.argument_errors(call_arguments(step)))
                 if step.index == last:

@@ -267,7 +267,9 @@ def image_text_fields(data: bytes) -> list[tuple[str, str]]:
     try:
         with Image.open(io.BytesIO(data)) as image:
             found = dict(getattr(image, "text", {}) or {})
-            found.update({k: v for k, v in image.info.items() if k not in found and isinstance(v, str | bytes)})
+            found.update(
+                {k: v for k, v in image.info.items() if k not in found and isinstance(v, str | bytes)}
+            )
     except Exception:  # a broken image carries nothing readable; its decode fails elsewhere
         return []
     return [(str(k), v.decode("utf-8", "replace") if isinstance(v, bytes) else v) for k, v in found.items()]

@@ -102,7 +102,7 @@ def xml_call(body: str) -> dict[str, Any] | None:
             decoded = json.loads(text)
         except ValueError:
             return text
-        return decoded if not isinstance(decoded, str | int | float) or text.strip()[:1] in "\"[{" else text
+        return decoded if not isinstance(decoded, str | int | float) or text.strip()[:1] in '"[{' else text
 
     if (function := _QWEN_FUNCTION_RE.search(body)) is not None:
         pairs = _QWEN_PARAMETER_RE.findall(function.group(2))

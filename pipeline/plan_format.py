@@ -116,7 +116,9 @@ def validate_plan(
             and (expected := _plan_parameters(tools, tool)) is not None
             and set(params) != expected
         ):
-            errors.append(f"{where}: {tool} takes parameters {sorted(expected) or '{}'}, got {sorted(params)}")
+            errors.append(
+                f"{where}: {tool} takes parameters {sorted(expected) or '{}'}, got {sorted(params)}"
+            )
         for text in [description, *_strings(params)]:
             for placeholder, target in placeholders(text):
                 if not 1 <= target < number:

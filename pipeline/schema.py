@@ -39,7 +39,6 @@ TrajectoryStatus = Literal[
 Int64 = Annotated[int, pa.int64()]
 
 
-
 def canonical_json(value: Any) -> str:
     """One JSON spelling for hashing and storage: sorted keys, no ASCII escaping."""
     return _CANONICAL.encode(value)

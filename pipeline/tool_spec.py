@@ -136,7 +136,9 @@ class ToolTable:
         """The planner prompt's tool list (plannable tools, research before image operations as
         R1V4's planner lists them; the `none` line is the prompt's own)."""
         plannable = sorted((s for s in self.specs if s.plan_parameter), key=lambda s: s.runs_code)
-        return "\n".join(f'- "{s.name}" with {{"{s.plan_parameter}": "..."}}: {s.plan_prompt};' for s in plannable)
+        return "\n".join(
+            f'- "{s.name}" with {{"{s.plan_parameter}": "..."}}: {s.plan_prompt};' for s in plannable
+        )
 
     # -------------------------------------------------------------------- the run's record
 

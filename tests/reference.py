@@ -23,4 +23,6 @@ def reference(*parts: str) -> Path:
         path = root.joinpath("reference", *parts)
         if path.exists():
             return path
-    pytest.skip(f"needs shared/reference/{'/'.join(parts)} (../shared or TRAJFORGE_SHARED; not in a user's clone)")
+    pytest.skip(
+        f"needs shared/reference/{'/'.join(parts)} (../shared or TRAJFORGE_SHARED; not in a user's clone)"
+    )

@@ -95,7 +95,8 @@ def judge_reply(kb: Knowledge, name: str, messages: list[Message]) -> str:
         return _judge_step(data, _plate_texts(kb, question))
     # the image judge sees a crop, not the task image: try every task with this question
     verdicts = [
-        _judge_image(kb, t, _claims(str(data.get("next_thought", ""))), images) for t in kb.candidates(question)
+        _judge_image(kb, t, _claims(str(data.get("next_thought", ""))), images)
+        for t in kb.candidates(question)
     ]
     passing = [v for v in verdicts if json.loads(v)["verdict"] == "pass"]
     return (passing or verdicts or [_judge_image(kb, None, "", images)])[0]

@@ -201,7 +201,11 @@ class _App:
             return await self._stream(request, body, out, record)
         prompt = _tokens(json.dumps(body.get("messages"))[:20000])
         completion = _tokens(out.generated)
-        usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+        usage = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
         return web.json_response(
             {
                 "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",

@@ -13,7 +13,9 @@ from pipeline.commands.common import fail, run_store
 
 def export_command(
     fmt: str = typer.Argument(..., metavar="FORMAT", help="llamafactory or ms-swift."),
-    run: str = typer.Option(..., "--run", help="Run folder or address (s3://...) whose kept/ set is exported."),
+    run: str = typer.Option(
+        ..., "--run", help="Run folder or address (s3://...) whose kept/ set is exported."
+    ),
     out: Path = typer.Option(..., "--out", help="Folder to write the files and images into."),
     processor: Path | None = typer.Option(
         None,

@@ -148,7 +148,9 @@ def filter_command(
     for line in summary_lines(outcome.report):
         typer.echo(line)
     store.push_logs()
-    typer.echo(f"  drops explained in {store.where('logs')} (filter.*); verdicts in {store.where('verdicts')}")
+    typer.echo(
+        f"  drops explained in {store.where('logs')} (filter.*); verdicts in {store.where('verdicts')}"
+    )
     typer.echo(json.dumps({"raw": outcome.report["raw"], "kept": outcome.report["kept"]}))
 
 

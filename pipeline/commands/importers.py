@@ -19,9 +19,13 @@ FORMATS_HELP = (
 def import_command(
     fmt: str = typer.Argument(..., metavar="FORMAT", help=FORMATS_HELP),
     file: Path = typer.Argument(..., help="JSONL, JSON array or parquet file of trajectories."),
-    run: str = typer.Option(..., "--run", help="Run folder or address (s3://...) to write RUN/raw/*.parquet into."),
+    run: str = typer.Option(
+        ..., "--run", help="Run folder or address (s3://...) to write RUN/raw/*.parquet into."
+    ),
     tool_map: list[str] | None = typer.Option(
-        None, "--tool-map", help="Rename a tool: PEER_NAME=TRAJFORGE_NAME (repeatable); wins over the format's table."
+        None,
+        "--tool-map",
+        help="Rename a tool: PEER_NAME=TRAJFORGE_NAME (repeatable); wins over the format's table.",
     ),
     config: Path | None = ConfigOption,
     sets: list[str] | None = SetOption,
@@ -61,7 +65,9 @@ def import_command(
         typer.echo(f"  malformed {line}")
     if len(report.errors) > 10:
         typer.echo(f"  ... {len(report.errors) - 10} more in {store.where('logs')} (import.*)")
-    typer.echo(json.dumps({"format": report.format, "imported": report.imported, "malformed": report.malformed}))
+    typer.echo(
+        json.dumps({"format": report.format, "imported": report.imported, "malformed": report.malformed})
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -19,7 +19,9 @@ def _run_config(config: Path | None, store: RunStore) -> Path | None:
 
 
 def publish_command(
-    run: str = typer.Option(..., "--run", help="Run folder or address (s3://...) whose kept/ set is published."),
+    run: str = typer.Option(
+        ..., "--run", help="Run folder or address (s3://...) whose kept/ set is published."
+    ),
     repo: str | None = typer.Option(None, "--repo", help="Dataset repo USER/NAME (default: publish.repo)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Write the exact folder instead of pushing."),
     out: Path | None = typer.Option(

@@ -118,7 +118,8 @@ def _reasoning(message: Any) -> str:
 
 def _arguments_were_object(message: Any) -> bool:
     return any(
-        (arguments := _get(_get(call, "function"), "arguments")) is not None and not isinstance(arguments, str)
+        (arguments := _get(_get(call, "function"), "arguments")) is not None
+        and not isinstance(arguments, str)
         for call in _get(message, "tool_calls") or []
     )
 

@@ -81,7 +81,9 @@ class RunData:
 
     def __init__(self, location: str | Path):
         if not is_remote(location) and not Path(location).is_dir():
-            raise ViewError(f"{location} is not a run folder; pass --run runs/<name> (made by synth or import)")
+            raise ViewError(
+                f"{location} is not a run folder; pass --run runs/<name> (made by synth or import)"
+            )
         try:
             self.store = RunStore(location)
         except (RunLocationError, OSError) as exc:

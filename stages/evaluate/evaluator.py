@@ -215,7 +215,11 @@ class Evaluator:
                 return
             self._tools_for(task.mode)
             ids = eval_ids(
-                task, self.cfg.teacher.model, self.cfg.teacher.tool_protocol, rollouts, tool_table(self.cfg.tools)
+                task,
+                self.cfg.teacher.model,
+                self.cfg.teacher.tool_protocol,
+                rollouts,
+                tool_table(self.cfg.tools),
             )
             todo = [r for r, tid in ids.items() if tid not in written]
             result.already += len(ids) - len(todo)

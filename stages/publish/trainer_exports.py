@@ -215,7 +215,9 @@ def export_run(
                 paths = [str(out / copier.relpath(ref)) for ref in refs]
             leaks = guard.scan_row(trajectory.trajectory_id, flat)
             for index, ref in enumerate(refs):  # text chunks the images carry
-                leaks += guard.scan_image(trajectory.trajectory_id, store.images.read_bytes(ref), f"images[{index}]")
+                leaks += guard.scan_image(
+                    trajectory.trajectory_id, store.images.read_bytes(ref), f"images[{index}]"
+                )
             if leaks:
                 raise ValueError("host-specific text: " + "; ".join(m.describe() for m in leaks[:3]))
         except (FileNotFoundError, KeyError, StopIteration, ValueError) as exc:

@@ -20,7 +20,9 @@ def read_task_folder(folder: Path) -> list[Task]:
         raise FileNotFoundError(
             f"{folder} has no tasks.jsonl; build the world with `trajforge world build --out {folder}`"
         )
-    tasks = [Task.model_validate_json(line) for line in listing.read_text("utf-8").splitlines() if line.strip()]
+    tasks = [
+        Task.model_validate_json(line) for line in listing.read_text("utf-8").splitlines() if line.strip()
+    ]
     for task in tasks:
         task.images = [str(folder / rel) for rel in task.images]
     return tasks

@@ -61,7 +61,9 @@ def _prompt_texts() -> list[str]:
 
     folder = resources.files("prompts")
     names = sorted(entry.name for entry in folder.iterdir() if entry.name.endswith(".txt"))
-    return [fill_shipped(folder.joinpath(name).read_text(encoding="utf-8"), "_native" in name) for name in names]
+    return [
+        fill_shipped(folder.joinpath(name).read_text(encoding="utf-8"), "_native" in name) for name in names
+    ]
 
 
 def _tool_texts() -> list[str]:

@@ -726,7 +726,9 @@ class _LocalPool:
         self, cfg: Config, store: RunStore, teacher_base_url: str | None, tools_factory: ToolsFactory | None
     ) -> None:
         location = store.location if store.remote else str(store.root)
-        self.worker = SynthWorker(cfg, location, teacher_base_url=teacher_base_url, tools_factory=tools_factory)
+        self.worker = SynthWorker(
+            cfg, location, teacher_base_url=teacher_base_url, tools_factory=tools_factory
+        )
 
     def submit(self, index: int, item: WorkItem) -> Awaitable[TaskResult]:
         return self.worker.run_task(item)

@@ -19,7 +19,15 @@ from stages.tools.code.code_tool import CodeTool
 from stages.tools.search.search_tools import ImageSearchTool, TextSearchTool
 from stages.tools.visit.web_visit import WebVisitTool
 
-__all__ = ["BUILTIN_TOOLS", "CACHE_FILE", "build_tools", "close_tools", "run_tools", "tool_classes", "tool_table"]
+__all__ = [
+    "BUILTIN_TOOLS",
+    "CACHE_FILE",
+    "build_tools",
+    "close_tools",
+    "run_tools",
+    "tool_classes",
+    "tool_table",
+]
 
 #: R1V4's executor tools, in the order the prompts list them.
 BUILTIN_TOOLS: tuple[type[Tool], ...] = (
@@ -36,8 +44,14 @@ def _load(reference: str) -> type[Tool]:
     try:
         found = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError, ValueError) as exc:
-        raise ValueError(f"tools.extra: cannot load {reference!r} ({exc}); write it as 'package.module:Class'") from exc
-    if not (isinstance(found, type) and issubclass(found, Tool) and isinstance(getattr(found, "spec", None), ToolSpec)):
+        raise ValueError(
+            f"tools.extra: cannot load {reference!r} ({exc}); write it as 'package.module:Class'"
+        ) from exc
+    if not (
+        isinstance(found, type)
+        and issubclass(found, Tool)
+        and isinstance(getattr(found, "spec", None), ToolSpec)
+    ):
         raise ValueError(f"tools.extra: {reference!r} is not a trajforge Tool subclass with a `spec`")
     return found
 

@@ -162,7 +162,11 @@ def test_stages_meet_only_through_their_packages() -> None:
             continue
         for target in targets:
             theirs = _stage(target)
-            if theirs is None or theirs == mine or (theirs in SHARED_STAGE_FOLDERS and mine not in SHARED_STAGE_FOLDERS):
+            if (
+                theirs is None
+                or theirs == mine
+                or (theirs in SHARED_STAGE_FOLDERS and mine not in SHARED_STAGE_FOLDERS)
+            ):
                 continue
             if mine in SHARED_STAGE_FOLDERS and theirs not in SHARED_STAGE_FOLDERS:
                 offenders.append(f"{name} -> {target} (a shared folder imports a stage)")

@@ -106,7 +106,9 @@ def test_a_turn_that_calls_a_tool_and_answers_is_an_error_not_a_repair(text):
     drop (import), never a slip the reader mends by keeping the first action."""
     parsed = read_reply(text)
     assert any("calls a tool and answers" in e for e in parsed.errors)
-    native = read_reply("<think>x</think><answer>big</answer>", tool_calls=[{"name": "code", "arguments": "{}"}])
+    native = read_reply(
+        "<think>x</think><answer>big</answer>", tool_calls=[{"name": "code", "arguments": "{}"}]
+    )
     assert any("calls a tool and answers" in e for e in native.errors)
 
 

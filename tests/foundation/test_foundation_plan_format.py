@@ -56,7 +56,9 @@ def test_schema_errors_are_reported_not_raised() -> None:
     _, errors = validate_plan([step("x", "text_search", url="u"), GOOD[3]], TOOLS)
     assert any("text_search takes parameters ['query']" in e for e in errors)
     assert parse_plan("not json at all", TOOLS)[1][0].startswith("plan is not valid JSON")
-    assert json.loads(render_plan(validate_plan(GOOD, TOOLS)[0]))[1]["parameters"]["query"].startswith("[Person")
+    assert json.loads(render_plan(validate_plan(GOOD, TOOLS)[0]))[1]["parameters"]["query"].startswith(
+        "[Person"
+    )
 
 
 def test_plan_replies_as_real_planners_write_them() -> None:

@@ -160,9 +160,7 @@ def test_sample_holding_a_host_path_or_secret_is_dropped(tmp_path, processor, mo
 def test_tiny_template_renders_like_the_official_qwen3_vl_template(kept, processor, role):
     template = reference("qwen3_vl.chat_template.jinja")  # skips without ../shared
     store, trajectories = kept
-    official = build_tiny_processor(
-        min_pixels=1024, max_pixels=16384, chat_template=template.read_text()
-    )
+    official = build_tiny_processor(min_pixels=1024, max_pixels=16384, chat_template=template.read_text())
     ours = Formatter(processor, max_len=8192, image_size=store_image_size(store), observation_role=role)
     theirs = Formatter(official, max_len=8192, image_size=store_image_size(store), observation_role=role)
     for trajectory in trajectories:

@@ -53,7 +53,11 @@ def run_import(fmt: str, path: Path, run: Path, *extra: str) -> tuple[str, list[
     result = CliRunner().invoke(app, ["import", fmt, str(path), "--run", str(run), *extra])
     assert result.exit_code == 0, result.output
     store = RunStore(run)
-    return result.output, sorted(store.read_records("raw", Trajectory), key=lambda t: (t.source_id, t.rollout)), store
+    return (
+        result.output,
+        sorted(store.read_records("raw", Trajectory), key=lambda t: (t.source_id, t.rollout)),
+        store,
+    )
 
 
 def colors(store: RunStore, refs: list[str]) -> list[tuple[int, int, int]]:
@@ -74,17 +78,29 @@ def r1v4_record(rid: str, question: str, observation: str, image: str, **extra) 
         f"</tool_call><observation>{observation}</observation>"
         "<think>The crop reads 42.</think><answer>42</answer>"
     )
-    return {"id": rid, "image": image, "question": question, "answer": "42", "response": {"full_response": full}, **extra}
+    return {
+        "id": rid,
+        "image": image,
+        "question": question,
+        "answer": "42",
+        "response": {"full_response": full},
+        **extra,
+    }
 
 
 def test_r1v4_observation_images_anywhere_in_the_json_are_kept(tmp_path: Path) -> None:
     """Cause 2: `{"result", "type", "images": [data URI]}` kept only `result`; the crop was lost."""
     observation = json.dumps({"result": "/tmp/out/crop.png", "type": "code", "images": [uri(GREEN)]})
-    path = write_jsonl(tmp_path / "r1v4.jsonl", [r1v4_record("a", "Which number?", observation, save(tmp_path, "s.png", GREY))])
+    path = write_jsonl(
+        tmp_path / "r1v4.jsonl",
+        [r1v4_record("a", "Which number?", observation, save(tmp_path, "s.png", GREY))],
+    )
     _, (trajectory,), store = run_import("r1v4", path, tmp_path / "run")
     step = trajectory.steps[0]
     assert colors(store, step.observation_images) == [GREEN]
-    assert step.observation_text.startswith("/tmp/out/crop.png") and step.observation_text.count("<image>") == 1
+    assert (
+        step.observation_text.startswith("/tmp/out/crop.png") and step.observation_text.count("<image>") == 1
+    )
     assert colors(store, trajectory.images) == [GREY] and trajectory.gold_answer == "42"
 
 
@@ -113,7 +129,13 @@ def test_a_turn_that_calls_and_answers_is_dropped_by_the_format_check(tmp_path: 
         '</tool_call><answer>42</answer><observation>{"result": "done", "type": "code"}</observation>'
         "<think>As I said.</think><answer>42</answer>"
     )
-    row = {"id": "x", "image": uri(GREY), "question": "Which number?", "answer": "42", "response": {"full_response": full}}
+    row = {
+        "id": "x",
+        "image": uri(GREY),
+        "question": "Which number?",
+        "answer": "42",
+        "response": {"full_response": full},
+    }
     _, (trajectory,), _ = run_import("r1v4", write_jsonl(tmp_path / "r.jsonl", [row]), tmp_path / "run")
     verdict = format_verdict(trajectory)
     assert not verdict.keep
@@ -140,13 +162,38 @@ def chatml_row(question: str, answer: list[str]) -> dict:
         "messages": [
             {"role": "system", "content": "You are a Web Information Seeking Master."},
             {"role": "user", "content": TOOLS_PROMPT + "User: " + question},
-            {"role": "assistant", "content": '<think>\nSearch first.\n</think>\n<tool_call>\n{"name": "search", "arguments": {"query": ["tallest tower 1930"]}}\n</tool_call>'},
-            {"role": "user", "content": "<tool_response>\n1. [Chrysler Building](https://example.org/c)\n</tool_response>"},
-            {"role": "assistant", "content": '<think>Look at the photo.</think>\n<tool_call>\n{"name": "zoom", "arguments": {"box": [0, 0, 5, 5]}}\n</tool_call>'},
-            {"role": "user", "content": [{"type": "text", "text": "<tool_response>\nzoomed: "}, {"type": "image_url", "image_url": {"url": uri(BLUE)}}, {"type": "text", "text": "\n</tool_response>"}]},
-            {"role": "assistant", "content": '<think>Open it.</think>\n<tool_call>\n{"name": "visit", "arguments": {"url": ["https://example.org/c"], "goal": "height"}}\n</tool_call>'},
-            {"role": "user", "content": "<tool_response>\nThe Chrysler Building is 319 m tall.\n</tool_response>"},
-            {"role": "assistant", "content": "<think>\nFound it.\n</think>\n<answer>\nIt is the **Chrysler Building**.\n</answer>"},
+            {
+                "role": "assistant",
+                "content": '<think>\nSearch first.\n</think>\n<tool_call>\n{"name": "search", "arguments": {"query": ["tallest tower 1930"]}}\n</tool_call>',
+            },
+            {
+                "role": "user",
+                "content": "<tool_response>\n1. [Chrysler Building](https://example.org/c)\n</tool_response>",
+            },
+            {
+                "role": "assistant",
+                "content": '<think>Look at the photo.</think>\n<tool_call>\n{"name": "zoom", "arguments": {"box": [0, 0, 5, 5]}}\n</tool_call>',
+            },
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "<tool_response>\nzoomed: "},
+                    {"type": "image_url", "image_url": {"url": uri(BLUE)}},
+                    {"type": "text", "text": "\n</tool_response>"},
+                ],
+            },
+            {
+                "role": "assistant",
+                "content": '<think>Open it.</think>\n<tool_call>\n{"name": "visit", "arguments": {"url": ["https://example.org/c"], "goal": "height"}}\n</tool_call>',
+            },
+            {
+                "role": "user",
+                "content": "<tool_response>\nThe Chrysler Building is 319 m tall.\n</tool_response>",
+            },
+            {
+                "role": "assistant",
+                "content": "<think>\nFound it.\n</think>\n<answer>\nIt is the **Chrysler Building**.\n</answer>",
+            },
         ],
         "functions": [],
         "answer": answer,
@@ -159,7 +206,9 @@ def test_chatml_webdancer_layout_imports_with_declared_tools_and_golds(tmp_path:
         chatml_row("Which tower was tallest in 1930?", [["Chrysler Building", "The Chrysler"]]),
         chatml_row("Which tower was tallest in 1930?", [["Chrysler Building", "The Chrysler"]]),
     ]
-    output, trajectories, store = run_import("auto", write_jsonl(tmp_path / "wd.jsonl", rows), tmp_path / "run")
+    output, trajectories, store = run_import(
+        "auto", write_jsonl(tmp_path / "wd.jsonl", rows), tmp_path / "run"
+    )
     assert "read wd.jsonl as chatml" in output and "2 imported" in output
     assert [t.rollout for t in trajectories] == [0, 1]
     t = trajectories[0]
@@ -181,15 +230,38 @@ def test_chatml_webdancer_layout_imports_with_declared_tools_and_golds(tmp_path:
 
 def test_declared_schema_judges_calls_and_tool_map_overrides(tmp_path: Path) -> None:
     row = chatml_row("Which tower?", [["Chrysler Building"]])
-    row["messages"][4]["content"] = '<think>Zoom.</think><tool_call>{"name": "zoom", "arguments": {"scale": 2}}</tool_call>'
-    row["messages"][6]["content"] = '<think>Open.</think><tool_call>{"name": "browse_page", "arguments": {"url": "x"}}</tool_call>'
-    _, (t,), _ = run_import("chatml", write_jsonl(tmp_path / "wd.jsonl", [row]), tmp_path / "run", "--tool-map", "search=web_lookup")
-    assert t.steps[0].tool_name == "web_lookup" and json.loads(t.steps[0].arguments) == {"query": ["tallest tower 1930"]}
+    row["messages"][4]["content"] = (
+        '<think>Zoom.</think><tool_call>{"name": "zoom", "arguments": {"scale": 2}}</tool_call>'
+    )
+    row["messages"][6]["content"] = (
+        '<think>Open.</think><tool_call>{"name": "browse_page", "arguments": {"url": "x"}}</tool_call>'
+    )
+    _, (t,), _ = run_import(
+        "chatml",
+        write_jsonl(tmp_path / "wd.jsonl", [row]),
+        tmp_path / "run",
+        "--tool-map",
+        "search=web_lookup",
+    )
+    assert t.steps[0].tool_name == "web_lookup" and json.loads(t.steps[0].arguments) == {
+        "query": ["tallest tower 1930"]
+    }
     reasons = {s.step: s.reason for s in format_verdict(t).steps if not s.ok}
     assert "'box' is a required property" in reasons[1]
     assert "unknown tool 'browse_page' among the tools the record declared" in reasons[2]
     assert 0 not in reasons  # the renamed tool is declared under its new name with its own schema
-    bad = CliRunner().invoke(app, ["import", "chatml", str(tmp_path / "wd.jsonl"), "--run", str(tmp_path / "r2"), "--tool-map", "search"])
+    bad = CliRunner().invoke(
+        app,
+        [
+            "import",
+            "chatml",
+            str(tmp_path / "wd.jsonl"),
+            "--run",
+            str(tmp_path / "r2"),
+            "--tool-map",
+            "search",
+        ],
+    )
     assert bad.exit_code != 0 and "PEER_NAME=TRAJFORGE_NAME" in bad.output
 
 
@@ -198,14 +270,27 @@ def test_declared_schema_judges_calls_and_tool_map_overrides(tmp_path: Path) -> 
 
 def test_sharegpt_deepeyes_layout_code_blocks_and_placeholder_images(tmp_path: Path) -> None:
     """DeepEyesV2's cold-start rows: `messages` + `images`, `<code>` actions, results as user turns."""
-    images = [save(tmp_path, "q.png", GREY), save(tmp_path, "crop1.png", RED), save(tmp_path, "crop2.png", GREEN)]
+    images = [
+        save(tmp_path, "q.png", GREY),
+        save(tmp_path, "crop1.png", RED),
+        save(tmp_path, "crop2.png", GREEN),
+    ]
     row = {
         "messages": [
             {"role": "system", "content": "You are an agent."},
             {"role": "user", "content": "<image>\nWhat colour is the sign?"},
-            {"role": "assistant", "content": "<think>Zoom in.</think>\n<code>\n```python\nimage_1.crop((0, 0, 9, 9)).show()\n```\n</code>"},
-            {"role": "user", "content": "Code execution result:\nstdout:\n```\n\n```\n\nImages:\n<image><image>"},
-            {"role": "assistant", "content": "<think>Both crops are red and green.</think>\n<answer>red</answer>"},
+            {
+                "role": "assistant",
+                "content": "<think>Zoom in.</think>\n<code>\n```python\nimage_1.crop((0, 0, 9, 9)).show()\n```\n</code>",
+            },
+            {
+                "role": "user",
+                "content": "Code execution result:\nstdout:\n```\n\n```\n\nImages:\n<image><image>",
+            },
+            {
+                "role": "assistant",
+                "content": "<think>Both crops are red and green.</think>\n<answer>red</answer>",
+            },
         ],
         "images": images,
         "answer": "red",
@@ -213,7 +298,9 @@ def test_sharegpt_deepeyes_layout_code_blocks_and_placeholder_images(tmp_path: P
     output, (t,), store = run_import("auto", write_jsonl(tmp_path / "de.jsonl", [row]), tmp_path / "run")
     assert "as sharegpt" in output
     assert t.question == "What colour is the sign?" and colors(store, t.images) == [GREY]
-    assert t.steps[0].tool_name == "code" and json.loads(t.steps[0].arguments) == {"code": "image_1.crop((0, 0, 9, 9)).show()"}
+    assert t.steps[0].tool_name == "code" and json.loads(t.steps[0].arguments) == {
+        "code": "image_1.crop((0, 0, 9, 9)).show()"
+    }
     assert colors(store, t.steps[0].observation_images) == [RED, GREEN]
     assert t.final_answer == "red" and t.gold_answer == "red" and t.mode == "general"
     assert format_verdict(t).keep, format_verdict(t).reason
@@ -226,8 +313,14 @@ def test_sharegpt_minio3_layout_grounding_tool_and_rollout_index(tmp_path: Path)
         "conversations": [
             {"from": "system", "value": "legacy system"},
             {"from": "human", "value": "<image>\nWhat color is the coat?"},
-            {"from": "gpt", "value": '<think>Need a closer look.</think><grounding>{"bbox_2d": [0.1, 0.2, 0.3, 0.4], "source": "original_image"}</grounding>'},
-            {"from": "human", "value": "After the above Action 0, here is the the zoom-in image (Observation 1):\n<image>.\nContinue your reasoning process inside <think> and </think>."},
+            {
+                "from": "gpt",
+                "value": '<think>Need a closer look.</think><grounding>{"bbox_2d": [0.1, 0.2, 0.3, 0.4], "source": "original_image"}</grounding>',
+            },
+            {
+                "from": "human",
+                "value": "After the above Action 0, here is the the zoom-in image (Observation 1):\n<image>.\nContinue your reasoning process inside <think> and </think>.",
+            },
             {"from": "gpt", "value": "<think>The crop is enough.</think><answer> Orange. </answer>"},
         ],
         "images": images,
@@ -237,7 +330,9 @@ def test_sharegpt_minio3_layout_grounding_tool_and_rollout_index(tmp_path: Path)
     }
     _, (t,), store = run_import("sharegpt", write_jsonl(tmp_path / "m.jsonl", [row]), tmp_path / "run")
     assert t.rollout == 4 and t.question == "What color is the coat?"
-    assert t.steps[0].tool_name == "grounding" and json.loads(t.steps[0].arguments)["source"] == "original_image"
+    assert (
+        t.steps[0].tool_name == "grounding" and json.loads(t.steps[0].arguments)["source"] == "original_image"
+    )
     assert colors(store, t.steps[0].observation_images) == [BLUE]
     assert t.final_answer == "Orange."
     assert format_verdict(t).keep, format_verdict(t).reason  # `grounding` keeps its name and schema
@@ -245,12 +340,27 @@ def test_sharegpt_minio3_layout_grounding_tool_and_rollout_index(tmp_path: Path)
 
 def test_sharegpt_function_call_and_observation_roles(tmp_path: Path) -> None:
     """LLaMA-Factory's tool roles: `function_call` and `observation` turns, `tools` as a JSON string."""
-    tools = json.dumps([{"name": "python", "description": "run code", "parameters": {"type": "object", "properties": {"code": {"type": "string"}}, "required": ["code"]}}])
+    tools = json.dumps(
+        [
+            {
+                "name": "python",
+                "description": "run code",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"code": {"type": "string"}},
+                    "required": ["code"],
+                },
+            }
+        ]
+    )
     row = {
         "conversations": [
             {"from": "human", "value": "<image>Read the digit."},
             {"from": "gpt", "value": "<think>Run code.</think>"},
-            {"from": "function_call", "value": json.dumps({"name": "python", "arguments": {"code": "print(7)"}})},
+            {
+                "from": "function_call",
+                "value": json.dumps({"name": "python", "arguments": {"code": "print(7)"}}),
+            },
             {"from": "observation", "value": "7"},
             {"from": "gpt", "value": "<think>It printed 7.</think><answer>7</answer>"},
         ],
@@ -296,11 +406,19 @@ def test_sharegpt_dataset_info_beside_the_file_renames_columns_and_tags(tmp_path
 
 
 def test_placeholders_and_images_that_do_not_pair_cost_that_record_only(tmp_path: Path) -> None:
-    good = {"messages": [{"role": "user", "content": "<image>Q?"}, {"role": "assistant", "content": "<think>t</think><answer>a</answer>"}], "images": [uri(RED)]}
+    good = {
+        "messages": [
+            {"role": "user", "content": "<image>Q?"},
+            {"role": "assistant", "content": "<think>t</think><answer>a</answer>"},
+        ],
+        "images": [uri(RED)],
+    }
     short = {**good, "images": []}
     extra = {**good, "images": [uri(RED), uri(BLUE)]}
     missing = {**good, "images": ["nowhere.png"]}
-    output, trajectories, _ = run_import("sharegpt", write_jsonl(tmp_path / "s.jsonl", [good, short, extra, missing]), tmp_path / "run")
+    output, trajectories, _ = run_import(
+        "sharegpt", write_jsonl(tmp_path / "s.jsonl", [good, short, extra, missing]), tmp_path / "run"
+    )
     assert len(trajectories) == 1 and "3 malformed" in output
     assert "placeholders but only 0 images left" in output and "1 images left over" in output
     assert "nowhere.png" in output and "not found" in output
@@ -310,14 +428,35 @@ def test_placeholders_and_images_that_do_not_pair_cost_that_record_only(tmp_path
 
 
 def test_ms_swift_agent_rows_tool_call_and_tool_response_roles(tmp_path: Path) -> None:
-    tools = json.dumps([{"type": "function", "function": {"name": "web_search", "description": "search", "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}}}])
+    tools = json.dumps(
+        [
+            {
+                "type": "function",
+                "function": {
+                    "name": "web_search",
+                    "description": "search",
+                    "parameters": {
+                        "type": "object",
+                        "properties": {"query": {"type": "string"}},
+                        "required": ["query"],
+                    },
+                },
+            }
+        ]
+    )
     row = {
         "tools": tools,
         "messages": [
             {"role": "user", "content": "<image>Who is on this stamp?"},
             {"role": "assistant", "content": "<think>\nSearch the stamp.\n</think>\n"},
-            {"role": "tool_call", "content": json.dumps({"name": "web_search", "arguments": {"query": "blue stamp"}})},
-            {"role": "tool_response", "content": json.dumps({"result": "A stamp of Ada Lovelace", "images": [uri(GREEN)]})},
+            {
+                "role": "tool_call",
+                "content": json.dumps({"name": "web_search", "arguments": {"query": "blue stamp"}}),
+            },
+            {
+                "role": "tool_response",
+                "content": json.dumps({"result": "A stamp of Ada Lovelace", "images": [uri(GREEN)]}),
+            },
             {"role": "assistant", "content": "<think>It is Ada.</think><answer>Ada Lovelace</answer>"},
         ],
         "images": [save(tmp_path, "stamp.png", BLUE)],
@@ -344,7 +483,20 @@ def test_openai_trace_native_tool_calls_and_image_parts(tmp_path: Path) -> None:
         {"role": "tool", "tool_call_id": "call_1", "content": [{"type": "text", "text": "cropped:"}, {"type": "image_url", "image_url": {"url": uri(RED)}}]},
         {"role": "assistant", "content": "<answer>EXIT</answer>", "reasoning_content": "It says EXIT."},
     ]  # fmt: skip
-    row = {"question": "q", "answer__trace": json.dumps(trace), "tools": [{"type": "function", "function": {"name": "code_interpreter", "parameters": {"type": "object", "properties": {"code": {"type": "string"}}}}}], "answer": "EXIT"}
+    row = {
+        "question": "q",
+        "answer__trace": json.dumps(trace),
+        "tools": [
+            {
+                "type": "function",
+                "function": {
+                    "name": "code_interpreter",
+                    "parameters": {"type": "object", "properties": {"code": {"type": "string"}}},
+                },
+            }
+        ],
+        "answer": "EXIT",
+    }
     output, (t,), store = run_import("openai", write_jsonl(tmp_path / "dd.jsonl", [row]), tmp_path / "run")
     assert "1 imported" in output
     assert t.question == "What is written?" and colors(store, t.images) == [GREY]
@@ -364,7 +516,11 @@ def test_thyme_code_inside_thinking_and_sandbox_outputs(tmp_path: Path) -> None:
         "<sandbox_output>/mnt/data/temp_processed_images/1_ab.jpg</sandbox_output>\n"
         "The crop reads S QT 911, option C.</think><answer> **C. S QT 911** </answer>"
     )
-    row = {"image": [save(tmp_path, "1.jpg.png", GREY), save(tmp_path, "1_ab.png", GREEN)], "question": "<image>\nWhat is the plate?", "response": response}
+    row = {
+        "image": [save(tmp_path, "1.jpg.png", GREY), save(tmp_path, "1_ab.png", GREEN)],
+        "question": "<image>\nWhat is the plate?",
+        "response": response,
+    }
     output, (t,), store = run_import("auto", write_jsonl(tmp_path / "th.jsonl", [row]), tmp_path / "run")
     assert "as thyme" in output
     assert t.question == "What is the plate?" and colors(store, t.images) == [GREY] and t.mode == "general"

@@ -32,7 +32,10 @@ def test_ray_workers_write_every_pair_once(fake_teacher, tmp_path):
     pairs = collections.Counter((t.task_id, t.rollout) for t in store.read_records("raw", Trajectory))
     assert set(pairs) == {(t.task_id, r) for t in tasks for r in range(4)} and set(pairs.values()) == {1}
     assert summary["trajectories"] == 16 and summary["statuses"] == {"answered": 16}
-    assert {p.split("/")[-1].split("-")[0] for p in store.shard_paths("raw")} == {"w0", "w1"}  # both actors worked
+    assert {p.split("/")[-1].split("-")[0] for p in store.shard_paths("raw")} == {
+        "w0",
+        "w1",
+    }  # both actors worked
     assert summary["teacher"]["calls"] == len(server.requests) == 4 + 16 * 3, summary["teacher"]
     again = run_synth(
         cfg, store, teacher_base_url=server.base_url, use_ray=False, tools_factory=fake_tools, progress=False

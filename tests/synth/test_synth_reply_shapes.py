@@ -235,7 +235,11 @@ def test_a_reply_that_calls_a_tool_and_answers_is_reasked(fake_teacher, tmp_path
         if last["role"] == "user" and "could not be used" in str(last["content"]):
             return completion("<think>Crop first.</think><tool_call>" + json.dumps(CROP) + "</tool_call>")
         if _turns(body) == 0:
-            return completion("<think>Crop; it is x.</think><tool_call>" + json.dumps(CROP) + "</tool_call><answer>x</answer>")
+            return completion(
+                "<think>Crop; it is x.</think><tool_call>"
+                + json.dumps(CROP)
+                + "</tool_call><answer>x</answer>"
+            )
         return completion("<think>The crop shows x.</think><answer>x</answer>")
 
     server = fake_teacher(handler)

@@ -159,7 +159,9 @@ class Images:
             if body.get("error"):
                 error = str(body["error"])
             main = next((body[k] for k in ("result", "text", "content", "output") if k in body), None)
-            rest = {k: v for k, v in body.items() if k not in {"result", "text", "content", "output", "error"}}
+            rest = {
+                k: v for k, v in body.items() if k not in {"result", "text", "content", "output", "error"}
+            }
             text = self._text_of(main, images) if main is not None else ""
             found = self._images_in(rest)
             images.extend(found)
@@ -292,7 +294,9 @@ def parse_tool_map(pairs: Iterable[str]) -> dict[str, str]:
     for pair in pairs:
         source, sep, target = pair.partition("=")
         if not sep or not source.strip() or not target.strip():
-            raise ValueError(f"--tool-map {pair!r}: write it as PEER_NAME=TRAJFORGE_NAME, e.g. search=text_search")
+            raise ValueError(
+                f"--tool-map {pair!r}: write it as PEER_NAME=TRAJFORGE_NAME, e.g. search=text_search"
+            )
         out[source.strip()] = target.strip()
     return out
 
@@ -341,7 +345,9 @@ def code_turn(text: str) -> Turn | None:
     if match is None:
         return None
     think = _THINK_TAGS.sub("", text[: match.start()]).strip()
-    turn = Turn(think=think, tool_name="code", arguments={"code": match.group(1).strip("\n")}, raw=text, acted=True)
+    turn = Turn(
+        think=think, tool_name="code", arguments={"code": match.group(1).strip("\n")}, raw=text, acted=True
+    )
     if "<answer>" in text[match.end() :]:
         turn.errors.append(f"turn 0: {CALL_AND_ANSWER}")
     return turn

@@ -71,7 +71,9 @@ def read(record: dict[str, Any], ctx: Context) -> ImportRecord:
             declared = declared_tools(text)
         if role == "user" and text.lstrip().startswith("<tool_response>"):
             role = "tool"
-        messages.append(Message(role=role, text=text, images=images, reasoning=item.get("reasoning_content") or ""))
+        messages.append(
+            Message(role=role, text=text, images=images, reasoning=item.get("reasoning_content") or "")
+        )
     result = build_record(messages, ctx, record.get("images") or [], question_of=question_of)
     result.tools = tool_specs(declared or record.get("functions") or record.get("tools"), ctx.tools)
     result.gold, result.aliases = gold_of(record)

@@ -28,7 +28,9 @@ from stages.synth.imports.base import (
 )
 
 #: Wrappers peers put around a tool result inside a user turn.
-_RESULT_WRAPPERS = re.compile(r"^\s*<(observation|tool_response|sandbox_output)>\s*(.*?)\s*</\1>\s*$", re.DOTALL)
+_RESULT_WRAPPERS = re.compile(
+    r"^\s*<(observation|tool_response|sandbox_output)>\s*(.*?)\s*</\1>\s*$", re.DOTALL
+)
 _ERROR_TAIL = re.compile(r"(?:^|\n)Error: (?P<error>[^\n]*)$")
 
 
@@ -137,7 +139,11 @@ def _turn(message: Message, think: str, reasoning: str) -> ImportTurn:
         content = think if message.role == "call" else message.text
         turn = read_reply(content, reasoning=reasoning or message.reasoning, tool_calls=calls).turns[0]
     else:
-        turn = code_turn(message.text) if "<code>" in message.text and "<tool_call>" not in message.text else None
+        turn = (
+            code_turn(message.text)
+            if "<code>" in message.text and "<tool_call>" not in message.text
+            else None
+        )
         if turn is None:
             turn = read_reply(message.text, reasoning=message.reasoning).turns[0]
     turn.raw = turn.raw or message.text

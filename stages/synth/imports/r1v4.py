@@ -75,4 +75,6 @@ def import_r1v4(
     path: Path, store: RunStore, *, shard_size: int = 256, progress: bool = True, tools: ToolMap | None = None
 ) -> ImportReport:
     """Import an R1V4 JSONL file into `store/raw`, skipping trajectories already there (resume)."""
-    return import_file(path, store, NAME, read, tools or ToolMap(TOOLS), shard_size=shard_size, progress=progress)
+    return import_file(
+        path, store, NAME, read, tools or ToolMap(TOOLS), shard_size=shard_size, progress=progress
+    )

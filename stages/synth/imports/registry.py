@@ -45,8 +45,14 @@ def _looks(record: dict[str, Any]) -> Detection | None:
         return None
     items = [m for m in messages if isinstance(m, dict)]
     roles = {m.get("role", m.get("from")) for m in items}
-    texts = " ".join(str(m.get("content", m.get("value", ""))) for m in items if isinstance(m.get("content", m.get("value")), str))
-    if any(m.get("tool_calls") for m in items) or ("tool" in roles and any("tool_call_id" in m for m in items)):
+    texts = " ".join(
+        str(m.get("content", m.get("value", "")))
+        for m in items
+        if isinstance(m.get("content", m.get("value")), str)
+    )
+    if any(m.get("tool_calls") for m in items) or (
+        "tool" in roles and any("tool_call_id" in m for m in items)
+    ):
         return Detection("openai", "assistant messages carry native 'tool_calls' answered by 'tool' messages")
     if roles & {"tool_call", "tool_response"}:
         return Detection("ms-swift", "messages with 'tool_call' / 'tool_response' roles")
@@ -90,4 +96,3 @@ def import_trajectories(
 
 
 __all__ = ["FORMATS", "READERS", "Detection", "ImportReport", "LineError", "detect", "import_trajectories"]
-

@@ -60,7 +60,9 @@ def grounding_turn(text: str) -> Turn | None:
     match = _GROUNDING.search(text)
     if match is None:
         return None
-    turn = Turn(think=_THINK.sub("", text[: match.start()]).strip(), raw=text, acted=True, tool_name="grounding")
+    turn = Turn(
+        think=_THINK.sub("", text[: match.start()]).strip(), raw=text, acted=True, tool_name="grounding"
+    )
     read = lenient.read_json(match.group(1), expect=dict)
     if read.ok:
         turn.arguments = read.value
@@ -101,9 +103,17 @@ def messages_of(record: dict[str, Any], ctx: Context) -> list[Message]:
         raise LineError("missing 'messages' or 'conversations' (a list of turns)")
     role_tag = tags.get("role_tag")
     content_tag = tags.get("content_tag")
-    renamed = {tags[k]: v for k, v in (("user_tag", "user"), ("assistant_tag", "assistant"),
-                                       ("observation_tag", "tool"), ("function_tag", "call"),
-                                       ("system_tag", "system")) if tags.get(k)}
+    renamed = {
+        tags[k]: v
+        for k, v in (
+            ("user_tag", "user"),
+            ("assistant_tag", "assistant"),
+            ("observation_tag", "tool"),
+            ("function_tag", "call"),
+            ("system_tag", "system"),
+        )
+        if tags.get(k)
+    }
     messages = []
     system = record.get(columns.get("system", "system"))
     if isinstance(system, str) and system.strip():
@@ -129,7 +139,9 @@ def _calls(text: str) -> list[dict[str, Any]]:
     if not read.ok:
         raise LineError(f"function_call turn is not JSON ({read.error})")
     calls = read.value if isinstance(read.value, list) else [read.value]
-    return [{"name": c.get("name"), "arguments": c.get("arguments", {})} for c in calls if isinstance(c, dict)]
+    return [
+        {"name": c.get("name"), "arguments": c.get("arguments", {})} for c in calls if isinstance(c, dict)
+    ]
 
 
 def read(record: dict[str, Any], ctx: Context) -> ImportRecord:

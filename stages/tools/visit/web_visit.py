@@ -85,7 +85,9 @@ async def _page(url: str, content_type: str, body: bytes, encoding: str, max_cha
     """Title, text and URL of a fetched body (the one reading of every page, local or remote).
     In a thread the visit's deadline stops the waiting, not the work: `max_chars` bounds that."""
     html = body.decode(encoding, errors="replace")
-    title, text = await asyncio.to_thread(extract, html, url, content_type or "text/html", max_chars=max_chars)
+    title, text = await asyncio.to_thread(
+        extract, html, url, content_type or "text/html", max_chars=max_chars
+    )
     return {"url": url, "title": title, "text": text}
 
 
@@ -99,7 +101,9 @@ class WebVisitTool(Tool):
         ),
         parameters={
             "type": "object",
-            "properties": {"urls": {"type": "array", "items": {"type": "string"}, "description": "Page URLs."}},
+            "properties": {
+                "urls": {"type": "array", "items": {"type": "string"}, "description": "Page URLs."}
+            },
             "required": ["urls"],
         },
         prompt="Fetches web pages and returns their main text.",
@@ -182,7 +186,9 @@ class WebVisitTool(Tool):
                 )
             finally:
                 await response.aclose()
-            return await _page(current, content_type, body, response.encoding or "utf-8", self.cfg.max_extract_chars)
+            return await _page(
+                current, content_type, body, response.encoding or "utf-8", self.cfg.max_extract_chars
+            )
         raise RuntimeError(f"more than {MAX_REDIRECTS} redirects starting at {url}")
 
     async def _fetch_local(self, url: str) -> dict[str, str]:
@@ -193,7 +199,9 @@ class WebVisitTool(Tool):
             raise RuntimeError(f"HTTP 404 from {url}")
         final, mime, body = found
         content_type = _readable_type(final, mime)
-        return await _page(final, content_type, body[: self.cfg.max_bytes], "utf-8", self.cfg.max_extract_chars)
+        return await _page(
+            final, content_type, body[: self.cfg.max_bytes], "utf-8", self.cfg.max_extract_chars
+        )
 
     async def summarise(self, page: dict[str, str], goal: str) -> str:
         text = page["text"]
