@@ -23,7 +23,7 @@ from typing import Any
 
 import typer
 
-from pipeline.commands.common import ConfigOption, SetOption, fail, load, open_run, stage_logger
+from pipeline.commands.common import ConfigOption, SetOption, fail, load, open_run, run_store, stage_logger
 
 
 def _interrupt(signum: int, _frame: Any) -> None:
@@ -53,17 +53,15 @@ def _judge(mode: str, cfg: Any, store: Any, base_url: str | None) -> Any:
         raise fail(f"cannot build the {mode} judge: {exc}") from None
 
 
-def _used_task_ids(train_run: Path | None) -> set[str] | None:
+def _used_task_ids(train_run: str | None) -> set[str] | None:
     """Task ids a training run synthesised from (the world tasks eval must hold out)."""
-    if train_run is None or not (train_run / "tasks").exists():
+    if train_run is None:
         return None
-    from pipeline.store import RunStore
-
-    return RunStore(train_run).written_ids("tasks", "task_id") or None
+    return run_store(train_run).written_ids("tasks", "task_id") or None
 
 
 def _items(
-    cfg: Any, bench: str | None, data: str | None, fmt: str | None, train_run: Path | None
+    cfg: Any, bench: str | None, data: str | None, fmt: str | None, train_run: str | None
 ) -> Iterator[Any]:
     from stages.evaluate.benchmarks import FormatError, bench_items, load_items, world_items
     from stages.readers.cells import SeedError
@@ -112,7 +110,9 @@ def _model(
 def register(app: typer.Typer) -> None:
     @app.command("eval")
     def eval_(
-        run: Path = typer.Option(..., "--run", help="Run folder for the eval trajectories and report."),
+        run: str = typer.Option(
+            ..., "--run", help="Run folder or address (s3://...) for the eval trajectories and report."
+        ),
         endpoint: str | None = typer.Option(
             None, "--endpoint", help="OpenAI-compatible /v1 URL of the model."
         ),
@@ -141,8 +141,8 @@ def register(app: typer.Typer) -> None:
         server: str = typer.Option(
             "auto", "--server", help="auto (vLLM with a GPU, else transformers) | transformers | vllm."
         ),
-        train_run: Path | None = typer.Option(
-            Path("runs/demo"),
+        train_run: str | None = typer.Option(
+            "runs/demo",
             "--train-run",
             help="World benchmark: hold out the tasks this run synthesised from.",
         ),
@@ -230,7 +230,7 @@ def register(app: typer.Typer) -> None:
         typer.echo("\n".join(table_lines({label or cfg.teacher.model: report})))
         typer.echo(
             f"eval: {result.scored} scored now, {result.already} already scored, {len(result.bad_rows)} bad rows "
-            f"(see {store.root / 'logs' / 'eval.log'}); trajectories in {store.root / 'eval'}; report: {store.where('report.json')}"
+            f"(see {store.root / 'logs' / 'eval.log'}); trajectories in {store.where('eval')}; report: {store.where('report.json')}"
         )
 
     @app.command("eval-table")
@@ -238,14 +238,15 @@ def register(app: typer.Typer) -> None:
         runs: list[str] = typer.Argument(..., help="LABEL=RUN_DIR (or RUN_DIR) for each column."),
     ) -> None:
         """Eval reports of several runs side by side (one table)."""
-        from pipeline.store import RunStore
+        from pipeline.run_files import split_location
         from stages.evaluate.evaluator import table_lines
 
         reports: dict[str, dict[str, Any]] = {}
         for spec in runs:
-            label, _, folder = spec.rpartition("=") if "=" in spec else ("", "", spec)
-            report = RunStore(folder).read_report().get("eval")
+            head, _, rest = spec.partition("=")
+            label, folder = (head, rest) if rest and "://" not in head and "?" not in head else ("", spec)
+            report = run_store(folder).read_report().get("eval")
             if not report:
                 raise fail(f"{folder}: no eval report (run `trajforge eval --run {folder}` first)")
-            reports[label or Path(folder).name] = report
+            reports[label or split_location(folder)[1]] = report
         typer.echo("\n".join(table_lines(reports)))

@@ -220,6 +220,11 @@ def test_synth_filter_view_publish_against_the_bucket_each_from_a_fresh_disk(buc
         str(tmp_path / "hub"),
     )
     assert f'"rows": {len(kept)}' in out
+    evaluated = f"s3://{bucket}/runs/cli-eval"  # the oracle on the world tasks the run did not use
+    run("eval", "eval", "--run", evaluated, "--train-run", address, *world, "--set", "tools.code.workers=1")
+    report = RunStore(evaluated).read_report()["eval"]
+    assert report["questions"] == 8 - 4 and report["accuracy"] == 1.0, report
+    assert "cli-eval" in run("table", "eval-table", evaluated)
     keys = bucket_keys(*_endpoint_and(bucket))
     for wanted in ("config.yaml", "report.json", "tools.json"):
         assert f"runs/cli/{wanted}" in keys
