@@ -176,9 +176,6 @@ class LocalRunFiles:
     def parquet_file(self, key: str) -> pq.ParquetFile:
         return pq.ParquetFile(self._path(key))
 
-    def local_path(self, key: str) -> Path:
-        return self._path(key)
-
     def clear_temporaries(self) -> int:
         """Remove leftovers of crashed writers (never complete files)."""
         removed = 0
@@ -208,12 +205,11 @@ class RemoteRunFiles:
             stream.write(data)
 
     def read_bytes(self, key: str) -> bytes:
-        from pyarrow import fs
-
-        if self.fs.get_file_info(self._path(key)).type != fs.FileType.File:
-            raise FileNotFoundError(f"{display_location(self.location)}/{key} does not exist")
-        with self.fs.open_input_stream(self._path(key)) as stream:
-            return stream.read()
+        try:  # one request: a missing object fails the open
+            with self.fs.open_input_stream(self._path(key)) as stream:
+                return stream.read()
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{display_location(self.location)}/{key} does not exist") from None
 
     def exists(self, key: str) -> bool:
         return self.first_existing([key]) is not None

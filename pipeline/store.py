@@ -64,9 +64,7 @@ class ImageStore:
         if self._remote is not None:
             key = self._remote.first_existing([f"images/{ref[:2]}/{ref}{ext}" for ext in _IMAGE_EXTS])
             if key is not None:
-                local = self.root.parent / key
-                atomic_write_bytes(local, self._remote.read_bytes(key))
-                return local
+                return fetch(self._remote, key, self.root.parent / key)
         return folder / f"{ref}.png"
 
     def has(self, ref: str) -> bool:
@@ -110,9 +108,8 @@ class ImageStore:
         """Every image of the run as a local file (a remote run's are fetched first)."""
         if self._remote is not None:
             for key in self._remote.list("images", recursive=True):
-                local = self.root.parent / key
-                if not local.exists():
-                    atomic_write_bytes(local, self._remote.read_bytes(key))
+                if not (self.root.parent / key).exists():
+                    fetch(self._remote, key, self.root.parent / key)
         return sorted(self.root.glob("*/*")) if self.root.exists() else []
 
     def count(self) -> int:
@@ -166,10 +163,10 @@ class RunStore:
         None when the run has none: for readers that take a path (the config loader)."""
         local = self.root / key
         if self.remote:
-            text = self.read_text(key)
-            if text is None:
+            try:
+                fetch(self.files, key, local)
+            except FileNotFoundError:
                 return None
-            atomic_write_bytes(local, text.encode("utf-8"))
         return local if local.exists() else None
 
     def push_folder(self, folder: str) -> int:
@@ -190,9 +187,8 @@ class RunStore:
         local = self.root / folder
         if self.remote:
             for key in self.files.list(folder):
-                target = self.root / key
-                if not target.exists():
-                    atomic_write_bytes(target, self.files.read_bytes(key))
+                if not (self.root / key).exists():
+                    fetch(self.files, key, self.root / key)
         return local
 
     def push_logs(self) -> int:
@@ -201,9 +197,10 @@ class RunStore:
         local = self.root / "logs"
         if not self.remote or not local.is_dir():
             return 0
-        for path in local.glob("*.log"):
+        logs = list(local.glob("*.log"))
+        for path in logs:
             self.files.write_bytes(f"logs/{path.stem}.{host_tag()}.log", path.read_bytes())
-        return len(list(local.glob("*.log")))
+        return len(logs)
 
     # -- shards ---------------------------------------------------------------------------
     def shard_paths(self, stage: str) -> list[str]:
@@ -304,6 +301,12 @@ class RunStore:
     def read_report(self) -> dict[str, Any]:
         text = self.read_text("report.json")
         return {} if text is None else json.loads(text)
+
+
+def fetch(files: RunFiles, key: str, local: Path) -> Path:
+    """Copy one of a remote run's files to a local path (atomically); FileNotFoundError if absent."""
+    atomic_write_bytes(local, files.read_bytes(key))
+    return local
 
 
 def _id_column(model: type[Record]) -> str:

@@ -725,9 +725,11 @@ class _LocalPool:
     def __init__(
         self, cfg: Config, store: RunStore, teacher_base_url: str | None, tools_factory: ToolsFactory | None
     ) -> None:
-        location = store.location if store.remote else str(store.root)
         self.worker = SynthWorker(
-            cfg, location, teacher_base_url=teacher_base_url, tools_factory=tools_factory
+            cfg,
+            _worker_location(store, absolute=False),
+            teacher_base_url=teacher_base_url,
+            tools_factory=tools_factory,
         )
 
     def submit(self, index: int, item: WorkItem) -> Awaitable[TaskResult]:
@@ -798,10 +800,12 @@ class _RayPool:
             ray.shutdown()
 
 
-def _worker_location(store: RunStore) -> str:
-    """Where a Ray worker finds the run: the address of a remote run (workers on other nodes
-    write there), the absolute folder of a local one (a shared disk on a cluster)."""
-    return store.location if store.remote else str(store.root.resolve())
+def _worker_location(store: RunStore, *, absolute: bool = True) -> str:
+    """Where a worker finds the run: the address of a remote run (workers on other nodes
+    write there), else the folder, absolute for a Ray worker (a shared disk on a cluster)."""
+    if store.remote:
+        return store.location
+    return str(store.root.resolve() if absolute else store.root)
 
 
 class _RayWorker:
