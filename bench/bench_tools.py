@@ -1,7 +1,8 @@
 """Tools benchmark: code-sandbox per-call overhead vs cold interpreters, search cache hit rates,
 local image-search latency and top-1 (the v1 baseline it replaced is quoted in the README),
 the sandbox CPU of a crop call with large PNG inputs staged as they are vs as filter-free copies,
-and of repeated crop calls on one input with the zygote's decode cache off vs on.
+of repeated crop calls on one input with the zygote's decode cache off vs on, and of a crop call
+whose plain PNG save goes to PIL at level 1 vs the sandbox's fast writer (`--only png-saves`).
 
 Overhead = host-observed time of a call whose user code is `pass` (so it is all sandbox cost:
 staging, fork, limits, output collection, IPC). Measured side by side in one run against
@@ -12,7 +13,7 @@ Image search: corpora of world-style emblems (300 = the default world, and 2,000
 are crops of a cluttered scene holding an emblem at 50-130 px and rescaled, tinted copies; each
 query is timed against the index.
 
-    python bench/bench_tools.py [--calls 200] [--cold 20] [--image-queries 20] [--only image|fast-inputs|decode-cache]
+    python bench/bench_tools.py [--calls 200] [--cold 20] [--image-queries 20] [--only image|fast-inputs|decode-cache|png-saves]
 """
 
 from __future__ import annotations
@@ -180,6 +181,45 @@ async def empty_call_full_cache(work: Path, n: int) -> dict:
     return {label: round(value * 1000, 2) for label, value in cpu.items()}
 
 
+async def png_save_crops(work: Path, n: int) -> list[dict]:
+    """Sandbox CPU and file size of a crop call whose save goes to PIL at level 1 (what every
+    plain save did before: `compress_level=1` still takes that path) vs the plain save's fast
+    path (`png_encode`: libpng, level 1, the "up" row filter); calls alternated in one pool."""
+    codes = {
+        "pil_level1": CROP_CODE.replace("'/output/crop.png'", "'/output/crop.png', compress_level=1"),
+        "fast": CROP_CODE,
+    }
+    rows = []
+    for kind, image in fast_input_images(work).items():
+        tool = CodeTool(CodeToolConfig(workers=1))
+        cpu = dict.fromkeys(codes, 0.0)
+        size = dict.fromkeys(codes, 0)
+        try:
+            await tool.run(
+                {"code": CROP_CODE}, ToolContext("warm", work / "w", images={"image_0.png": image})
+            )
+            for i in range(n):
+                for label, code in codes.items():
+                    before = tool.stats()["sandbox_cpu_s"]
+                    ctx = ToolContext(f"{label}{i}", work / f"{label}{i}", images={"image_0.png": image})
+                    obs = await tool.run({"code": code}, ctx)
+                    assert obs.error is None, obs.error
+                    cpu[label] += tool.stats()["sandbox_cpu_s"] - before
+                    size[label] = Path(obs.images[0]).stat().st_size
+        finally:
+            await tool.aclose()
+        rows.append(
+            {
+                "image": kind,
+                **{f"{label}_ms": round(cpu[label] / n * 1000, 1) for label in codes},
+                "cpu_ratio": round(cpu["fast"] / cpu["pil_level1"], 3),
+                **{f"{label}_bytes": size[label] for label in codes},
+                "size_ratio": round(size["fast"] / size["pil_level1"], 3),
+            }
+        )
+    return rows
+
+
 def search_hit_rates(work: Path) -> dict:
     """Replays a trajectory-like query stream (repeats across rollouts) through a fresh cache."""
     from stages.tools.cache import ToolCache
@@ -316,13 +356,22 @@ def main() -> None:
     parser.add_argument("--cold", type=int, default=20)
     parser.add_argument("--image-queries", type=int, default=20)
     parser.add_argument("--image-sizes", default="300,2000")
-    parser.add_argument("--only", choices=["image", "fast-inputs", "decode-cache"], default=None)
+    parser.add_argument("--only", choices=["image", "fast-inputs", "decode-cache", "png-saves"], default=None)
     args = parser.parse_args()
     sizes = [int(v) for v in args.image_sizes.split(",")]
     if args.only == "fast-inputs":
         with tempfile.TemporaryDirectory() as tmp:
             rows = asyncio.run(fast_input_crops(Path(tmp), 20))
         print_fast_rows(rows)
+        return
+    if args.only == "png-saves":
+        with tempfile.TemporaryDirectory() as tmp:
+            rows = asyncio.run(png_save_crops(Path(tmp), 30))
+        for row in rows:
+            print(json.dumps(row))
+        print(
+            f"summary: {len(rows) * 60} crop calls; sandbox CPU fast / PIL level 1: {[r['cpu_ratio'] for r in rows]}"
+        )
         return
     if args.only == "decode-cache":
         with tempfile.TemporaryDirectory() as tmp:

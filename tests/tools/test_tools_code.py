@@ -15,6 +15,7 @@ from pipeline.format import IMAGE_MARKER
 from stages.tools.base import ToolContext
 from stages.tools.code.code_tool import CodeTool
 from stages.tools.code.isolation import bwrap_works
+from tests.png_rows import png_chunks, row_filters
 
 pytestmark = pytest.mark.skipif(not bwrap_works(), reason="bubblewrap cannot create namespaces here")
 
@@ -236,6 +237,31 @@ def test_png_saves_default_to_fast_compression_but_keep_a_chosen_level(loop, too
     assert (default, chosen) == (0, 3)  # 0: fastest (level 1), 3: maximum (level 9)
     with Image.open(obs.images[0]) as a, Image.open(ctx.images["image_0.png"]) as b:
         assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_plain_png_saves_take_one_row_filter_and_options_go_to_pil(loop, tool, ctx):
+    """PIL tries five row filters per row even at level 1 (most of a crop's save); a plain save
+    gets libpng's "up" filter instead. Same pixels; an option the code passes (here a text
+    chunk) still goes through PIL, which writes it."""
+    code = (
+        "from PIL import Image, PngImagePlugin\n"
+        "im = Image.open(image_paths[0]).convert('RGB')\n"
+        "im.save('/output/plain.png')\n"
+        "im.convert('L').save('/output/grey.png')\n"
+        "info = PngImagePlugin.PngInfo()\n"
+        "info.add_text('note', 'kept')\n"
+        "im.save('/output/tagged.png', pnginfo=info)\n"
+    )
+    obs = run(loop, tool, code, ctx)
+    assert obs.error is None and len(obs.images) == 3
+    plain, grey, tagged = (Path(p).read_bytes() for p in obs.images)
+    assert row_filters(plain) == {2} and row_filters(grey) == {2}
+    # PIL wrote the tagged one (the host then re-encodes it without the text chunk, also by PIL)
+    assert row_filters(tagged) != {2} and b"tEXt" not in [kind for kind, _ in png_chunks(tagged)]
+    with Image.open(obs.images[0]) as a, Image.open(ctx.images["image_0.png"]) as b:
+        assert np.array_equal(np.asarray(a), np.asarray(b.convert("RGB")))
+    with Image.open(obs.images[1]) as a, Image.open(ctx.images["image_0.png"]) as b:
+        assert np.array_equal(np.asarray(a), np.asarray(b.convert("L")))
 
 
 def test_tmp_is_emptied_between_calls_but_launcher_mounts_are_left_alone(loop, tool, ctx, tmp_path):

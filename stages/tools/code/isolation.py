@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 WORKER_SCRIPT = Path(__file__).with_name("sandbox_worker.py")
 #: Modules the worker loads from beside itself (bound next to it under bwrap).
-WORKER_MODULES = (Path(__file__).with_name("decode_cache.py"),)
+WORKER_MODULES = (Path(__file__).with_name("decode_cache.py"), Path(__file__).with_name("png_encode.py"))
 #: Environment of the sandboxed interpreter: single-threaded maths libraries keep fork() safe.
 SANDBOX_ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
