@@ -43,6 +43,21 @@ from world.vision import SIGNATURE_SIDE, thumbnail_signature
 #: 2: infobox links show their URL; multi-hop follows links by URL, up to 4 hops;
 #: 3: task-image signatures (signatures.json + signatures.npy)
 WORLD_VERSION = 3
+
+
+def builder_fingerprint() -> str:
+    """A digest of the world package's code: a world built by other code is rebuilt.
+
+    The version number alone missed changes (a checkout whose world was built before the
+    question phrasings existed kept serving the old tasks under the same version). Any edit to
+    `world/` rebuilds it, the oracle's included: about 15 s, against runs on stale tasks.
+    """
+    digest = hashlib.sha256()
+    for source in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(source.name.encode() + b"\0" + source.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 DEFAULT_ENTITIES = 300
 DEFAULT_TASKS = 200
 #: share of tasks per category
@@ -219,6 +234,7 @@ def build_world(
     by_category = {c: sum(1 for t in out_tasks if t.category == c) for c in MIX}
     manifest = {
         "version": WORLD_VERSION,
+        "builder": builder_fingerprint(),
         "seed": seed,
         "entities": len(kg_list),
         "tasks": len(out_tasks),
@@ -273,7 +289,7 @@ def _content_hash(root: Path) -> str:
 
 def is_built(world_dir: Path, **expected: int) -> bool:
     """A finished build (manifest and tasks present: the build renames into place at the end)
-    of this builder's version and, when given, of the expected `seed`, `entities` and `tasks`."""
+    of this builder's version and code and, when given, of the expected `seed`, `entities` and `tasks`."""
     world_dir = Path(world_dir)
     if not ((world_dir / "world.json").is_file() and (world_dir / "tasks.jsonl").is_file()):
         return False
@@ -283,7 +299,7 @@ def is_built(world_dir: Path, **expected: int) -> bool:
         built = manifest(world_dir)
     except ValueError:
         return False
-    wanted = {"version": WORLD_VERSION, **expected}
+    wanted = {"version": WORLD_VERSION, "builder": builder_fingerprint(), **expected}
     return all(built.get(key) == value for key, value in wanted.items())
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stages.tools.code.png_encode import encode_png
+from stages.tools.code.png_encode import fast_png
 from tests.png_rows import png_chunks, row_filters
 
 FILTER_TYPES = {"none": 0, "sub": 1, "up": 2, "paeth": 4}
@@ -25,7 +25,7 @@ def _pixels(mode: str) -> np.ndarray:
 @pytest.mark.parametrize("row_filter", ["none", "up"])
 def test_same_pixels_one_idat_and_the_asked_for_filter(mode: str, row_filter: str) -> None:
     pixels = _pixels(mode)
-    png = encode_png(pixels, level=1, row_filter=row_filter)
+    png = fast_png(pixels, level=1, row_filter=row_filter)
     assert [kind for kind, _ in png_chunks(png)] == [b"IHDR", b"IDAT", b"IEND"]
     assert row_filters(png) == {FILTER_TYPES[row_filter]}
     with Image.open(io.BytesIO(png)) as image:
@@ -35,6 +35,6 @@ def test_same_pixels_one_idat_and_the_asked_for_filter(mode: str, row_filter: st
 
 def test_other_pixel_layouts_are_refused() -> None:
     with pytest.raises(ValueError, match="8-bit"):
-        encode_png(np.zeros((4, 4), np.uint16), level=1, row_filter="up")
+        fast_png(np.zeros((4, 4), np.uint16), level=1, row_filter="up")
     with pytest.raises(ValueError, match="channels"):
-        encode_png(np.zeros((4, 4, 2), np.uint8), level=1, row_filter="up")
+        fast_png(np.zeros((4, 4, 2), np.uint8), level=1, row_filter="up")

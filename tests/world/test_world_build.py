@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -214,3 +215,16 @@ def test_signature_index_matches_the_images_and_spares_the_oracle_their_decoding
         uri = "data:image/png;base64," + base64.b64encode(encode_png(sent)).decode()
         found = knowledge.find_task(task.question, [uri])
         assert found is not None and found.images[0] == task.images[0]  # a scene serves several tasks
+
+
+def test_a_world_built_by_other_code_is_not_taken_as_built(small_world: Path, tmp_path: Path) -> None:
+    """Same version, seed and sizes, other world code (an older checkout's build): rebuilt."""
+    copy = tmp_path / "world"
+    shutil.copytree(small_world, copy)
+    built = manifest(copy)
+    sizes = {key: built[key] for key in ("seed", "entities", "tasks")}
+    assert is_built(copy, **sizes)
+    (copy / "world.json").write_text(json.dumps({**built, "builder": "0" * 16}))
+    assert not is_built(copy, **sizes)
+    (copy / "world.json").write_text(json.dumps({k: v for k, v in built.items() if k != "builder"}))
+    assert not is_built(copy, **sizes)

@@ -27,7 +27,7 @@ import numpy as np
 from pipeline.images import ImageError, header_size, read_image
 from pipeline.singleflight import SingleFlight
 from pipeline.store import atomic_write_bytes
-from stages.tools.code.png_encode import CHANNELS, PNG_MAGIC, encode_png
+from stages.tools.code.png_encode import CHANNELS, PNG_MAGIC, fast_png
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def write_unfiltered_png(source: Path, target: Path, max_pixels: int) -> bool:
     raw = image.width * image.height * CHANNELS[image.mode]
     level = 0 if source.stat().st_size > _STORED_ABOVE_RATIO * raw else 1
     try:
-        encoded = encode_png(np.asarray(image), level=level, row_filter="none")
+        encoded = fast_png(np.asarray(image), level=level, row_filter="none")
     except ValueError:
         return False
     atomic_write_bytes(target, encoded)

@@ -32,7 +32,7 @@ ROW_FILTERS = {
 }
 
 
-def encode_png(pixels: np.ndarray, *, level: int, row_filter: str) -> bytes:
+def fast_png(pixels: np.ndarray, *, level: int, row_filter: str) -> bytes:
     """PNG bytes of 8-bit L (h x w), RGB or RGBA (h x w x 3|4, in that channel order) pixels."""
     if pixels.dtype != np.uint8 or pixels.ndim not in (2, 3):
         raise ValueError(f"expected 8-bit pixels of 1, 3 or 4 channels, got {pixels.dtype} {pixels.shape}")

@@ -533,7 +533,7 @@ def fast_png_by_default(image_module, png_encode) -> None:
         def save_png(im, fp, filename, *args, **kwargs):
             plain = not im.encoderinfo and not {"icc_profile", "transparency"} & set(im.info)
             if whole_file and plain and im.mode in png_encode.CHANNELS:
-                fp.write(png_encode.encode_png(numpy.asarray(im), level=1, row_filter="up"))
+                fp.write(png_encode.fast_png(numpy.asarray(im), level=1, row_filter="up"))
                 return None
             if "compress_level" not in im.encoderinfo and not im.encoderinfo.get("optimize"):
                 im.encoderinfo["compress_level"] = 1
