@@ -217,6 +217,31 @@ def test_stats_report_queue_exec_and_sandbox_cpu(ctx):
     spent = after["sandbox_cpu_s"] - before["sandbox_cpu_s"]
     assert 0.05 <= spent <= obs.meta["timings"]["exec_s"] + 0.05  # a busy loop's CPU, inside the sandbox
     assert after["calls"] == before["calls"] + 1 and after["mean_exec_s"] > 0
+    code_part = after["sandbox_code_cpu_s"] - before["sandbox_code_cpu_s"]
+    # the loop ran in the code's own process (the total is read at clock ticks: 10 ms each side)
+    assert 0.9 * spent - 0.02 <= code_part <= spent + 0.02
+
+
+def test_a_session_cell_cpu_is_counted_as_the_code_s_own(ctx):
+    """In session mode the cell runs in a long-lived child: its CPU is read from /proc (clock
+    ticks) before and after the cell, not from a reaped child."""
+    cfg = CodeToolConfig(workers=1, wall_s=10, cpu_s=5, session=True)
+    code = "total = 0\nfor i in range(4_000_000):\n    total += i\nprint(total)"
+
+    async def go():
+        tool = CodeTool(cfg)
+        try:
+            await tool.run({"code": "x = 1"}, ctx)  # opens the session
+            before = tool.stats()
+            obs = await tool.run({"code": code}, ctx)
+            return before, obs, tool.stats()
+        finally:
+            await tool.aclose()
+
+    before, obs, after = asyncio.run(go())
+    assert obs.error is None
+    code_part = after["sandbox_code_cpu_s"] - before["sandbox_code_cpu_s"]
+    assert 0.05 <= code_part <= obs.meta["timings"]["exec_s"] + 0.02
 
 
 def test_png_saves_default_to_fast_compression_but_keep_a_chosen_level(loop, tool, ctx):

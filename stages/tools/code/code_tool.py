@@ -109,7 +109,9 @@ class CodeTool(Tool):
     def stats(self) -> dict[str, float]:
         """Counts, and where a call's time goes (mean seconds: staging fast inputs, waiting for
         a worker (mean, p99, longest), the worker's round trip and the code's run inside it, CPU
-        spent in the sandbox), and how many sandbox workers the pool grew to (of its ceiling)."""
+        spent in the sandbox and the part of it the code's own process spent), and how many
+        sandbox workers the pool grew to (of its ceiling). In session mode a session's process
+        counts in `sandbox_cpu_s` only once it ends."""
         calls = max(1, self.pool.calls)
         return {
             "calls": self.pool.calls,
@@ -128,6 +130,10 @@ class CodeTool(Tool):
             "mean_total_s": round(self.pool.seconds["total_s"] / calls, 4),
             "mean_cpu_s": round(self.pool.seconds["cpu_s"] / calls, 4),
             "sandbox_cpu_s": round(self.pool.seconds["cpu_s"], 3),
+            # of which the code's own process (its fork's start and what the teacher's code did);
+            # the rest is the sandbox's own: decoding inputs into the cache, fork, sweep, copy-out
+            "sandbox_code_cpu_s": round(self.pool.seconds["code_cpu_s"], 3),
+            "mean_code_cpu_s": round(self.pool.seconds["code_cpu_s"] / calls, 4),
         }
 
     async def end_session(self, trajectory_id: str) -> None:

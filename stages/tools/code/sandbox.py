@@ -408,6 +408,7 @@ class SandboxPool:
                 "stage_s": t2 - t1,
                 "exec_s": float(reply.get("exec_s", 0.0)),
                 "cpu_s": float(reply.get("cpu_s", 0.0)),  # inside the sandbox
+                "code_cpu_s": float(reply.get("code_cpu_s", 0.0)),  # of which the code's own process
                 "roundtrip_s": t3 - t2,
                 "total_s": t3 - t0,
             }

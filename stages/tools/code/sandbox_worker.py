@@ -312,20 +312,22 @@ class Zygote:
         output, reason = self.pump(out_r, pid, None, started + limits["wall_s"], limits["max_output_bytes"])
         if reason != "exited":
             os.kill(pid, signal.SIGKILL)
-        status = self._status(pid)  # before the straggler sweep, which reaps whatever it finds
+        status, code_cpu_s = self._status(pid)  # before the straggler sweep, which reaps whatever it finds
         self.kill_stragglers()
         output += self.drain(out_r, limits["max_output_bytes"] - len(output))
         os.close(out_r)
         exec_s = time.perf_counter() - started
         exit_code = os.waitstatus_to_exitcode(status) if status is not None else None
-        return dict(self.finish(request, output, reason, exit_code, exec_s), decoded=decoded)
+        reply = self.finish(request, output, reason, exit_code, exec_s)
+        return dict(reply, decoded=decoded, code_cpu_s=round(code_cpu_s, 6))
 
-    def _status(self, pid: int) -> int | None:
+    def _status(self, pid: int) -> tuple[int | None, float]:
+        """The child's wait status and CPU seconds (its start in the fork and the code's run)."""
         try:
-            _, status = os.waitpid(pid, 0)
-            return status
+            _, status, usage = os.wait4(pid, 0)
+            return status, usage.ru_utime + usage.ru_stime
         except ChildProcessError:
-            return None
+            return None, 0.0
 
     def pump(
         self, out_r: int, pid: int, status_r: int | None, deadline: float, cap: int
@@ -416,7 +418,7 @@ class Zygote:
         if key not in self.sessions:  # a session child sees what was cached when it was forked
             decoded = self.prefill(request)
         session = self.sessions.get(key) or self.open_session(key, limits)
-        started = time.perf_counter()
+        started, cpu_before = time.perf_counter(), _process_cpu_s(session["pid"])
         send(session["ctrl_w"], {"code": request["code"], "images": request["images"]})
         output, reason = self.pump(
             session["out_r"],
@@ -426,6 +428,7 @@ class Zygote:
             limits["max_output_bytes"],
         )
         exit_code = None
+        code_cpu_s = max(0.0, _process_cpu_s(session["pid"]) - cpu_before)  # 0 once the child is gone
         if reason == "done":
             status = recv(session["status_r"])
             exit_code = status["code"] if status else 1
@@ -440,7 +443,7 @@ class Zygote:
         response = self.finish(request, output, reason, exit_code, time.perf_counter() - started)
         if key not in self.sessions and response["error"]:
             response["error"] += " (session state was reset)"
-        return dict(response, decoded=decoded)
+        return dict(response, decoded=decoded, code_cpu_s=round(code_cpu_s, 6))
 
     def open_session(self, key: str, limits: dict) -> dict:
         ctrl_r, ctrl_w = os.pipe()
@@ -486,7 +489,8 @@ class Zygote:
         else:
             reply = self.run_stateless(request)
         # CPU of the zygote and the children it reaped: approximate per call (a session child's
-        # counts when it ends, a straggler killed late in one call may be reaped in the next)
+        # counts when it ends, a straggler killed late in one call may be reaped in the next);
+        # `code_cpu_s` is the part the code's own process spent (its fork's start included)
         reply["cpu_s"] = round(_cpu_s() - before, 6)
         return reply
 
@@ -504,6 +508,16 @@ def _mounted_entries(folder: str, mountinfo: str = "/proc/self/mountinfo") -> se
     except OSError:
         pass
     return names
+
+
+def _process_cpu_s(pid: int) -> float:
+    """A live process's CPU seconds (user + system, at the clock tick's resolution); 0 if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _cpu_s() -> float:
