@@ -368,12 +368,17 @@ def bench_latency(
     in_flight: int,
     sets: dict[str, str],
     bare_kinds: tuple[str, ...] = tuple(BARE_LOOPS),
+    spread: float = 0.0,
 ) -> dict:
+    """`spread`: each call's latency drawn uniformly from latency x (1 -/+ spread), as a real
+    teacher's varies with the tokens it writes (0: every call takes `latency`, which keeps the
+    trajectories' calls in waves). The ideal uses the mean, `latency`."""
     import ray
 
     from pipeline.schema import Trajectory
 
-    world.knobs(latency=str(latency), rate_limit=None, errors={}, defects={})
+    spec = f"uniform:{latency * (1 - spread):g},{latency * (1 + spread):g}" if spread else str(latency)
+    world.knobs(latency=spec, rate_limit=None, errors={}, defects={})
     cfg = config(
         tmp,
         "latency",
@@ -383,7 +388,7 @@ def bench_latency(
             "synth.plan": "false",
             "synth.in_flight": in_flight,
             "teacher.concurrency": in_flight,
-            "teacher.timeout_s": latency * 6 + 30,
+            "teacher.timeout_s": latency * (1 + spread) * 6 + 30,
             **sets,
         },
     )
@@ -455,6 +460,7 @@ def bench_latency(
         "trajectories": len(calls),
         "calls_per_trajectory": round(per_traj, 2),
         "latency_s": latency,
+        "latency_spec": spec,
         "in_flight": in_flight,
         "tool_calls": summary["tool_calls"],
         "trajforge": {
@@ -805,6 +811,12 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=5.0, help="latency bench: seconds per teacher call")
     parser.add_argument("--in-flight", type=int, default=256, help="latency bench: trajectories in flight")
     parser.add_argument(
+        "--latency-spread",
+        type=float,
+        default=0.0,
+        help="latency bench: each call's latency uniform in latency x (1 -/+ this), e.g. 0.5 for 5-15 s at 10",
+    )
+    parser.add_argument(
         "--bare",
         action="append",
         choices=list(BARE_LOOPS),
@@ -834,6 +846,7 @@ def main() -> None:
                     tasks,
                     latency=args.latency,
                     in_flight=args.in_flight,
+                    spread=args.latency_spread,
                     sets=sets,
                     bare_kinds=tuple(args.bare or BARE_LOOPS),
                 )
