@@ -8,8 +8,8 @@ successful results are stored. Hit and miss counts feed the run summary.
 lockstep and ask for the same search at the same moment, and without it each would pay for
 the API call (and the local index's CPU) before any of them could fill the cache.
 
-The entries this process read or wrote last are also kept in memory (as their JSON text, so
-every caller decodes its own copy): a lookup runs on the event loop, and at a thousand
+The entries this process read or wrote last are also kept in memory (up to 32 M characters of
+their JSON text, so every caller decodes its own copy): a lookup runs on the event loop, and at a thousand
 trajectories in flight the K rollouts' repeats of one page or search each cost a sqlite read
 (0.2-0.7 ms here) there. A value another process writes is found in the file as before.
 """
@@ -28,8 +28,8 @@ from typing import Any
 from pipeline.singleflight import SingleFlight
 from pipeline.sqlite_store import SqliteStore
 
-#: Entries kept in memory (JSON text; pages are the largest, tens of KB each).
-MEMORY_ENTRIES = 2048
+#: Characters of JSON text kept in memory (pages are the largest entries, tens of KB each).
+MEMORY_CHARS = 32 << 20
 
 
 def normalise_query(text: str) -> str:
@@ -46,6 +46,7 @@ class ToolCache:
         self.coalesced = 0  # lookups that joined an identical fetch already in flight
         self._flights: SingleFlight[tuple[str, str], Any] = SingleFlight()
         self._recent: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._recent_chars = 0
         self._db: SqliteStore | None = None
         if self.enabled:
             assert path is not None
@@ -74,10 +75,12 @@ class ToolCache:
         return json.loads(text)
 
     def _remember(self, entry: tuple[str, str], text: str) -> None:
+        old = self._recent.pop(entry, None)
+        self._recent_chars += len(text) - (len(old) if old is not None else 0)
         self._recent[entry] = text
-        self._recent.move_to_end(entry)
-        if len(self._recent) > MEMORY_ENTRIES:
-            self._recent.popitem(last=False)
+        while self._recent_chars > MEMORY_CHARS and len(self._recent) > 1:
+            _, evicted = self._recent.popitem(last=False)
+            self._recent_chars -= len(evicted)
 
     async def get_or_fetch(self, ns: str, key: str, fetch: Callable[[], Awaitable[Any]]) -> Any:
         """The cached value, else the result of one `fetch` shared by every concurrent caller.
@@ -121,6 +124,7 @@ class ToolCache:
 
     def close(self) -> None:
         self._recent.clear()
+        self._recent_chars = 0
         if self._db is not None:
             self._db.close()
             self._db = None

@@ -45,11 +45,11 @@ def test_another_process_s_entries_come_from_the_file_then_memory(tmp_path: Path
 
 
 def test_memory_is_bounded_and_evicted_entries_stay_in_the_file(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(cache_module, "MEMORY_ENTRIES", 8)
+    monkeypatch.setattr(cache_module, "MEMORY_CHARS", 8 * len('"x00"'))
     cache = ToolCache(tmp_path / "c.sqlite")
     for i in range(20):
-        cache.put("visit", f"u{i}", i)
+        cache.put("visit", f"u{i}", f"x{i:02d}")
     assert len(cache._recent) == 8
     reads = CountingReads(cache)
-    assert cache.get("visit", "u0") == 0 and reads.reads == 1  # evicted from memory, still stored
-    assert cache.get("visit", "u19") == 19 and reads.reads == 1
+    assert cache.get("visit", "u0") == "x00" and reads.reads == 1  # evicted from memory, still stored
+    assert cache.get("visit", "u19") == "x19" and reads.reads == 1
