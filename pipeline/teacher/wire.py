@@ -43,9 +43,13 @@ class BodyEncoder:
         pieces = self._hole.split(text)  # text, index, text, index, ..., text
         if pieces[1::2] != [str(i) for i in range(len(uris))]:  # the body's text held a lookalike
             return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+        # joined as bytes, not as text then encoded: one copy of the URIs rather than three, and
+        # no widening of the whole body to 2-byte text when the conversation holds a non-ASCII
+        # character (a checked URI is ASCII, so its bytes are a straight copy)
+        chunks: list[bytes] = [pieces[0].encode()]
         for i in range(1, len(pieces), 2):
-            pieces[i] = '"' + uris[int(pieces[i])] + '"'
-        return "".join(pieces).encode()
+            chunks += (b'"', uris[int(pieces[i])].encode("ascii"), b'"', pieces[i + 1].encode())
+        return b"".join(chunks)
 
     def _swap_message(self, message: Any, uris: list[str]) -> Any:
         if not isinstance(message, dict) or not isinstance(content := message.get("content"), list):

@@ -225,8 +225,8 @@ class Executor:
         tools = self.tools.get(task.mode, {})
         for tool in tools.values():  # e.g. the code tool's fast input copies, hidden by turn one
             tool.warm(ctx)
-        plan_text = render_plan(plan.steps) if plan is not None and plan.valid and plan.steps else None
-        messages: list[Message] = prompt_messages(prompt.text, task.question, list(task.images), plan_text)
+        # the plan as `run` rendered it for the record (rendering it again cost as much)
+        messages: list[Message] = prompt_messages(prompt.text, task.question, list(task.images), traj.plan)
         encoder = self.encoder()
         tracker = PlanTracker(plan)
         request = self.rollout_request(traj.rollout, traj.trajectory_id)

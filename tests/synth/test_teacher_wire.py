@@ -51,3 +51,22 @@ def test_budget_evicts_oldest():
         encoder.encode(_body(u))
     assert uris[0] not in encoder._safe and uris[-1] in encoder._safe
     assert encoder._chars <= 10_000
+
+
+def test_spliced_images_are_copied_as_bytes_not_widened_text():
+    """A conversation with one non-ASCII character once made the whole body 2-byte text before
+    encoding it (about four copies of every image per call); now each image is copied twice."""
+    import tracemalloc
+
+    encoder = BodyEncoder()
+    uri = _uri(750_000)  # about 1 MB of base64
+    body = _body(uri)  # its text holds « ü »
+    encoder.encode(body)  # the URI is checked once, outside the measured call
+    tracemalloc.start()
+    try:
+        encoded = encoder.encode(body)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert encoded == openapi_dumps(body)
+    assert peak < 2.5 * len(uri), f"encoding allocated {peak / len(uri):.1f}x the image's size"
