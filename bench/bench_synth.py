@@ -13,7 +13,10 @@ side by side in this one run.
    OpenAI's x-ratelimit headers or not (then the client learns it from 429s, starting unpaced or
    with a slow start); sustained admitted rate / R and the share of requests rejected;
 3. cost per trajectory: CPU ms per trajectory, split (by stack sampling, scaled to the measured
-   process CPU) into teacher client, tools, image encoding, storage, agent loop and runtime;
+   process CPU) into teacher client, tools, image encoding, storage, agent loop and runtime
+   (the sampler reads stacks when the loop's thread lets go of the GIL, in a select or a
+   socket write, so it bills those a share of what ran before them: `py-spy record --gil`
+   gives a truer per-function split);
    images encoded per trajectory vs images sent;
 4. memory: peak RSS of a synth process at N and 10N tasks.
 
@@ -275,11 +278,13 @@ BARE_LOOPS = {"sdk_default": "create over httpx", "same_wire": "post over aiohtt
 
 async def bare_loop(
     base_url: str, cfg, conversations: list[tuple[list[dict], int, dict]], in_flight: int, kind: str
-) -> tuple[float, list[tuple[float, float, int]]]:
+) -> tuple[float, list[tuple[float, float, int]], dict]:
     """The baseline: a plain asyncio + openai loop sending trajforge's very requests, no tools.
 
-    Returns the wall time and each trajectory's (started, finished, calls), started once it
-    holds a slot, as trajforge's trajectories record theirs.
+    Returns the wall time, each trajectory's (started, finished, calls), started once it
+    holds a slot, as trajforge's trajectories record theirs, and the loop's own figures: CPU
+    ms per trajectory and the lag of a 20 ms tick (as the worker's probe measures it), the
+    floor for trajforge's driver at the same load.
     """
     import httpx2
     import openai
@@ -319,11 +324,30 @@ async def bare_loop(
                     await client.chat.completions.create(**fields)
             spans.append((started, time.time(), calls))
 
-    start = time.monotonic()
+    lags: list[float] = []
+
+    async def ticker(tick: float = 0.02) -> None:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(tick)
+            lags.append(max(0.0, time.perf_counter() - before - tick))
+
+    ticking = asyncio.create_task(ticker())
+    start, cpu = time.monotonic(), time.process_time()
     await asyncio.gather(*(trajectory(*conversation) for conversation in conversations))
-    elapsed = time.monotonic() - start
+    elapsed, cpu = time.monotonic() - start, time.process_time() - cpu
+    ticking.cancel()
     await client.close()
-    return elapsed, spans
+    lags.sort()
+    return (
+        elapsed,
+        spans,
+        {
+            "cpu_ms_per_trajectory": round(1000 * cpu / len(conversations), 1),
+            "lag_p99_ms": round(1000 * lags[int(0.99 * (len(lags) - 1))], 1) if lags else 0.0,
+            "lag_max_ms": round(1000 * lags[-1], 1) if lags else 0.0,
+        },
+    )
 
 
 def steady_state(
@@ -434,7 +458,9 @@ def bench_latency(
     for kind, label in ((k, BARE_LOOPS[k]) for k in bare_kinds):
         world.restart()  # the oracle caches its image checks: no side may find them warm
         bare_server_cpu = world.cpu_s()
-        bare, bare_spans = asyncio.run(bare_loop(world.url + "/v1", cfg, conversations, in_flight, kind))
+        bare, bare_spans, bare_own = asyncio.run(
+            bare_loop(world.url + "/v1", cfg, conversations, in_flight, kind)
+        )
         bare_server_cpu = world.cpu_s() - bare_server_cpu
         bare_steady, bare_rate = steady_state(bare_spans, in_flight, latency), len(calls) / bare
         bare_warm = steady_state(bare_spans, in_flight, latency, after_warm_up=True)
@@ -450,6 +476,7 @@ def bench_latency(
                 "bare_ratio_vs_ideal": round(bare_warm["efficiency"], 3),
             },
             "world_server_cpu_ms_per_call": round(1000 * bare_server_cpu / sum(calls), 1),
+            "bare_loop_process": bare_own,  # its CPU per trajectory and its loop's lag
             "whole_run": {
                 "bare_loop_traj_per_s": round(bare_rate, 2),
                 "ratio_vs_bare": round(ours_rate / bare_rate, 3),
