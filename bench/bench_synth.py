@@ -159,6 +159,10 @@ def synth(cfg, store, world: World, *, use_ray: bool, tools_factory=None) -> dic
 # ------------------------------------------------------------------------ in-worker probe
 
 PROBE_FILE = "bench-probe.json"
+#: Seconds from a loop's start after which its lag also counts as "after the start": the first
+#: trajectories all start at once (a thousand connections opened, every task image prepared),
+#: which a long run meets once.
+START_S = 30.0
 _PROBE: dict = {}
 
 
@@ -197,6 +201,7 @@ async def _probe(path: Path, tick: float = 0.02) -> None:
     import gc
 
     lags: list[float] = []
+    late_lags: list[float] = []  # after the start (START_S): what a long run meets
     pauses: list[float] = []
     started: list[float] = []
     fds = [0]
@@ -210,15 +215,21 @@ async def _probe(path: Path, tick: float = 0.02) -> None:
             pauses.append(time.perf_counter() - started.pop())
 
     gc.callbacks.append(on_gc)
+    watchdog = _StallWatchdog(threading.get_ident())
+    watchdog.start()
     cpu0, last_write = time.process_time(), time.monotonic()
+    begun = last_write
     # gc.get_freeze_count() walks the whole frozen list (some 160K objects here): asked every
     # second it was the probe's own largest cost (about 1 ms of CPU per trajectory counted as
     # the worker's, and a 10-15 ms stall each time), so it is asked every 30 s
     frozen, frozen_at = 0, -1e9
     while True:
         before = time.perf_counter()
+        watchdog.beat = before
         await asyncio.sleep(tick)
         lags.append(max(0.0, time.perf_counter() - before - tick))
+        if time.monotonic() - begun > START_S:
+            late_lags.append(lags[-1])
         if time.monotonic() - last_write >= 1.0:
             last_write = time.monotonic()
             fds[0] = max(fds[0], len(os.listdir("/proc/self/fd")))
@@ -231,13 +242,54 @@ async def _probe(path: Path, tick: float = 0.02) -> None:
                         "cpu_s": time.process_time() - cpu0,
                         "lag_p99_ms": round(1000 * ordered[int(0.99 * (len(ordered) - 1))], 1),
                         "lag_max_ms": round(1000 * ordered[-1], 1),
+                        "lag_max_after_start_ms": round(1000 * max(late_lags, default=0.0), 1),
                         "full_gc": len(pauses),
                         "full_gc_max_ms": round(1000 * max(pauses, default=0.0), 1),
                         "open_files_max": fds[0],
                         "gc_frozen": frozen,
+                        "stall_samples": watchdog.samples,
+                        "stall_stacks": watchdog.top(),
                     }
                 )
             )
+
+
+class _StallWatchdog(threading.Thread):
+    """While the probed loop is late (its tick over `late_s` overdue), sample what every thread
+    of the process runs, every 10 ms: the loop thread's stack (its innermost frames) and the
+    others' leaf frames, counted, so a stall can be told apart as one long call, many short
+    callbacks, or another thread holding the GIL."""
+
+    def __init__(self, loop_thread: int, late_s: float = 0.1, tick_s: float = 0.02) -> None:
+        super().__init__(daemon=True)
+        self.loop_thread, self.late_s, self.tick_s = loop_thread, late_s, tick_s
+        self.beat = time.perf_counter()
+        self.samples = 0
+        self.stacks: collections.Counter[str] = collections.Counter()
+
+    def run(self) -> None:
+        me = threading.get_ident()
+        while True:
+            time.sleep(0.01)
+            if time.perf_counter() - self.beat < self.late_s + self.tick_s:
+                continue
+            self.samples += 1
+            for ident, frame in sys._current_frames().items():
+                if ident == me:
+                    continue
+                self.stacks[self._describe(frame, loop=ident == self.loop_thread)] += 1
+
+    @staticmethod
+    def _describe(frame, *, loop: bool) -> str:
+        names = []
+        while frame is not None and len(names) < (6 if loop else 2):
+            code = frame.f_code
+            names.append(f"{Path(code.co_filename).name}:{code.co_name}:{frame.f_lineno}")
+            frame = frame.f_back
+        return ("loop: " if loop else "other: ") + " < ".join(names)
+
+    def top(self, n: int = 25) -> list[tuple[str, int]]:
+        return self.stacks.most_common(n)
 
 
 # ------------------------------------------------------------------------------ 1. latency
@@ -331,9 +383,12 @@ async def bare_loop(
             before = time.perf_counter()
             await asyncio.sleep(tick)
             lags.append(max(0.0, time.perf_counter() - before - tick))
+            if time.monotonic() - start > START_S:
+                late_lags.append(lags[-1])
 
-    ticking = asyncio.create_task(ticker())
+    late_lags: list[float] = []
     start, cpu = time.monotonic(), time.process_time()
+    ticking = asyncio.create_task(ticker())
     await asyncio.gather(*(trajectory(*conversation) for conversation in conversations))
     elapsed, cpu = time.monotonic() - start, time.process_time() - cpu
     ticking.cancel()
@@ -346,6 +401,7 @@ async def bare_loop(
             "cpu_ms_per_trajectory": round(1000 * cpu / len(conversations), 1),
             "lag_p99_ms": round(1000 * lags[int(0.99 * (len(lags) - 1))], 1) if lags else 0.0,
             "lag_max_ms": round(1000 * lags[-1], 1) if lags else 0.0,
+            "lag_max_after_start_ms": round(1000 * max(late_lags, default=0.0), 1),
         },
     )
 

@@ -203,6 +203,9 @@ class SynthConfig(Section):
     observation_role: Literal["user", "tool"] = "user"  # how tool results reach the teacher
     send_rollout_as: Literal["seed", "user", "none"] = "seed"  # makes rollouts differ
     tasks_in_flight: int = 0  # tasks submitted per worker at once (0: 2 * in_flight / rollouts + 2)
+    # trajectories a worker starts per second at most (0: no limit): a thousand starting in one
+    # instant open a thousand teacher connections in one turn of the event loop (0.8 s stalled)
+    start_rate: float = 500.0
     # an unreadable or truncated reply is shown back to the teacher with its error and asked
     # again this many times before it becomes an unreadable step
     format_retries: int = 1

@@ -43,6 +43,7 @@ from pipeline.schema import Plan, Task, Trajectory, trajectory_id_for
 from pipeline.store import RunStore
 from pipeline.teacher import TeacherClient
 from pipeline.teacher.client import check_concurrency
+from pipeline.teacher.limits import AdaptivePacer
 from stages.synth.execute import Executor
 from stages.synth.lease import DriverLease
 from stages.synth.plan import make_plan
@@ -169,6 +170,7 @@ class SynthWorker:
         self._write_lock: asyncio.Lock | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._slots: asyncio.Semaphore | None = None
+        self._starts: AdaptivePacer | None = None
         self._executor: Executor | None = None
         self._teacher: TeacherClient | None = None
         self._tools: dict[str, dict[str, Any]] = {}
@@ -203,6 +205,9 @@ class SynthWorker:
         )
         self._write_lock = asyncio.Lock()
         self._slots = asyncio.Semaphore(max(1, self.cfg.synth.in_flight))
+        # starts spaced at synth.start_rate: only the first wave (every slot free at once) waits
+        rate = self.cfg.synth.start_rate
+        self._starts = AdaptivePacer(ceiling=rate) if rate > 0 else None
         self._flusher = asyncio.create_task(self._flush_periodically())
 
     async def run_task(self, item: WorkItem) -> TaskResult:
@@ -229,6 +234,8 @@ class SynthWorker:
 
         async def one(rollout: int) -> Trajectory:
             async with self._slots:
+                if self._starts is not None:
+                    await self._starts.acquire()
                 return await self._executor.run(task, rollout, plan)
 
         trajectories = await asyncio.gather(*(one(r) for r in item.rollouts))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 from pipeline.schema import Trajectory
@@ -48,3 +49,25 @@ def test_a_stated_pace_sizes_the_run_and_an_unknown_one_says_what_is_missing():
     unknown = sizing(summary, requests_per_s=None, in_flight=512, workers=2)
     assert "in_flight_needed" not in unknown and "teacher.requests_per_s" in unknown["note"]
     assert unknown["reached_calls_per_s"] == 6.0
+
+
+def _start_spread(tmp_path, fake_teacher, rate: float, name: str) -> float:
+    server = fake_teacher(scripted_agent, latency_s=0.05)
+    cfg, store, _ = make_run(
+        tmp_path / name,
+        n_tasks=2,
+        **{"synth.rollouts": 8, "synth.plan": False, "synth.in_flight": 16, "synth.start_rate": rate},
+    )
+    run_synth(
+        cfg, store, teacher_base_url=server.base_url, use_ray=False, tools_factory=fake_tools, progress=False
+    )
+    starts = sorted(json.loads(t.meta)["started_at"] for t in store.read_records("raw", Trajectory))
+    assert len(starts) == 16
+    return starts[-1] - starts[0]
+
+
+def test_the_first_wave_starts_at_the_configured_rate(fake_teacher, tmp_path):
+    """16 slots free at once: unpaced they all start in the same instant; at 40/s the 16 starts
+    take 15/40 s (a thousand at once stalled the loop 0.8 s opening their connections)."""
+    assert _start_spread(tmp_path, fake_teacher, 0, "unpaced") < 0.1
+    assert 0.3 <= _start_spread(tmp_path, fake_teacher, 40, "paced") < 1.5
