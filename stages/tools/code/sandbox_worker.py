@@ -538,15 +538,16 @@ def fast_png_by_default(image_module, png_encode) -> None:
     photo crop, and at level 1 most of what is left is PIL trying five row filters on every row:
     a plain L, RGB or RGBA image saved with no options goes through `png_encode` instead
     (libpng, level 1, the "up" filter: a crop call's sandbox CPU 0.71-0.87 of PIL's level 1,
-    files 0.89-1.12 of the size). Pixels are the same either way. A level (or `optimize`) the code asks for is kept, and any other
-    option, colour profile or transparency leaves the save to PIL (at level 1 unless chosen).
+    files 0.89-1.12 of the size). Pixels are the same either way. A level (or `optimize`) the
+    code asks for is kept, and any other option, colour profile or transparency leaves the save
+    to PIL (at level 1 unless chosen).
     """
     import numpy
 
-    def wrap(save, *, whole_file: bool):
+    def wrap(save, *, single_frame: bool):
         def save_png(im, fp, filename, *args, **kwargs):
             plain = not im.encoderinfo and not {"icc_profile", "transparency"} & set(im.info)
-            if whole_file and plain and im.mode in png_encode.CHANNELS:
+            if single_frame and plain and im.mode in png_encode.CHANNELS:
                 fp.write(png_encode.fast_png(numpy.asarray(im), level=1, row_filter="up"))
                 return None
             if "compress_level" not in im.encoderinfo and not im.encoderinfo.get("optimize"):
@@ -555,9 +556,9 @@ def fast_png_by_default(image_module, png_encode) -> None:
 
         return save_png
 
-    image_module.register_save("PNG", wrap(image_module.SAVE["PNG"], whole_file=True))
+    image_module.register_save("PNG", wrap(image_module.SAVE["PNG"], single_frame=True))
     if "PNG" in image_module.SAVE_ALL:
-        image_module.register_save_all("PNG", wrap(image_module.SAVE_ALL["PNG"], whole_file=False))
+        image_module.register_save_all("PNG", wrap(image_module.SAVE_ALL["PNG"], single_frame=False))
 
 
 def _sibling(name: str):
