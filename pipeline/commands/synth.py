@@ -165,6 +165,8 @@ def register(app: typer.Typer) -> None:
         summary["total_wall_s"] = round(time.monotonic() - start, 2)
         store.update_report("synth", summary)
         typer.echo(_summary_line(summary, tasks.summary()))
+        if note := summary.get("sizing", {}).get("sandbox_note"):
+            typer.echo(f"sandbox: {note}", err=True)
         store.push_logs()
         typer.echo(f"raw trajectories in {store.where('raw')}; report: {store.where('report.json')}")
         if summary.get("interrupted"):

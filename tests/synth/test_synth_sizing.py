@@ -71,3 +71,18 @@ def test_the_first_wave_starts_at_the_configured_rate(fake_teacher, tmp_path):
     take 15/40 s (a thousand at once stalled the loop 0.8 s opening their connections)."""
     assert _start_spread(tmp_path, fake_teacher, 0, "unpaced") < 0.1
     assert 0.3 <= _start_spread(tmp_path, fake_teacher, 40, "paced") < 1.5
+
+
+def test_code_calls_queueing_for_a_full_sandbox_pool_are_said():
+    summary = {
+        "wall_s": 100.0,
+        "teacher": {"calls": 600, "mean_latency_s": 10.0},
+        "executor": {"trajectories_timed": 100, "trajectory_wall_s": 6300.0},
+        "tools": {"code": {"mean_queue_s": 11.8, "sandbox_workers": 4, "sandbox_workers_ceiling": 4}},
+    }
+    note = sizing(summary, requests_per_s=None, in_flight=512, workers=2)["sandbox_note"]
+    assert "5.9 s" in note and "(2 per worker)" in note and "tools.code.max_workers" in note
+    summary["tools"]["code"]["sandbox_workers"] = 3  # the pool could still grow: no note
+    assert "sandbox_note" not in sizing(summary, requests_per_s=None, in_flight=512, workers=2)
+    summary["tools"]["code"].update(sandbox_workers=4, mean_queue_s=1.0)  # 0.5 s each: fine
+    assert "sandbox_note" not in sizing(summary, requests_per_s=None, in_flight=512, workers=2)
