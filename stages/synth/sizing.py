@@ -33,9 +33,9 @@ def sizing(
     if not trajectories or not calls:
         out["note"] = "nothing ran: no latency or calls per trajectory to size from"
         return out
-    if note := _sandbox_note(summary.get("tools", {}).get("code") or {}, workers):
-        out["sandbox_note"] = note
     wall = executor.get("trajectory_wall_s", 0.0) / trajectories
+    if note := _sandbox_note(summary.get("tools", {}).get("code") or {}, workers, trajectories, wall):
+        out["sandbox_note"] = note
     per_trajectory = calls / trajectories
     latency = float(teacher.get("mean_latency_s") or 0.0)
     rate, source = _pace(requests_per_s, teacher.get("stated_rate_per_s"))
@@ -73,19 +73,21 @@ def sizing(
     return out
 
 
-def _sandbox_note(code: dict[str, Any], workers: int) -> str | None:
-    """Where code calls queued for a full sandbox pool: what to raise (at 2,000 in flight on 2
-    cores, calls waited 5.9 s on average with the pool at its default ceiling of 2 processes, 3.3 s
-    with 4; a trajectory waits that on top of its teacher calls)."""
+def _sandbox_note(code: dict[str, Any], workers: int, trajectories: int, wall_s: float) -> str | None:
+    """Where code calls queued for a full sandbox pool: how long, and what to raise (at 2,000 in
+    flight on 2 cores, calls waited 5.9 s on average with the pool at its default ceiling of 2
+    processes, 3.3 s with 4; a trajectory waits that on top of its teacher calls)."""
     workers = max(1, workers)
     waited = float(code.get("mean_queue_s") or 0.0) / workers  # each worker's mean, summed
     processes, ceiling = code.get("sandbox_workers", 0), code.get("sandbox_workers_ceiling", 0)
     if waited < SANDBOX_WAIT_NOTE_S or not ceiling or processes < ceiling:
         return None
+    per_trajectory = waited * float(code.get("calls") or 0) / max(1, trajectories)
+    share = f" ({per_trajectory / wall_s:.0%} of a trajectory's wall)" if wall_s > 0 else ""
     return (
-        f"code calls waited {waited:.1f} s on average for a sandbox process, the pool at its ceiling "
-        f"({ceiling // workers} per worker): raise tools.code.max_workers (each process keeps its own "
-        "decoded inputs) or run more synth.workers"
+        f"code calls waited {waited:.1f} s on average for a sandbox process{share}, the pool at its "
+        f"ceiling ({ceiling // workers} per worker): where the machine has idle cores, raise "
+        "tools.code.max_workers (each process keeps its own decoded inputs) or run more synth.workers"
     )
 
 

@@ -78,10 +78,13 @@ def test_code_calls_queueing_for_a_full_sandbox_pool_are_said():
         "wall_s": 100.0,
         "teacher": {"calls": 600, "mean_latency_s": 10.0},
         "executor": {"trajectories_timed": 100, "trajectory_wall_s": 6300.0},
-        "tools": {"code": {"mean_queue_s": 11.8, "sandbox_workers": 4, "sandbox_workers_ceiling": 4}},
+        "tools": {
+            "code": {"calls": 63, "mean_queue_s": 11.8, "sandbox_workers": 4, "sandbox_workers_ceiling": 4}
+        },
     }
     note = sizing(summary, requests_per_s=None, in_flight=512, workers=2)["sandbox_note"]
     assert "5.9 s" in note and "(2 per worker)" in note and "tools.code.max_workers" in note
+    assert "(6% of a trajectory's wall)" in note  # 5.9 s x 0.63 calls of a 63 s trajectory
     summary["tools"]["code"]["sandbox_workers"] = 3  # the pool could still grow: no note
     assert "sandbox_note" not in sizing(summary, requests_per_s=None, in_flight=512, workers=2)
     summary["tools"]["code"].update(sandbox_workers=4, mean_queue_s=1.0)  # 0.5 s each: fine
