@@ -196,23 +196,33 @@ def test_timings_are_reported(loop, tool, ctx):
     assert json.dumps(timings)
 
 
-def test_stats_report_queue_exec_and_sandbox_cpu(ctx):
-    """On a fresh pool: a straggler killed late in an earlier (hostile) call can be reaped, and
-    so counted, in the next one. The bound also catches the zygote's own per-call work (it once
-    walked a venv bound under /tmp on every call: twice the code's CPU)."""
-    cfg = CodeToolConfig(workers=1, wall_s=10, cpu_s=5, session=False)
-    code = "total = 0\nfor i in range(4_000_000):\n    total += i\nprint(total)"
+BUSY_LOOP = "total = 0\nfor i in range(4_000_000):\n    total += i\nprint(total)"
+
+
+def _stats_around_a_busy_call(ctx, *, session: bool) -> tuple[dict, object, dict]:
+    """A fresh one-worker tool's stats before and after one busy-loop call (in session mode
+    after a first cell has opened the session), and the call's observation."""
+    cfg = CodeToolConfig(workers=1, wall_s=10, cpu_s=5, session=session)
 
     async def go():
         tool = CodeTool(cfg)
         try:
+            if session:
+                await tool.run({"code": "x = 1"}, ctx)  # opens the session
             before = tool.stats()
-            obs = await tool.run({"code": code}, ctx)
+            obs = await tool.run({"code": BUSY_LOOP}, ctx)
             return before, obs, tool.stats()
         finally:
             await tool.aclose()
 
-    before, obs, after = asyncio.run(go())
+    return asyncio.run(go())
+
+
+def test_stats_report_queue_exec_and_sandbox_cpu(ctx):
+    """On a fresh pool: a straggler killed late in an earlier (hostile) call can be reaped, and
+    so counted, in the next one. The bound also catches the zygote's own per-call work (it once
+    walked a venv bound under /tmp on every call: twice the code's CPU)."""
+    before, obs, after = _stats_around_a_busy_call(ctx, session=False)
     assert obs.error is None and obs.text.startswith(str(sum(range(4_000_000))))
     spent = after["sandbox_cpu_s"] - before["sandbox_cpu_s"]
     assert 0.05 <= spent <= obs.meta["timings"]["exec_s"] + 0.05  # a busy loop's CPU, inside the sandbox
@@ -225,68 +235,42 @@ def test_stats_report_queue_exec_and_sandbox_cpu(ctx):
 def test_a_session_cell_cpu_is_counted_as_the_code_s_own(ctx):
     """In session mode the cell runs in a long-lived child: its CPU is read from /proc (clock
     ticks) before and after the cell, not from a reaped child."""
-    cfg = CodeToolConfig(workers=1, wall_s=10, cpu_s=5, session=True)
-    code = "total = 0\nfor i in range(4_000_000):\n    total += i\nprint(total)"
-
-    async def go():
-        tool = CodeTool(cfg)
-        try:
-            await tool.run({"code": "x = 1"}, ctx)  # opens the session
-            before = tool.stats()
-            obs = await tool.run({"code": code}, ctx)
-            return before, obs, tool.stats()
-        finally:
-            await tool.aclose()
-
-    before, obs, after = asyncio.run(go())
+    before, obs, after = _stats_around_a_busy_call(ctx, session=True)
     assert obs.error is None
     code_part = after["sandbox_code_cpu_s"] - before["sandbox_code_cpu_s"]
     assert 0.05 <= code_part <= obs.meta["timings"]["exec_s"] + 0.02
 
 
-def test_png_saves_default_to_fast_compression_but_keep_a_chosen_level(loop, tool, ctx):
-    code = (
-        "from PIL import Image\n"
-        "im = Image.open(image_paths[0])\n"
-        "im.save('/output/default.png')\n"
-        "im.save('/output/chosen.png', compress_level=9)\n"
-    )
-    obs = run(loop, tool, code, ctx)
-    assert obs.error is None and len(obs.images) == 2
-
-    def zlib_level(path: str) -> int:  # FLEVEL bits of the zlib header opening the IDAT data
-        data = Path(path).read_bytes()
-        return data[data.index(b"IDAT") + 5] >> 6
-
-    default, chosen = (zlib_level(p) for p in obs.images)
-    assert (default, chosen) == (0, 3)  # 0: fastest (level 1), 3: maximum (level 9)
-    with Image.open(obs.images[0]) as a, Image.open(ctx.images["image_0.png"]) as b:
-        assert np.array_equal(np.asarray(a), np.asarray(b))
-
-
-def test_plain_png_saves_take_one_row_filter_and_options_go_to_pil(loop, tool, ctx):
-    """PIL tries five row filters per row even at level 1 (most of a crop's save); a plain save
-    gets libpng's "up" filter instead. Same pixels; an option the code passes (here a text
-    chunk) still goes through PIL, which writes it."""
+def test_plain_png_saves_are_fast_and_a_chosen_level_or_option_goes_to_pil(loop, tool, ctx):
+    """PIL's default (zlib 6 after trying five row filters on every row) was most of a crop
+    call's CPU: a plain save is written at level 1 with libpng's "up" filter instead, with the
+    same pixels. A level the code chooses is kept, and an option (here a text chunk) leaves the
+    save to PIL, which writes it."""
     code = (
         "from PIL import Image, PngImagePlugin\n"
         "im = Image.open(image_paths[0]).convert('RGB')\n"
         "im.save('/output/plain.png')\n"
         "im.convert('L').save('/output/grey.png')\n"
+        "im.save('/output/chosen.png', compress_level=9)\n"
         "info = PngImagePlugin.PngInfo()\n"
         "info.add_text('note', 'kept')\n"
         "im.save('/output/tagged.png', pnginfo=info)\n"
     )
     obs = run(loop, tool, code, ctx)
-    assert obs.error is None and len(obs.images) == 3
-    plain, grey, tagged = (Path(p).read_bytes() for p in obs.images)
-    assert row_filters(plain) == {2} and row_filters(grey) == {2}
+    assert obs.error is None and len(obs.images) == 4
+    plain, grey, chosen, tagged = (Path(p).read_bytes() for p in obs.images)
+
+    def zlib_level(data: bytes) -> int:  # FLEVEL bits of the zlib header opening the IDAT data
+        return data[data.index(b"IDAT") + 5] >> 6
+
+    assert (zlib_level(plain), zlib_level(chosen)) == (0, 3)  # 0: fastest (level 1), 3: level 9
+    assert row_filters(plain) == {2} and row_filters(grey) == {2} and row_filters(chosen) != {2}
     # PIL wrote the tagged one (the host then re-encodes it without the text chunk, also by PIL)
     assert row_filters(tagged) != {2} and b"tEXt" not in [kind for kind, _ in png_chunks(tagged)]
-    with Image.open(obs.images[0]) as a, Image.open(ctx.images["image_0.png"]) as b:
-        assert np.array_equal(np.asarray(a), np.asarray(b.convert("RGB")))
-    with Image.open(obs.images[1]) as a, Image.open(ctx.images["image_0.png"]) as b:
-        assert np.array_equal(np.asarray(a), np.asarray(b.convert("L")))
+    with Image.open(ctx.images["image_0.png"]) as source:
+        for path, mode in zip(obs.images, ("RGB", "L", "RGB", "RGB"), strict=True):
+            with Image.open(path) as saved:
+                assert np.array_equal(np.asarray(saved), np.asarray(source.convert(mode)))
 
 
 def test_tmp_is_emptied_between_calls_but_launcher_mounts_are_left_alone(loop, tool, ctx, tmp_path):
