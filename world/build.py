@@ -19,6 +19,7 @@ leaves a half-built world that `is_built` would accept.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -44,7 +45,16 @@ from world.vision import SIGNATURE_SIDE, thumbnail_signature
 #: 3: task-image signatures (signatures.json + signatures.npy)
 WORLD_VERSION = 3
 
+DEFAULT_ENTITIES = 300
+DEFAULT_TASKS = 200
+#: share of tasks per category
+MIX = {"perception": 0.3, "search": 0.2, "interleaved": 0.25, "multihop": 0.25}
+HOPS = (2, 2, 3, 3, 4)  # links per multi-hop task, drawn uniformly from this tuple
+PER_SCENE = 4  # plates and emblems per scene
+_PNG = {"format": "PNG", "compress_level": 6}
 
+
+@functools.cache
 def builder_fingerprint() -> str:
     """A digest of the world package's code: a world built by other code is rebuilt.
 
@@ -56,15 +66,6 @@ def builder_fingerprint() -> str:
     for source in sorted(Path(__file__).parent.glob("*.py")):
         digest.update(source.name.encode() + b"\0" + source.read_bytes())
     return digest.hexdigest()[:16]
-
-
-DEFAULT_ENTITIES = 300
-DEFAULT_TASKS = 200
-#: share of tasks per category
-MIX = {"perception": 0.3, "search": 0.2, "interleaved": 0.25, "multihop": 0.25}
-HOPS = (2, 2, 3, 3, 4)  # links per multi-hop task, drawn uniformly from this tuple
-PER_SCENE = 4  # plates and emblems per scene
-_PNG = {"format": "PNG", "compress_level": 6}
 
 
 def _save(image: Image.Image, path: Path) -> None:
@@ -289,7 +290,8 @@ def _content_hash(root: Path) -> str:
 
 def is_built(world_dir: Path, **expected: int) -> bool:
     """A finished build (manifest and tasks present: the build renames into place at the end)
-    of this builder's version and code and, when given, of the expected `seed`, `entities` and `tasks`."""
+    of this builder's version and code and, when given, of the expected `seed`, `entities` and
+    `tasks`."""
     world_dir = Path(world_dir)
     if not ((world_dir / "world.json").is_file() and (world_dir / "tasks.jsonl").is_file()):
         return False

@@ -8,10 +8,11 @@ successful results are stored. Hit and miss counts feed the run summary.
 lockstep and ask for the same search at the same moment, and without it each would pay for
 the API call (and the local index's CPU) before any of them could fill the cache.
 
-The entries this process read or wrote last are also kept in memory (up to 32 M characters of
-their JSON text, so every caller decodes its own copy): a lookup runs on the event loop, and at a thousand
-trajectories in flight the K rollouts' repeats of one page or search each cost a sqlite read
-(0.2-0.7 ms here) there. A value another process writes is found in the file as before.
+The entries this process read or wrote last are also kept in memory (up to 32 M characters
+of their JSON text, so every caller decodes its own copy): a lookup runs on the event loop,
+and at a thousand trajectories in flight the K rollouts' repeats of one page or search each
+cost a sqlite read (0.2-0.7 ms here) there. A value another process writes is found in the
+file as before.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -47,6 +49,7 @@ class ToolCache:
         self._flights: SingleFlight[tuple[str, str], Any] = SingleFlight()
         self._recent: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._recent_chars = 0
+        self._recent_lock = threading.Lock()  # the cache may be shared by a worker's threads
         self._db: SqliteStore | None = None
         if self.enabled:
             assert path is not None
@@ -65,7 +68,8 @@ class ToolCache:
     def _lookup(self, ns: str, key: str) -> Any | None:
         if self._db is None:
             return None
-        text = self._recent.get((ns, key))
+        with self._recent_lock:
+            text = self._recent.get((ns, key))
         if text is None:
             row = self._db.one("SELECT value FROM cache WHERE ns=? AND key=?", (ns, key))
             if row is None:
@@ -75,12 +79,13 @@ class ToolCache:
         return json.loads(text)
 
     def _remember(self, entry: tuple[str, str], text: str) -> None:
-        old = self._recent.pop(entry, None)
-        self._recent_chars += len(text) - (len(old) if old is not None else 0)
-        self._recent[entry] = text
-        while self._recent_chars > MEMORY_CHARS and len(self._recent) > 1:
-            _, evicted = self._recent.popitem(last=False)
-            self._recent_chars -= len(evicted)
+        with self._recent_lock:
+            old = self._recent.pop(entry, None)
+            self._recent_chars += len(text) - (len(old) if old is not None else 0)
+            self._recent[entry] = text
+            while self._recent_chars > MEMORY_CHARS and len(self._recent) > 1:
+                _, evicted = self._recent.popitem(last=False)
+                self._recent_chars -= len(evicted)
 
     async def get_or_fetch(self, ns: str, key: str, fetch: Callable[[], Awaitable[Any]]) -> Any:
         """The cached value, else the result of one `fetch` shared by every concurrent caller.
@@ -123,8 +128,9 @@ class ToolCache:
         }
 
     def close(self) -> None:
-        self._recent.clear()
-        self._recent_chars = 0
+        with self._recent_lock:
+            self._recent.clear()
+            self._recent_chars = 0
         if self._db is not None:
             self._db.close()
             self._db = None
