@@ -9,8 +9,6 @@ from __future__ import annotations
 import collections
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -33,11 +31,9 @@ from tests.object_store import (
     pairs_in_shards,
     s3_environment,
 )
-from tests.synth.conftest import fake_tools, scripted_agent
-from tests.synth.test_synth_resume import CHILD
+from tests.synth.conftest import fake_tools, run_on_ray, scripted_agent
+from tests.synth.test_synth_resume import start_synth_child
 from tests.synth.test_synth_runner import make_run
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -115,17 +111,9 @@ def test_ray_workers_without_the_drivers_disk_write_every_pair_once(bucket, fake
     wanted_version = prompts.load_prompt("executor_deepresearch").id
     mine.unlink()
     assert store.location == address
-    worker_env = {"PYTHONPATH": str(REPO), "TRAJFORGE_SCRATCH": str(tmp_path / "worker-node")}
+    worker_env = {"TRAJFORGE_SCRATCH": str(tmp_path / "worker-node")}
     worker_env |= s3_environment(_endpoint_and(bucket)[0])
-    summary = run_synth(
-        cfg,
-        store,
-        teacher_base_url=server.base_url,
-        use_ray=True,
-        tools_factory=fake_tools,
-        progress=False,
-        ray_init={"num_cpus": 2, "runtime_env": {"env_vars": worker_env}},
-    )
+    summary = run_on_ray(cfg, store, server.base_url, worker_env)
     pairs = pairs_in_shards(store)
     assert set(pairs) == {(t.task_id, r) for t in tasks for r in range(4)} and set(pairs.values()) == {1}
     assert summary["trajectories"] == 16 and summary["written"] == 16
@@ -149,14 +137,7 @@ def test_kill_minus_nine_mid_run_then_rerun_loses_nothing_and_duplicates_nothing
     overrides = {"run.root": f"s3://{bucket}/runs", "run.name": "killed", "synth.shard_size": 3,
                  "synth.flush_s": 0.2, "synth.in_flight": 8, "synth.rollouts": 4}  # fmt: skip
     cfg, store, tasks = make_run(tmp_path, n_tasks=12, **overrides)
-    sets = [f"{k}={v}" for k, v in overrides.items()]
-    script = tmp_path / "child.py"
-    script.write_text(CHILD.format(repo=str(REPO), sets=sets, url=server.base_url))
-    child = subprocess.Popen(
-        [sys.executable, str(script)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    assert child.stdout is not None
-    assert child.stdout.readline().strip() == b"started"
+    child = start_synth_child(tmp_path, [f"{k}={v}" for k, v in overrides.items()], server.base_url)
     deadline = time.monotonic() + 60
     while not store.shard_paths("raw") and time.monotonic() < deadline:  # some shards are in the bucket
         time.sleep(0.05)

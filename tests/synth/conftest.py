@@ -56,6 +56,26 @@ def fake_tools(cfg, mode: str, run_dir: Path) -> dict[str, Tool]:
     return tools
 
 
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_on_ray(cfg, store, base_url: str, env_vars: dict[str, str] | None = None) -> dict[str, Any]:
+    """`run_synth` over a local Ray of 2 CPUs with the fake tools; its workers import this
+    checkout (PYTHONPATH) and get `env_vars` (a node's own scratch folder, bucket credentials)."""
+    from stages.synth.runner import run_synth
+
+    env = {"PYTHONPATH": str(REPO), **(env_vars or {})}
+    return run_synth(
+        cfg,
+        store,
+        teacher_base_url=base_url,
+        use_ray=True,
+        tools_factory=fake_tools,
+        progress=False,
+        ray_init={"num_cpus": 2, "runtime_env": {"env_vars": env}},
+    )
+
+
 PLAN = (
     '[{"description": "Crop the region", "tool_name": "code", "parameters": {"operation": "crop"}},'
     ' {"description": "Search [Text read in Step 1]", "tool_name": "text_search",'

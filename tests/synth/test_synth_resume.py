@@ -38,6 +38,19 @@ CHILD = textwrap.dedent(
 )
 
 
+def start_synth_child(tmp_path: Path, sets: list[str], url: str) -> subprocess.Popen:
+    """A synth run with these config overrides in a child process, returned once it has started
+    (so the caller can kill -9 it mid-run)."""
+    script = tmp_path / "child.py"
+    script.write_text(CHILD.format(repo=str(REPO), sets=sets, url=url))
+    child = subprocess.Popen(
+        [sys.executable, str(script)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    assert child.stdout is not None
+    assert child.stdout.readline().strip() == b"started"
+    return child
+
+
 def _pairs_in_shards(folder: Path) -> collections.Counter:
     counts: collections.Counter = collections.Counter()
     for path in sorted(folder.glob("*.parquet")):
@@ -56,13 +69,7 @@ def test_kill_minus_nine_then_rerun_writes_each_pair_exactly_once(fake_teacher, 
     overrides = {"synth.shard_size": 3, "synth.flush_s": 0.2, "synth.in_flight": 8, "synth.rollouts": 4}
     cfg, store, tasks = make_run(tmp_path, n_tasks=12, **overrides)
     sets = [f"run.root={tmp_path}", "run.name=r", *[f"{k}={v}" for k, v in overrides.items()]]
-    script = tmp_path / "child.py"
-    script.write_text(CHILD.format(repo=str(REPO), sets=sets, url=server.base_url))
-    child = subprocess.Popen(
-        [sys.executable, str(script)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    assert child.stdout is not None
-    assert child.stdout.readline().strip() == b"started"
+    child = start_synth_child(tmp_path, sets, server.base_url)
     moment = random.uniform(0.2, 1.5)
     time.sleep(moment)
     child.send_signal(signal.SIGKILL)
