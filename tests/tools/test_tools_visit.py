@@ -186,3 +186,34 @@ def test_content_type_size_limit_and_cache(server, tmp_path):
 def test_bad_arguments(tmp_path):
     obs = visit(make_tool(tmp_path, 1), [])
     assert obs.error and "urls" in obs.error
+
+
+def test_a_fetch_leaves_no_reference_cycles_of_its_own(server, tmp_path):
+    """httpx binds a streamed response and its stream to each other; left bound, every visit
+    left its request, headers and pool records for a full garbage collection to find (and a
+    synth worker that freezes its survivors would have kept them for good)."""
+    import gc
+
+    tool = make_tool(tmp_path, server.server_address[1])
+    urls = ["http://world.trajforge.local/wiki/velmora", "http://world.trajforge.local/to-article"]
+
+    async def go():
+        try:
+            await tool.fetch(urls[0])  # first use: imports and pools are made once
+            gc.collect()
+            gc.garbage.clear()
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            try:
+                pages = [await tool.fetch(url) for url in urls * 3]
+                gc.collect()
+                return pages, [type(o).__module__ for o in gc.garbage]
+            finally:
+                gc.set_debug(0)
+                gc.garbage.clear()
+        finally:
+            await tool.aclose()
+
+    pages, cyclic = asyncio.run(go())
+    assert all("Oskar Brandt" in page["text"] for page in pages)
+    # (the test server closes each connection: asyncio's closed transports are the stdlib's own)
+    assert not [m for m in cyclic if m.split(".")[0] in ("httpx", "httpcore", "stages")]
