@@ -845,6 +845,52 @@ def bench_cpu(tmp: Path, world: World, tasks: int, *, cold: bool = False, sets: 
     }
 
 
+# ------------------------------------------------------------------------- 5. cyclic garbage
+
+
+def _cyclic_garbage(
+    tmp: Path, world: World, name: str, tasks: int, sets: dict
+) -> tuple[int, collections.Counter]:
+    """(trajectories, objects by type) that the collector found unreachable over one in-process
+    run, start-up and close included (`gc.DEBUG_SAVEALL` keeps them in `gc.garbage` to count)."""
+    import gc
+
+    cfg = config(tmp, name, world, **{"seeds.limit": tasks, "synth.in_flight": 32, **sets})
+    store = prepare(cfg)
+    gc.collect()
+    gc.garbage.clear()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        summary = synth(cfg, store, world, use_ray=False)
+        gc.collect()
+        found = collections.Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.garbage)
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    return summary["trajectories"], found
+
+
+def bench_cycles(tmp: Path, world: World, tasks: int, *, sets: dict | None = None) -> dict:
+    """What a worker leaves for the cycle collector per trajectory: what reference counting
+    cannot free, what full collections exist for, and what freezing the worker's survivors
+    would leak. Two runs (N and 2N tasks), so what start-up and close make once (the pools'
+    connections, closed at the end) cancels: the figures are the second run's extra objects
+    over its extra trajectories."""
+    world.knobs(latency="0.05", rate_limit=None, errors={}, defects={})
+    for module in _SYNTH_IMPORTS:
+        importlib.import_module(module)
+    n1, small = _cyclic_garbage(tmp, world, "cycles-n", tasks, sets or {})
+    n2, large = _cyclic_garbage(tmp, world, "cycles-2n", 2 * tasks, sets or {})
+    extra = max(1, n2 - n1)
+    marginal = collections.Counter({k: large[k] - small[k] for k in large | small})
+    return {
+        "trajectories": [n1, n2],
+        "cyclic_objects": [sum(small.values()), sum(large.values())],
+        "cyclic_objects_per_trajectory": round(sum(marginal.values()) / extra, 3),
+        "top_types_per_trajectory": {k: round(v / extra, 3) for k, v in marginal.most_common(12) if v > 0},
+    }
+
+
 # -------------------------------------------------------------------------------- 4. memory
 
 MEMORY_CHILD = """
@@ -882,7 +928,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="smaller sizes (same shapes)")
-    parser.add_argument("--only", choices=["latency", "rate", "cpu", "memory"], action="append")
+    parser.add_argument("--only", choices=["latency", "rate", "cpu", "memory", "cycles"], action="append")
     parser.add_argument(
         "--set",
         dest="sets",
@@ -950,6 +996,11 @@ def main() -> None:
                     tmp, world, tasks=16 if args.quick else 40, cold=args.cold_imports, sets=sets
                 )
                 print(json.dumps({"cpu_per_trajectory": results["cpu_per_trajectory"]}), flush=True)
+            if "cycles" in only:
+                results["cyclic_garbage"] = bench_cycles(
+                    tmp, world, tasks=16 if args.quick else 40, sets=sets
+                )
+                print(json.dumps({"cyclic_garbage": results["cyclic_garbage"]}), flush=True)
             if "memory" in only:
                 results["memory"] = bench_memory(tmp, world, small=10 if args.quick else 20)
                 print(json.dumps({"memory": results["memory"]}), flush=True)
