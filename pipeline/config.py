@@ -206,6 +206,9 @@ class SynthConfig(Section):
     # trajectories a worker starts per second at most (0: no limit): a thousand starting in one
     # instant open a thousand teacher connections in one turn of the event loop (0.8 s stalled)
     start_rate: float = 500.0
+    # seconds between freezes of what survived a young collection, so a full collection walks
+    # only recent objects, not every trajectory in flight (0: freeze start-up state only)
+    gc_freeze_s: float = 5.0
     # an unreadable or truncated reply is shown back to the teacher with its error and asked
     # again this many times before it becomes an unreadable step
     format_retries: int = 1

@@ -23,7 +23,6 @@ import collections
 import contextlib
 import fcntl
 import functools
-import gc
 import logging
 import math
 import os
@@ -31,7 +30,7 @@ import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -44,6 +43,7 @@ from pipeline.store import RunStore
 from pipeline.teacher import TeacherClient
 from pipeline.teacher.client import check_concurrency
 from pipeline.teacher.limits import AdaptivePacer
+from stages.synth.collector import WorkerCollector
 from stages.synth.execute import Executor
 from stages.synth.lease import DriverLease
 from stages.synth.plan import make_plan
@@ -175,7 +175,8 @@ class SynthWorker:
         self._teacher: TeacherClient | None = None
         self._tools: dict[str, dict[str, Any]] = {}
         self._tools_lock: asyncio.Lock | None = None
-        self._gc_threshold: tuple[int, int, int] | None = None  # the process's, while we raised it
+        self._collector = WorkerCollector(freeze_s=cfg.synth.gc_freeze_s, slots=cfg.synth.in_flight)
+        self._freezer: asyncio.Task[None] | None = None
         self._written = 0
         self.write_cpu_s = 0.0
         self._worker_lock = _WorkerLock(self.store.root)
@@ -209,6 +210,7 @@ class SynthWorker:
         rate = self.cfg.synth.start_rate
         self._starts = AdaptivePacer(ceiling=rate) if rate > 0 else None
         self._flusher = asyncio.create_task(self._flush_periodically())
+        self._freezer = asyncio.create_task(self._collector.run())
 
     async def run_task(self, item: WorkItem) -> TaskResult:
         """Plan (unless given) and run the item's rollouts; records are buffered for shards."""
@@ -266,9 +268,7 @@ class SynthWorker:
             for spare in self._add_tools(mode, built):
                 with contextlib.suppress(Exception):  # never started: closing frees handles only
                     await spare.aclose()
-            _freeze_start_up(collect=first)
-            if first:
-                self._gc_threshold = _collect_rarely()
+            self._collector.freeze_start_up(first=first)
 
     def _add_tools(self, mode: str, built: dict[str, Any]) -> list[Any]:
         """Adopt a mode's freshly built tools, reusing another mode's tool of the same name;
@@ -337,6 +337,7 @@ class SynthWorker:
     def stats(self) -> dict[str, Any]:
         """Teacher, executor and tool counters of this worker."""
         out: dict[str, Any] = {"written": self._written, "buffered": len(self._buffer)}
+        out["collector"] = asdict(self._collector.stats)
         if self._teacher is not None:
             out["teacher"] = self._teacher.stats()
         if self._executor is not None:
@@ -367,10 +368,11 @@ class SynthWorker:
 
     async def close(self) -> dict[str, Any]:
         """Flush, release the teacher and tools; returns final stats."""
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
+        for task in (self._flusher, self._freezer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         try:
             await self.flush()
         except Exception as exc:  # never the run: what is unwritten is redone by the next run
@@ -390,44 +392,11 @@ class SynthWorker:
                         await tool.aclose()
         if self._teacher is not None:
             await self._teacher.aclose()
-        if self._gc_threshold is not None:
-            gc.set_threshold(*self._gc_threshold)
-            self._gc_threshold = None
+        self._collector.close()
         self._worker_lock.release()
         with contextlib.suppress(Exception):  # logs are worth keeping, never worth failing a run
             await asyncio.to_thread(self.store.push_logs)
         return stats
-
-
-def _freeze_start_up(*, collect: bool) -> None:
-    """Move what start-up made (modules, search indexes, the tool table, clients) out of the
-    garbage collector's reach: they live as long as the worker, and every full collection
-    otherwise walks all of them while every trajectory in flight waits (pauses of up to 0.4 s
-    at a thousand in flight). `collect` first (at the first build, when nothing is in flight:
-    only live objects are frozen); a later mode's build freezes without one, which would itself
-    be such a pause. Frozen objects are still freed by reference counting: only cycles among
-    them stay."""
-    if collect:
-        gc.collect()
-    gc.freeze()
-
-
-#: Young (generation 1) collections per full one once a worker has started: the interpreter's
-#: default is 10, which at a thousand trajectories in flight meant a full collection every 15 s
-#: or so, each walking the quarter million objects the calls in flight hold (0.15-0.6 s with
-#: the loop stopped) and, since the teacher's calls leave no reference cycles, finding nothing.
-FULL_COLLECTION_EVERY = 100
-
-
-def _collect_rarely() -> tuple[int, int, int]:
-    """Make full collections rarer (`FULL_COLLECTION_EVERY`); returns the thresholds to restore.
-
-    What full collections are for, reference cycles that outlive the young generations, is now
-    rare in a worker (cycles that die young are still freed by the young collections), so a
-    tenth as many bounds the memory such cycles can hold while cutting the pauses tenfold."""
-    before = gc.get_threshold()
-    gc.set_threshold(before[0], before[1], max(before[2], FULL_COLLECTION_EVERY))
-    return before
 
 
 class _WorkerLock:
@@ -614,6 +583,7 @@ def run_synth(
     summary["interrupted"] = stop.signal
     summary["teacher"] = _sum_dicts([w.get("teacher", {}) for w in workers])
     summary["executor"] = _sum_dicts([w.get("executor", {}) for w in workers])
+    summary["collector"] = _sum_dicts([w.get("collector", {}) for w in workers])
     tools = [w.get("tools", {}) for w in workers]
     summary["tools"] = {
         name: _sum_dicts([t.get(name, {}) for t in tools]) for name in {n for t in tools for n in t}

@@ -337,15 +337,22 @@ def test_trajectory_folder_is_made_only_when_a_tool_writes_and_removed_after(
 
 
 def test_start_up_objects_are_frozen_out_of_full_collections(fake_teacher, tmp_path):
-    """Long-lived tools are what every full collection walked while the loop waited."""
+    """Long-lived tools are what every full collection walked while the loop waited: frozen
+    while the worker runs, and handed back to the collector when it closes."""
     import gc
 
     from tests.synth.conftest import FakeCrop
 
     built: list[FakeCrop] = []
+    frozen_in_run: list[bool] = []
+
+    class Checking(FakeCrop):
+        async def _run(self, arguments, ctx):
+            frozen_in_run.append(all(id(o) != id(self) for o in gc.get_objects(generation=2)))
+            return await super()._run(arguments, ctx)
 
     def tools(*_):
-        built.append(FakeCrop())
+        built.append(Checking())
         return {"code": built[-1]}
 
     server = fake_teacher(scripted_agent)
@@ -355,9 +362,9 @@ def test_start_up_objects_are_frozen_out_of_full_collections(fake_teacher, tmp_p
         run_synth(
             cfg, store, teacher_base_url=server.base_url, use_ray=False, tools_factory=tools, progress=False
         )
-        assert gc.get_freeze_count() > 0
-        tracked = {id(o) for o in gc.get_objects()}
-        assert built and all(id(tool) not in tracked for tool in built)  # in the permanent generation
+        assert built and frozen_in_run and all(frozen_in_run)  # in the permanent generation
+        assert gc.get_freeze_count() == 0  # the closed worker left nothing frozen
+        assert any(o is built[0] for o in gc.get_objects())
     finally:
         gc.unfreeze()
 
@@ -367,7 +374,7 @@ def test_full_collections_are_rarer_while_a_worker_runs(fake_teacher, tmp_path):
     frequent while it runs, and gives the process its own thresholds back when it closes."""
     import gc
 
-    from stages.synth.runner import FULL_COLLECTION_EVERY
+    from stages.synth.collector import FULL_COLLECTION_EVERY
     from tests.synth.conftest import FakeCrop
 
     seen: list[tuple[int, int, int]] = []
