@@ -135,6 +135,8 @@ class Worker:
         zygote_cfg = {
             "paths": paths,
             "uid": uid,
+            # bwrap and namespaces give the zygote its own PID namespace: unsafe-local does not
+            "own_pid_namespace": self.mode != "unsafe-local",
             "session_uids": min(self.cfg.max_sessions, UIDS_PER_WORKER - 1),
             "max_sessions": self.cfg.max_sessions,
             "decode_cache_bytes": self.cfg.decode_cache_mb << 20,

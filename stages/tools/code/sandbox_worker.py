@@ -213,11 +213,10 @@ class Zygote:
 
     # -- housekeeping
     def kill_stragglers(self) -> None:
-        """SIGKILL everything in the PID namespace except init, us and live sessions."""
+        """SIGKILL what the calls left running, except init, us and live sessions."""
         keep = {1, os.getpid()} | {s["pid"] for s in self.sessions.values()}
         for _ in range(100):
-            victims = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in keep]
-            victims = [p for p in victims if self._is_ours(p)]
+            victims = [pid for pid in self._candidates() if pid not in keep]
             if not victims:
                 break
             for pid in victims:
@@ -226,6 +225,16 @@ class Zygote:
             self.reap()
             time.sleep(0.001)
         self.reap()
+
+    def _candidates(self) -> list[int]:
+        """Processes a call may have left. In the sandbox's own PID namespace: every process
+        there of the sandbox's uids. Without one (unsafe-local, the host's PID namespace, where
+        "every process" is the whole machine's): only the zygote's descendants, orphans
+        included (the zygote is their subreaper)."""
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+        if self.cfg.get("own_pid_namespace", False):
+            return [pid for pid in pids if self._is_ours(pid)]
+        return descendants(os.getpid(), pids)
 
     def _is_ours(self, pid: int) -> bool:
         """In namespaces mode the PID namespace also holds the launcher; only sandbox uids die."""
@@ -495,6 +504,34 @@ class Zygote:
         return reply
 
 
+def descendants(root: int, pids: list[int]) -> list[int]:
+    """The processes among `pids` descended from `root` (by their /proc parent links)."""
+    children: dict[int, list[int]] = {}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as handle:
+                parent = int(handle.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # gone, or unreadable: not ours to judge
+        children.setdefault(parent, []).append(pid)
+    found, queue = [], list(children.get(root, []))
+    while queue:
+        pid = queue.pop()
+        found.append(pid)
+        queue.extend(children.get(pid, []))
+    return found
+
+
+def become_subreaper() -> None:
+    """Orphans of this process's descendants are re-parented here (prctl PR_SET_CHILD_SUBREAPER),
+    so a call's background process is still found among our descendants after its parent exits."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(36, 1, 0, 0, 0) != 0:  # PR_SET_CHILD_SUBREAPER
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
+
+
 def _mounted_entries(folder: str, mountinfo: str = "/proc/self/mountinfo") -> set[str]:
     """Names in `folder` that are, or lead to, a mount point."""
     prefix = folder.rstrip("/") + "/"
@@ -577,6 +614,8 @@ def _sibling(name: str):
 
 def main() -> None:
     cfg = json.loads(sys.argv[1])
+    if not cfg.get("own_pid_namespace", False):
+        become_subreaper()
     proto_in, proto_out = os.dup(0), os.dup(1)
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
