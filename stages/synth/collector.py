@@ -15,7 +15,7 @@ bench/bench_synth.py --only cycles`), so reference counting frees what dies. The
   A thaw (unfreeze, one full collection, freeze again) frees those once the frozen count passes
   room for every slot's objects twice over: one full pause, logged and counted, as rare as the
   cycles are (a closed socket's transport is one; none per trajectory in the offline world);
-- at close, a thaw: what the worker froze goes back to the collector.
+- at close, what the worker froze goes back to the collector.
 """
 
 from __future__ import annotations
@@ -103,14 +103,15 @@ class WorkerCollector:
         return found
 
     def close(self) -> None:
-        """Give the process its thresholds back and everything frozen back to the collector:
-        a worker in a longer-lived process (a notebook, a test) leaves nothing frozen behind."""
+        """Give the process its thresholds back and everything frozen back to the collector
+        without collecting (a full pause the probe of a run saw as its longest): a worker in a
+        longer-lived process (a notebook, a test) leaves nothing frozen behind, and the
+        process's next full collection frees its cycles."""
         if self._thresholds is None:
             return
         gc.set_threshold(*self._thresholds)
         self._thresholds = None
         gc.unfreeze()
-        self.stats.thawed_cycles += gc.collect()
 
     def _set_ceiling(self) -> None:
         frozen = gc.get_freeze_count()

@@ -89,7 +89,9 @@ def test_close_hands_everything_back(collector):
     policy.freeze_recent()
     del kept
     policy.close()
-    assert watch() is None and gc.get_freeze_count() == 0
+    assert gc.get_freeze_count() == 0
+    gc.collect()
+    assert watch() is None  # the process's next full collection frees what died frozen
     assert gc.get_threshold() == before
 
 
