@@ -167,6 +167,14 @@ def register(app: typer.Typer) -> None:
         typer.echo(_summary_line(summary, tasks.summary()))
         if note := summary.get("sizing", {}).get("sandbox_note"):
             typer.echo(f"sandbox: {note}", err=True)
+        if thaws := summary.get("collector", {}).get("thaws", 0):
+            freed = summary["collector"].get("thawed_cycles", 0)
+            typer.echo(
+                f"collector: {thaws} thaw(s) freed {freed} objects in reference cycles that died frozen, "
+                "each one full garbage collection with every trajectory in flight paused "
+                "(docs/synth.md, synth.gc_freeze_s)",
+                err=True,
+            )
         store.push_logs()
         typer.echo(f"raw trajectories in {store.where('raw')}; report: {store.where('report.json')}")
         if summary.get("interrupted"):
