@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import gc
 import importlib
 import json
 import os
@@ -204,7 +205,6 @@ async def _probe(path: Path, tick: float = 0.02) -> None:
     late_lags: list[float] = []  # after the start (START_S): what a long run meets
     pauses: list[float] = []
     started: list[float] = []
-    fds = [0]
 
     def on_gc(phase: str, info: dict) -> None:
         if info.get("generation") != 2:
@@ -219,10 +219,6 @@ async def _probe(path: Path, tick: float = 0.02) -> None:
     watchdog.start()
     cpu0, last_write = time.process_time(), time.monotonic()
     begun = last_write
-    # gc.get_freeze_count() walks the whole frozen list (some 160K objects here): asked every
-    # second it was the probe's own largest cost (about 1 ms of CPU per trajectory counted as
-    # the worker's, and a 10-15 ms stall each time), so it is asked every 30 s
-    frozen, frozen_at = 0, -1e9
     while True:
         before = time.perf_counter()
         watchdog.beat = before
@@ -232,10 +228,7 @@ async def _probe(path: Path, tick: float = 0.02) -> None:
             late_lags.append(lags[-1])
         if time.monotonic() - last_write >= 1.0:
             last_write = time.monotonic()
-            fds[0] = max(fds[0], len(os.listdir("/proc/self/fd")))
             ordered = sorted(lags)
-            if last_write - frozen_at >= 30.0:
-                frozen, frozen_at = gc.get_freeze_count(), last_write
             path.write_text(
                 json.dumps(
                     {
@@ -245,8 +238,8 @@ async def _probe(path: Path, tick: float = 0.02) -> None:
                         "lag_max_after_start_ms": round(1000 * max(late_lags, default=0.0), 1),
                         "full_gc": len(pauses),
                         "full_gc_max_ms": round(1000 * max(pauses, default=0.0), 1),
-                        "open_files_max": fds[0],
-                        "gc_frozen": frozen,
+                        "open_files_max": watchdog.open_files_max,
+                        "gc_frozen": watchdog.frozen,
                         "stall_samples": watchdog.samples,
                         "stall_stacks": watchdog.top(),
                         "longest_stalls": watchdog.longest(),
@@ -269,6 +262,10 @@ class _StallWatchdog(threading.Thread):
         self.samples = 0
         self.stacks: collections.Counter[str] = collections.Counter()
         self.stalls: list[dict] = []
+        # counted here, off the loop: listing /proc/self/fd (2,000 entries at 2,000 in flight)
+        # and gc.get_freeze_count() (a walk of every frozen object) stalled the probed loop
+        self.open_files_max = 0
+        self.frozen = 0
 
     def _schedstat(self) -> tuple[float, float]:
         """The loop thread's (seconds on a CPU, seconds runnable but waiting for one) so far."""
@@ -284,10 +281,17 @@ class _StallWatchdog(threading.Thread):
         # trajectory at 1,000 in flight), so a stall's own share can be taken from its start
         recent: collections.deque[tuple[float, float, float]] = collections.deque(maxlen=64)
         stall: tuple[float, float, float] | None = None  # (beat, on CPU, waiting) at its start
+        counted_at = frozen_at = -1e9
         while True:
             time.sleep(0.01)
             now = time.perf_counter()
             recent.append((now, *self._schedstat()))
+            if now - counted_at >= 1.0:
+                counted_at = now
+                self.open_files_max = max(self.open_files_max, len(os.listdir("/proc/self/fd")))
+            if now - frozen_at >= 30.0:
+                frozen_at = now
+                self.frozen = gc.get_freeze_count()
             beat = self.beat
             if now - beat < self.late_s + self.tick_s:
                 if stall is not None and beat != stall[0]:  # the loop ticked again: the stall ended

@@ -9,6 +9,7 @@ in the ToolContext so later calls (code or image_search) can name it.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,12 @@ DESCRIPTION = (
     "paths of all images so far (input images first, then images produced by earlier calls); save new images "
     "under OUTPUT_DIR ('/output') and print what you found. Each saved image is shown back to you."
 )
+
+
+def _incoming_dir(ctx: ToolContext) -> Path:
+    """Where the sandbox hands this call's saved images over (the trajectory's folder is made
+    on first use)."""
+    return ctx.workdir / "tool_images" / ".incoming"
 
 
 class CodeTool(Tool):
@@ -70,29 +77,20 @@ class CodeTool(Tool):
     async def _run(self, arguments: dict[str, Any], ctx: ToolContext) -> Observation:
         code = code_string(arguments)
         images = list(ctx.images.items())
-        scratch = ctx.workdir / "tool_images" / ".incoming"
+        # file work (the trajectory's folder, reading back and moving what the code saved) runs
+        # in a thread: on the event loop a contended directory stalled every trajectory in flight
+        scratch = await asyncio.to_thread(_incoming_dir, ctx)
         session = ctx.trajectory_id if self.cfg.session else None
         result = await self.pool.run(code, images, scratch, session=session)
         lines = [result.stdout.rstrip("\n")] if result.stdout.strip() else []
+        adopted, error = await asyncio.to_thread(
+            self._adopt, result.files, result.names, ctx, len(ctx.images)
+        )
+        error = result.error or error
         produced: list[str] = []
-        error = result.error
-        for path, original in zip(result.files, result.names, strict=True):
-            try:
-                image = read_image(path, max_pixels=self.cfg.max_image_pixels)
-            except ImageError as exc:
-                error = error or f"{original}: {exc}"
-                path.unlink(missing_ok=True)
-                continue
-            name = f"image_{len(ctx.images)}.png"
-            target = ctx.workdir / "tool_images" / f"{ctx.trajectory_id or 'run'}_{name}"
-            if image.format == "PNG" and set(image.info) <= PLAIN_PNG_INFO:
-                shutil.move(path, target)
-            else:  # re-encoded without text chunks, EXIF or ICC: nothing rides along unseen
-                image.info = {k: v for k, v in image.info.items() if k == "transparency"}
-                image.save(target, format="PNG")
-                path.unlink(missing_ok=True)
-            ctx.register_image(target.resolve(), name)
-            produced.append(str(target.resolve()))
+        for target, name in adopted:
+            ctx.register_image(target, name)
+            produced.append(str(target))
             lines.append(f"Saved {name}: {IMAGE_MARKER}")
         if error:
             self.errors += 1
@@ -100,6 +98,32 @@ class CodeTool(Tool):
                 lines.append(f"Error: {error}")
         text = "\n".join(lines) if lines else "(the code printed nothing and saved no image)"
         return Observation(text=text, images=produced, error=error, meta={"timings": result.timings})
+
+    def _adopt(
+        self, files: list[Path], names: list[str], ctx: ToolContext, first_index: int
+    ) -> tuple[list[tuple[Path, str]], str | None]:
+        """(where each readable saved image now lives, its image_<k> name), and the first
+        unreadable one's error. Plain PNGs are moved as they are; anything else is re-encoded
+        without text chunks, EXIF or ICC, so nothing rides along unseen. In a worker thread."""
+        adopted: list[tuple[Path, str]] = []
+        error = None
+        for path, original in zip(files, names, strict=True):
+            try:
+                image = read_image(path, max_pixels=self.cfg.max_image_pixels)
+            except ImageError as exc:
+                error = error or f"{original}: {exc}"
+                path.unlink(missing_ok=True)
+                continue
+            name = f"image_{first_index + len(adopted)}.png"
+            target = ctx.workdir / "tool_images" / f"{ctx.trajectory_id or 'run'}_{name}"
+            if image.format == "PNG" and set(image.info) <= PLAIN_PNG_INFO:
+                shutil.move(path, target)
+            else:
+                image.info = {k: v for k, v in image.info.items() if k == "transparency"}
+                image.save(target, format="PNG")
+                path.unlink(missing_ok=True)
+            adopted.append((target.resolve(), name))
+        return adopted, error
 
     def warm(self, ctx: ToolContext) -> None:
         """Start the fast copies of the trajectory's input images (made once per pool)."""

@@ -76,6 +76,25 @@ def _file_key(info: os.stat_result) -> tuple[int, int, int]:
     return (info.st_dev, info.st_ino, info.st_mtime_ns)
 
 
+def _prepare(worker: Worker, staged: list[tuple[str, Path]]) -> None:
+    """Stage a call's inputs in the worker's /input and empty its hand-over folder."""
+    worker.stage(staged)
+    for stale in worker.dirs.xfer.iterdir():
+        stale.unlink(missing_ok=True)
+
+
+def _take_files(xfer: Path, files: list[dict], out_dir: Path) -> list[Path]:
+    """Move the images a call saved (named by the zygote) from the hand-over folder to `out_dir`."""
+    taken = []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        source = xfer / Path(f["path"]).name
+        target = out_dir / source.name
+        shutil.move(source, target)
+        taken.append(target)
+    return taken
+
+
 def _identity(path: Path) -> tuple[int, int, int] | None:
     try:
         return _file_key(path.stat())
@@ -358,14 +377,14 @@ class SandboxPool:
             t1 = time.perf_counter()
             if session:
                 self.sessions[session] = worker
-            worker.stage(staged)
             if first:
                 self._last_worker[first] = worker
                 self._last_worker.move_to_end(first)
                 while len(self._last_worker) > _AFFINITY_ENTRIES:
                     self._last_worker.popitem(last=False)
-            for stale in worker.dirs.xfer.iterdir():
-                stale.unlink(missing_ok=True)
+            # file work in a thread (the worker is ours until released): links, or copies, of
+            # the inputs and the hand-over folder's sweep never stall the event loop
+            await asyncio.to_thread(_prepare, worker, staged)
             t2 = time.perf_counter()
             message = {
                 "id": f"c{next(self._ids)}",
@@ -396,13 +415,8 @@ class SandboxPool:
                     error=f"{reply.get('error')}; the worker was replaced, the call was lost",
                     timings={"total_s": t3 - t0},
                 )
-            files = []
-            out_dir.mkdir(parents=True, exist_ok=True)
-            for f in reply.get("files", []):  # move out before the worker is released and reused
-                source = worker.dirs.xfer / Path(f["path"]).name  # named by the zygote
-                target = out_dir / source.name
-                shutil.move(source, target)
-                files.append(target)
+            # moved out before the worker is released and reused
+            files = await asyncio.to_thread(_take_files, worker.dirs.xfer, reply.get("files", []), out_dir)
             timings = {
                 "fast_inputs_s": t_fast - t0,
                 "queue_s": t_start - t_fast,
