@@ -382,8 +382,8 @@ def test_a_freed_worker_goes_to_the_next_waiting_call_and_wakes_no_other(ctx):
 
 
 def test_file_work_runs_off_the_event_loop(loop, tool, ctx, monkeypatch):
-    """Staging inputs, moving saved images out and reading them back are file system work: on
-    the event loop, one contended directory stalled every trajectory in flight."""
+    """Choosing and staging inputs, moving saved images out and reading them back are file
+    system work: on the event loop, one contended directory stalled every trajectory in flight."""
     import threading
 
     import stages.tools.code.code_tool as code_tool
@@ -399,10 +399,11 @@ def test_file_work_runs_off_the_event_loop(loop, tool, ctx, monkeypatch):
         return call
 
     monkeypatch.setattr(code_tool, "read_image", watched("read back", code_tool.read_image))
+    monkeypatch.setattr(sandbox, "_inputs", watched("inputs", sandbox._inputs))
     monkeypatch.setattr(sandbox, "_prepare", watched("stage", sandbox._prepare))
     monkeypatch.setattr(sandbox, "_take_files", watched("move out", sandbox._take_files))
     loop_thread = threading.get_ident()  # run_until_complete runs the loop in this thread
     obs = run(loop, tool, "from PIL import Image\nImage.open(image_paths[0]).save('/output/a.png')", ctx)
     assert obs.error is None and len(obs.images) == 1
-    assert set(threads) == {"read back", "stage", "move out"}
+    assert set(threads) == {"inputs", "read back", "stage", "move out"}
     assert loop_thread not in threads.values()

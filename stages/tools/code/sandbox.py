@@ -30,6 +30,7 @@ import struct
 import tempfile
 import time
 from array import array
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,6 +75,15 @@ def _limits(cfg: CodeToolConfig) -> dict:
 def _file_key(info: os.stat_result) -> tuple[int, int, int]:
     """Which version of which file: what staging compares and what affinity remembers."""
     return (info.st_dev, info.st_ino, info.st_mtime_ns)
+
+
+def _inputs(
+    copies: list[tuple[str, Path, Path]],
+) -> tuple[list[tuple[str, Path]], tuple[int, int, int] | None]:
+    """(name, what to stage) for each input, its fast copy unless evicted meanwhile, and the
+    first one's identity (which worker staged it last); stats, so in a thread."""
+    staged = [(name, copy if copy.exists() else original) for name, copy, original in copies]
+    return staged, _identity(staged[0][1])
 
 
 def _prepare(worker: Worker, staged: list[tuple[str, Path]]) -> None:
@@ -264,6 +274,10 @@ class SandboxPool:
             )
         self._growing: asyncio.Task[None] | None = None
         self.grow_failures = 0
+        # a held worker's file work (staging inputs, moving saved images out) runs on threads
+        # of its own, one per worker: queued behind the loop's shared pool (image decodes,
+        # folder removals) a sandbox process would sit idle
+        self._file_threads = ThreadPoolExecutor(self.max_workers, thread_name_prefix="sandbox-files")
         self.waits = array("d")  # each call's wait for a worker (seconds), for mean and p99
         self.fast_inputs = FastInputs(
             self.root / "fast-inputs",
@@ -358,12 +372,9 @@ class SandboxPool:
     ) -> SandboxResult:
         """Run `code` with `images` at /input/<name>; saved images are moved into `out_dir`."""
         t0 = time.perf_counter()
-        staged = []
-        for name, path in images:
-            copy = await self.fast_inputs.for_sandbox(path)
-            staged.append((name, copy if copy.exists() else path))  # evicted meanwhile: the original
+        copies = [(name, await self.fast_inputs.for_sandbox(path), path) for name, path in images]
+        staged, first = await asyncio.to_thread(_inputs, copies) if copies else ([], None)
         t_fast = time.perf_counter()
-        first = _identity(staged[0][1]) if staged else None
         likely = self._last_worker.get(first) if first else None
         worker = await self._acquire(self.sessions.get(session) if session else None, likely)
         self.affine += likely is worker
@@ -384,7 +395,7 @@ class SandboxPool:
                     self._last_worker.popitem(last=False)
             # file work in a thread (the worker is ours until released): links, or copies, of
             # the inputs and the hand-over folder's sweep never stall the event loop
-            await asyncio.to_thread(_prepare, worker, staged)
+            await asyncio.get_running_loop().run_in_executor(self._file_threads, _prepare, worker, staged)
             t2 = time.perf_counter()
             message = {
                 "id": f"c{next(self._ids)}",
@@ -416,7 +427,9 @@ class SandboxPool:
                     timings={"total_s": t3 - t0},
                 )
             # moved out before the worker is released and reused
-            files = await asyncio.to_thread(_take_files, worker.dirs.xfer, reply.get("files", []), out_dir)
+            files = await asyncio.get_running_loop().run_in_executor(
+                self._file_threads, _take_files, worker.dirs.xfer, reply.get("files", []), out_dir
+            )
             timings = {
                 "fast_inputs_s": t_fast - t0,
                 "queue_s": t_start - t_fast,
@@ -477,5 +490,6 @@ class SandboxPool:
                     worker.proc.stdin.close()
             await worker.kill()
         self.sessions.clear()
+        self._file_threads.shutdown(wait=False)
         if self._tmp is not None:
             self._tmp.cleanup()
