@@ -407,3 +407,43 @@ def test_file_work_runs_off_the_event_loop(loop, tool, ctx, monkeypatch):
     assert obs.error is None and len(obs.images) == 1
     assert set(threads) == {"inputs", "read back", "stage", "move out"}
     assert loop_thread not in threads.values()
+
+
+def test_a_cancelled_call_keeps_its_worker_until_its_file_work_is_done(ctx, monkeypatch):
+    """Staging runs on a thread; a call cancelled meanwhile must not hand its worker to the
+    next call while that thread still writes the worker's folders."""
+    import time
+
+    import stages.tools.code.sandbox as sandbox
+
+    events: list[tuple[str, int]] = []
+    real = sandbox._prepare
+
+    def slow_prepare(worker, staged):
+        events.append(("start", worker.index))
+        time.sleep(0.3)
+        real(worker, staged)
+        events.append(("end", worker.index))
+
+    monkeypatch.setattr(sandbox, "_prepare", slow_prepare)
+    # two workers, two file threads: the next call prefers the worker that staged its image
+    tool = CodeTool(CodeToolConfig(workers=2, max_workers=2, session=False))
+
+    async def go():
+        try:
+            first = asyncio.create_task(tool.run({"code": "print(1)"}, ctx))
+            while not events:
+                await asyncio.sleep(0.01)
+            first.cancel()
+            await asyncio.wait([first])  # the cancelled call is over, its worker released
+            second = await tool.run({"code": "print(2)"}, ctx)
+            return first, second
+        finally:
+            await tool.aclose()
+
+    first, second = asyncio.run(go())
+    assert first.cancelled() and second.text.strip() == "2"
+    busy: set[int] = set()
+    for kind, worker in events:  # no worker's folders written by two threads at once
+        assert (kind == "start") == (worker not in busy), events
+        busy ^= {worker}

@@ -30,9 +30,11 @@ import struct
 import tempfile
 import time
 from array import array
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 from pipeline.config import CodeToolConfig
 from stages.tools.code.fast_inputs import FastInputs
@@ -40,6 +42,7 @@ from stages.tools.code.isolation import SANDBOX_ENV, WorkerDirs, launch_argv, mo
 from stages.tools.code.seccomp_filter import program_fd
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Seconds the host waits beyond the wall limit before declaring a worker hung.
 GRACE_S = 5.0
@@ -364,6 +367,17 @@ class SandboxPool:
             self._growing = None  # this start is over
             self._grow()  # calls still wait for any worker: one more, as their first try did
 
+    async def _file_work(self, work: Callable[..., T], *args: Any) -> T:
+        """`work` on the pool's file threads, for the worker a call holds. A call cancelled
+        meanwhile still waits for it before the worker is released: the next call would stage
+        into, or sweep, the same folders while this thread still moved files there."""
+        future = asyncio.get_running_loop().run_in_executor(self._file_threads, work, *args)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            await asyncio.wait([future])
+            raise
+
     async def _release(self, worker: Worker) -> None:
         self._hand_over(worker)
 
@@ -395,7 +409,7 @@ class SandboxPool:
                     self._last_worker.popitem(last=False)
             # file work in a thread (the worker is ours until released): links, or copies, of
             # the inputs and the hand-over folder's sweep never stall the event loop
-            await asyncio.get_running_loop().run_in_executor(self._file_threads, _prepare, worker, staged)
+            await self._file_work(_prepare, worker, staged)
             t2 = time.perf_counter()
             message = {
                 "id": f"c{next(self._ids)}",
@@ -427,9 +441,7 @@ class SandboxPool:
                     timings={"total_s": t3 - t0},
                 )
             # moved out before the worker is released and reused
-            files = await asyncio.get_running_loop().run_in_executor(
-                self._file_threads, _take_files, worker.dirs.xfer, reply.get("files", []), out_dir
-            )
+            files = await self._file_work(_take_files, worker.dirs.xfer, reply.get("files", []), out_dir)
             timings = {
                 "fast_inputs_s": t_fast - t0,
                 "queue_s": t_start - t_fast,
