@@ -254,7 +254,7 @@ class _StallWatchdog(threading.Thread):
     others' leaf frames, counted, so a stall can be told apart as one long call, many short
     callbacks, or another thread holding the GIL."""
 
-    def __init__(self, loop_thread: int, late_s: float = 0.1, tick_s: float = 0.02) -> None:
+    def __init__(self, loop_thread: int, late_s: float = 0.08, tick_s: float = 0.02) -> None:
         super().__init__(daemon=True)
         self.loop_thread, self.late_s, self.tick_s = loop_thread, late_s, tick_s
         self.loop_tid = threading.get_native_id()  # made in the loop's thread
