@@ -57,25 +57,31 @@ def test_only_the_calls_own_leftovers_are_killed(tmp_path: Path):
 
 
 def test_descendants_follow_parent_links_and_nothing_else():
-    child = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import subprocess, sys, time; "
-            "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)']); time.sleep(30)",
-        ]
+    """A child and its grandchild are found from us, the grandchild from the child, and neither
+    we nor our parent are anyone's descendants here (this process may have other children:
+    only these two are known)."""
+
+    def pids() -> list[int]:
+        return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+    code = (
+        "import subprocess, sys, time; "
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)']); time.sleep(30)"
     )
+    child = subprocess.Popen([sys.executable, "-c", code])
     try:
         deadline = time.monotonic() + 10
-        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
-        while len(descendants(os.getpid(), pids)) < 2 and time.monotonic() < deadline:
+        while not descendants(child.pid, pids()) and time.monotonic() < deadline:
             time.sleep(0.05)
-            pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
-        found = descendants(os.getpid(), pids)
-        assert child.pid in found and len(found) == 2
+        now = pids()
+        grandchildren = descendants(child.pid, now)
+        found = descendants(os.getpid(), now)
+        assert len(grandchildren) == 1
+        assert child.pid in found and grandchildren[0] in found
         assert os.getpid() not in found and os.getppid() not in found
-        assert descendants(child.pid, pids) == [p for p in found if p != child.pid]
+        assert not descendants(grandchildren[0], now)
     finally:
-        for pid in descendants(os.getpid(), [int(p) for p in os.listdir("/proc") if p.isdigit()]):
+        for pid in descendants(child.pid, pids()):
             os.kill(pid, 9)
+        child.kill()
         child.wait()
