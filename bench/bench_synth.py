@@ -18,7 +18,10 @@ side by side in this one run.
    socket write, so it bills those a share of what ran before them: `py-spy record --gil`
    gives a truer per-function split);
    images encoded per trajectory vs images sent;
-4. memory: peak RSS of a synth process at N and 10N tasks.
+4. memory: peak RSS of a synth process at N and 10N tasks;
+5. cyclic garbage (`--only cycles`): what the collector finds unreachable per trajectory
+   (`gc.DEBUG_SAVEALL` over in-process runs of N and 2N tasks, so start-up and close cancel),
+   by type: what full collections exist for, and what freezing a worker's survivors would leak.
 
 The world server runs in its own process (`trajforge world serve`), so its CPU is never counted
 as ours. Run: `python bench/bench_synth.py [--quick] [--only latency] [--tasks N] [--set k=v]`
@@ -199,7 +202,6 @@ class _ProbeStarter:
 
 
 async def _probe(path: Path, tick: float = 0.02) -> None:
-    import gc
 
     lags: list[float] = []
     late_lags: list[float] = []  # after the start (START_S): what a long run meets
@@ -904,7 +906,6 @@ def _cyclic_garbage(
 ) -> tuple[int, collections.Counter]:
     """(trajectories, objects by type) that the collector found unreachable over one in-process
     run, start-up and close included (`gc.DEBUG_SAVEALL` keeps them in `gc.garbage` to count)."""
-    import gc
 
     cfg = config(tmp, name, world, **{"seeds.limit": tasks, "synth.in_flight": 32, **sets})
     store = prepare(cfg)
