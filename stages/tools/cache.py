@@ -9,17 +9,22 @@ lockstep and ask for the same search at the same moment, and without it each wou
 the API call (and the local index's CPU) before any of them could fill the cache.
 
 The entries this process read or wrote last are also kept in memory (up to 32 M characters
-of their JSON text, so every caller decodes its own copy): a lookup runs on the event loop,
-and at a thousand trajectories in flight the K rollouts' repeats of one page or search each
-cost a sqlite read (0.2-0.7 ms here) there. A value another process writes is found in the
-file as before.
+of their JSON text, so every caller decodes its own copy): at a thousand trajectories in flight
+the K rollouts' repeats of one page or search would each cost a sqlite read (0.2-0.7 ms here).
+`get_or_fetch` is the event loop's way in: it answers from memory on the loop, and reads and
+writes the file on a thread, since the file is shared with other processes and a read or write
+may wait for their locks (up to the connection's 30 s timeout) where the loop must not. A value
+another process writes is found in the file as before. `get` and `put` are the same cache for
+synchronous callers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
+import sqlite3
 import threading
 import time
 from collections import OrderedDict
@@ -29,6 +34,8 @@ from typing import Any
 
 from pipeline.singleflight import SingleFlight
 from pipeline.sqlite_store import SqliteStore
+
+log = logging.getLogger(__name__)
 
 #: Characters of JSON text kept in memory (pages are the largest entries, tens of KB each).
 MEMORY_CHARS = 32 << 20
@@ -66,17 +73,27 @@ class ToolCache:
         return value
 
     def _lookup(self, ns: str, key: str) -> Any | None:
-        if self._db is None:
-            return None
+        value = self._recall(ns, key)
+        if value is not None:
+            return value
+        text = self._read_file(ns, key)
+        return None if text is None else json.loads(text)
+
+    def _recall(self, ns: str, key: str) -> Any | None:
+        """A fresh copy of the value from memory, if this process read or wrote it lately."""
         with self._recent_lock:
             text = self._recent.get((ns, key))
-        if text is None:
-            row = self._db.one("SELECT value FROM cache WHERE ns=? AND key=?", (ns, key))
-            if row is None:
-                return None
-            text = row[0]
-        self._remember((ns, key), text)
-        return json.loads(text)
+        return None if text is None else json.loads(text)
+
+    def _read_file(self, ns: str, key: str) -> str | None:
+        """The value's JSON text from the file (remembered in memory when found)."""
+        if self._db is None:
+            return None
+        row = self._db.one("SELECT value FROM cache WHERE ns=? AND key=?", (ns, key))
+        if row is None:
+            return None
+        self._remember((ns, key), row[0])
+        return row[0]
 
     def _remember(self, entry: tuple[str, str], text: str) -> None:
         with self._recent_lock:
@@ -94,27 +111,45 @@ class ToolCache:
         the next lookup tries again. A caller cancelled while waiting leaves the fetch running
         for the others.
         """
-        value = self._lookup(ns, key)
+        value = self._recall(ns, key)
         if value is not None:
             self.hits += 1
             return value
-        flight, started = self._flights.join((ns, key), lambda: self._fetch_and_put(ns, key, fetch))
-        if started:
-            self.misses += 1
-        else:
+        flight, started = self._flights.join((ns, key), lambda: self._read_or_fetch(ns, key, fetch))
+        if not started:
             self.coalesced += 1
         return await asyncio.shield(flight)
 
-    async def _fetch_and_put(self, ns: str, key: str, fetch: Callable[[], Awaitable[Any]]) -> Any:
+    async def _read_or_fetch(self, ns: str, key: str, fetch: Callable[[], Awaitable[Any]]) -> Any:
+        """The file's value, else one fetch stored: the file's side on a thread, off the loop."""
+        text = await asyncio.to_thread(self._read_file, ns, key) if self._db is not None else None
+        if text is not None:
+            self.hits += 1
+            return json.loads(text)
+        self.misses += 1
         value = await fetch()
-        self.put(ns, key, value)
+        if self._db is not None:
+            text = json.dumps(value)
+            self._remember((ns, key), text)
+            try:
+                await asyncio.to_thread(self._write, ns, key, text)
+            except (
+                sqlite3.Error
+            ) as exc:  # the value is good: a cache that cannot keep it costs a refetch later
+                log.warning(
+                    "tool cache: could not store %s %r (%s); it will be fetched again next time", ns, key, exc
+                )
         return value
 
     def put(self, ns: str, key: str, value: Any) -> None:
         if self._db is not None:
             text = json.dumps(value)
-            self._db.write("INSERT OR REPLACE INTO cache VALUES (?, ?, ?, ?)", (ns, key, text, time.time()))
+            self._write(ns, key, text)
             self._remember((ns, key), text)
+
+    def _write(self, ns: str, key: str, text: str) -> None:
+        if self._db is not None:
+            self._db.write("INSERT OR REPLACE INTO cache VALUES (?, ?, ?, ?)", (ns, key, text, time.time()))
 
     def stats(self) -> dict[str, float]:
         """`hit_rate` counts coalesced lookups as hits: they cost no fetch either."""

@@ -217,3 +217,29 @@ def test_a_fetch_leaves_no_reference_cycles_of_its_own(server, tmp_path):
     assert all("Oskar Brandt" in page["text"] for page in pages)
     # (the test server closes each connection: asyncio's closed transports are the stdlib's own)
     assert not [m for m in cyclic if m.split(".")[0] in ("httpx", "httpcore", "stages")]
+
+
+def test_a_long_page_is_summarised_once_per_goal_by_the_configured_model(server, tmp_path):
+    from tests.fake_openai import FakeTeacher
+
+    teacher = FakeTeacher(lambda body: f"digest of {len(body['messages'][0]['content'])} characters")
+    try:
+        port = server.server_address[1]
+        tool = make_tool(
+            tmp_path, port, max_chars=3000, summarizer_base_url=teacher.base_url, summarizer_model="small"
+        )
+        urls = ["http://world.trajforge.local/big", "http://world.trajforge.local/big"]
+        obs = visit(tool, urls)  # side by side: the second joins the first's fetch and summary
+        again = visit(
+            make_tool(
+                tmp_path, port, max_chars=3000, summarizer_base_url=teacher.base_url, summarizer_model="small"
+            ),
+            urls[:1],
+        )  # another run: from the file
+    finally:
+        teacher.close()
+    assert obs.error is None and obs.text.count("digest of ") == 2 and "digest of " in again.text
+    assert (
+        "x" * 100 in teacher.requests[0]["messages"][0]["content"] and teacher.requests[0]["model"] == "small"
+    )
+    assert len(teacher.requests) == 1

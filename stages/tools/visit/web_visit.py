@@ -219,31 +219,31 @@ class WebVisitTool(Tool):
             return text
         if self.cfg.summarizer_base_url and self.cfg.summarizer_model:
             key = f"{self.cfg.summarizer_model}:{goal}:{page['url']}"
-            cached = self.cache.get("visit-summary", key)
-            if cached is not None:
-                return cached
-            from openai import AsyncOpenAI
-
-            api_key = secret(self.cfg.summarizer_key_env, purpose="the page summariser") or "none"
-            client = AsyncOpenAI(base_url=self.cfg.summarizer_base_url, api_key=api_key, timeout=120)
-            prompt = (
-                f"Goal: {goal or 'answer the question'}\n\nExtract from the page below everything relevant to the goal "
-                "(facts, names, dates, numbers), then summarise the rest briefly.\n\n"
-                f"Page: {page['title']} ({page['url']})\n\n{text[:60_000]}"
+            return await self.cache.get_or_fetch(
+                "visit-summary", key, lambda: self._summarise_remote(page, goal)
             )
+        return (
+            text[: self.cfg.max_chars]
+            + f"\n[... truncated: {len(text) - self.cfg.max_chars} more characters]"
+        )
+
+    async def _summarise_remote(self, page: dict[str, str], goal: str) -> str:
+        """The configured summariser model's digest of the page for this goal."""
+        from openai import AsyncOpenAI
+
+        api_key = secret(self.cfg.summarizer_key_env, purpose="the page summariser") or "none"
+        prompt = (
+            f"Goal: {goal or 'answer the question'}\n\nExtract from the page below everything relevant to the goal "
+            "(facts, names, dates, numbers), then summarise the rest briefly.\n\n"
+            f"Page: {page['title']} ({page['url']})\n\n{page['text'][:60_000]}"
+        )
+        async with AsyncOpenAI(base_url=self.cfg.summarizer_base_url, api_key=api_key, timeout=120) as client:
             reply = await client.chat.completions.create(
                 model=self.cfg.summarizer_model,
                 messages=[{"role": "user", "content": prompt}],
                 max_tokens=1024,
             )
-            summary = (reply.choices[0].message.content or "").strip()
-            await client.close()
-            self.cache.put("visit-summary", key, summary)
-            return summary
-        return (
-            text[: self.cfg.max_chars]
-            + f"\n[... truncated: {len(text) - self.cfg.max_chars} more characters]"
-        )
+        return (reply.choices[0].message.content or "").strip()
 
     async def _fetch_counted(self, url: str) -> dict[str, str]:
         self.fetches += 1
