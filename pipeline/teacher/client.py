@@ -21,7 +21,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import email.utils
+import itertools
+import logging
 import random
+import secrets
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -38,6 +42,8 @@ from pipeline.teacher.limits import AdaptiveLimiter, AdaptivePacer, TokenBudget
 from pipeline.teacher.ratelimit import request_limit
 from pipeline.teacher.reply import MalformedReply, StreamAccumulator, TeacherReply, decode_completion
 from pipeline.teacher.wire import BodyEncoder
+
+log = logging.getLogger(__name__)
 
 #: Key used when the config names no key variable (the oracle and local servers ignore it).
 PLACEHOLDER_KEY = "trajforge-no-key"
@@ -142,6 +148,9 @@ class TeacherClient:
         self._stats: collections.Counter[str] = collections.Counter()
         self._latency_total = 0.0
         self._encoder = BodyEncoder()
+        # the SDK would draw a uuid4 (a getrandom call that lets go of the GIL) for every post,
+        # for an idempotency header OpenAI's client never sends: one random prefix, then a count
+        self._call_ids = (f"trajforge-{secrets.token_hex(8)}-{n}" for n in itertools.count())
 
     # -- public API ---------------------------------------------------------------------
     async def chat(self, messages: list[dict[str, Any]], **overrides: Any) -> TeacherReply:
@@ -152,13 +161,21 @@ class TeacherClient:
         request = self._request(messages, overrides)
         key = request_key(request) if self.cache is not None else ""  # hashing resent images costs
         self._stats["requests"] += 1
-        if self.cache is not None and (hit := self.cache.get(key)) is not None:
+        # the cache file's reads and writes on a thread: the file is shared with the run's other
+        # workers, and a read or write may wait for their locks where the event loop must not
+        if self.cache is not None and (hit := await asyncio.to_thread(self.cache.get, key)) is not None:
             self._stats["cache_hits"] += 1
             self._account(hit)
             return hit
         reply = await self._call_with_retries(request)
         if self.cache is not None:
-            self.cache.put(key, reply)
+            try:
+                await asyncio.to_thread(self.cache.put, key, reply)
+            except sqlite3.Error as exc:  # the reply is good; a rerun will ask for it again
+                self._stats["cache_write_errors"] += 1
+                log.warning(
+                    "teacher replay cache: could not store a reply (%s); a rerun will call for it again", exc
+                )
         self._account(reply)
         return reply
 
@@ -267,10 +284,11 @@ class TeacherClient:
     async def _post(self, request: dict[str, Any], start: float) -> TeacherReply:
         """One HTTP exchange, streamed or not, decoded into a reply."""
         body = _wire_body(request)
+        options: openai.RequestOptions = {"idempotency_key": next(self._call_ids)}
         try:  # serialised here, each image URI checked once rather than re-escaped every turn
-            payload: dict[str, Any] = {"content": self._encoder.encode(body)}
+            payload: dict[str, Any] = {"content": self._encoder.encode(body), "options": options}
         except (TypeError, ValueError):  # not plain JSON (a pydantic value, NaN): the SDK's way
-            payload = {"body": body}
+            payload = {"body": body, "options": options}
         if not body.get("stream"):  # the JSON body as is: building the SDK's typed model costs
             completion = await self._client.post("/chat/completions", **payload, cast_to=object)
             return decode_completion(completion, time.perf_counter() - start)

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import io
 import itertools
+import sqlite3
 import time
 
 import pytest
@@ -59,6 +60,59 @@ def test_reply_fields_extra_keys_and_replay_cache(fake_teacher, tmp_path):
 
     replies = _run(rerun())
     assert all(r.cached for r in replies) and len(server.requests) == 2
+
+
+def test_the_replay_cache_file_is_read_and_written_off_the_event_loop(fake_teacher, tmp_path, caplog):
+    """The cache file is shared with the run's other workers, whose locks a read or write may
+    wait for; and a write the file refuses costs the rerun a call, not this call its reply."""
+    import threading
+
+    server = fake_teacher(lambda body: completion("answer"))
+    seen: list[int] = []
+
+    async def go():
+        client = TeacherClient(_cfg(), cache_dir=tmp_path, base_url=server.base_url)
+        get, put = client.cache.get, client.cache.put
+        client.cache.get = lambda key: seen.append(threading.get_ident()) or get(key)
+        client.cache.put = lambda key, reply: seen.append(threading.get_ident()) or put(key, reply)
+        first = await client.chat(MSG, seed=1)
+        again = await client.chat(MSG, seed=1)
+
+        def locked(key, reply):
+            raise sqlite3.OperationalError("database is locked")
+
+        client.cache.put = locked
+        other = await client.chat(MSG, seed=2)
+        await client.aclose()
+        return threading.get_ident(), first, again, other, client.stats()
+
+    loop_thread, first, again, other, stats = _run(go())
+    assert len(seen) == 4 and loop_thread not in seen  # two reads, one write, the third's read
+    assert not first.cached and again.cached and other.text == "answer" and not other.cached
+    assert stats["cache_write_errors"] == 1 and "database is locked" in caplog.text
+
+
+def test_no_uuid_is_drawn_per_call(fake_teacher, monkeypatch):
+    """The SDK draws a uuid4 per post for an idempotency header OpenAI's client never sends: a
+    getrandom call that lets go of the GIL on the event loop's thread, once per teacher call."""
+    import uuid
+
+    server = fake_teacher(lambda body: completion("ok"))
+
+    def drawn():
+        raise AssertionError("a uuid4 was drawn")
+
+    monkeypatch.setattr(uuid, "uuid4", drawn)
+
+    async def go():
+        client = TeacherClient(_cfg(cache=False, stream=False), base_url=server.base_url)
+        streamed = TeacherClient(_cfg(cache=False, stream=True), base_url=server.base_url)
+        replies = [await client.chat(MSG), await streamed.chat(MSG)]
+        await client.aclose()
+        await streamed.aclose()
+        return replies
+
+    assert [r.text for r in _run(go())] == ["ok", "ok"]
 
 
 def test_request_body_is_the_sdk_wire_format(fake_teacher):
