@@ -177,7 +177,10 @@ def probed_tools(cfg, mode: str, run_dir: Path) -> dict:
     an after are measured alike. The probe ticks every 20 ms and records how late each tick
     ran (loop lag: what every trajectory in flight waits on top of its own work), times each
     full garbage collection (`gc.callbacks`), and samples the process's open files; it
-    rewrites RUN/bench-probe.json every second with those and the process's CPU seconds.
+    rewrites RUN/bench-probe.json every second with those and the process's CPU seconds. Its
+    watchdog samples stacks during stalls, and `_IterationProfile` keeps the loop's longest
+    turns: how many callbacks each ran and the slowest of them, so a stall reads as one long
+    call or a crowd of short ones.
     """
     from stages.tools.registry import run_tools
 
@@ -217,6 +220,7 @@ async def _probe(path: Path, tick: float = 0.02) -> None:
             pauses.append(time.perf_counter() - started.pop())
 
     gc.callbacks.append(on_gc)
+    iterations = _IterationProfile(asyncio.get_running_loop())
     watchdog = _StallWatchdog(threading.get_ident())
     watchdog.start()
     cpu0, last_write = time.process_time(), time.monotonic()
@@ -247,8 +251,90 @@ async def _probe(path: Path, tick: float = 0.02) -> None:
                     "stall_samples": watchdog.samples,
                     "stall_stacks": watchdog.top(),
                     "longest_stalls": watchdog.longest(),
+                    "long_iterations": iterations.longest(),
                 },
             )
+
+
+class _IterationProfile:
+    """What the probed loop's longest iterations ran: each turn of the loop runs every callback
+    that was ready when it began, so a stall the watchdog sees on a CPU is one turn's callbacks.
+    Times every callback (`Handle._run`, ~0.3 us each) and, for a turn over `long_s`, keeps
+    its length, its callback count and the slowest callbacks: a task's step is named by where
+    its coroutine stopped next (the step ran up to there)."""
+
+    def __init__(self, loop, long_s: float = 0.03, slow_s: float = 0.002, keep: int = 8) -> None:
+        self.long_s, self.slow_s, self.keep = long_s, slow_s, keep
+        self.turns: list[dict] = []
+        self._began = time.perf_counter()
+        self._count = 0
+        self._run_s = 0.0
+        self._events = 0
+        self._slow: list[tuple[float, str]] = []
+        selector = loop._selector
+        select = selector.select
+        run = asyncio.events.Handle._run
+        profile = self
+
+        def timed_select(timeout=None):
+            profile._end_turn()
+            events = select(timeout)
+            profile._began = time.perf_counter()
+            profile._events = len(events)
+            return events
+
+        def timed_run(handle):
+            where = profile._where(handle)  # a task's step runs from where its coroutine stopped
+            start = time.perf_counter()
+            try:
+                return run(handle)
+            finally:
+                spent = time.perf_counter() - start
+                profile._count += 1
+                profile._run_s += spent
+                if spent >= profile.slow_s:
+                    profile._slow.append((spent, f"{where} -> {profile._where(handle)}"))
+
+        selector.select = timed_select
+        asyncio.events.Handle._run = timed_run
+
+    def _end_turn(self) -> None:
+        spent = time.perf_counter() - self._began
+        if spent >= self.long_s:
+            slowest = sorted(self._slow, key=lambda s: -s[0])[:5]
+            self.turns.append(
+                {
+                    "ms": round(1000 * spent, 1),
+                    "callbacks": self._count,
+                    "callbacks_ms": round(1000 * self._run_s, 1),  # the rest: the loop's own (events, timers)
+                    "io_events": self._events,
+                    "slow_callbacks": len(self._slow),
+                    "slow_ms": round(1000 * sum(t for t, _ in self._slow), 1),
+                    "slowest": [[round(1000 * t, 1), name] for t, name in slowest],
+                }
+            )
+            self.turns = sorted(self.turns, key=lambda t: -t["ms"])[: self.keep]
+        self._count = 0
+        self._run_s = 0.0
+        self._slow = []
+
+    @staticmethod
+    def _where(handle) -> str:
+        """A task's innermost awaiting frame (file:function:line), else the callback's name."""
+        callback = getattr(handle, "_callback", None)
+        task = getattr(callback, "__self__", None)
+        if not isinstance(task, asyncio.Task):
+            return getattr(callback, "__qualname__", "?")[:80]
+        coro = task.get_coro()
+        while getattr(coro, "cr_await", None) is not None and hasattr(coro.cr_await, "cr_frame"):
+            coro = coro.cr_await
+        frame = getattr(coro, "cr_frame", None)
+        if frame is None:
+            return "(done)"
+        return f"{Path(frame.f_code.co_filename).name}:{frame.f_code.co_name}:{frame.f_lineno}"
+
+    def longest(self) -> list[dict]:
+        return list(self.turns)
 
 
 class _StallWatchdog(threading.Thread):
