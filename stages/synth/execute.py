@@ -192,11 +192,13 @@ class Executor:
             plan=render_plan(plan.steps) if plan is not None and plan.valid else None,
             plan_valid=plan.valid if plan is not None else None,
         )
-        names = image_names(len(task.images))
+        # on a thread: finding an image's file stats the disk, and on a run in object storage
+        # its first use downloads it, which on the loop would hold every trajectory in flight
+        paths = await asyncio.to_thread(lambda: [self.store.images.path(ref) for ref in task.images])
         ctx = ToolContext(  # its folder is made only if a tool writes a file
             trajectory_id=traj.trajectory_id,
             workdir=self.work_root / traj.trajectory_id,
-            images={name: self.store.images.path(ref) for name, ref in zip(names, task.images, strict=True)},
+            images=dict(zip(image_names(len(task.images)), paths, strict=True)),
             question=task.question,
             goal=task.question,
         )

@@ -401,3 +401,29 @@ def test_full_collections_are_rarer_while_a_worker_runs(fake_teacher, tmp_path):
     finally:
         gc.set_threshold(*before)
         gc.unfreeze()
+
+
+def test_a_trajectory_finds_its_images_off_the_event_loop(fake_teacher, tmp_path, monkeypatch):
+    """Finding an image's file stats the disk, and on a run in object storage its first use
+    downloads it: on the event loop either would hold every trajectory in flight."""
+    from pipeline.store import ImageStore
+
+    on_loop: list[bool] = []
+    path = ImageStore.path
+
+    def traced(self, ref):
+        try:
+            asyncio.get_running_loop()
+            on_loop.append(True)
+        except RuntimeError:
+            on_loop.append(False)
+        return path(self, ref)
+
+    monkeypatch.setattr(ImageStore, "path", traced)
+    server = fake_teacher(scripted_agent)
+    cfg, store, _ = make_run(tmp_path, n_tasks=2, **{"synth.rollouts": 2, "synth.plan": False})
+    summary = run_synth(
+        cfg, store, teacher_base_url=server.base_url, use_ray=False, tools_factory=fake_tools, progress=False
+    )
+    assert summary["statuses"] == {"answered": 4}
+    assert on_loop.count(False) >= 4 and True not in on_loop
