@@ -133,9 +133,8 @@ class ToolCache:
             self._remember((ns, key), text)
             try:
                 await asyncio.to_thread(self._write, ns, key, text)
-            except (
-                sqlite3.Error
-            ) as exc:  # the value is good: a cache that cannot keep it costs a refetch later
+            except sqlite3.Error as exc:
+                # the value is good: a cache that cannot keep it costs a refetch another time
                 log.warning(
                     "tool cache: could not store %s %r (%s); it will be fetched again next time", ns, key, exc
                 )
