@@ -146,6 +146,9 @@ class CodeToolConfig(Section):
     # (memory per worker, least recently used go first; 0 = off): a call loads them without decoding
     decode_cache_mb: int = 512
     decode_cache_min_pixels: int = 1_000_000
+    # the sandbox's processes run this much nicer than the host (0-19): teacher code is batch
+    # work, and when both want a CPU the event loop serving every trajectory in flight goes first
+    nice: int = Field(default=5, ge=0, le=19)
 
 
 class SearchToolConfig(Section):

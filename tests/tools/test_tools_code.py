@@ -90,6 +90,24 @@ def test_later_call_sees_produced_images(loop, tool, ctx):
     assert obs.text.strip() == "[(160, 120), (30, 30)]"
 
 
+def test_teacher_code_runs_nicer_than_the_host(loop, tool, ctx):
+    """When the sandbox and the host's event loop both want a CPU, the loop (every trajectory in
+    flight) goes first: the code's process runs `tools.code.nice` (default 5) nicer."""
+    import os
+
+    obs = run(loop, tool, "import os\nprint(os.getpriority(os.PRIO_PROCESS, 0))", ctx)
+    assert obs.error is None, obs.text
+    assert int(obs.text.strip()) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 5)
+    plain = CodeTool(CodeToolConfig(workers=1, nice=0))
+    try:
+        obs = loop.run_until_complete(
+            plain.run({"code": "import os\nprint(os.getpriority(os.PRIO_PROCESS, 0))"}, ctx)
+        )
+    finally:
+        loop.run_until_complete(plain.aclose())
+    assert int(obs.text.strip()) == os.getpriority(os.PRIO_PROCESS, 0)
+
+
 def test_cv2_and_numpy_available(loop, tool, ctx):
     obs = run(
         loop,

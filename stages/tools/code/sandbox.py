@@ -173,6 +173,7 @@ class Worker:
             "max_sessions": self.cfg.max_sessions,
             "decode_cache_bytes": self.cfg.decode_cache_mb << 20,
             "decode_cache_min_pixels": self.cfg.decode_cache_min_pixels,
+            "nice": self.cfg.nice,
         }
         log_file = open(self.dirs.root / "worker.log", "ab")  # noqa: SIM115 - owned by the process
         try:

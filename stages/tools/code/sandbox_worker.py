@@ -614,6 +614,8 @@ def _sibling(name: str):
 
 def main() -> None:
     cfg = json.loads(sys.argv[1])
+    if cfg.get("nice", 0) > 0:  # teacher code is batch work: the host's event loop gets a CPU first
+        os.nice(cfg["nice"])
     if not cfg.get("own_pid_namespace", False):
         become_subreaper()
     proto_in, proto_out = os.dup(0), os.dup(1)
