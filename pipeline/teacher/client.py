@@ -150,7 +150,8 @@ class TeacherClient:
         self._encoder = BodyEncoder()
         # the SDK would draw a uuid4 (a getrandom call that lets go of the GIL) for every post,
         # for an idempotency header OpenAI's client never sends: one random prefix, then a count
-        self._call_ids = (f"trajforge-{secrets.token_hex(8)}-{n}" for n in itertools.count())
+        prefix = f"trajforge-{secrets.token_hex(8)}"
+        self._call_ids = (f"{prefix}-{n}" for n in itertools.count())
 
     # -- public API ---------------------------------------------------------------------
     async def chat(self, messages: list[dict[str, Any]], **overrides: Any) -> TeacherReply:

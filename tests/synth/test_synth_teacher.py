@@ -92,27 +92,29 @@ def test_the_replay_cache_file_is_read_and_written_off_the_event_loop(fake_teach
     assert stats["cache_write_errors"] == 1 and "database is locked" in caplog.text
 
 
-def test_no_uuid_is_drawn_per_call(fake_teacher, monkeypatch):
+def test_no_random_id_is_drawn_per_call(fake_teacher, monkeypatch):
     """The SDK draws a uuid4 per post for an idempotency header OpenAI's client never sends: a
-    getrandom call that lets go of the GIL on the event loop's thread, once per teacher call."""
+    getrandom call that lets go of the GIL on the event loop's thread, once per teacher call.
+    The client draws one random prefix when it is made, and counts from there."""
+    import secrets
     import uuid
 
     server = fake_teacher(lambda body: completion("ok"))
 
-    def drawn():
-        raise AssertionError("a uuid4 was drawn")
-
-    monkeypatch.setattr(uuid, "uuid4", drawn)
+    def drawn(*args):
+        raise AssertionError("a random id was drawn for a call")
 
     async def go():
         client = TeacherClient(_cfg(cache=False, stream=False), base_url=server.base_url)
         streamed = TeacherClient(_cfg(cache=False, stream=True), base_url=server.base_url)
-        replies = [await client.chat(MSG), await streamed.chat(MSG)]
+        monkeypatch.setattr(uuid, "uuid4", drawn)
+        monkeypatch.setattr(secrets, "token_hex", drawn)
+        replies = [await client.chat(MSG), await client.chat(MSG), await streamed.chat(MSG)]
         await client.aclose()
         await streamed.aclose()
         return replies
 
-    assert [r.text for r in _run(go())] == ["ok", "ok"]
+    assert [r.text for r in _run(go())] == ["ok", "ok", "ok"]
 
 
 def test_request_body_is_the_sdk_wire_format(fake_teacher):
