@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import functools
 import gc
 import importlib
 import json
@@ -170,7 +171,7 @@ START_S = 30.0
 _PROBE: dict = {}
 
 
-def probed_tools(cfg, mode: str, run_dir: Path) -> dict:
+def probed_tools(cfg, mode: str, run_dir: Path, *, turn_profile: bool = False) -> dict:
     """The run's own tools, plus (once per worker process) a probe in the worker's event loop.
 
     Works on any version of the runner (it only needs the tools factory hook), so a before and
@@ -178,14 +179,15 @@ def probed_tools(cfg, mode: str, run_dir: Path) -> dict:
     ran (loop lag: what every trajectory in flight waits on top of its own work), times each
     full garbage collection (`gc.callbacks`), and samples the process's open files; it
     rewrites RUN/bench-probe.json every second with those and the process's CPU seconds. Its
-    watchdog samples stacks during stalls, and `_IterationProfile` keeps the loop's longest
-    turns: how many callbacks each ran and the slowest of them, so a stall reads as one long
-    call or a crowd of short ones.
+    watchdog samples stacks during stalls; with `turn_profile` (`--turn-profile`),
+    `_IterationProfile` keeps the loop's longest turns: how many callbacks each ran and the
+    slowest of them, so a stall reads as one long call or a crowd of short ones (it costs ~5 us
+    a callback, in the driver's CPU figure and in the turns it measures).
     """
     from stages.tools.registry import run_tools
 
     tools = run_tools(cfg, mode, run_dir)  # loading the indexes is start-up: not counted
-    return {**tools, "_bench_probe": _ProbeStarter(Path(run_dir) / PROBE_FILE)}
+    return {**tools, "_bench_probe": _ProbeStarter(Path(run_dir) / PROBE_FILE, turn_profile)}
 
 
 class _ProbeStarter:
@@ -193,18 +195,19 @@ class _ProbeStarter:
     from the first trajectory's `warm` hook, which runs in the worker's event loop (a runner
     may build its tools in a thread)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path, turn_profile: bool = False) -> None:
+        self.path, self.turn_profile = path, turn_profile
 
     def warm(self, ctx) -> None:
         if not _PROBE:
-            _PROBE["task"] = asyncio.get_running_loop().create_task(_probe(self.path))
+            probe = _probe(self.path, turn_profile=self.turn_profile)
+            _PROBE["task"] = asyncio.get_running_loop().create_task(probe)
 
     async def aclose(self) -> None:
         pass
 
 
-async def _probe(path: Path, tick: float = 0.02) -> None:
+async def _probe(path: Path, tick: float = 0.02, *, turn_profile: bool = False) -> None:
 
     lags: list[float] = []
     late_lags: list[float] = []  # after the start (START_S): what a long run meets
@@ -220,7 +223,7 @@ async def _probe(path: Path, tick: float = 0.02) -> None:
             pauses.append(time.perf_counter() - started.pop())
 
     gc.callbacks.append(on_gc)
-    iterations = _IterationProfile(asyncio.get_running_loop())
+    iterations = _IterationProfile(asyncio.get_running_loop()) if turn_profile else None
     watchdog = _StallWatchdog(threading.get_ident())
     watchdog.start()
     cpu0, last_write = time.process_time(), time.monotonic()
@@ -251,7 +254,7 @@ async def _probe(path: Path, tick: float = 0.02) -> None:
                     "stall_samples": watchdog.samples,
                     "stall_stacks": watchdog.top(),
                     "longest_stalls": watchdog.longest(),
-                    "long_iterations": iterations.longest(),
+                    "long_iterations": iterations.longest() if iterations else None,
                 },
             )
 
@@ -259,9 +262,9 @@ async def _probe(path: Path, tick: float = 0.02) -> None:
 class _IterationProfile:
     """What the probed loop's longest iterations ran: each turn of the loop runs every callback
     that was ready when it began, so a stall the watchdog sees on a CPU is one turn's callbacks.
-    Times every callback (`Handle._run`, ~0.3 us each) and, for a turn over `long_s`, keeps
-    its length, its callback count and the slowest callbacks: a task's step is named by where
-    its coroutine stopped next (the step ran up to there)."""
+    Times every callback (`Handle._run`; ~5 us each, most of it reading where a task's step
+    begins) and, for a turn over `long_s`, keeps its length, its callback count and the
+    slowest callbacks, a task's step named by where its coroutine was and where it stopped."""
 
     def __init__(self, loop, long_s: float = 0.03, slow_s: float = 0.002, keep: int = 8) -> None:
         self.long_s, self.slow_s, self.keep = long_s, slow_s, keep
@@ -588,6 +591,7 @@ def bench_latency(
     sets: dict[str, str],
     bare_kinds: tuple[str, ...] = tuple(BARE_LOOPS),
     spread: float = 0.0,
+    turn_profile: bool = False,
 ) -> dict:
     """`spread`: each call's latency drawn uniformly from latency x (1 -/+ spread), as a real
     teacher's varies with the tokens it writes (0: every call takes `latency`, which keeps the
@@ -617,7 +621,8 @@ def bench_latency(
     os.environ["RAY_worker_niceness"] = "0"  # noqa: SIM112 - Ray's own spelling
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # started outside the timing
     start, server_cpu = time.monotonic(), world.cpu_s()
-    summary = synth(cfg, store, world, use_ray=True, tools_factory=probed_tools)
+    factory = functools.partial(probed_tools, turn_profile=turn_profile)
+    summary = synth(cfg, store, world, use_ray=True, tools_factory=factory)
     ours = time.monotonic() - start
     server_cpu = world.cpu_s() - server_cpu
     ray.shutdown()
@@ -1078,6 +1083,11 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=5.0, help="latency bench: seconds per teacher call")
     parser.add_argument("--in-flight", type=int, default=256, help="latency bench: trajectories in flight")
     parser.add_argument(
+        "--turn-profile",
+        action="store_true",
+        help="latency bench: keep the worker loop's longest turns (costs ~5 us a callback, in the figures)",
+    )
+    parser.add_argument(
         "--latency-spread",
         type=float,
         default=0.0,
@@ -1114,6 +1124,7 @@ def main() -> None:
                     latency=args.latency,
                     in_flight=args.in_flight,
                     spread=args.latency_spread,
+                    turn_profile=args.turn_profile,
                     sets=sets,
                     bare_kinds=tuple(args.bare or BARE_LOOPS),
                 )
