@@ -43,6 +43,7 @@ from pipeline.store import RunStore
 from pipeline.teacher import TeacherClient
 from pipeline.teacher.client import check_concurrency
 from pipeline.teacher.limits import AdaptivePacer
+from pipeline.thread_work import wait_through_cancel
 from stages.synth.collector import WorkerCollector
 from stages.synth.execute import Executor
 from stages.synth.lease import DriverLease
@@ -293,12 +294,9 @@ class SynthWorker:
                 return 0
             write = asyncio.ensure_future(asyncio.to_thread(self._write, plans, batch))
             try:
-                await asyncio.shield(write)
-            except asyncio.CancelledError:
-                # the thread writes on whatever happens here: keep the lock until it is done, so
+                # the thread writes whatever happens here: the lock is kept until it is done, so
                 # a later flush (close's) cannot return before this shard is on disk
-                await asyncio.wait([write])
-                raise
+                await wait_through_cancel(write)
             finally:
                 self._settle(write, plans, batch)
             return len(batch)

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pipeline.config import CodeToolConfig
+from pipeline.thread_work import wait_through_cancel
 from stages.tools.code.fast_inputs import FastInputs
 from stages.tools.code.isolation import SANDBOX_ENV, WorkerDirs, launch_argv, module_fds, resolve_isolation
 from stages.tools.code.seccomp_filter import program_fd
@@ -372,12 +373,9 @@ class SandboxPool:
         """`work` on the pool's file threads, for the worker a call holds. A call cancelled
         meanwhile still waits for it before the worker is released: the next call would stage
         into, or sweep, the same folders while this thread still moved files there."""
-        future = asyncio.get_running_loop().run_in_executor(self._file_threads, work, *args)
-        try:
-            return await asyncio.shield(future)
-        except asyncio.CancelledError:
-            await asyncio.wait([future])
-            raise
+        return await wait_through_cancel(
+            asyncio.get_running_loop().run_in_executor(self._file_threads, work, *args)
+        )
 
     async def _release(self, worker: Worker) -> None:
         self._hand_over(worker)
