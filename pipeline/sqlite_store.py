@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,25 @@ class SqliteStore:
         self._db: sqlite3.Connection | None = sqlite3.connect(
             path, timeout=30, check_same_thread=False, isolation_level=None
         )
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._wal()
         self._db.execute("PRAGMA synchronous=NORMAL")
         for table in tables:
             self._db.execute(f"CREATE TABLE IF NOT EXISTS {table}")
+
+    def _wal(self, wait_s: float = 30.0) -> None:
+        """Switch the file to WAL. Workers starting together open one new file at once, and the
+        switch can be refused at once ("database is locked", no busy wait) while another
+        connection makes the file: tried again until `wait_s`, as long as any lock may last."""
+        assert self._db is not None
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def one(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
         with self._lock:
